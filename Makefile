@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`.  Every step is idempotent.
+SHELL := /bin/bash
+# Debian's python, so that the postgres user can run the agent from .venv.
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo demo-down test deps venv lint typecheck bench unit
+
+deps:
+	@MAKE_TARGET=$(MAKECMDGOALS) scripts/install-deps.sh
+
+$(STAMP): pyproject.toml | deps
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: deps $(STAMP)
+
+demo: venv
+	$(VENV)/bin/pgha demo up --nodes 3 --dir .demo
+
+demo-down: venv
+	$(VENV)/bin/pgha demo down --dir .demo
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+test: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+bench: venv
+	$(VENV)/bin/python bench/bootstrap

@@ -1,0 +1,1 @@
+"""`pgha agent`, `pgha validate`: placeholder until the agent lands."""

@@ -1,0 +1,1 @@
+"""`pgha probe`: placeholder until the probe lands."""

@@ -1,0 +1,28 @@
+"""`pgha` entry point: a click group; each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pgha import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pgha")
+def cli() -> None:
+    """PostgreSQL high availability: agent, CLI and tools."""
+
+
+def _register() -> None:
+    # Each module adds its commands to `cli` when imported.
+    from pgha.cli import commands_agent, commands_probe  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

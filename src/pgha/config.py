@@ -1,0 +1,314 @@
+"""Per-node configuration: typed, validated, with one clear line per problem.
+
+The YAML file is mapped onto frozen dataclasses by a small schema walker that
+rejects unknown keys, wrong types and missing required fields, naming the key
+and the fix.  Environment checks (ports in use, data-dir ownership) live in
+``pgha.preflight`` so that loading a file never touches the machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from pgha.core.model import ClusterConfig, Tags
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    prefix: str = "/pgha"
+    # Seconds one request to etcd may take before the agent tries the next endpoint.
+    request_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    data_dir: str
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
+    listen: str = "127.0.0.1"
+    port: int = 5432
+    # host:port the other members and clients use to reach this server.
+    connect_address: str = ""
+    superuser: Credentials = Credentials("postgres")
+    replication: Credentials = Credentials("replicator")
+    # Parameters for this node only; they override the cluster-wide ones.
+    parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    # pg_hba.conf lines added before pgha's own defaults.
+    pg_hba: tuple[str, ...] = ()
+    initdb: tuple[str, ...] = ("--data-checksums", "--encoding=UTF8", "--locale=C.UTF-8")
+    # Unix socket directory; empty means the data directory.
+    socket_dir: str = ""
+
+    @property
+    def connect_host(self) -> str:
+        return self.connect_address.rsplit(":", 1)[0] if self.connect_address else self.listen
+
+    @property
+    def connect_port(self) -> int:
+        if self.connect_address and ":" in self.connect_address:
+            return int(self.connect_address.rsplit(":", 1)[1])
+        return self.port
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    certfile: str
+    keyfile: str
+    cafile: str = ""
+    verify_client: bool = False
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    listen: str = "127.0.0.1:8008"
+    # URL the other members use to reach this API; default derived from listen.
+    connect_url: str = ""
+    auth: Credentials | None = None
+    tls: TLSConfig | None = None
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def url(self) -> str:
+        if self.connect_url:
+            return self.connect_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = self.host if self.host not in ("0.0.0.0", "") else "127.0.0.1"
+        return f"{scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    address: str
+    prefix: int = 24
+    interface: str = "eth0"
+
+
+@dataclass(frozen=True)
+class PgBouncerConfig:
+    # The pgbouncer.ini the agent rewrites ([databases] section) and reloads.
+    config: str
+    admin_port: int = 6432
+    admin_host: str = "127.0.0.1"
+    admin_user: str = "pgbouncer"
+    admin_password: str = field(default="", repr=False)
+    # Databases routed to the primary; "*" routes every database.
+    databases: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
+class CallbacksConfig:
+    on_start: str = ""
+    on_stop: str = ""
+    on_role_change: str = ""
+    on_reload: str = ""
+    # Runs before a promotion; a non-zero exit vetoes it.
+    pre_promote: str = ""
+    # Seconds a hook may run before it is killed.
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    # "on": PostgreSQL as primary is fenced when the agent dies or stops renewing.
+    mode: Literal["on", "off"] = "on"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    cluster: str
+    name: str
+    postgresql: PostgresConfig
+    etcd: EtcdConfig = EtcdConfig()
+    api: ApiConfig = ApiConfig()
+    # Seeds /pgha/<cluster>/config when this node initializes the cluster.
+    cluster_config: ClusterConfig = ClusterConfig()
+    tags: Tags = Tags()
+    vip: VipConfig | None = None
+    pgbouncer: PgBouncerConfig | None = None
+    callbacks: CallbacksConfig = CallbacksConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+    log: LogConfig = LogConfig()
+
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+    if origin in (tuple, list):
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin in (Mapping, dict):
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    if origin in (tuple, list):
+        (item_type, *_) = get_args(tp)
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_t, val_t = get_args(tp)
+        return {str(k): _convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return build(tp, value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type[T], data: Any, path: str = "") -> T:
+    """Map ``data`` (parsed YAML/JSON) onto dataclass ``cls``, validating as it goes."""
+    where = path or "the configuration"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    assert dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{_join(path, str(key))}: unknown key; remove it or use one of: {known}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key_path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key_path}: required key is missing; add it to the file")
+    try:
+        obj = cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return typing.cast(T, obj)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_semantics(cfg: NodeConfig) -> None:
+    import re
+
+    name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    if not name_re.match(cfg.cluster):
+        raise ConfigError("cluster: use letters, digits, '-', '_' or '.' (at most 63), e.g. 'main'")
+    if not name_re.match(cfg.name):
+        raise ConfigError("name: use letters, digits, '-', '_' or '.' (at most 63), e.g. 'node1'")
+    if not 1 <= cfg.postgresql.port <= 65535:
+        raise ConfigError(f"postgresql.port: {cfg.postgresql.port} is not a TCP port; use 1-65535")
+    if not Path(cfg.postgresql.data_dir).is_absolute():
+        raise ConfigError("postgresql.data_dir: must be an absolute path, e.g. /var/lib/pgha/data")
+    if ":" not in cfg.api.listen or not cfg.api.listen.rsplit(":", 1)[1].isdigit():
+        raise ConfigError(f"api.listen: expected host:port, got {cfg.api.listen!r}")
+    if not cfg.etcd.endpoints:
+        raise ConfigError("etcd.endpoints: list at least one URL, e.g. http://127.0.0.1:2379")
+    for ep in cfg.etcd.endpoints:
+        if not ep.startswith(("http://", "https://")):
+            raise ConfigError(f"etcd.endpoints: {ep!r} must start with http:// or https://")
+    problem = cfg.cluster_config.problem()
+    if problem:
+        raise ConfigError(f"cluster_config.{problem}")
+
+
+def parse(data: Any, source: str = "") -> NodeConfig:
+    cfg = build(NodeConfig, data)
+    _check_semantics(cfg)
+    return cfg
+
+
+def load(path: str | Path) -> NodeConfig:
+    """Read and validate a node configuration file; raise ConfigError with one line."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found; pass the path of the node's YAML file with -c") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read it ({exc.strerror}); check the path and permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from None
+    try:
+        return parse(data, str(p))
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

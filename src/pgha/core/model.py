@@ -1,0 +1,295 @@
+"""Frozen inputs of the decision core: the cluster as read from the DCS, and this node.
+
+Nothing here does I/O.  Times are plain floats supplied by the caller:
+``*_at`` fields are wall-clock epoch seconds (comparable across hosts, used
+only for display and schedules), ``*_deadline``/``*_mono`` fields are
+``time.monotonic()`` seconds of this host (used for every safety timeout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+SyncMode = Literal["off", "on", "strict", "quorum"]
+
+
+@dataclass(frozen=True)
+class Tags:
+    """Per-node tags, published in the member key."""
+
+    # Never promote this node automatically or by switchover.
+    nofailover: bool = False
+    # Tie-breaker between equally advanced candidates: higher wins.
+    failover_priority: int = 1
+    # Never choose this node as a synchronous standby.
+    nosync: bool = False
+    # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster-wide settings kept at /pgha/<cluster>/config (editable with edit-config)."""
+
+    # Seconds the leader lease lives without renewal.
+    ttl: float = 10.0
+    # Seconds between two HA loops when nothing wakes the agent earlier.
+    loop_wait: float = 1.0
+    # Seconds one DCS or PostgreSQL operation may retry before it counts as failed.
+    retry_timeout: float = 3.0
+    # A primary fences itself this many seconds before its lease could expire.
+    fence_margin: float = 2.0
+    # Bytes a replica may lag behind the last known primary position and still be promoted.
+    maximum_lag_on_failover: int = 1024 * 1024
+    synchronous_mode: SyncMode = "off"
+    # How many synchronous standbys (ANY N in quorum mode).
+    synchronous_node_count: int = 1
+    # Keep the primary writable through an etcd outage while every member confirms it.
+    failsafe_mode: bool = False
+    # Seconds a crashed primary may take to restart locally before the cluster fails over.
+    primary_start_timeout: float = 10.0
+    use_pg_rewind: bool = True
+    # When pg_rewind fails, wipe the data directory and clone again.
+    clone_on_rewind_failure: bool = True
+    # Maintenance mode: agents publish state but take no automatic action.
+    pause: bool = False
+    # Cluster-wide PostgreSQL parameters.
+    parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+    def problem(self) -> str | None:
+        """One line naming the first invalid setting and the fix, or None."""
+        if self.ttl < 2:
+            return f"ttl: {self.ttl} is too short; use at least 2 seconds"
+        if self.loop_wait <= 0 or self.loop_wait * 2 > self.ttl:
+            return f"loop_wait: {self.loop_wait} must be positive and at most half of ttl ({self.ttl})"
+        if self.retry_timeout <= 0 or self.retry_timeout >= self.ttl:
+            return f"retry_timeout: {self.retry_timeout} must be positive and below ttl ({self.ttl})"
+        if not 0 < self.fence_margin < self.ttl - self.loop_wait:
+            return f"fence_margin: {self.fence_margin} must be positive and below ttl - loop_wait"
+        if self.maximum_lag_on_failover < 0:
+            return "maximum_lag_on_failover: must be zero or more bytes"
+        if self.synchronous_node_count < 1:
+            return "synchronous_node_count: must be at least 1"
+        if self.primary_start_timeout < 0:
+            return "primary_start_timeout: must be zero or more seconds"
+        return None
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    UNINITIALIZED = "uninitialized"
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """What one agent publishes at members/<name> (bound to that agent's lease)."""
+
+    name: str
+    role: Role = Role.UNINITIALIZED
+    # running, streaming, starting, stopped, creating replica, rewinding, crashed, fenced…
+    state: str = "stopped"
+    timeline: int | None = None
+    # Primary: current WAL write position.  Replica: received and replayed positions.
+    wal_lsn: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    api_url: str = ""
+    host: str = ""
+    port: int = 0
+    tags: Tags = Tags()
+    rule_id: str = ""
+    reason: str = ""
+    pending_restart: bool = False
+    # Name of the member this replica streams from.
+    following: str | None = None
+    lease_id: int = 0
+    # Set when the agent has paused its PgBouncer for the switchover with this id.
+    pgbouncer_paused_for: str = ""
+    version: str = ""
+
+    @property
+    def lsn(self) -> int:
+        """The most advanced position this member is known to have (for ranking)."""
+        return max(x or 0 for x in (self.wal_lsn, self.received_lsn, self.replayed_lsn))
+
+
+@dataclass(frozen=True)
+class Leader:
+    name: str
+    lease_id: int
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """/sync: who may be promoted without losing acknowledged writes.
+
+    ``standbys`` are the members that were synchronous with ``leader``; in
+    quorum mode ``quorum`` of them acknowledge every commit.
+    """
+
+    leader: str
+    standbys: tuple[str, ...] = ()
+    quorum: int = 0
+    mod_revision: int = 0
+
+
+@dataclass(frozen=True)
+class Switchover:
+    """/switchover: an operator's request to move the primary."""
+
+    id: str
+    kind: Literal["switchover", "failover"] = "switchover"
+    leader: str | None = None
+    candidate: str | None = None
+    scheduled_at: float | None = None
+    # Progress written by the current leader: requested, pausing, demoting, handed-off.
+    phase: str = "requested"
+
+
+@dataclass(frozen=True)
+class MemberIntent:
+    """/intents/<member>: restart or reinitialize requested for one member."""
+
+    action: Literal["restart", "reinitialize", "reload"]
+    id: str
+    scheduled_at: float | None = None
+    only_if_pending: bool = False
+    role: str | None = None
+    from_leader: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One immutable snapshot of /pgha/<cluster>/, read once per loop."""
+
+    name: str
+    revision: int = 0
+    # The system identifier once the cluster is initialized.
+    system_id: str | None = None
+    # Member racing to initialize (while system_id is still unset).
+    initializing: str | None = None
+    leader: Leader | None = None
+    members: Mapping[str, MemberInfo] = field(default_factory=dict)
+    config: ClusterConfig = ClusterConfig()
+    sync: SyncState | None = None
+    switchover: Switchover | None = None
+    intents: Mapping[str, MemberIntent] = field(default_factory=dict)
+    # Set when the last read of the DCS failed; the other fields are then the last good read.
+    dcs_error: str | None = None
+
+
+class PgRunState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    STARTING = "starting"
+    # The postmaster died without the agent asking it to.
+    CRASHED = "crashed"
+
+
+class DataDir(StrEnum):
+    EMPTY = "empty"  # missing or empty: needs initdb or clone
+    VALID = "valid"  # has a cluster (PG_VERSION and global/pg_control)
+    INVALID = "invalid"  # not empty but not a usable cluster
+
+
+@dataclass(frozen=True)
+class Replication:
+    """One row of pg_stat_replication as seen on the primary."""
+
+    application_name: str
+    state: str
+    sync_state: str
+    flush_lsn: int | None
+    replay_lsn: int | None
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    """This node's PostgreSQL as observed at the start of the loop."""
+
+    data_dir: DataDir = DataDir.EMPTY
+    system_id: str | None = None
+    run_state: PgRunState = PgRunState.STOPPED
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    wal_lsn: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    # Status of the WAL receiver ("streaming", …) and who it streams from (member name).
+    receiver_status: str | None = None
+    following: str | None = None
+    # The member primary_conninfo names, from the configuration files.
+    configured_upstream: str | None = None
+    # pg_controldata "Database cluster state" when stopped.
+    control_state: str | None = None
+    pending_restart: bool = False
+    replication: tuple[Replication, ...] = ()
+    synchronous_standby_names: str = ""
+    # Monotonic time since when the postmaster has been down unexpectedly.
+    down_since_mono: float | None = None
+
+
+class TaskKind(StrEnum):
+    INITDB = "initdb"
+    CLONE = "clone"
+    REWIND = "rewind"
+    START = "start"
+    STOP = "stop"
+    PROMOTE = "promote"
+    RESTART = "restart"
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A long action running in the background, or the result of the last one."""
+
+    kind: TaskKind
+    running: bool
+    ok: bool | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PeerProbe:
+    """How another member answered this agent just now (for election and liveness)."""
+
+    name: str
+    # "ok", "refused" (host up, nothing listening) or "timeout"
+    api: str
+    pg: str
+    lsn: int | None = None
+    timeline: int | None = None
+    in_recovery: bool | None = None
+    # What that member currently believes about leadership (for failsafe).
+    sees_leader: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """Everything about this node the core needs, observed once per loop."""
+
+    name: str
+    pg: LocalPostgres = LocalPostgres()
+    tags: Tags = Tags()
+    # Monotonic time until which our own lease is certainly alive in etcd (None: no lease).
+    lease_deadline: float | None = None
+    lease_id: int = 0
+    task: TaskState | None = None
+    # Probes of the other members, filled when the leader looks gone or an election runs.
+    peers: Mapping[str, PeerProbe] = field(default_factory=dict)
+    # Failsafe: monotonic time until which every member confirmed us as leader.
+    failsafe_deadline: float | None = None
+    # Failsafe: a leader that asked us to confirm it, and until when (monotonic).
+    failsafe_leader: str | None = None
+    failsafe_leader_until: float | None = None
+    # Whether the pre_promote hook vetoed the last promotion attempt.
+    promote_vetoed: bool = False
+    # Intents already carried out (by id), so a restart is done once.
+    done_intents: frozenset[str] = frozenset()
+    # Whether a clone has failed so recently that we should not retry yet.
+    clone_backoff: bool = False

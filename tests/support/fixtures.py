@@ -1,0 +1,1 @@
+"""Fixtures registered for every test; the helper modules define the classes."""

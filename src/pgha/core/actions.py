@@ -157,6 +157,11 @@ class StopPostgres(Action):
 
 
 @dataclass(frozen=True)
+class Checkpoint(Action):
+    """CHECKPOINT while still writable, so that a following shutdown is short."""
+
+
+@dataclass(frozen=True)
 class RestartPostgres(Action):
     """Restart in the same role (pending parameters, operator request)."""
 

@@ -109,6 +109,8 @@ class MemberInfo:
     lease_id: int = 0
     # Set when the agent has paused its PgBouncer for the switchover with this id.
     pgbouncer_paused_for: str = ""
+    # Whether this member runs a PgBouncer that must be paused during a switchover.
+    pgbouncer: bool = False
     version: str = ""
 
     @property
@@ -147,8 +149,10 @@ class Switchover:
     leader: str | None = None
     candidate: str | None = None
     scheduled_at: float | None = None
-    # Progress written by the current leader: requested, pausing, demoting, handed-off.
+    # Progress written by the current leader: requested, pausing, demoting.
     phase: str = "requested"
+    # Wall-clock time the phase was entered (bounds each phase).
+    phase_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,10 @@ class ClusterView:
     sync: SyncState | None = None
     switchover: Switchover | None = None
     intents: Mapping[str, MemberIntent] = field(default_factory=dict)
+    # From /history: timeline that ended -> the LSN where the next one forked off.
+    forks: Mapping[int, int] = field(default_factory=dict)
+    # The member that became leader last (newest history entry, or the initializer).
+    last_leader: str | None = None
     # Set when the last read of the DCS failed; the other fields are then the last good read.
     dcs_error: str | None = None
 
@@ -225,7 +233,7 @@ class LocalPostgres:
     following: str | None = None
     # The member primary_conninfo names, from the configuration files.
     configured_upstream: str | None = None
-    # pg_controldata "Database cluster state" when stopped.
+    # pg_controldata "Database cluster state"; when stopped, wal_lsn is the latest checkpoint location.
     control_state: str | None = None
     pending_restart: bool = False
     replication: tuple[Replication, ...] = ()
@@ -293,3 +301,13 @@ class LocalState:
     done_intents: frozenset[str] = frozenset()
     # Whether a clone has failed so recently that we should not retry yet.
     clone_backoff: bool = False
+    # Wall-clock now (epoch seconds), only for operator schedules.
+    wall_now: float = 0.0
+    # The switchover id our PgBouncer is paused for ("" when not paused).
+    pgbouncer_paused_for: str = ""
+    # The role we last ran on_start / on_role_change for (None: not yet started).
+    announced_role: str | None = None
+    # False when the cluster or node parameters changed since the files were last written.
+    config_applied: bool = True
+    # Monotonic time since when a running replica has not been streaming.
+    not_streaming_since: float | None = None

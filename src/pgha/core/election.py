@@ -1,0 +1,115 @@
+"""Who may become leader, and who should: candidate checks and ranking.
+
+A candidate is a healthy streaming replica on the latest timeline, not tagged
+``nofailover``, within ``maximum_lag_on_failover`` of the last known primary
+position, and — in synchronous modes — one that was synchronous.  Among the
+candidates the highest LSN wins, then ``failover_priority``, then the member
+that led last, then the name (so every node computes the same winner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgha.core.facts import Facts
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    lsn: int
+    priority: int
+    was_last_leader: bool
+
+    def key(self) -> tuple[int, int, int, str]:
+        # Name sorts descending through negation of its order in the final min(): see best().
+        return (self.lsn, self.priority, int(self.was_last_leader), self.name)
+
+
+def reference_lsn(f: Facts) -> int:
+    """The last known primary position: the old leader's published LSN, else the best seen."""
+    old = f.view.members.get(f.view.last_leader or "") if f.view.last_leader else None
+    positions = [m.lsn for m in f.view.members.values()]
+    positions += [p.lsn for p in f.local.peers.values() if p.lsn is not None]
+    if old is not None and old.wal_lsn:
+        positions.append(old.wal_lsn)
+    return max(positions, default=0)
+
+
+def why_not_candidate(f: Facts) -> str | None:
+    """None when this node may be promoted automatically; otherwise the reason."""
+    if f.local.tags.nofailover:
+        return "tagged nofailover"
+    if not f.is_replica:
+        return "PostgreSQL is not running as a replica"
+    tl = f.local.pg.timeline or 0
+    if tl < f.latest_timeline:
+        return f"on timeline {tl}, behind the latest timeline {f.latest_timeline}"
+    lag = reference_lsn(f) - f.my_lsn
+    if lag > f.config.maximum_lag_on_failover:
+        return f"lagging {lag} bytes, more than maximum_lag_on_failover ({f.config.maximum_lag_on_failover})"
+    if f.config.synchronous_mode != "off":
+        sync = f.view.sync
+        if sync is None or f.me not in sync.standbys:
+            return "not a synchronous standby, and synchronous_mode is on"
+        if f.config.synchronous_mode == "quorum":
+            seen = 1 + sum(1 for n in sync.standbys if n != f.me and n in f.local.peers
+                           and f.local.peers[n].api == "ok")
+            need = len(sync.standbys) - max(sync.quorum, 1) + 1
+            if seen < need:
+                return f"quorum: sees {seen} of the {need} synchronous standbys needed to be sure"
+    return None
+
+
+def contenders(f: Facts) -> list[Contender]:
+    """Every member that could win, as far as this node can tell right now."""
+    out = [Contender(f.me, f.my_lsn, f.local.tags.failover_priority, f.view.last_leader == f.me)]
+    sync = f.view.sync if f.config.synchronous_mode != "off" else None
+    for name, probe in f.local.peers.items():
+        m = f.view.members.get(name)
+        if name == f.me or m is None or probe.api != "ok" or probe.lsn is None:
+            continue
+        if m.tags.nofailover or probe.in_recovery is not True:
+            continue
+        if sync is not None and name not in sync.standbys:
+            continue
+        out.append(Contender(name, probe.lsn, m.tags.failover_priority, f.view.last_leader == name))
+    return out
+
+
+def best(cands: list[Contender]) -> Contender:
+    """Highest LSN, then priority, then last leader, then the smallest name."""
+    top = max(c.key()[:3] for c in cands)
+    return min((c for c in cands if c.key()[:3] == top), key=lambda c: c.name)
+
+
+def i_am_best(f: Facts) -> bool:
+    return best(contenders(f)).name == f.me
+
+
+def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
+    """None when ``candidate`` may take over by switchover; else the refusal."""
+    m = f.view.members.get(candidate)
+    if m is None:
+        return f"candidate {candidate} is not a member of the cluster"
+    if candidate == f.me:
+        return f"candidate {candidate} is already the leader"
+    if m.tags.nofailover:
+        return f"candidate {candidate} is tagged nofailover"
+    if not f.member_is_healthy_replica(candidate):
+        return f"candidate {candidate} is not a streaming replica (state: {m.state})"
+    lag = f.my_lsn - m.lsn
+    if lag > f.config.maximum_lag_on_failover:
+        return f"candidate {candidate} lags {lag} bytes, more than maximum_lag_on_failover"
+    if f.config.synchronous_mode in ("on", "strict") and f.view.sync and candidate not in f.view.sync.standbys:
+        return f"candidate {candidate} is not synchronous, and synchronous_mode is {f.config.synchronous_mode}"
+    return None
+
+
+def pick_switchover_target(f: Facts) -> str | None:
+    """The most advanced healthy replica eligible for switchover, or None."""
+    names = sorted(n for n in f.view.members if why_not_switchover_target(f, n) is None)
+    if not names:
+        return None
+    ranked = [Contender(n, f.view.members[n].lsn, f.view.members[n].tags.failover_priority, False) for n in names]
+    return best(ranked).name

@@ -1,0 +1,212 @@
+"""Facts derived once from the inputs, so that rule guards read like sentences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from pgha.core.model import (
+    ClusterConfig,
+    ClusterView,
+    DataDir,
+    LocalState,
+    MemberInfo,
+    PgRunState,
+    Role,
+)
+
+# pg_controldata states of a data directory that last ran as a primary.
+PRIMARY_CONTROL_STATES = frozenset({"in production", "shut down", "shutting down"})
+# Seconds a switchover phase may last before the leader gives up on it.
+SWITCHOVER_PHASE_TIMEOUT = 10.0
+# Seconds we wait for every PgBouncer to pause before demoting anyway.
+BOUNCER_PAUSE_TIMEOUT = 2.0
+# Seconds a replica may fail to stream from the right leader before it rewinds.
+NOT_STREAMING_REWIND_AFTER = 15.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    view: ClusterView
+    local: LocalState
+    config: ClusterConfig
+    now: float
+
+    # --- who leads ------------------------------------------------------------------
+    @property
+    def me(self) -> str:
+        return self.local.name
+
+    @property
+    def leader_name(self) -> str | None:
+        return self.view.leader.name if self.view.leader else None
+
+    @property
+    def i_lead(self) -> bool:
+        return self.leader_name == self.me
+
+    @property
+    def other_leads(self) -> bool:
+        return self.leader_name is not None and self.leader_name != self.me
+
+    @property
+    def leader_member(self) -> MemberInfo | None:
+        return self.view.members.get(self.leader_name) if self.leader_name else None
+
+    @property
+    def leader_proven_dead(self) -> bool:
+        """The leader's agent and PostgreSQL both refused connections just now (the host is
+        up but neither process is): no lease timeout is needed to know it is gone."""
+        probe = self.local.peers.get(self.leader_name or "")
+        return probe is not None and probe.api == "refused" and probe.pg == "refused"
+
+    # --- the DCS and our lease ---------------------------------------------------------
+    @property
+    def dcs_ok(self) -> bool:
+        return self.view.dcs_error is None
+
+    @property
+    def lease_left(self) -> float:
+        """Seconds our lease is certainly still alive (negative or 0: may be gone)."""
+        if self.local.lease_deadline is None:
+            return 0.0
+        return self.local.lease_deadline - self.now
+
+    @property
+    def must_fence(self) -> bool:
+        """Our lease could expire within the fence margin and no failsafe covers us."""
+        if self.failsafe_covers:
+            return False
+        return self.lease_left <= self.config.fence_margin
+
+    @property
+    def failsafe_covers(self) -> bool:
+        d = self.local.failsafe_deadline
+        return self.config.failsafe_mode and d is not None and d > self.now
+
+    # --- local PostgreSQL ----------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.local.pg.run_state == PgRunState.RUNNING
+
+    @property
+    def stopped(self) -> bool:
+        return self.local.pg.run_state in (PgRunState.STOPPED, PgRunState.CRASHED)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.running and self.local.pg.in_recovery is False
+
+    @property
+    def is_replica(self) -> bool:
+        return self.running and self.local.pg.in_recovery is True
+
+    @property
+    def data_empty(self) -> bool:
+        return self.local.pg.data_dir == DataDir.EMPTY
+
+    @property
+    def data_valid(self) -> bool:
+        return self.local.pg.data_dir == DataDir.VALID
+
+    @property
+    def data_invalid(self) -> bool:
+        return self.local.pg.data_dir == DataDir.INVALID
+
+    @property
+    def foreign_data(self) -> bool:
+        sid = self.local.pg.system_id
+        return self.data_valid and sid is not None and self.view.system_id is not None and sid != self.view.system_id
+
+    @property
+    def primary_data(self) -> bool:
+        """The data directory last ran as a primary (so it may hold WAL nobody else has)."""
+        return self.local.pg.control_state in PRIMARY_CONTROL_STATES
+
+    @property
+    def crashed_for(self) -> float | None:
+        since = self.local.pg.down_since_mono
+        return None if since is None else self.now - since
+
+    @property
+    def task_running(self) -> bool:
+        return self.local.task is not None and self.local.task.running
+
+    def last_task_failed(self, kind: str) -> bool:
+        t = self.local.task
+        return t is not None and not t.running and t.kind == kind and t.ok is False
+
+    def last_task_ok(self, kind: str) -> bool:
+        t = self.local.task
+        return t is not None and not t.running and t.kind == kind and t.ok is True
+
+    @property
+    def my_lsn(self) -> int:
+        pg = self.local.pg
+        return max(x or 0 for x in (pg.wal_lsn, pg.received_lsn, pg.replayed_lsn))
+
+    # --- timelines ----------------------------------------------------------------------
+    @cached_property
+    def latest_timeline(self) -> int:
+        tls = [m.timeline for m in self.view.members.values() if m.timeline]
+        tls += [tl + 1 for tl in self.view.forks]
+        if self.local.pg.timeline:
+            tls.append(self.local.pg.timeline)
+        return max(tls, default=1)
+
+    @property
+    def behind_leader_timeline(self) -> bool:
+        tl = self.local.pg.timeline
+        lm = self.leader_member
+        return tl is not None and lm is not None and lm.timeline is not None and tl < lm.timeline
+
+    @property
+    def diverged(self) -> bool:
+        """Our WAL went past the point where the leader's timeline forked off ours."""
+        tl = self.local.pg.timeline
+        if tl is None or self.leader_member is None or self.leader_member.timeline is None:
+            return False
+        if tl >= self.leader_member.timeline:
+            return False
+        fork = self.view.forks.get(tl)
+        if fork is None:
+            # Unknown fork point: a former primary must assume it diverged.
+            return self.primary_data
+        return self.my_lsn > fork
+
+    # --- replicas ---------------------------------------------------------------------
+    @property
+    def streaming_from_leader(self) -> bool:
+        pg = self.local.pg
+        return self.is_replica and pg.receiver_status == "streaming" and pg.following == self.leader_name
+
+    @property
+    def not_streaming_for(self) -> float:
+        since = self.local.not_streaming_since
+        return 0.0 if since is None else self.now - since
+
+    def member_is_healthy_replica(self, name: str) -> bool:
+        m = self.view.members.get(name)
+        return m is not None and m.role == Role.REPLICA and m.state == "streaming"
+
+    # --- switchover ---------------------------------------------------------------------
+    @property
+    def switchover_due(self) -> bool:
+        sw = self.view.switchover
+        if sw is None:
+            return False
+        return sw.scheduled_at is None or sw.scheduled_at <= self.local.wall_now
+
+    @property
+    def phase_age(self) -> float:
+        sw = self.view.switchover
+        if sw is None or sw.phase_at is None:
+            return 0.0
+        return self.local.wall_now - sw.phase_at
+
+    @property
+    def bouncers_paused(self) -> bool:
+        sw = self.view.switchover
+        if sw is None:
+            return True
+        return all(m.pgbouncer_paused_for == sw.id for m in self.view.members.values() if m.pgbouncer)

@@ -1,0 +1,443 @@
+"""The rules table: every behaviour of the agent is one named row.
+
+Each row has an id, a one-line comment, a guard over ``Facts`` and a function
+returning the actions.  The first row whose guard holds decides; rows are
+grouped into sections whose order is the order of precedence, written down in
+``docs/rules.md`` (generated from this table by ``pgha rules``).
+
+Rows only *decide*.  Routine upkeep of a healthy leader or replica (slots,
+synchronous standbys, routing, callbacks) is added by ``upkeep_*`` so that
+every steady row carries the same upkeep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pgha.core import election, syncrep
+from pgha.core.actions import (
+    AcquireLeader,
+    Action,
+    AppendHistory,
+    ArmWatchdog,
+    Checkpoint,
+    ClaimInitialize,
+    ClearSwitchover,
+    Clone,
+    CompleteIntent,
+    DisarmWatchdog,
+    Fence,
+    Follow,
+    HandoffLeader,
+    InitDB,
+    PausePgBouncer,
+    ProbePeers,
+    Promote,
+    PublishInitialized,
+    ReleaseLeader,
+    ReloadPostgres,
+    RepointPgBouncer,
+    RequestFailsafe,
+    RestartPostgres,
+    ResumePgBouncer,
+    RevokeDeadLeader,
+    Rewind,
+    RunCallback,
+    SeedConfig,
+    SetSwitchoverPhase,
+    SetVip,
+    StartPostgres,
+    StopPostgres,
+    SyncSlots,
+    WipeDataDir,
+)
+from pgha.core.facts import (
+    BOUNCER_PAUSE_TIMEOUT,
+    NOT_STREAMING_REWIND_AFTER,
+    SWITCHOVER_PHASE_TIMEOUT,
+    Facts,
+)
+from pgha.core.model import PgRunState, Role
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    section: str
+    comment: str
+    when: Callable[[Facts], bool]
+    then: Callable[[Facts], list[Action]]
+
+
+# --- upkeep shared by the steady rows -----------------------------------------------
+
+
+def announce(f: Facts, role: str) -> list[Action]:
+    """on_start the first time, on_role_change whenever the role we serve changes."""
+    if f.local.announced_role == role:
+        return []
+    event = "on_start" if f.local.announced_role is None else "on_role_change"
+    return [RunCallback(event, role)]  # type: ignore[arg-type]
+
+
+def bouncer_upkeep(f: Facts) -> list[Action]:
+    """Resume a PgBouncer paused for a switchover that is over; else keep it pointed at the leader."""
+    sw = f.view.switchover
+    paused = f.local.pgbouncer_paused_for
+    if paused and (sw is None or sw.id != paused):
+        if f.leader_member is not None and f.leader_member.role == Role.PRIMARY:
+            return [ResumePgBouncer(f.leader_name)]
+        if sw is None and f.leader_name is None:
+            return []
+        if sw is None:
+            return []
+    if sw is not None and sw.phase in ("pausing", "demoting") and paused != sw.id:
+        return [PausePgBouncer(sw.id)]
+    if paused:
+        return []
+    return [RepointPgBouncer(f.leader_name)]
+
+
+def intents(f: Facts) -> list[Action]:
+    """Operator intents for this member: restart, reload (reinitialize is a rule of its own)."""
+    intent = f.view.intents.get(f.me)
+    if intent is None or intent.id in f.local.done_intents or intent.action == "reinitialize":
+        return []
+    if intent.scheduled_at is not None and intent.scheduled_at > f.local.wall_now:
+        return []
+    role = "primary" if f.is_primary else "replica"
+    if intent.role is not None and intent.role != role:
+        return [CompleteIntent(intent.id, f"skipped: role is {role}, not {intent.role}")]
+    if intent.action == "reload":
+        return [ReloadPostgres(), RunCallback("on_reload", role), CompleteIntent(intent.id, "reloaded")]
+    if intent.only_if_pending and not f.local.pg.pending_restart:
+        return [CompleteIntent(intent.id, "skipped: no restart pending")]
+    return [RestartPostgres(), CompleteIntent(intent.id, "restarted")]
+
+
+def upkeep_leader(f: Facts) -> list[Action]:
+    others = tuple(sorted(n for n in f.view.members if n != f.me))
+    acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others)]
+    if not f.local.config_applied:
+        acts.append(ReloadPostgres())
+    acts += syncrep.plan(f)
+    acts += bouncer_upkeep(f)
+    acts += announce(f, "primary")
+    acts += intents(f)
+    return acts
+
+
+def upkeep_replica(f: Facts) -> list[Action]:
+    acts: list[Action] = [DisarmWatchdog(), SetVip(False)]
+    if not f.local.config_applied:
+        acts.append(ReloadPostgres())
+    acts += bouncer_upkeep(f)
+    acts += announce(f, "replica")
+    acts += intents(f)
+    return acts
+
+
+def demote_now(f: Facts, reason: str) -> list[Action]:
+    """Stop writes first, then give up everything that makes us look like the primary."""
+    return [Fence(reason), SetVip(False), DisarmWatchdog()]
+
+
+def promote(f: Facts, reason: str) -> list[Action]:
+    return [AppendHistory(reason), Promote()]
+
+
+# --- switchover (leader side) ---------------------------------------------------------
+
+
+def switchover_target(f: Facts) -> tuple[str | None, str | None]:
+    """(candidate, refusal): the member to hand over to, or why the request is refused."""
+    sw = f.view.switchover
+    assert sw is not None
+    if sw.leader not in (None, f.me):
+        return None, f"switchover names leader {sw.leader}, but {f.me} is the leader"
+    if sw.candidate:
+        return sw.candidate, election.why_not_switchover_target(f, sw.candidate)
+    picked = election.pick_switchover_target(f)
+    return picked, None if picked else "no healthy replica can take over"
+
+
+def sw_refused(f: Facts) -> bool:
+    if f.view.switchover is None or not f.switchover_due or f.view.switchover.phase != "requested":
+        return False
+    return switchover_target(f)[1] is not None
+
+
+def sw_candidate(f: Facts) -> str:
+    cand = switchover_target(f)[0]
+    assert cand is not None
+    return cand
+
+
+def sw_caught_up(f: Facts) -> bool:
+    probe = f.local.peers.get(sw_candidate(f))
+    return probe is not None and probe.lsn is not None and probe.lsn >= f.my_lsn
+
+
+# --- the table --------------------------------------------------------------------------
+
+def _sw(f: Facts, phase: str) -> bool:
+    sw = f.view.switchover
+    return f.i_lead and sw is not None and f.switchover_due and sw.phase == phase
+
+
+RULES: tuple[Rule, ...] = (
+    # ===== safety first: these hold whatever else is going on =====
+    Rule("fence-lease-expiring", "safety",
+         "A primary whose lease may expire within fence_margin stops accepting writes now.",
+         lambda f: f.is_primary and (f.i_lead or not f.dcs_ok) and f.must_fence and not f.view.config.pause,
+         lambda f: demote_now(f, f"lease ends in {f.lease_left:.1f}s and cannot be renewed")),
+    Rule("fence-not-leader", "safety",
+         "A primary while another member holds the leader key stops accepting writes now.",
+         lambda f: f.is_primary and f.dcs_ok and f.other_leads,
+         lambda f: demote_now(f, f"{f.leader_name} holds the leader key")),
+    Rule("failsafe-confirm", "safety",
+         "DCS down, failsafe_mode on: ask every member to confirm us as leader before the lease ends.",
+         lambda f: f.is_primary and not f.dcs_ok and f.config.failsafe_mode,
+         lambda f: [RequestFailsafe(), SetVip(True), ArmWatchdog()]),
+    Rule("dcs-down-primary-holds", "safety",
+         "DCS down, lease still valid: keep serving writes and the VIP until fence_margin.",
+         lambda f: f.is_primary and not f.dcs_ok,
+         lambda f: [SetVip(True), ArmWatchdog()]),
+    Rule("dcs-down-wait", "safety",
+         "DCS down: replicas keep replaying, stopped nodes wait; nobody changes role.",
+         lambda f: not f.dcs_ok,
+         lambda f: [DisarmWatchdog(), SetVip(False)] if not f.is_primary else []),
+
+    # ===== a long action is running: wait for it, the lease keeps being renewed =====
+    Rule("task-running", "busy",
+         "A background action (initdb, clone, rewind, start, promote) is running: wait for it.",
+         lambda f: f.task_running,
+         lambda f: []),
+
+    # ===== maintenance mode =====
+    Rule("paused-leader-missing", "pause",
+         "Maintenance mode, our primary runs but nobody holds the leader key: take it, change nothing else.",
+         lambda f: f.view.config.pause and f.is_primary and f.leader_name is None,
+         lambda f: [AcquireLeader()]),
+    Rule("paused", "pause",
+         "Maintenance mode: publish state and keep routing right, take no automatic action.",
+         lambda f: f.view.config.pause,
+         lambda f: ([SetVip(True)] if f.i_lead and f.is_primary else [SetVip(False)])),
+
+    # ===== the cluster has no system identifier yet =====
+    Rule("init-claim", "bootstrap",
+         "Uninitialized cluster, nobody racing: race for /initialize.",
+         lambda f: f.view.system_id is None and f.view.initializing is None and (f.data_empty or f.data_valid),
+         lambda f: [ClaimInitialize()]),
+    Rule("init-run-initdb", "bootstrap",
+         "We won /initialize with an empty data directory: initdb and start as primary.",
+         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.data_empty,
+         lambda f: [AcquireLeader(), InitDB()]),
+    Rule("init-existing-start", "bootstrap",
+         "We won /initialize over existing data: start it (as a replica, to be promoted with the lease).",
+         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.data_valid and f.stopped,
+         lambda f: [AcquireLeader(), StartPostgres("replica" if not f.primary_data else "primary")]),
+    Rule("init-existing-promote", "bootstrap",
+         "We won /initialize and our existing data runs as a replica: promote it.",
+         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.is_replica and f.i_lead,
+         lambda f: [Promote()]),
+    Rule("init-publish", "bootstrap",
+         "Our new primary runs: publish the system identifier and seed the cluster configuration.",
+         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.is_primary,
+         lambda f: [AcquireLeader(), PublishInitialized(f.local.pg.system_id or ""), SeedConfig()]),
+    Rule("init-wait", "bootstrap",
+         "Another member is initializing the cluster: wait for it.",
+         lambda f: f.view.system_id is None,
+         lambda f: []),
+
+    # ===== the data directory cannot be used =====
+    Rule("data-foreign", "data",
+         "The data directory belongs to another system identifier: refuse to touch it.",
+         lambda f: f.foreign_data,
+         lambda f: [StopPostgres("fast")] if f.running else []),
+    Rule("data-invalid", "data",
+         "The data directory is neither empty nor a cluster (e.g. a broken clone): move it aside.",
+         lambda f: f.data_invalid and f.stopped,
+         lambda f: [WipeDataDir("data directory is not a usable cluster")]),
+    Rule("reinit-requested", "data",
+         "The operator asked to reinitialize this replica: stop, move the data aside, clone again.",
+         lambda f: (not f.i_lead and f.me in f.view.intents and f.view.intents[f.me].action == "reinitialize"
+                    and f.view.intents[f.me].id not in f.local.done_intents and f.leader_name is not None),
+         lambda f: [StopPostgres("fast"), WipeDataDir("reinitialize requested"),
+                    CompleteIntent(f.view.intents[f.me].id, "reinitialized")]),
+
+    # ===== we hold the leader key =====
+    Rule("sw-refuse", "switchover",
+         "A due switchover names an unusable candidate (or none is healthy): refuse it with the reason.",
+         lambda f: f.i_lead and f.is_primary and sw_refused(f),
+         lambda f: [ClearSwitchover(f"refused: {switchover_target(f)[1]}")]),
+    Rule("sw-begin", "switchover",
+         "Switchover due: checkpoint while writable, pause PgBouncer, and ask the others to pause theirs.",
+         lambda f: _sw(f, "requested") and f.is_primary,
+         lambda f: [Checkpoint(), SetSwitchoverPhase("pausing"), PausePgBouncer(f.view.switchover.id)]),  # type: ignore[union-attr]
+    Rule("sw-demote", "switchover",
+         "Every PgBouncer paused (or 2 s passed): drop the VIP and shut down cleanly, shipping all WAL.",
+         lambda f: _sw(f, "pausing") and f.is_primary and (f.bouncers_paused or f.phase_age > BOUNCER_PAUSE_TIMEOUT),
+         lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast")]),
+    Rule("sw-handoff", "switchover",
+         "We are shut down and the candidate received everything: hand it the leader key.",
+         lambda f: _sw(f, "demoting") and f.stopped and sw_caught_up(f),
+         lambda f: [HandoffLeader(sw_candidate(f)), ClearSwitchover(f"handed over to {sw_candidate(f)}")]),
+    Rule("sw-wait-catchup", "switchover",
+         "We are shut down; ask the candidate how far it got.",
+         lambda f: _sw(f, "demoting") and f.stopped and f.phase_age <= SWITCHOVER_PHASE_TIMEOUT,
+         lambda f: [ProbePeers()]),
+    Rule("sw-abort", "switchover",
+         "The switchover stalled past its timeout: resume as primary and drop the request.",
+         lambda f: (_sw(f, "pausing") or _sw(f, "demoting")) and f.phase_age > SWITCHOVER_PHASE_TIMEOUT,
+         lambda f: ([StartPostgres("primary")] if f.stopped else [])
+         + [ClearSwitchover("aborted: candidate did not catch up in time")]),
+    Rule("sw-wait-stop", "switchover",
+         "Switchover in progress (waiting for PgBouncers or for the shutdown): keep going.",
+         lambda f: (_sw(f, "pausing") or _sw(f, "demoting")),
+         lambda f: []),
+    Rule("leader-steady", "leader",
+         "We hold the leader key and run as primary: keep slots, sync standbys and routing right.",
+         lambda f: f.i_lead and f.is_primary,
+         upkeep_leader),
+    Rule("leader-promote", "leader",
+         "We hold the leader key and run as a replica (failover or handoff): promote now.",
+         lambda f: f.i_lead and f.is_replica and not f.local.promote_vetoed,
+         lambda f: promote(f, "leader key acquired")),
+    Rule("leader-promote-vetoed", "leader",
+         "pre_promote vetoed our promotion: give the leader key back.",
+         lambda f: f.i_lead and f.is_replica and f.local.promote_vetoed,
+         lambda f: [ReleaseLeader()]),
+    Rule("leader-crash-restart", "leader",
+         "Our primary's postmaster died: restart it in place while within primary_start_timeout.",
+         lambda f: (f.i_lead and f.data_valid and f.stopped and f.primary_data
+                    and (f.crashed_for is None or f.crashed_for < f.config.primary_start_timeout)),
+         lambda f: [StartPostgres("primary")]),
+    Rule("leader-crash-giveup", "leader",
+         "Our primary did not come back within primary_start_timeout: release the key so others fail over.",
+         lambda f: f.i_lead and f.stopped and f.primary_data,
+         lambda f: [SetVip(False), DisarmWatchdog(), ReleaseLeader()]),
+    Rule("leader-start-replica-data", "leader",
+         "We hold the key but our data is a stopped replica's: start it so it can be promoted.",
+         lambda f: f.i_lead and f.data_valid and f.stopped,
+         lambda f: [StartPostgres("replica", None)]),
+    Rule("leader-no-data", "leader",
+         "We hold the key without usable data: give it back.",
+         lambda f: f.i_lead and not f.data_valid,
+         lambda f: [ReleaseLeader()]),
+
+    # ===== another member leads =====
+    Rule("replica-clone", "replica",
+         "Empty data directory and a running leader: clone from it.",
+         lambda f: (f.other_leads and f.data_empty and not f.local.clone_backoff
+                    and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
+         lambda f: [Clone(f.leader_name or "")]),
+    Rule("replica-wait-leader", "replica",
+         "Empty data directory and the leader is not ready yet (or a clone just failed): wait.",
+         lambda f: f.other_leads and f.data_empty,
+         lambda f: []),
+    Rule("replica-rewind-failed-clone", "replica",
+         "pg_rewind failed and clone_on_rewind_failure is on: move the data aside to clone afresh.",
+         lambda f: f.other_leads and f.stopped and f.last_task_failed("rewind") and f.config.clone_on_rewind_failure,
+         lambda f: [WipeDataDir("pg_rewind failed; clone_on_rewind_failure is on")]),
+    Rule("replica-rewind-failed-stay", "replica",
+         "pg_rewind failed and clone_on_rewind_failure is off: stay stopped for the operator.",
+         lambda f: f.other_leads and f.stopped and f.last_task_failed("rewind"),
+         lambda f: []),
+    Rule("replica-start-rewound", "replica",
+         "pg_rewind just succeeded: start as a replica of the leader.",
+         lambda f: f.other_leads and f.stopped and f.last_task_ok("rewind"),
+         lambda f: [StartPostgres("replica", f.leader_name)]),
+    Rule("replica-rewind", "replica",
+         "Stopped on an older timeline than the leader: pg_rewind (a no-op unless our WAL diverged).",
+         lambda f: (f.other_leads and f.stopped and f.behind_leader_timeline and f.config.use_pg_rewind
+                    and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
+         lambda f: [Rewind(f.leader_name or "")]),
+    Rule("replica-diverged-clone", "replica",
+         "Stopped and diverged, with pg_rewind disabled: move the data aside to clone afresh.",
+         lambda f: f.other_leads and f.stopped and f.diverged and not f.config.use_pg_rewind,
+         lambda f: [WipeDataDir("diverged from the leader and use_pg_rewind is off")]),
+    Rule("replica-start", "replica",
+         "Stopped with usable data: start as a replica of the leader.",
+         lambda f: f.other_leads and f.stopped and f.data_valid,
+         lambda f: [DisarmWatchdog(), SetVip(False), StartPostgres("replica", f.leader_name)]),
+    Rule("replica-diverged-running", "replica",
+         "Running replica that diverged from the new leader (it got WAL the leader never had): stop to rewind.",
+         lambda f: f.other_leads and f.is_replica and f.diverged and not f.streaming_from_leader,
+         lambda f: [StopPostgres("fast")]),
+    Rule("replica-follow", "replica",
+         "Running replica pointed at someone other than the leader: follow the leader.",
+         lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
+         lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f)]),
+    Rule("replica-leader-dead", "replica",
+         "Not streaming, and the leader's agent and PostgreSQL both refuse connections: it is dead, revoke it.",
+         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader
+                    and f.leader_proven_dead),
+         lambda f: [RevokeDeadLeader(f.leader_name or "", f.view.leader.mod_revision)]),  # type: ignore[union-attr]
+    Rule("replica-stuck-restart", "replica",
+         "Following the right leader but not streaming for long: restart to rewind if we diverged.",
+         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader
+                    and f.not_streaming_for > NOT_STREAMING_REWIND_AFTER
+                    and f.leader_member is not None and f.leader_member.role == Role.PRIMARY
+                    and (f.leader_member.timeline or 0) > (f.local.pg.timeline or 0)),
+         lambda f: [StopPostgres("fast")]),
+    Rule("replica-check-leader", "replica",
+         "Not streaming from the leader: probe it, so a dead leader is found without waiting for its lease.",
+         lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader,
+         lambda f: [ProbePeers(), *upkeep_replica(f)]),
+    Rule("replica-steady", "replica",
+         "Streaming from the leader: keep routing and hooks right.",
+         lambda f: f.other_leads and f.is_replica,
+         upkeep_replica),
+    Rule("replica-starting", "replica",
+         "PostgreSQL is starting: wait for it.",
+         lambda f: f.other_leads and f.local.pg.run_state == PgRunState.STARTING,
+         lambda f: []),
+
+    # ===== nobody leads: election =====
+    Rule("elect-primary-reclaim", "election",
+         "No leader but we run as primary (e.g. the DCS came back): take the key back if we can.",
+         lambda f: f.leader_name is None and f.is_primary,
+         lambda f: [AcquireLeader()]),
+    Rule("elect-resume-last-leader", "election",
+         "No leader, our data is the last leader's on the latest timeline, stopped: take the key and start.",
+         lambda f: (f.leader_name is None and f.stopped and f.data_valid and f.primary_data
+                    and f.view.last_leader == f.me and (f.local.pg.timeline or 0) >= f.latest_timeline
+                    and not f.local.tags.nofailover),
+         lambda f: [AcquireLeader(), StartPostgres("primary")]),
+    Rule("elect-start-as-replica", "election",
+         "No leader and we are stopped: start as a replica (no upstream) so we can take part.",
+         lambda f: f.leader_name is None and f.stopped and f.data_valid,
+         lambda f: [StartPostgres("replica", None)]),
+    Rule("elect-failover-other", "election",
+         "An operator's failover names another candidate: let it take over.",
+         lambda f: (f.leader_name is None and f.view.switchover is not None
+                    and f.view.switchover.kind == "failover" and f.view.switchover.candidate not in (None, f.me)),
+         lambda f: []),
+    Rule("elect-ineligible", "election",
+         "No leader, but we may not be promoted (lag, timeline, nofailover, not synchronous).",
+         lambda f: f.leader_name is None and election.why_not_candidate(f) is not None,
+         lambda f: [SetVip(False), DisarmWatchdog()]),
+    Rule("elect-probe", "election",
+         "No leader and we are a candidate: ask every member how far it got.",
+         lambda f: f.leader_name is None and not f.local.peers and len(f.view.members) > 1,
+         lambda f: [ProbePeers()]),
+    Rule("elect-win", "election",
+         "No leader and we are the most advanced candidate: take the key and promote.",
+         lambda f: f.leader_name is None and election.i_am_best(f),
+         lambda f: [AcquireLeader(), *promote(f, "failover: leader key expired or revoked")]),
+    Rule("elect-defer", "election",
+         "No leader, but another candidate is more advanced: let it win.",
+         lambda f: f.leader_name is None,
+         lambda f: [ProbePeers()]),
+
+    # ===== anything else =====
+    Rule("idle", "idle",
+         "Nothing to do in this state (e.g. waiting for the leader's PostgreSQL to start).",
+         lambda f: True,
+         lambda f: []),
+)
+
+RULES_BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
+assert len(RULES_BY_ID) == len(RULES), "rule ids must be unique"

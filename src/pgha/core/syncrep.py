@@ -1,0 +1,104 @@
+"""Synchronous replication on the leader: which standbys, and in which order to say so.
+
+The invariant: every member named in /sync has been synchronous for every
+write PostgreSQL acknowledged since /sync named it.  So PostgreSQL is told
+about a new standby before /sync names it (and /sync only names it once
+pg_stat_replication shows it synchronous), and /sync drops a standby before
+PostgreSQL stops waiting for it.
+"""
+
+from __future__ import annotations
+
+from pgha.core.actions import Action, PublishSync, SetSyncStandbys
+from pgha.core.facts import Facts
+from pgha.core.model import Role
+
+
+def eligible_standbys(f: Facts) -> list[str]:
+    """Streaming replicas of ours, not tagged nosync, most advanced first."""
+    names = [
+        m.name
+        for m in f.view.members.values()
+        if m.name != f.me
+        and m.role == Role.REPLICA
+        and m.state == "streaming"
+        and m.following == f.me
+        and not m.tags.nosync
+    ]
+    names.sort(key=lambda n: (-f.view.members[n].lsn, -f.view.members[n].tags.failover_priority, n))
+    return names
+
+
+def confirmed_sync(f: Facts) -> set[str]:
+    return {r.application_name for r in f.local.pg.replication if r.sync_state in ("sync", "quorum")}
+
+
+def plan(f: Facts) -> list[Action]:
+    """Actions that move synchronous replication one safe step towards the target."""
+    mode = f.config.synchronous_mode
+    published = tuple(f.view.sync.standbys) if f.view.sync and f.view.sync.leader == f.me else ()
+    if mode == "off":
+        out: list[Action] = []
+        if f.local.pg.synchronous_standby_names:
+            out.append(SetSyncStandbys((), 0))
+        if f.view.sync is not None and (published or f.view.sync.leader != f.me):
+            out.append(PublishSync((), 0))
+        return out
+
+    eligible = eligible_standbys(f)
+    n = f.config.synchronous_node_count
+    if mode == "quorum":
+        target = tuple(sorted(eligible))
+        return _plan_quorum(f, published, target, min(n, len(target)))
+    return _plan_first(f, published, tuple(eligible[:n]), mode == "strict")
+
+
+def _plan_first(f: Facts, published: tuple[str, ...], target: tuple[str, ...], strict: bool) -> list[Action]:
+    """FIRST k: every listed standby acknowledges, so any one of them is safe to promote.
+
+    Adding: PostgreSQL first, /sync once pg_stat_replication confirms.  Removing: /sync first.
+    """
+    out: list[Action] = []
+    kept = tuple(s for s in published if s in target)
+    if kept != published or (f.view.sync is not None and f.view.sync.leader != f.me):
+        out.append(PublishSync(kept, len(kept)))
+    pg_value = "*" if strict and not target else render_names(target, len(target), "first")
+    if f.local.pg.synchronous_standby_names != pg_value:
+        out.append(SetSyncStandbys(("*",) if pg_value == "*" else target, len(target), "first"))
+        return out
+    confirmed = confirmed_sync(f)
+    new = tuple(s for s in target if s in confirmed)
+    if new and new != kept:
+        out.append(PublishSync(new, len(new)))
+    return out
+
+
+def _plan_quorum(f: Facts, published: tuple[str, ...], target: tuple[str, ...], quorum: int) -> list[Action]:
+    """ANY N of S: a candidate must see |S| - N + 1 members of S and be the most advanced.
+
+    The ordering is the reverse of FIRST: /sync grows before PostgreSQL counts a
+    new standby's acknowledgement, and shrinks only after PostgreSQL stopped counting it.
+    """
+    out: list[Action] = []
+    pub_q = f.view.sync.quorum if f.view.sync and f.view.sync.leader == f.me else 0
+    union = tuple(sorted(set(published) | set(target)))
+    if union != published or (f.view.sync is not None and f.view.sync.leader != f.me):
+        out.append(PublishSync(union, max(min(quorum, pub_q or quorum), 1) if union else 0))
+        return out
+    pg_value = render_names(target, quorum, "any")
+    if f.local.pg.synchronous_standby_names != pg_value:
+        out.append(SetSyncStandbys(target, quorum, "any"))
+        return out
+    if (published, pub_q) != (target, quorum):
+        out.append(PublishSync(target, quorum))
+    return out
+
+
+def render_names(standbys: tuple[str, ...], quorum: int, kind: str) -> str:
+    """synchronous_standby_names for these members ('' when none)."""
+    if not standbys:
+        return ""
+    quoted = ", ".join(f'"{s}"' for s in standbys)
+    if kind == "any":
+        return f"ANY {quorum} ({quoted})"
+    return f"FIRST {len(standbys)} ({quoted})"

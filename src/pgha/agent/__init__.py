@@ -1,0 +1,1 @@
+"""The agent: observe -> decide -> execute, with lease renewal on its own thread."""

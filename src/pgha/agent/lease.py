@@ -1,0 +1,117 @@
+"""The member lease, renewed on its own thread so no long action can starve it.
+
+Every agent holds one etcd lease: its member key is bound to it, and so is the
+leader key while it leads.  The deadline is measured conservatively from the
+moment the keepalive was *sent*: etcd restarts its TTL countdown no earlier
+than that, so ``deadline`` is never later than etcd's own expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from pgha.dcs.base import KV, DCSError, LeaseNotFound
+
+log = logging.getLogger("pgha.lease")
+
+
+class LeaseKeeper:
+    def __init__(self, kv: KV, ttl: float, on_renewed: Callable[[float], None] | None = None) -> None:
+        self.kv = kv
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._lease = 0
+        self._deadline: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._on_renewed = on_renewed
+        self.last_error: str | None = None
+        # Set when a lease was lost and replaced: the agent republishes its keys.
+        self.replaced = threading.Event()
+
+    @property
+    def lease_id(self) -> int:
+        with self._lock:
+            return self._lease
+
+    @property
+    def deadline(self) -> float | None:
+        with self._lock:
+            return self._deadline
+
+    def adopt_or_grant(self, existing: int = 0) -> int:
+        """Keep ``existing`` alive if it still lives (agent restart while leading), else grant anew."""
+        if existing:
+            sent = time.monotonic()
+            try:
+                granted = self.kv.keepalive(existing)
+                self._set(existing, sent + granted)
+                log.info("adopted existing lease %x (%ss left)", existing, granted)
+                return existing
+            except LeaseNotFound:
+                pass
+        return self._grant()
+
+    def _grant(self) -> int:
+        sent = time.monotonic()
+        lease = self.kv.grant(max(int(round(self.ttl)), 2))
+        self._set(lease, sent + self.ttl)
+        return lease
+
+    def _set(self, lease: int, deadline: float) -> None:
+        with self._lock:
+            self._lease = lease
+            self._deadline = deadline
+        if self._on_renewed is not None:
+            self._on_renewed(deadline)
+
+    def renew_once(self) -> None:
+        lease = self.lease_id
+        sent = time.monotonic()
+        try:
+            if not lease:
+                self._grant()
+                self.replaced.set()
+                return
+            granted = self.kv.keepalive(lease)
+            self._set(lease, sent + granted)
+            self.last_error = None
+        except LeaseNotFound:
+            log.warning("lease %x is gone (expired or revoked); granting a new one", lease)
+            with self._lock:
+                self._deadline = None
+                self._lease = 0
+            try:
+                self._grant()
+                self.replaced.set()
+            except DCSError as exc:
+                self.last_error = str(exc)
+        except DCSError as exc:
+            if self.last_error != str(exc):
+                log.warning("cannot renew the lease: %s", exc)
+            self.last_error = str(exc)
+
+    def start(self, interval: Callable[[], float]) -> None:
+        def run() -> None:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                self.renew_once()
+                # Renew often: a third of the TTL, or faster while failing.
+                wait = interval() if self.last_error is None else 0.5
+                self._stop.wait(max(0.05, wait - (time.monotonic() - started)))
+
+        self._thread = threading.Thread(target=run, name="lease-keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self, revoke: bool) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if revoke and self.lease_id:
+            try:
+                self.kv.revoke(self.lease_id)
+            except DCSError as exc:
+                log.warning("could not revoke the lease on shutdown: %s", exc)

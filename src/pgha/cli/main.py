@@ -17,7 +17,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Each module adds its commands to `cli` when imported.
-    from pgha.cli import commands_agent, commands_probe  # noqa: F401
+    from pgha.cli import commands_agent, commands_demo, commands_probe  # noqa: F401
 
 
 def main() -> None:

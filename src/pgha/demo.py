@@ -1,0 +1,407 @@
+"""A local cluster on one machine: its own etcd and N agents, for trying pgha out.
+
+The same class drives `pgha demo up/down`, the integration tests and the
+benchmarks, so what a new user runs is what the tests prove.
+
+Ports, from ``port_base`` P: etcd client P, etcd peer P+1; node i (1-based):
+PostgreSQL P+10i, REST API P+10i+1, PgBouncer P+10i+2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pgha.core.model import ClusterView, Role
+from pgha.dcs.base import DCSError
+from pgha.dcs.etcd import EtcdKV
+from pgha.dcs.store import ClusterStore
+
+ETCD_BIN = "/usr/bin/etcd"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+class DemoError(Exception):
+    """One line naming what went wrong and where to look."""
+
+
+@dataclass
+class DemoNode:
+    name: str
+    pg_port: int
+    api_port: int
+    config: str
+    data_dir: str
+    dsn: str
+    agent_pid: int = 0
+    pgbouncer_port: int | None = None
+    netns: str | None = None
+    address: str | None = None
+
+
+@dataclass
+class DemoState:
+    cluster: str
+    etcd: str
+    etcd_pid: int
+    dir: str
+    nodes: list[DemoNode] = field(default_factory=list)
+    client_netns: str | None = None
+    vip: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for n in d["nodes"]:
+            for key in ("pgbouncer_port", "netns", "address"):
+                if n[key] is None:
+                    del n[key]
+        for key in ("client_netns", "vip"):
+            if d[key] is None:
+                del d[key]
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DemoState:
+        nodes = [DemoNode(**n) for n in data.get("nodes", [])]
+        return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
+                   dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
+                   vip=data.get("vip"))
+
+
+def _pg_owner() -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    pw = pwd.getpwnam("postgres")
+    return pw.pw_uid, pw.pw_gid
+
+
+def _chown(path: Path) -> None:
+    owner = _pg_owner()
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class DemoCluster:
+    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 54300, ttl: float = 10.0,
+                 sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
+                 extra_cluster_config: dict[str, Any] | None = None,
+                 say: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
+        self.dir = Path(directory).absolute()
+        self.n = nodes
+        self.port_base = port_base
+        self.ttl = ttl
+        self.sync = sync
+        self.cluster = cluster
+        self.loop_wait = loop_wait
+        self.extra_cluster_config = extra_cluster_config or {}
+        self.say = say
+        self.state: DemoState | None = None
+
+    # --- layout -----------------------------------------------------------------------
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.port_base}"
+
+    def node_name(self, i: int) -> str:
+        return f"node{i}"
+
+    def store(self) -> ClusterStore:
+        return ClusterStore(EtcdKV((self.etcd_url,), 2.0), self.cluster)
+
+    def _node_config(self, i: int, password: str, repl_password: str) -> dict[str, Any]:
+        node_dir = self.dir / self.node_name(i)
+        pg_port = self.port_base + 10 * i
+        api_port = pg_port + 1
+        cluster_config: dict[str, Any] = {"ttl": self.ttl, "loop_wait": self.loop_wait or min(1.0, self.ttl / 4),
+                                          "retry_timeout": min(3.0, self.ttl / 3),
+                                          "fence_margin": min(2.0, self.ttl / 4)}
+        if self.sync:
+            cluster_config["synchronous_mode"] = "on"
+        cluster_config.update(self.extra_cluster_config)
+        return {
+            "cluster": self.cluster,
+            "name": self.node_name(i),
+            "etcd": {"endpoints": [self.etcd_url]},
+            "postgresql": {
+                "data_dir": str(node_dir / "data"),
+                "bin_dir": PG_BIN,
+                "listen": "127.0.0.1",
+                "port": pg_port,
+                "superuser": {"username": "postgres", "password": password},
+                "replication": {"username": "replicator", "password": repl_password},
+                "parameters": {"shared_buffers": "32MB", "max_connections": 50},
+            },
+            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "cluster_config": cluster_config,
+            "log": {"level": "INFO"},
+        }
+
+    # --- up ----------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> DemoState:
+        if (self.dir / "demo.json").exists():
+            old = DemoState.from_json(json.loads((self.dir / "demo.json").read_text()))
+            if pid_alive(old.etcd_pid) or any(pid_alive(n.agent_pid) for n in old.nodes):
+                raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
+        for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
+            if not os.access(binary, os.X_OK):
+                raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
+        self._check_ports()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        started = time.monotonic()
+        etcd_pid = self._start_etcd()
+        self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir))
+        self._save()
+        password = secrets.token_urlsafe(12)
+        repl_password = secrets.token_urlsafe(12)
+        passfile = self.dir / "pgpass"
+        lines = []
+        for i in range(1, self.n + 1):
+            node = self._write_node(i, password, repl_password)
+            lines.append(f"127.0.0.1:{node.pg_port}:*:postgres:{password}")
+            self.state.nodes.append(node)
+        passfile.write_text("\n".join(lines) + "\n")
+        os.chmod(passfile, 0o600)
+        self._save()
+        for node in self.state.nodes:
+            node.agent_pid = self.start_agent(node.name)
+            self._save()
+        self.say(f"started etcd and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
+        self.wait_healthy(timeout, started)
+        return self.state
+
+    def _check_ports(self) -> None:
+        from pgha.preflight import port_free
+
+        ports = [self.port_base, self.port_base + 1]
+        for i in range(1, self.n + 1):
+            ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
+        for p in ports:
+            if not port_free("127.0.0.1", p):
+                raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
+
+    def _start_etcd(self) -> int:
+        data = self.dir / "etcd"
+        peer = f"http://127.0.0.1:{self.port_base + 1}"
+        log = open(self.dir / "etcd.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [ETCD_BIN, "--name", "demo", "--data-dir", str(data),
+             "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"demo={peer}", "--initial-cluster-state", "new",
+             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
+             "--log-level", "warn", "--logger", "zap"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        kv = EtcdKV((self.etcd_url,), 1.0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DemoError(f"etcd exited at start; see {self.dir / 'etcd.log'}")
+            try:
+                kv.get_prefix("/pgha-ping/")
+                return proc.pid
+            except DCSError:
+                time.sleep(0.1)
+        stop_pid(proc.pid)
+        raise DemoError(f"etcd did not become ready in 20 s; see {self.dir / 'etcd.log'}")
+
+    def _write_node(self, i: int, password: str, repl_password: str) -> DemoNode:
+        name = self.node_name(i)
+        node_dir = self.dir / name
+        node_dir.mkdir(exist_ok=True)
+        os.chmod(node_dir, 0o755)
+        _chown(node_dir)
+        cfg = self._node_config(i, password, repl_password)
+        path = node_dir / "pgha.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        os.chmod(path, 0o600)
+        _chown(path)
+        pg_port = cfg["postgresql"]["port"]
+        dsn = f"host=127.0.0.1 port={pg_port} user=postgres dbname=postgres passfile={self.dir / 'pgpass'}"
+        return DemoNode(name=name, pg_port=pg_port, api_port=pg_port + 1, config=str(path),
+                        data_dir=cfg["postgresql"]["data_dir"], dsn=dsn)
+
+    def start_agent(self, name: str) -> int:
+        node = self.node(name)
+        log = open(Path(node.config).parent / "agent.log", "ab")  # noqa: SIM115 - handed to the child
+        kwargs: dict[str, Any] = {}
+        owner = _pg_owner()
+        if owner is not None:
+            kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
+        proc = subprocess.Popen([sys.executable, "-m", "pgha", "agent", "-c", node.config],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd="/", **kwargs)
+        node.agent_pid = proc.pid
+        self._save()
+        return proc.pid
+
+    def node(self, name: str) -> DemoNode:
+        assert self.state is not None
+        for n in self.state.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def _save(self) -> None:
+        assert self.state is not None
+        (self.dir / "demo.json").write_text(json.dumps(self.state.to_json(), indent=2) + "\n")
+
+    # --- health -------------------------------------------------------------------------
+    def view(self) -> ClusterView:
+        return self.store().read()
+
+    def wait_healthy(self, timeout: float = 120.0, started: float | None = None) -> ClusterView:
+        started = started or time.monotonic()
+        deadline = time.monotonic() + timeout
+        last = ""
+        store = self.store()
+        while True:
+            try:
+                view = store.read()
+                status = describe(view, self.n)
+            except DCSError as exc:
+                view, status = None, f"etcd: {exc}"
+            if status != last:
+                self.say(f"  [{time.monotonic() - started:5.1f}s] {status}")
+                last = status
+            if view is not None and healthy(view, self.n):
+                return view
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(self.dir / n.name / "agent.log") for n in (self.state.nodes if self.state
+                                                                             else []))
+                raise DemoError(f"cluster not healthy after {timeout:.0f}s ({status}); see the logs: {logs}")
+            for n in self.state.nodes if self.state else []:
+                if n.agent_pid and not pid_alive(n.agent_pid):
+                    raise DemoError(f"the agent of {n.name} exited; see {self.dir / n.name / 'agent.log'}")
+            time.sleep(0.2)
+
+    # --- down ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | Path) -> DemoCluster:
+        d = Path(directory).absolute()
+        try:
+            data = json.loads((d / "demo.json").read_text())
+        except FileNotFoundError:
+            raise DemoError(f"no demo in {d} (no demo.json); start one with 'pgha demo up --dir {d}'") from None
+        state = DemoState.from_json(data)
+        port_base = int(state.etcd.rsplit(":", 1)[1])
+        demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster)
+        demo.state = state
+        return demo
+
+    def down(self, remove_files: bool = False) -> None:
+        assert self.state is not None
+        for node in self.state.nodes:
+            self.stop_agent(node.name)
+        for node in self.state.nodes:
+            self._stop_leftovers(node)
+        stop_pid(self.state.etcd_pid, timeout=10)
+        if remove_files:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / "demo.json").unlink()
+
+    def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
+        node = self.node(name)
+        stop_pid(node.agent_pid, sig, timeout=60)
+
+    def _stop_leftovers(self, node: DemoNode) -> None:
+        """PostgreSQL left running by a killed agent: stop it by the PID in postmaster.pid."""
+        pidfile = Path(node.data_dir) / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+            stop_pid(pid, signal.SIGQUIT, timeout=10)
+        for wd in _watchdogs_of(node.config):
+            stop_pid(wd, signal.SIGKILL, timeout=5)
+
+
+def _watchdogs_of(config_path: str) -> list[int]:
+    """Watchdog processes are started by the agent; find orphans by their command line."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pgha.agent.watchdog" in cmd and os.getppid() != int(entry):
+            # Only orphans (reparented to init) belong to agents that are gone.
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == 1:
+                out.append(int(entry))
+    return out
+
+
+def healthy(view: ClusterView, n: int) -> bool:
+    if view.leader is None:
+        return False
+    leader = view.members.get(view.leader.name)
+    if leader is None or leader.role != Role.PRIMARY or leader.state != "running":
+        return False
+    streaming = [m for m in view.members.values() if m.role == Role.REPLICA and m.state == "streaming"
+                 and m.following == view.leader.name]
+    return len(streaming) >= n - 1
+
+
+def describe(view: ClusterView, n: int) -> str:
+    if view.system_id is None:
+        return f"initializing ({view.initializing or 'racing for /initialize'})"
+    if view.leader is None:
+        return "no leader yet"
+    parts = []
+    for name in sorted(view.members):
+        m = view.members[name]
+        parts.append(f"{name}: {'leader' if name == view.leader.name else m.role.value} {m.state}")
+    return "; ".join(parts) if parts else "waiting for members"

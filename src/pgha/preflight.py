@@ -81,10 +81,11 @@ def check_data_dir(cfg: NodeConfig) -> None:
     parent = data.parent
     while not parent.exists():
         parent = parent.parent
-    pst = parent.stat()
-    if not _can_write(pst, run_as):
-        raise ConfigError(f"postgresql.data_dir: {data} does not exist and {_user_name(run_as)} cannot create "
-                          f"it in {parent}; create it owned by {_user_name(run_as)} with mode 0700")
+    # The agent creates the data directory itself (as root it then hands it to postgres).
+    creator = os.geteuid()
+    if not _can_write(parent.stat(), creator):
+        raise ConfigError(f"postgresql.data_dir: {data} does not exist and {_user_name(creator)} cannot "
+                          f"create it in {parent}; create it owned by {_user_name(run_as)} with mode 0700")
 
 
 def _postgres_uid() -> int:

@@ -8,7 +8,6 @@ import time
 import click
 
 from pgha.cli.main import cli
-from pgha.demo import DemoCluster, DemoError
 
 
 @cli.group()
@@ -25,6 +24,8 @@ def demo() -> None:
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float) -> None:
     """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
+    from pgha.demo import DemoCluster, DemoError
+
     started = time.monotonic()
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
     try:
@@ -54,6 +55,8 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 def demo_down(directory: str) -> None:
     """Stop every process the demo started (agents, PostgreSQL, etcd)."""
+    from pgha.demo import DemoCluster, DemoError
+
     try:
         d = DemoCluster.load(directory)
     except DemoError as exc:

@@ -1,0 +1,108 @@
+"""Configuration errors: one clear line naming the key and the fix, non-zero exit, nothing on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pgha.cli.main import _register, cli
+from pgha.config import ConfigError, load, parse
+
+
+def base(tmp: Path) -> dict[str, Any]:
+    return {
+        "cluster": "main",
+        "name": "node1",
+        "etcd": {"endpoints": ["http://127.0.0.1:2379"]},
+        "postgresql": {"data_dir": str(tmp / "data"), "port": 5432},
+    }
+
+
+def test_minimal_config_parses_with_defaults(tmp_path: Path) -> None:
+    cfg = parse(base(tmp_path))
+    assert cfg.cluster == "main"
+    assert cfg.postgresql.bin_dir == "/usr/lib/postgresql/15/bin"
+    assert cfg.cluster_config.ttl == 10.0
+    assert cfg.api.url == "http://127.0.0.1:8008"
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    for key in path:
+        d = d.setdefault(key, {})
+    d[last] = value
+
+
+def _drop(d: dict[str, Any], dotted: str) -> None:
+    *path, last = dotted.split(".")
+    for key in path:
+        d = d[key]
+    del d[last]
+
+
+BAD: list[tuple[str, str, Any, str]] = [
+    # (case, key, value or "<drop>", text the message must contain)
+    ("unknown top-level key", "colour", "blue", "colour: unknown key"),
+    ("unknown nested key", "postgresql.dta_dir", "/x", "postgresql.dta_dir: unknown key"),
+    ("wrong type", "postgresql.port", "five", "postgresql.port: expected an integer"),
+    ("bool is not int", "postgresql.port", True, "postgresql.port: expected an integer"),
+    ("list expected", "etcd.endpoints", "http://x:1", "etcd.endpoints: expected a list"),
+    ("missing required", "name", "<drop>", "name: required key is missing"),
+    ("missing nested required", "postgresql.data_dir", "<drop>", "postgresql.data_dir: required key is missing"),
+    ("relative data dir", "postgresql.data_dir", "data", "must be an absolute path"),
+    ("port range", "postgresql.port", 70000, "not a TCP port"),
+    ("bad literal", "cluster_config.synchronous_mode", "always", "synchronous_mode: must be"),
+    ("ttl too short", "cluster_config.ttl", 1, "ttl: 1.0 is too short"),
+    ("loop_wait vs ttl", "cluster_config.loop_wait", 8, "loop_wait"),
+    ("bad endpoint", "etcd.endpoints", ["127.0.0.1:2379"], "must start with http://"),
+    ("bad api listen", "api.listen", "localhost", "api.listen: expected host:port"),
+    ("bad name", "name", "no spaces please", "name: use letters"),
+]
+
+
+@pytest.mark.parametrize(("case", "key", "value", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_config_gives_one_clear_line(tmp_path: Path, case: str, key: str, value: Any, expected: str) -> None:
+    data = base(tmp_path)
+    if value == "<drop>":
+        _drop(data, key)
+    else:
+        _set(data, key, value)
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_validate_command_exit_code_and_nothing_on_disk(tmp_path: Path) -> None:
+    _register()
+    data = base(tmp_path)
+    data["postgresql"]["port"] = "five"
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(data))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1 and "postgresql.port: expected an integer" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load(bad)
+
+
+def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["postgresql"]["superuser"] = {"username": "postgres", "password": "s3cret-pw"}
+    cfg = parse(data)
+    assert "s3cret-pw" not in repr(cfg)

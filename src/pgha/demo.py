@@ -131,6 +131,7 @@ class DemoCluster:
     def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 54300, ttl: float = 10.0,
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
+                 external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
@@ -140,13 +141,15 @@ class DemoCluster:
         self.cluster = cluster
         self.loop_wait = loop_wait
         self.extra_cluster_config = extra_cluster_config or {}
+        # Share an etcd someone else runs (several clusters in one etcd) instead of starting one.
+        self.external_etcd = external_etcd
         self.say = say
         self.state: DemoState | None = None
 
     # --- layout -----------------------------------------------------------------------
     @property
     def etcd_url(self) -> str:
-        return f"http://127.0.0.1:{self.port_base}"
+        return self.external_etcd or f"http://127.0.0.1:{self.port_base}"
 
     def node_name(self, i: int) -> str:
         return f"node{i}"
@@ -195,7 +198,7 @@ class DemoCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         started = time.monotonic()
-        etcd_pid = self._start_etcd()
+        etcd_pid = 0 if self.external_etcd else self._start_etcd()
         self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir))
         self._save()
         password = secrets.token_urlsafe(12)
@@ -219,7 +222,7 @@ class DemoCluster:
     def _check_ports(self) -> None:
         from pgha.preflight import port_free
 
-        ports = [self.port_base, self.port_base + 1]
+        ports = [] if self.external_etcd else [self.port_base, self.port_base + 1]
         for i in range(1, self.n + 1):
             ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
         for p in ports:
@@ -332,7 +335,8 @@ class DemoCluster:
             raise DemoError(f"no demo in {d} (no demo.json); start one with 'pgha demo up --dir {d}'") from None
         state = DemoState.from_json(data)
         port_base = int(state.etcd.rsplit(":", 1)[1])
-        demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster)
+        demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
+                   external_etcd=None if state.etcd_pid else state.etcd)
         demo.state = state
         return demo
 
@@ -342,7 +346,8 @@ class DemoCluster:
             self.stop_agent(node.name)
         for node in self.state.nodes:
             self._stop_leftovers(node)
-        stop_pid(self.state.etcd_pid, timeout=10)
+        if self.state.etcd_pid:
+            stop_pid(self.state.etcd_pid, timeout=10)
         if remove_files:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:

@@ -1,0 +1,434 @@
+"""The KV contract on etcd v3, through its JSON gateway (``/v3/...``), with urllib3 only.
+
+The gateway speaks protobuf-as-JSON: keys and values are base64, int64
+fields arrive as strings, and fields equal to their zero value are left out
+(a missing ``succeeded`` means false, a missing ``TTL`` means 0).
+
+Requests go to the endpoint that answered last; on a connection error or
+timeout the next endpoint is tried, and when none answers ``DCSError`` says
+so in one line naming every endpoint and the fix.  A transaction that timed
+out is not retried elsewhere, since it may have been applied.
+
+Watches stream over their own connection pool.  A reader thread parses the
+stream into a queue, and the calling thread waits on that queue in short
+steps, so ``stop`` is honoured promptly and ``on_event`` runs on the caller's
+thread.  Every public method is safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import queue
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+from pgha.dcs.base import Compacted, DCSError, KeyValue, LeaseNotFound, WatchEvent
+
+# gRPC status codes the gateway reports that mean "this member cannot serve now".
+_UNAVAILABLE_CODES = {1, 4, 8, 10, 13, 14}  # canceled, deadline, exhausted, aborted, internal, unavailable
+_GRPC_NOT_FOUND = 5
+_GRPC_OUT_OF_RANGE = 11
+# How long a watch stream may stay silent before it is reopened (seconds).
+WATCH_IDLE = 30.0
+# How often a waiting watch checks ``stop`` (seconds).
+WATCH_POLL = 0.1
+
+FIX = "start etcd or fix etcd.endpoints"
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(data: str | None) -> bytes:
+    return base64.b64decode(data) if data else b""
+
+
+def prefix_end(prefix: str) -> bytes:
+    """The smallest key greater than every key starting with ``prefix`` (etcd's range_end)."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return b"\0"  # every key
+    raw[-1] += 1
+    return bytes(raw)
+
+
+def _int(obj: dict[str, Any], field: str) -> int:
+    return int(obj.get(field) or 0)
+
+
+def _keyvalue(kv: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=_unb64(kv.get("key")).decode(errors="replace"),
+        value=_unb64(kv.get("value")),
+        create_revision=_int(kv, "create_revision"),
+        mod_revision=_int(kv, "mod_revision"),
+        lease=_int(kv, "lease"),
+    )
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """A short lowercase reason for a failed request: 'connection refused', 'no answer within 2s'…"""
+    if isinstance(exc, ReadTimeoutError):
+        return f"no answer within {timeout:g}s"
+    if isinstance(exc, NewConnectionError):
+        match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        return match.group(1).strip().lower() if match else "cannot connect"
+    if isinstance(exc, ConnectTimeoutError):
+        return f"no connection within {timeout:g}s"
+    if isinstance(exc, ProtocolError):
+        return "connection lost"
+    return " ".join(str(exc).split())[:120] or type(exc).__name__
+
+
+def _grpc_error(data: Any) -> tuple[str, int] | None:
+    """(message, gRPC code) of an error answer, in either of the gateway's two shapes."""
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    if isinstance(err, dict):  # streaming endpoints: {"error": {"grpc_code", "message", ...}}
+        return str(err.get("message", "error")), int(err.get("grpc_code") or err.get("code") or 0)
+    if err:  # unary endpoints: {"error": "...", "message": "...", "code": N}
+        return str(data.get("message") or err), int(data.get("code") or 0)
+    return None
+
+
+class EtcdKV:
+    """``KV`` on one etcd cluster reachable at any of ``endpoints`` (``http://host:port``)."""
+
+    def __init__(self, endpoints: tuple[str, ...], timeout: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("etcd.endpoints is empty; list at least one http://host:port")
+        self.endpoints = tuple(e.rstrip("/") for e in endpoints)
+        self.timeout = timeout
+        self._pool = urllib3.PoolManager(
+            num_pools=max(4, len(self.endpoints)), maxsize=8, retries=False,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        )
+        self._watch_pool = urllib3.PoolManager(
+            num_pools=max(4, len(self.endpoints)), maxsize=4, retries=False)
+        self._lock = threading.Lock()
+        self._preferred = 0
+
+    def __repr__(self) -> str:
+        return f"EtcdKV({', '.join(self.endpoints)})"
+
+    # --- transport ------------------------------------------------------------------------
+    def _order(self) -> list[int]:
+        with self._lock:
+            first = self._preferred
+        n = len(self.endpoints)
+        return [(first + i) % n for i in range(n)]
+
+    def _unreachable(self, failures: list[tuple[str, str]]) -> DCSError:
+        where = ", ".join(f"{ep} ({why})" for ep, why in failures)
+        return DCSError(f"etcd unreachable at {where}; {FIX}")
+
+    def _call(self, path: str, body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that answers; returns the answer object."""
+        payload = json.dumps(body).encode()
+        failures: list[tuple[str, str]] = []
+        for idx in self._order():
+            endpoint = self.endpoints[idx]
+            try:
+                resp = self._post(endpoint + path, payload)
+            except ReadTimeoutError as exc:
+                if not idempotent:
+                    raise DCSError(
+                        f"etcd at {endpoint} did not answer {path} within {self.timeout:g}s; "
+                        "the write may or may not have been applied") from None
+                failures.append((endpoint, _reason(exc, self.timeout)))
+                continue
+            except HTTPError as exc:
+                failures.append((endpoint, _reason(exc, self.timeout)))
+                continue
+            try:
+                data = json.loads(resp.data)
+            except ValueError:
+                failures.append((endpoint, f"HTTP {resp.status}, not an etcd answer"))
+                continue
+            error = _grpc_error(data)
+            if resp.status == 200 and error is None:
+                with self._lock:
+                    self._preferred = idx
+                result = data.get("result", data) if isinstance(data, dict) else {}
+                return result if isinstance(result, dict) else {}
+            message, code = error or (f"HTTP {resp.status}", 0)
+            if code == _GRPC_NOT_FOUND and "lease not found" in message:
+                raise LeaseNotFound(f"etcd: {message.removeprefix('etcdserver: ')}")
+            if code in _UNAVAILABLE_CODES or resp.status >= 500:
+                failures.append((endpoint, message.removeprefix("etcdserver: ")))
+                continue
+            raise DCSError(f"etcd at {endpoint} rejected {path}: {message} (code {code})")
+        raise self._unreachable(failures)
+
+    def _post(self, url: str, payload: bytes) -> urllib3.BaseHTTPResponse:
+        """One POST; a pooled connection the server closed meanwhile is retried once, fresh."""
+        try:
+            return self._pool.request("POST", url, body=payload, headers={"Content-Type": "application/json"})
+        except ProtocolError:
+            return self._pool.request("POST", url, body=payload, headers={"Content-Type": "application/json"})
+
+    def _range(self, key: str, range_end: bytes | None = None) -> tuple[int, list[KeyValue]]:
+        body: dict[str, Any] = {"key": _b64(key)}
+        if range_end is not None:
+            body["range_end"] = _b64(range_end)
+        result = self._call("/v3/kv/range", body)
+        return _int(result.get("header", {}), "revision"), [_keyvalue(kv) for kv in result.get("kvs", [])]
+
+    def _txn(self, compare: dict[str, Any], success: dict[str, Any]) -> bool:
+        result = self._call("/v3/kv/txn", {"compare": [compare], "success": [success]}, idempotent=False)
+        return bool(result.get("succeeded"))
+
+    @staticmethod
+    def _put_request(key: str, value: bytes, lease: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        return body
+
+    # --- KV ---------------------------------------------------------------------------------
+    def get_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
+        return self._range(prefix, prefix_end(prefix))
+
+    def get(self, key: str) -> KeyValue | None:
+        _, kvs = self._range(key)
+        return kvs[0] if kvs else None
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        result = self._call("/v3/kv/put", self._put_request(key, value, lease))
+        return _int(result.get("header", {}), "revision")
+
+    def create(self, key: str, value: bytes, lease: int = 0) -> bool:
+        return self._txn(
+            {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
+            {"request_put": self._put_request(key, value, lease)},
+        )
+
+    def replace(self, key: str, value: bytes, mod_revision: int, lease: int = 0) -> bool:
+        if mod_revision <= 0:
+            return False  # an absent key has mod_revision 0 in etcd; "replace" needs an existing one
+        return self._txn(
+            {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)},
+            {"request_put": self._put_request(key, value, lease)},
+        )
+
+    def delete(self, key: str) -> None:
+        self._call("/v3/kv/deleterange", {"key": _b64(key)})
+
+    def delete_if(self, key: str, mod_revision: int) -> bool:
+        if mod_revision <= 0:
+            return False
+        return self._txn(
+            {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)},
+            {"request_delete_range": {"key": _b64(key)}},
+        )
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._call("/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))})
+
+    def grant(self, ttl: int) -> int:
+        if ttl <= 0:
+            raise DCSError(f"cannot grant a lease of {ttl} s: the TTL must be positive")
+        result = self._call("/v3/lease/grant", {"TTL": str(ttl)})
+        if result.get("error"):
+            raise DCSError(f"etcd refused a lease of {ttl} s: {result['error']}")
+        return _int(result, "ID")
+
+    def keepalive(self, lease: int) -> int:
+        result = self._call("/v3/lease/keepalive", {"ID": str(lease)})
+        ttl = _int(result, "TTL")
+        if ttl <= 0:
+            raise LeaseNotFound(f"lease {lease:x} not found: it expired or was revoked")
+        return ttl
+
+    def revoke(self, lease: int) -> None:
+        with contextlib.suppress(LeaseNotFound):
+            self._call("/v3/lease/revoke", {"ID": str(lease)})
+
+    def time_to_live(self, lease: int) -> int:
+        """Whole seconds the lease has left without renewal; -1 when it is gone."""
+        result = self._call("/v3/lease/timetolive", {"ID": str(lease)})
+        return int(result.get("TTL") or 0)
+
+    def compact(self, revision: int) -> None:
+        """Compact the history up to ``revision`` (physically, so watches see it at once)."""
+        try:
+            self._call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        except DCSError as exc:
+            if "has been compacted" not in str(exc):
+                raise
+
+    # --- watch ----------------------------------------------------------------------------
+    def watch_prefix(
+        self,
+        prefix: str,
+        start_revision: int,
+        on_event: Callable[[WatchEvent], None],
+        stop: threading.Event,
+    ) -> int:
+        create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+                                  "progress_notify": True}
+        if start_revision > 0:
+            create["start_revision"] = str(start_revision)
+        resp = self._open_watch(json.dumps({"create_request": create}).encode())
+        items: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
+        reader = threading.Thread(
+            target=self._read_stream, args=(resp, items), name="etcd-watch", daemon=True)
+        reader.start()
+        next_rev = start_revision
+        try:
+            while not stop.is_set():
+                try:
+                    item = items.get(timeout=WATCH_POLL)
+                except queue.Empty:
+                    continue
+                if item is None or isinstance(item, BaseException):
+                    return next_rev  # the stream ended or broke: the caller reopens it
+                next_rev = self._watch_response(item, start_revision, next_rev, on_event)
+            return next_rev
+        finally:
+            _shutdown(resp)
+            reader.join(timeout=1.0)
+
+    def _open_watch(self, payload: bytes) -> urllib3.BaseHTTPResponse:
+        failures: list[tuple[str, str]] = []
+        for idx in self._order():
+            endpoint = self.endpoints[idx]
+            try:
+                resp = self._watch_pool.request(
+                    "POST", endpoint + "/v3/watch", body=payload,
+                    headers={"Content-Type": "application/json"},
+                    preload_content=False, timeout=urllib3.Timeout(connect=self.timeout, read=WATCH_IDLE),
+                )
+            except HTTPError as exc:
+                failures.append((endpoint, _reason(exc, self.timeout)))
+                continue
+            if resp.status == 200:
+                return resp
+            failures.append((endpoint, f"HTTP {resp.status}"))
+            resp.release_conn()
+        raise self._unreachable(failures)
+
+    @staticmethod
+    def _read_stream(resp: urllib3.BaseHTTPResponse,
+                     items: queue.Queue[dict[str, Any] | BaseException | None]) -> None:
+        try:
+            for obj in _json_objects(resp):
+                items.put(obj)
+            items.put(None)
+        except Exception as exc:  # the socket was shut down, timed out or broke
+            items.put(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                resp.close()
+                resp.release_conn()
+
+    @staticmethod
+    def _watch_response(item: dict[str, Any], start_revision: int, next_rev: int,
+                        on_event: Callable[[WatchEvent], None]) -> int:
+        error = _grpc_error(item)
+        if error is not None:
+            raise DCSError(f"etcd watch failed: {error[0]}")
+        result = item.get("result", item)
+        header_rev = _int(result.get("header", {}), "revision")
+        if result.get("canceled"):
+            compact = _int(result, "compact_revision")
+            if compact:
+                raise Compacted(f"revision {start_revision} was compacted (oldest kept: {compact})")
+            raise DCSError(f"etcd cancelled the watch: {result.get('cancel_reason') or 'no reason given'}")
+        events = result.get("events") or []
+        if result.get("created"):
+            # Watching "from now": resume after the revision the watch started at.
+            return next_rev if start_revision > 0 else header_rev + 1
+        if not events and header_rev:
+            # A progress notification: every change up to header_rev was delivered.
+            return max(next_rev, header_rev + 1)
+        for ev in events:
+            kv = ev.get("kv", {})
+            revision = _int(kv, "mod_revision")
+            kind = "delete" if ev.get("type") == "DELETE" else "put"
+            on_event(WatchEvent(kind, _unb64(kv.get("key")).decode(errors="replace"), revision))
+            next_rev = max(next_rev, revision + 1)
+        return next_rev
+
+    # --- health -------------------------------------------------------------------------------
+    def status(self) -> dict[str, str]:
+        """Per endpoint: 'ok, etcd 3.4.23, leader <id>' or why it did not answer."""
+        out: dict[str, str] = {}
+        for endpoint in self.endpoints:
+            try:
+                resp = self._pool.request("POST", endpoint + "/v3/maintenance/status", body=b"{}")
+                data = json.loads(resp.data)
+            except (HTTPError, ValueError) as exc:
+                out[endpoint] = _reason(exc, self.timeout)
+                continue
+            error = _grpc_error(data)
+            if resp.status != 200 or error is not None or not isinstance(data, dict):
+                out[endpoint] = error[0] if error else f"HTTP {resp.status}"
+            elif not _int(data, "leader"):
+                out[endpoint] = f"no leader (etcd {data.get('version', '?')})"
+            else:
+                out[endpoint] = f"ok, etcd {data.get('version', '?')}, leader {_int(data, 'leader'):x}"
+        return out
+
+    def cluster_healthy(self) -> bool:
+        """True when some endpoint's /health says the etcd cluster can serve requests."""
+        for endpoint in self.endpoints:
+            try:
+                resp = self._pool.request("GET", endpoint + "/health")
+                if resp.status == 200 and json.loads(resp.data).get("health") == "true":
+                    return True
+            except (HTTPError, ValueError, AttributeError):
+                continue
+        return False
+
+    def close(self) -> None:
+        self._pool.clear()
+        self._watch_pool.clear()
+
+
+def _shutdown(resp: urllib3.BaseHTTPResponse) -> None:
+    """Wake a reader blocked on ``resp``'s socket (from another thread) by shutting it down."""
+    conn = getattr(resp, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _json_objects(resp: urllib3.BaseHTTPResponse) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a streamed body (newline-separated or simply concatenated)."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    for chunk in resp.stream(None):
+        buf += chunk.decode(errors="replace")
+        while True:
+            buf = buf.lstrip()
+            if not buf:
+                break
+            try:
+                obj, end = decoder.raw_decode(buf)
+            except ValueError:
+                if len(buf) > 64 * 1024 * 1024:
+                    raise DCSError("etcd watch stream sent an unparseable answer") from None
+                break  # incomplete: wait for more
+            buf = buf[end:]
+            if isinstance(obj, dict):
+                yield obj

@@ -8,93 +8,138 @@ line or in a log.
 When the agent runs as root (tests, or a host without systemd), PostgreSQL's
 binaries run as the owner of the data directory's parent (normally
 ``postgres``); in production the agent itself runs as ``postgres``.
+
+The work is split into modules: ``binaries`` (programs and the user they run
+as), ``layout`` (file locations), ``conf`` (managed files), ``observe``,
+``control`` (initdb/start/stop/promote/reload/checkpoint), ``clone``,
+``rewind`` and ``slots``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from pathlib import Path
 
 from pgha.config import NodeConfig
 from pgha.core.model import LocalPostgres
+from pgha.postgres import clone as _clone
+from pgha.postgres import control, observe, slots
+from pgha.postgres import rewind as _rewind
+from pgha.postgres.binaries import Binaries, RunAs
+from pgha.postgres.common import PostgresError, Progress, Upstream
+from pgha.postgres.layout import Layout
 
-
-class PostgresError(Exception):
-    """A PostgreSQL operation failed; ``str()`` is one line naming what and why."""
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Another member to clone from, rewind against or stream from."""
-
-    name: str
-    host: str
-    port: int
-
-
-# progress(done_bytes, total_bytes or None, message)
-Progress = Callable[[int, int | None, str], None]
+__all__ = ["PostgresError", "PostgresNode", "Progress", "Upstream"]
 
 
 class PostgresNode:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.layout = Layout.of(config)
+        self._binaries: Binaries | None = None
+        # What configure() wrote last (clone writes the replica files with them).
+        self._parameters: dict[str, str | int | float | bool] = {
+            **config.cluster_config.parameters,
+            **config.postgresql.parameters,
+        }
+        self._sync_names = ""
+
+    @property
+    def binaries(self) -> Binaries:
+        """bin_dir's programs, run as the data directory's user (resolved once, when first needed)."""
+        if self._binaries is None:
+            self._binaries = Binaries(
+                self.config.postgresql.bin_dir, RunAs.for_data_dir(self.layout.data), self.layout.parent
+            )
+        return self._binaries
+
+    @property
+    def log_path(self) -> Path:
+        """The server log pg_ctl writes (next to the data directory)."""
+        return self.layout.log_file
 
     # --- observation (read-only, fast, never raises for a stopped server) -------
     def observe(self) -> LocalPostgres:
-        raise NotImplementedError
+        try:
+            binaries = self.binaries
+        except PostgresError:
+            return observe.observe_files_only(self.layout)
+        return observe.observe(self.config, self.layout, binaries)
 
     def postmaster_pid(self) -> int | None:
-        raise NotImplementedError
+        pm = observe.read_postmaster(self.layout)
+        return pm.pid if pm else None
 
     # --- lifecycle ---------------------------------------------------------------
     def initdb(self) -> str:
         """initdb into the empty data dir; returns the new system identifier."""
-        raise NotImplementedError
+        return control.initdb(self.config, self.layout, self.binaries)
 
     def bootstrap_roles(self) -> None:
-        """On a running new primary: set the superuser password, create the replication role."""
-        raise NotImplementedError
+        """On a running new primary: create (or update) the replication role with its password.
+
+        The superuser's password was set by initdb (--pwfile).
+        """
+        control.bootstrap_roles(self.config, self.layout)
 
     def clone(self, source: Upstream, progress: Progress) -> None:
         """pg_basebackup from ``source`` into the empty data dir, then configure as its replica."""
-        raise NotImplementedError
+        _clone.clone(self.config, self.layout, self.binaries, source, progress)
+        self.configure(self._parameters, source)
 
     def rewind(self, source: Upstream) -> None:
         """pg_rewind against ``source`` (stopped data dir); raises PostgresError on failure."""
-        raise NotImplementedError
+        _rewind.rewind(self.config, self.layout, self.binaries, source)
 
     def wipe(self) -> str:
-        """Move the data dir aside (data.failed-<time>) and return where it went."""
-        raise NotImplementedError
+        """Move the data dir aside (data.failed-<time>) and return where it went ("" if there was none)."""
+        return control.wipe(self.layout)
 
-    def configure(self, parameters: Mapping[str, str | int | float | bool], upstream: Upstream | None,
-                  synchronous_standby_names: str = "") -> bool:
+    def configure(
+        self,
+        parameters: Mapping[str, str | int | float | bool],
+        upstream: Upstream | None,
+        synchronous_standby_names: str = "",
+        standby: bool | None = None,
+    ) -> bool:
         """Write the managed files for this role (upstream None: primary).
 
-        Returns True when a running server needs a restart for them to apply.
+        ``standby`` (default: ``upstream is not None``) controls standby.signal, so a
+        replica can stay in recovery without an upstream.  Returns True when a
+        running server needs a restart for the files to apply.
         """
-        raise NotImplementedError
+        self._parameters = dict(parameters)
+        self._sync_names = synchronous_standby_names
+        return control.configure(
+            self.config,
+            self.layout,
+            self.binaries,
+            parameters,
+            upstream,
+            synchronous_standby_names,
+            upstream is not None if standby is None else standby,
+        )
 
     def start(self, timeout: float) -> None:
         """Start with the current managed files and wait until it accepts connections."""
-        raise NotImplementedError
+        control.start(self.config, self.layout, self.binaries, timeout)
 
     def stop(self, mode: str, timeout: float) -> None:
-        """pg_ctl stop -m fast|immediate; returns once the postmaster is gone."""
-        raise NotImplementedError
+        """pg_ctl stop -m fast|immediate; returns once the postmaster is gone (no-op when stopped)."""
+        control.stop(self.layout, self.binaries, mode, timeout)
 
     def reload(self) -> None:
-        raise NotImplementedError
+        """SIGHUP the postmaster (no-op when stopped)."""
+        control.reload(self.layout)
 
     def promote(self, timeout: float) -> None:
-        """Replay everything received, then pg_promote(wait => true)."""
-        raise NotImplementedError
+        """Replay everything received, then pg_promote(wait => true); the files become a primary's."""
+        control.promote(self.config, self.layout, self.binaries, timeout)
 
     def checkpoint(self) -> None:
-        raise NotImplementedError
+        control.checkpoint(self.config, self.layout)
 
     # --- on the primary ----------------------------------------------------------------
     def sync_slots(self, members: tuple[str, ...]) -> None:
-        """Physical slots exist for exactly these members (names sanitized)."""
-        raise NotImplementedError
+        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots)."""
+        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members)

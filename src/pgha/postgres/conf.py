@@ -1,0 +1,241 @@
+"""The files pgha manages: postgresql.conf, pg_hba.conf, standby.signal and the password file.
+
+postgresql.conf is pgha's: it includes initdb's file (kept as
+postgresql.base.conf) and then sets what replication needs, the cluster and
+node parameters, and, for a replica, where to stream from.  The upstream's
+member name is written as a comment (``# pgha upstream: node2``) so that
+``observe()`` can tell which member the files point at.
+
+Every write is atomic (temporary file + rename) and, when the agent is
+root, the file is given to the PostgreSQL user (the server and its
+walsenders must read everything in the data directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pgha.config import NodeConfig
+from pgha.postgres.binaries import RunAs
+from pgha.postgres.common import Upstream
+from pgha.postgres.layout import Layout
+
+MARKER = "# Managed by pgha"
+UPSTREAM_PREFIX = "# pgha upstream: "
+UPSTREAM_ADDR_PREFIX = "# pgha upstream address: "
+
+Value = str | int | float | bool
+
+# Set by pgha from the node configuration and the role; parameters cannot override them.
+PROTECTED = frozenset(
+    {
+        "listen_addresses",
+        "port",
+        "unix_socket_directories",
+        "unix_socket_permissions",
+        "primary_conninfo",
+        "primary_slot_name",
+        "recovery_target_timeline",
+        "synchronous_standby_names",
+        "hot_standby",
+        "include",
+        "include_dir",
+        "include_if_exists",
+    }
+)
+
+# Replication settings pgha needs; parameters may change them (e.g. wal_level = logical).
+DEFAULTS: Mapping[str, Value] = {
+    "wal_level": "replica",
+    "hot_standby_feedback": True,
+    "wal_log_hints": True,
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_keep_size": "256MB",
+    "password_encryption": "scram-sha-256",
+}
+
+
+def slot_name(member: str) -> str:
+    """The physical slot for a member: its name lowercased, other characters than [a-z0-9_] as '_'.
+
+    The mapping is deterministic so every primary computes the same names.  Two
+    member names that differ only in case or punctuation ("node-1", "node_1")
+    share a slot; member names should not do that.
+    """
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
+
+
+def quote(value: Value) -> str:
+    """A postgresql.conf value."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def conninfo_quote(value: str) -> str:
+    """A libpq keyword/value conninfo value."""
+    if value and re.fullmatch(r"[A-Za-z0-9_.:/@+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def conninfo(**kw: str | int) -> str:
+    return " ".join(f"{k}={conninfo_quote(str(v))}" for k, v in kw.items())
+
+
+def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> str:
+    return conninfo(
+        host=upstream.host,
+        port=upstream.port,
+        user=config.postgresql.replication.username,
+        passfile=str(layout.passfile),
+        application_name=config.name,
+        connect_timeout=3,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+    )
+
+
+def render_postgresql_conf(
+    config: NodeConfig,
+    layout: Layout,
+    parameters: Mapping[str, Value],
+    upstream: Upstream | None,
+    synchronous_standby_names: str,
+) -> str:
+    pgc = config.postgresql
+    settings: dict[str, Value] = dict(DEFAULTS)
+    ignored = []
+    for k, v in parameters.items():
+        if k.lower() in PROTECTED:
+            ignored.append(k)
+        else:
+            settings[k.lower()] = v
+    lines = [
+        f"{MARKER}: rewritten on every change, do not edit.  Change the cluster parameters",
+        "# (pgha edit-config) or postgresql.parameters in the node file instead.",
+        "# initdb's defaults are kept in postgresql.base.conf; ALTER SYSTEM still overrides both.",
+        "include 'postgresql.base.conf'",
+        "",
+        f"listen_addresses = {quote(pgc.listen)}",
+        f"port = {pgc.port}",
+        "# The agent connects through this socket with trust (see pg_hba.conf): only the owner",
+        "# (postgres) and root may reach it.",
+        f"unix_socket_directories = {quote(str(layout.socket_dir))}",
+        "unix_socket_permissions = 0700",
+        "hot_standby = on",
+        f"cluster_name = {quote(config.name)}",
+        f"synchronous_standby_names = {quote(synchronous_standby_names)}",
+        "recovery_target_timeline = 'latest'",
+    ]
+    if ignored:
+        lines.append(f"# ignored (set by pgha): {', '.join(sorted(ignored))}")
+    lines += ["", "# replication defaults, cluster and node parameters"]
+    lines += [f"{k} = {quote(v)}" for k, v in settings.items()]
+    lines.append("")
+    if upstream is not None:
+        lines += [
+            f"{UPSTREAM_PREFIX}{upstream.name}",
+            f"{UPSTREAM_ADDR_PREFIX}{upstream.host}:{upstream.port}",
+            f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream))}",
+            f"primary_slot_name = {quote(slot_name(config.name))}",
+        ]
+    else:
+        lines.append("# no upstream: primary, or a standby waiting for one")
+    return "\n".join(lines) + "\n"
+
+
+def read_upstream(text: str) -> tuple[str | None, str | None]:
+    """(member name, 'host:port') from a postgresql.conf pgha wrote."""
+    name = addr = None
+    for line in text.splitlines():
+        if line.startswith(UPSTREAM_PREFIX):
+            name = line[len(UPSTREAM_PREFIX) :].strip() or None
+        elif line.startswith(UPSTREAM_ADDR_PREFIX):
+            addr = line[len(UPSTREAM_ADDR_PREFIX) :].strip() or None
+    return name, addr
+
+
+def without_upstream(text: str) -> str:
+    """postgresql.conf as a primary's: the upstream lines removed (after a promotion)."""
+    drop = (UPSTREAM_PREFIX, UPSTREAM_ADDR_PREFIX, "primary_conninfo", "primary_slot_name")
+    kept = [ln for ln in text.splitlines() if not ln.startswith(drop)]
+    return "\n".join(kept) + "\n"
+
+
+def render_hba(config: NodeConfig) -> str:
+    pgc = config.postgresql
+    lines = [f"{MARKER}: rewritten on every change; add lines with postgresql.pg_hba.", ""]
+    if pgc.pg_hba:
+        lines.append("# postgresql.pg_hba")
+        lines += list(pgc.pg_hba)
+        lines.append("")
+    lines += [
+        "# The agent connects over the Unix socket without a password.  The socket directory is",
+        "# pg_socket/ next to the data directory (mode 0700) or postgresql.socket_dir, and",
+        "# unix_socket_permissions is 0700, so only the postgres user and root can reach it.",
+        "local all all trust",
+        f"host replication {_hba_name(pgc.replication.username)} all scram-sha-256",
+        "host all all all scram-sha-256",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _hba_name(name: str) -> str:
+    return name if re.fullmatch(r"[a-z0-9_]+", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def render_passfile(config: NodeConfig) -> str:
+    """libpq password file: the replication and superuser passwords for any host."""
+    lines = []
+    for cred in (config.postgresql.replication, config.postgresql.superuser):
+        if cred.password:
+            lines.append(f"*:*:*:{_pgpass_escape(cred.username)}:{_pgpass_escape(cred.password)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_atomic(path: Path, text: str, run_as: RunAs, mode: int = 0o600) -> bool:
+    """Write ``text`` to ``path`` (temp + fsync + rename); return False when it was already so."""
+    try:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        run_as.chown(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def touch(path: Path, run_as: RunAs) -> None:
+    if not path.exists():
+        write_atomic(path, "", run_as)
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,334 @@
+"""Driving the local server: initdb, managed files, start, stop, reload, promote, checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+
+import psycopg
+from psycopg import sql
+
+from pgha.config import NodeConfig
+from pgha.core.model import DataDir
+from pgha.postgres import conf, db
+from pgha.postgres.binaries import Binaries, last_line
+from pgha.postgres.common import PostgresError, Upstream
+from pgha.postgres.layout import Layout
+from pgha.postgres.lsn import format_lsn, parse_lsn
+from pgha.postgres.observe import controldata, data_dir_state, read_postmaster
+
+log = logging.getLogger(__name__)
+
+
+def make_data_dir(layout: Layout, binaries: Binaries) -> None:
+    """Create the (empty) data directory owned by the PostgreSQL user, mode 0700."""
+    d = layout.data
+    if not d.parent.is_dir():
+        raise PostgresError(
+            f"postgresql.data_dir: {d.parent} does not exist; create it owned by "
+            f"{binaries.run_as.name or 'postgres'}"
+        )
+    d.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    binaries.run_as.chown(d)
+
+
+def make_socket_dir(layout: Layout, binaries: Binaries) -> None:
+    """Create the socket directory (mode 0700, PostgreSQL's user) when it does not exist yet."""
+    d = layout.socket_dir
+    if not d.is_dir():
+        d.mkdir(mode=0o700, parents=True)
+        os.chmod(d, 0o700)
+        binaries.run_as.chown(d)
+
+
+def initdb(config: NodeConfig, layout: Layout, binaries: Binaries) -> str:
+    pgc = config.postgresql
+    if data_dir_state(layout) != DataDir.EMPTY:
+        raise PostgresError(
+            f"postgresql.data_dir: {layout.data} is not empty; initdb needs an empty directory"
+        )
+    binaries.path("initdb")
+    make_data_dir(layout, binaries)
+    args = [
+        "-D",
+        str(layout.data),
+        "-U",
+        pgc.superuser.username,
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        *pgc.initdb,
+    ]
+    pwfile = layout.parent / f".pgha-initdb-{os.getpid()}.pw"
+    try:
+        if pgc.superuser.password:
+            conf.write_atomic(pwfile, pgc.superuser.password + "\n", binaries.run_as)
+            args.append(f"--pwfile={pwfile}")
+        r = binaries.run("initdb", args, timeout=600)
+    finally:
+        conf.remove(pwfile)
+    if r.returncode != 0:
+        raise PostgresError(f"initdb failed: {last_line(r.stderr, f'exit code {r.returncode}')}")
+    os.replace(layout.conf, layout.base_conf)
+    cd = controldata(binaries, layout)
+    if cd is None or cd.system_id is None:
+        raise PostgresError(f"initdb finished but pg_controldata cannot read {layout.data}")
+    log.info("initdb: new cluster in %s, system identifier %s", layout.data, cd.system_id)
+    return cd.system_id
+
+
+def configure(
+    config: NodeConfig,
+    layout: Layout,
+    binaries: Binaries,
+    parameters: Mapping[str, conf.Value],
+    upstream: Upstream | None,
+    synchronous_standby_names: str,
+    standby: bool,
+) -> bool:
+    """Write the managed files; return True when the running server needs a restart for them."""
+    if data_dir_state(layout) != DataDir.VALID:
+        raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; cannot configure it")
+    run_as = binaries.run_as
+    if not layout.base_conf.exists():
+        # initdb's (or a copied) postgresql.conf that is not ours becomes the base file.
+        try:
+            current = layout.conf.read_text()
+        except FileNotFoundError:
+            current = ""
+        if current and not current.startswith(conf.MARKER):
+            os.replace(layout.conf, layout.base_conf)
+        else:
+            conf.write_atomic(layout.base_conf, "# initdb's settings were not available\n", run_as)
+    conf.write_atomic(layout.passfile, conf.render_passfile(config), run_as)
+    make_socket_dir(layout, binaries)
+    conf.write_atomic(
+        layout.conf,
+        conf.render_postgresql_conf(config, layout, parameters, upstream, synchronous_standby_names),
+        run_as,
+    )
+    conf.write_atomic(layout.hba, conf.render_hba(config), run_as)
+    if standby:
+        conf.touch(layout.standby_signal, run_as)
+    else:
+        conf.remove(layout.standby_signal)
+    return _needs_restart(config, layout, standby)
+
+
+def _needs_restart(config: NodeConfig, layout: Layout, standby: bool) -> bool:
+    if read_postmaster(layout) is None:
+        return False
+    try:
+        with db.local(config, layout, statement_timeout_ms=5000) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            # pg_file_settings reads the files now; a changed postmaster-context value cannot be applied.
+            names = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT DISTINCT f.name FROM pg_file_settings f JOIN pg_settings s USING (name)"
+                    " WHERE f.error IS NOT NULL AND s.context = 'postmaster' ORDER BY 1"
+                ).fetchall()
+            ]
+    except psycopg.Error as exc:
+        log.warning("cannot tell whether the new settings need a restart: %s", db.one_line(exc))
+        return False
+    if names:
+        log.info("restart needed for: %s", ", ".join(names))
+        return True
+    if row is not None and row[0] is False and standby:
+        log.info("restart needed: a running primary becomes a standby")
+        return True
+    return False
+
+
+def _log_size(layout: Layout) -> int:
+    try:
+        return layout.log_file.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _log_since(layout: Layout, offset: int) -> str:
+    try:
+        with open(layout.log_file, "rb") as f:
+            f.seek(offset)
+            return f.read(256 * 1024).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def start_error(config: NodeConfig, layout: Layout, log_text: str, fallback: str) -> str:
+    pgc = config.postgresql
+    if "Address already in use" in log_text or "could not create any TCP/IP sockets" in log_text:
+        return (
+            f"postgresql.port: {pgc.listen}:{pgc.port} is already in use by another process; "
+            "stop it or change postgresql.port"
+        )
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
+    gist = next((ln for ln in reversed(lines) if "FATAL:" in ln or "PANIC:" in ln), None)
+    gist = gist or (lines[-1] if lines else fallback)
+    for tag in ("FATAL:", "PANIC:"):
+        if tag in gist:
+            gist = gist[gist.index(tag) :]
+    return f"PostgreSQL did not start: {gist} (log: {layout.log_file})"
+
+
+def wait_ready(config: NodeConfig, layout: Layout, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(psycopg.Error), db.local(config, layout) as conn:
+            conn.execute("SELECT 1")
+            return True
+        if time.monotonic() >= deadline or read_postmaster(layout) is None:
+            return False
+        time.sleep(0.2)
+
+
+def start(config: NodeConfig, layout: Layout, binaries: Binaries, timeout: float) -> None:
+    if data_dir_state(layout) != DataDir.VALID:
+        raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; cannot start")
+    if read_postmaster(layout) is not None:
+        if wait_ready(config, layout, timeout):
+            return
+        raise PostgresError(f"PostgreSQL is running but did not accept connections within {timeout:.0f} s")
+    os.chmod(layout.data, 0o700)
+    make_socket_dir(layout, binaries)
+    if not layout.log_file.exists():
+        conf.write_atomic(layout.log_file, "", binaries.run_as)
+    offset = _log_size(layout)
+    seconds = max(1, int(timeout))
+    r = binaries.run(
+        "pg_ctl",
+        ["start", "-D", str(layout.data), "-l", str(layout.log_file), "-w", "-t", str(seconds), "-s"],
+        timeout=seconds + 15,
+        new_session=True,
+    )
+    if r.returncode == 0 and wait_ready(config, layout, 10):
+        log.info("PostgreSQL started (log: %s)", layout.log_file)
+        return
+    text = _log_since(layout, offset)
+    if read_postmaster(layout) is not None:
+        raise PostgresError(
+            f"PostgreSQL did not accept connections within {seconds} s; it is still "
+            f"starting (log: {layout.log_file})"
+        )
+    raise PostgresError(start_error(config, layout, text, last_line(r.stderr + r.stdout, "pg_ctl failed")))
+
+
+def stop(layout: Layout, binaries: Binaries, mode: str, timeout: float) -> None:
+    if mode not in ("smart", "fast", "immediate"):
+        raise PostgresError(f"stop mode must be smart, fast or immediate, not {mode!r}")
+    if read_postmaster(layout) is None:
+        return
+    seconds = max(1, int(timeout))
+    r = binaries.run(
+        "pg_ctl",
+        ["stop", "-D", str(layout.data), "-m", mode, "-w", "-t", str(seconds), "-s"],
+        timeout=seconds + 15,
+    )
+    if r.returncode != 0 and read_postmaster(layout) is not None:
+        raise PostgresError(f"pg_ctl stop -m {mode}: {last_line(r.stderr + r.stdout, 'failed')}")
+    log.info("PostgreSQL stopped (%s)", mode)
+
+
+def reload(layout: Layout) -> None:
+    """SIGHUP the postmaster; a stopped server reads the files when it starts."""
+    pm = read_postmaster(layout)
+    if pm is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pm.pid, signal.SIGHUP)
+
+
+def checkpoint(config: NodeConfig, layout: Layout) -> None:
+    with db.local_or_error(config, layout, "checkpoint", statement_timeout_ms=0) as conn:
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.Error as exc:
+            raise PostgresError(f"checkpoint failed: {db.one_line(exc)}") from None
+
+
+def promote(config: NodeConfig, layout: Layout, binaries: Binaries, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with db.local_or_error(config, layout, "promote", statement_timeout_ms=0) as conn:
+        try:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if row is not None and row[0]:
+                _wait_replayed(conn, min(deadline, time.monotonic() + timeout / 2))
+                seconds = max(1, int(deadline - time.monotonic()))
+                done = conn.execute(
+                    "SELECT pg_promote(wait => true, wait_seconds => %s)", (seconds,)
+                ).fetchone()
+                if not done or not done[0]:
+                    raise PostgresError(f"promotion did not complete within {seconds} s")
+        except psycopg.Error as exc:
+            raise PostgresError(f"promote failed: {db.one_line(exc)}") from None
+    conf.remove(layout.standby_signal)
+    with contextlib.suppress(FileNotFoundError):
+        text = layout.conf.read_text()
+        conf.write_atomic(layout.conf, conf.without_upstream(text), binaries.run_as)
+    reload(layout)
+    log.info("promoted")
+
+
+def _wait_replayed(conn: psycopg.Connection[tuple[object, ...]], until: float) -> None:
+    """Until replay reaches what was received (bounded: promotion replays the rest anyway)."""
+    while True:
+        row = conn.execute(
+            "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text"
+        ).fetchone()
+        received = parse_lsn(str(row[0])) if row and row[0] else None
+        replayed = parse_lsn(str(row[1])) if row and row[1] else None
+        if received is None or (replayed is not None and replayed >= received):
+            return
+        if time.monotonic() >= until:
+            log.warning(
+                "promoting before replay caught up (replayed %s of %s received)",
+                format_lsn(replayed or 0),
+                format_lsn(received),
+            )
+            return
+        time.sleep(0.1)
+
+
+def bootstrap_roles(config: NodeConfig, layout: Layout) -> None:
+    """Create or update the replication role; the password reaches the server already hashed."""
+    repl = config.postgresql.replication
+    with db.local_or_error(config, layout, "bootstrap roles") as conn:
+        try:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (repl.username,)).fetchone()
+            verb = sql.SQL("ALTER ROLE") if exists else sql.SQL("CREATE ROLE")
+            stmt = sql.SQL("{} {} WITH REPLICATION LOGIN").format(verb, sql.Identifier(repl.username))
+            if repl.password:
+                hashed = conn.pgconn.encrypt_password(
+                    repl.password.encode(), repl.username.encode(), b"scram-sha-256"
+                ).decode()
+                stmt = sql.SQL("{} PASSWORD {}").format(stmt, sql.Literal(hashed))
+            conn.execute(stmt)
+        except psycopg.Error as exc:
+            raise PostgresError(
+                f"cannot create the replication role {repl.username!r}: {db.one_line(exc)}"
+            ) from None
+    log.info("replication role %s ready", repl.username)
+
+
+def wipe(layout: Layout) -> str:
+    """Rename the data directory to <data>.failed-<epoch>; keep only that newest copy."""
+    d = layout.data
+    target = d.with_name(f"{d.name}.failed-{int(time.time())}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = d.with_name(f"{d.name}.failed-{int(time.time())}-{n}")
+    if not d.exists():
+        return ""
+    os.replace(d, target)
+    for old in d.parent.glob(f"{d.name}.failed-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    log.warning("moved %s aside to %s", d, target)
+    return str(target)

@@ -1,0 +1,77 @@
+"""pg_rewind against the new primary, keeping pgha's managed files.
+
+pg_rewind copies the source's configuration files along with the changed
+data; pgha puts its own back afterwards.  PostgreSQL 15's pg_rewind first
+runs crash recovery in single-user mode when the target was not shut down
+cleanly, so a crashed old primary can be rewound directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from pgha.config import NodeConfig
+from pgha.core.model import DataDir
+from pgha.postgres import conf
+from pgha.postgres.binaries import Binaries, last_line
+from pgha.postgres.common import PostgresError, Upstream
+from pgha.postgres.layout import Layout
+from pgha.postgres.observe import data_dir_state, read_postmaster
+
+log = logging.getLogger(__name__)
+
+KEEP = (
+    "postgresql.conf",
+    "postgresql.base.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+    "standby.signal",
+    "pgha.slots",
+)
+
+
+def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstream) -> None:
+    if data_dir_state(layout) != DataDir.VALID:
+        raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; nothing to rewind")
+    if read_postmaster(layout) is not None:
+        raise PostgresError("pg_rewind needs a stopped server; stop PostgreSQL first")
+    binaries.path("pg_rewind")
+    conf.write_atomic(layout.passfile, conf.render_passfile(config), binaries.run_as)
+    saved: dict[str, bytes] = {}
+    for name in KEEP:
+        with contextlib.suppress(FileNotFoundError):
+            saved[name] = (layout.data / name).read_bytes()
+    dsn = conf.conninfo(
+        host=source.host,
+        port=source.port,
+        user=config.postgresql.superuser.username,
+        dbname="postgres",
+        passfile=str(layout.passfile),
+        application_name=f"{config.name}_rewind",
+        connect_timeout=5,
+    )
+    log.info("rewind: pg_rewind against %s (%s:%s)", source.name, source.host, source.port)
+    try:
+        r = binaries.run(
+            "pg_rewind",
+            ["--target-pgdata", str(layout.data), "--source-server", dsn, "--progress"],
+            timeout=3600,
+        )
+    finally:
+        _restore(layout, binaries, saved)
+    out = (r.stdout + "\n" + r.stderr).strip()
+    if r.returncode != 0:
+        errors = [ln.strip() for ln in out.splitlines() if "error:" in ln or "fatal:" in ln]
+        gist = errors[-1] if errors else last_line(out, f"exit code {r.returncode}")
+        raise PostgresError(f"rewind against {source.name} failed: {gist}")
+    log.info("rewind: %s", last_line(out, "done"))
+
+
+def _restore(layout: Layout, binaries: Binaries, saved: dict[str, bytes]) -> None:
+    for name in KEEP:
+        path = layout.data / name
+        if name in saved:
+            conf.write_atomic(path, saved[name].decode(errors="replace"), binaries.run_as)
+        else:
+            conf.remove(path)

@@ -76,16 +76,37 @@ def _plan_first(f: Facts, published: tuple[str, ...], target: tuple[str, ...], s
 def _plan_quorum(f: Facts, published: tuple[str, ...], target: tuple[str, ...], quorum: int) -> list[Action]:
     """ANY N of S: a candidate must see |S| - N + 1 members of S and be the most advanced.
 
-    The ordering is the reverse of FIRST: /sync grows before PostgreSQL counts a
-    new standby's acknowledgement, and shrinks only after PostgreSQL stopped counting it.
+    Safe while /sync covers every standby PostgreSQL counts, with a quorum no
+    larger than PostgreSQL's N, and names nobody while PostgreSQL counts nobody.
+    So /sync grows (and its quorum drops) before PostgreSQL counts a new standby
+    or lowers N, and shrinks only after PostgreSQL stopped counting it.  From an
+    empty /sync the order is that of FIRST (PostgreSQL first); going
+    asynchronous empties /sync first.
     """
     out: list[Action] = []
-    pub_q = f.view.sync.quorum if f.view.sync and f.view.sync.leader == f.me else 0
-    union = tuple(sorted(set(published) | set(target)))
-    if union != published or (f.view.sync is not None and f.view.sync.leader != f.me):
-        out.append(PublishSync(union, max(min(quorum, pub_q or quorum), 1) if union else 0))
-        return out
+    mine = f.view.sync is not None and f.view.sync.leader == f.me
+    pub_q = f.view.sync.quorum if f.view.sync is not None and mine else 0
     pg_value = render_names(target, quorum, "any")
+    if f.view.sync is not None and not mine:
+        # Fix: the previous leader's /sync says nothing about our PostgreSQL; empty it first.
+        return [PublishSync((), 0)]
+    if not published or not target:
+        # Fix: publishing before PostgreSQL waits for anyone (or after it stopped waiting) named
+        # standbys that might lack commits PostgreSQL acknowledged alone.
+        if published:
+            out.append(PublishSync((), 0))
+        if f.local.pg.synchronous_standby_names != pg_value:
+            out.append(SetSyncStandbys(target, quorum, "any"))
+            return out
+        if target:
+            out.append(PublishSync(target, quorum))
+        return out
+    union = tuple(sorted(set(published) | set(target)))
+    if union != published or pub_q > quorum:
+        # Fix: also when only the quorum drops, so that PostgreSQL never accepts fewer
+        # acknowledgements than /sync promises candidates.
+        out.append(PublishSync(union, max(min(quorum, pub_q), 1)))
+        return out
     if f.local.pg.synchronous_standby_names != pg_value:
         out.append(SetSyncStandbys(target, quorum, "any"))
         return out

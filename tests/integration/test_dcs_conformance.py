@@ -238,7 +238,8 @@ def test_one_kv_is_shared_by_threads(dcs: Backend, prefix: str) -> None:
     lambda kv: kv.keepalive(1),
     lambda kv: kv.watch_prefix("/x/", 1, lambda e: None, threading.Event()),
 ], ids=["get", "get_prefix", "put", "create", "grant", "keepalive", "watch"])
-def test_unreachable_store_raises_dcs_error_with_one_clear_line(dcs: Backend, call: Callable[..., object]) -> None:
+def test_unreachable_store_raises_dcs_error_with_one_clear_line(dcs: Backend,
+                                                                call: Callable[..., object]) -> None:
     kv = dcs.unreachable()
     with pytest.raises(DCSError) as info:
         call(kv)

@@ -164,11 +164,12 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self.clock = FakeClock()
-        self.kv = MemoryKV(self.clock)
+        self.memory = MemoryKV(self.clock)
+        self.kv = self.memory
 
     def expire(self, lease: int, ttl: int) -> None:
         self.clock.advance(ttl + 0.1)
-        self.kv.expire_leases()
+        self.memory.expire_leases()
 
     def unreachable(self) -> MemoryKV:
         kv = MemoryKV(self.clock)

@@ -7,7 +7,7 @@ fields arrive as strings, and fields equal to their zero value are left out
 Requests go to the endpoint that answered last; on a connection error or
 timeout the next endpoint is tried, and when none answers ``DCSError`` says
 so in one line naming every endpoint and the fix.  A transaction that timed
-out is not retried elsewhere, since it may have been applied.
+out or lost its connection is not retried, since it may have been applied.
 
 Watches stream over their own connection pool.  A reader thread parses the
 stream into a queue, and the calling thread waits on that queue in short
@@ -147,11 +147,11 @@ class EtcdKV:
         for idx in self._order():
             endpoint = self.endpoints[idx]
             try:
-                resp = self._post(endpoint + path, payload)
-            except ReadTimeoutError as exc:
+                resp = self._post(endpoint + path, payload, idempotent)
+            except (ReadTimeoutError, ProtocolError) as exc:
                 if not idempotent:
                     raise DCSError(
-                        f"etcd at {endpoint} did not answer {path} within {self.timeout:g}s; "
+                        f"etcd at {endpoint} did not answer {path} ({_reason(exc, self.timeout)}); "
                         "the write may or may not have been applied") from None
                 failures.append((endpoint, _reason(exc, self.timeout)))
                 continue
@@ -178,12 +178,15 @@ class EtcdKV:
             raise DCSError(f"etcd at {endpoint} rejected {path}: {message} (code {code})")
         raise self._unreachable(failures)
 
-    def _post(self, url: str, payload: bytes) -> urllib3.BaseHTTPResponse:
-        """One POST; a pooled connection the server closed meanwhile is retried once, fresh."""
+    def _post(self, url: str, payload: bytes, idempotent: bool) -> urllib3.BaseHTTPResponse:
+        """One POST; an idempotent one is retried once when the connection broke under it."""
+        headers = {"Content-Type": "application/json"}
         try:
-            return self._pool.request("POST", url, body=payload, headers={"Content-Type": "application/json"})
+            return self._pool.request("POST", url, body=payload, headers=headers)
         except ProtocolError:
-            return self._pool.request("POST", url, body=payload, headers={"Content-Type": "application/json"})
+            if not idempotent:
+                raise
+            return self._pool.request("POST", url, body=payload, headers=headers)
 
     def _range(self, key: str, range_end: bytes | None = None) -> tuple[int, list[KeyValue]]:
         body: dict[str, Any] = {"key": _b64(key)}

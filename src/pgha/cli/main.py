@@ -17,6 +17,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Each module adds its commands to `cli` when imported.
+    import pgha.cli.commands_cluster  # noqa: F401  (operator commands; it imports the others)
     from pgha.cli import commands_agent, commands_demo, commands_probe  # noqa: F401
 
 

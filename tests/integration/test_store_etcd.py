@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from pgha.core.model import MemberInfo
+from pgha.dcs import etcd as etcd_module
 from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
@@ -59,3 +61,27 @@ def test_a_paused_etcd_times_out_and_the_next_endpoint_answers(etcd: EtcdServer,
         etcd_fresh.resume()
     kv.close()
     only_paused.close()
+
+
+def test_a_silent_watch_stream_returns_a_resumable_revision(etcd: EtcdServer,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etcd_module, "WATCH_IDLE", 0.3)
+    kv = EtcdKV((etcd.url,), 1.0)
+    start = kv.get_prefix("/silent/")[0] + 1
+    # Nothing changes and stop is never set: the read timeout ends the stream, the caller reopens it.
+    assert kv.watch_prefix("/silent/", start, lambda e: None, threading.Event()) == start
+    kv.close()
+
+
+class _Chunks:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    def stream(self, amt: int | None) -> Iterator[bytes]:
+        yield from self.chunks
+
+
+def test_watch_stream_parser_splits_concatenated_and_partial_objects() -> None:
+    chunks = _Chunks(b'{"result":{"a":1}}{"result"', b':{"b":2}}\n\n{"res', b'ult":{"c":"}{"}}\n')
+    objects = list(etcd_module._json_objects(chunks))  # type: ignore[arg-type]
+    assert objects == [{"result": {"a": 1}}, {"result": {"b": 2}}, {"result": {"c": "}{"}}]

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pgha.core.model import ClusterConfig, MemberInfo, MemberIntent, Role, Switchover, Tags
+from pgha.core.model import ClusterConfig, MemberInfo, MemberIntent, Role, Switchover, SyncState, Tags
+from pgha.dcs import codec
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore, HistoryEntry
 from tests.support.etcd import Backend, MemoryBackend
@@ -329,3 +330,56 @@ class TestStoreOnMemory(StoreContract):
             store.read()
         backend.memory.set_unreachable(False)
         assert store.read().leader is None
+
+
+# --- the codec behind the store: values from other members are untrusted -------------------------------
+def test_member_round_trip_with_nested_tags_and_role() -> None:
+    info = MemberInfo("n1", role=Role.PRIMARY, timeline=3, wal_lsn=2**40, following=None,
+                      tags=Tags(nosync=True, failover_priority=5, extra={"zone": "b"}), pgbouncer=True)
+    assert codec.decode_member(codec.encode_member(info)) == info
+
+
+def test_unknown_fields_are_ignored_and_missing_ones_default() -> None:
+    data = b'{"name": "n1", "role": "replica", "from_the_future": [1], ' \
+        b'"tags": {"nofailover": true, "new": 1}}'
+    info = codec.decode_member(data)
+    assert info == MemberInfo("n1", role=Role.REPLICA, tags=Tags(nofailover=True))
+    assert codec.decode(Switchover, b'{"id": "s", "extra": 1}') == Switchover(id="s")
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    (b"[1, 2]", "expected a JSON object"),
+    (b"{", "not valid JSON"),
+    (b'{"role": "boss"}', "role: 'boss' is not a valid role"),
+    (b'{"port": true}', "port: expected int"),
+    (b'{"tags": {"extra": {"zone": 1}}}', "tags.extra.zone: expected str"),
+])
+def test_a_bad_member_value_raises_one_line_value_error(data: bytes, fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        codec.decode_member(data, name="n1")
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_required_fields_are_named_when_missing() -> None:
+    with pytest.raises(ValueError, match="missing required field id"):
+        codec.decode_intent(b'{"action": "restart"}')
+    with pytest.raises(ValueError, match="action"):
+        codec.decode_intent(b'{"action": "explode", "id": "i"}')
+
+
+def test_config_strict_and_lenient() -> None:
+    config = ClusterConfig(ttl=20, synchronous_mode="quorum",
+                           parameters={"max_connections": 200, "jit": False})
+    assert codec.decode_config(codec.encode_config(config)) == config
+    with pytest.raises(ValueError, match=r"^invalid cluster config: ttl: 1\.0 is too short"):
+        codec.decode_config(b'{"ttl": 1}')
+    kept, problems = codec.decode_config_lenient(b'{"ttl": 1, "loop_wait": 2, "synchronous_mode": "maybe"}')
+    assert kept == ClusterConfig(loop_wait=2)
+    assert [p.split(":")[1].strip() for p in problems] == ["synchronous_mode", "ttl"]
+    assert codec.decode_config_lenient(b"nonsense")[0] == ClusterConfig()
+
+
+def test_sync_mod_revision_comes_from_the_key_not_the_value() -> None:
+    data = codec.encode_sync(SyncState("n1", ("n2",), 1, mod_revision=99))
+    assert b"mod_revision" not in data
+    assert codec.decode_sync(data, 7) == SyncState("n1", ("n2",), 1, 7)

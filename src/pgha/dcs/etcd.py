@@ -309,6 +309,9 @@ class EtcdKV:
         finally:
             _shutdown(resp)
             reader.join(timeout=1.0)
+            if not reader.is_alive():
+                # Only now may the (closed) connection go back to the pool for reuse.
+                resp.release_conn()
 
     def _open_watch(self, payload: bytes) -> urllib3.BaseHTTPResponse:
         failures: list[tuple[str, str]] = []
@@ -341,7 +344,6 @@ class EtcdKV:
         finally:
             with contextlib.suppress(Exception):
                 resp.close()
-                resp.release_conn()
 
     @staticmethod
     def _watch_response(item: dict[str, Any], start_revision: int, next_rev: int,

@@ -76,13 +76,18 @@ def _assignment(text: str, option: str) -> tuple[str, str]:
 
 
 def _setting_value(key: str, text: str) -> Any:
-    """A -s value as a YAML scalar: ``30`` -> 30, ``true`` -> True, ``"on"`` -> 'on', empty -> None."""
+    """A -s value as a YAML scalar: ``30`` -> 30, ``true`` -> True, ``"on"`` -> 'on', empty -> None.
+
+    Only true/false are booleans: YAML 1.1's on/off/yes/no stay text (synchronous_mode=on).
+    """
     try:
         value = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
         raise Refused(f"-s {key}={text}: not a valid YAML value; quote strings, e.g. '\"...\"'") from None
     if isinstance(value, dict | list):
         raise Refused(f"-s {key}={text}: expected a single value, not a {type(value).__name__}")
+    if isinstance(value, bool) and text.lower() not in ("true", "false"):
+        return text
     return value
 
 

@@ -235,6 +235,10 @@ def test_observe_stopped_empty_invalid_and_crashed(pg_sandbox: PgSandbox) -> Non
     pg = node.observe()
     assert pg.run_state == PgRunState.CRASHED and pg.control_state == "in production"
     assert node.postmaster_pid() is None
+    # The stale postmaster.pid does not prevent a restart (crash recovery runs at start).
+    node.start(60)
+    pg_sandbox.track(node)
+    assert node.observe().run_state == PgRunState.RUNNING
 
 
 def test_wipe_keeps_one_old_copy(pg_sandbox: PgSandbox) -> None:
@@ -249,3 +253,23 @@ def test_wipe_keeps_one_old_copy(pg_sandbox: PgSandbox) -> None:
             time.sleep(1.1)
     olds = list(node.layout.parent.glob("data.failed-*"))
     assert [str(p) for p in olds] == [where]
+
+
+def test_clone_and_rewind_failures_are_clear(pg_sandbox: PgSandbox) -> None:
+    from tests.support.pg import free_port
+
+    nowhere = Upstream("ghost", "127.0.0.1", free_port())
+    node = pg_sandbox.node("node1")
+    with pytest.raises(PostgresError) as err:
+        node.clone(nowhere, lambda done, total, msg: None)
+    assert str(err.value).startswith("clone from ghost failed: ") and "\n" not in str(err.value)
+    assert not node.layout.data.exists()
+
+    node.initdb()
+    node.configure({}, None, standby=True)
+    before = (node.layout.data / "postgresql.conf").read_text()
+    with pytest.raises(PostgresError) as err:
+        node.rewind(nowhere)
+    assert str(err.value).startswith("rewind against ghost failed: ") and "\n" not in str(err.value)
+    assert (node.layout.data / "postgresql.conf").read_text() == before
+    assert (node.layout.data / "standby.signal").exists()

@@ -130,7 +130,7 @@ def observe(config: NodeConfig, layout: Layout, binaries: Binaries) -> LocalPost
         # Alive but not serving queries (recovering before consistency, or shutting down).
         return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
     try:
-        with db.local(config, layout, statement_timeout_ms=1500) as conn:
+        with db.local(config, layout, statement_timeout_ms=1000) as conn:
             return _sql(conn, base, cd, upstream, upstream_addr)
     except psycopg.Error as exc:
         log.debug("observe: cannot query the local server: %s", db.one_line(exc))

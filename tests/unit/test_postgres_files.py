@@ -1,0 +1,83 @@
+"""The adapter's pure parts: LSNs, pg_controldata, managed file contents, progress lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgha.config import Credentials, NodeConfig, PostgresConfig
+from pgha.postgres import conf
+from pgha.postgres.clone import parse_progress
+from pgha.postgres.common import Upstream
+from pgha.postgres.controldata import parse
+from pgha.postgres.layout import Layout
+from pgha.postgres.lsn import format_lsn, parse_lsn, timeline_of_walfile
+
+
+def test_lsn_round_trip() -> None:
+    assert parse_lsn("0/3000060") == 0x3000060
+    assert parse_lsn("1A/FF") == (0x1A << 32) | 0xFF
+    assert parse_lsn(None) is None and parse_lsn("") is None
+    assert format_lsn(parse_lsn("16/B374D848") or 0) == "16/B374D848"
+    with pytest.raises(ValueError):
+        parse_lsn("3000060")
+    assert timeline_of_walfile("000000020000000000000003") == 2
+
+
+CONTROLDATA = """\
+pg_control version number:            1300
+Database system identifier:           7305392174124577046
+Database cluster state:               shut down in recovery
+Latest checkpoint location:           0/5000060
+Latest checkpoint's REDO location:    0/5000028
+Latest checkpoint's TimeLineID:       1
+Minimum recovery ending location:     0/6000000
+Min recovery ending loc's timeline:   2
+"""
+
+
+def test_controldata() -> None:
+    cd = parse(CONTROLDATA)
+    assert cd.system_id == "7305392174124577046" and cd.state == "shut down in recovery"
+    assert cd.checkpoint_lsn == 0x5000060 and cd.checkpoint_redo_lsn == 0x5000028
+    assert cd.timeline == 1 and cd.min_recovery_timeline == 2 and cd.latest_timeline == 2
+    assert parse("").system_id is None
+
+
+def config() -> NodeConfig:
+    return NodeConfig(cluster="c", name="Node-1", postgresql=PostgresConfig(
+        data_dir="/srv/pg/data", port=5433,
+        replication=Credentials("repl user", "p:w\\d"), superuser=Credentials("postgres", "s'x"),
+        pg_hba=("hostssl all all 10.0.0.0/8 scram-sha-256",)))
+
+
+def test_postgresql_conf_for_a_replica() -> None:
+    cfg = config()
+    text = conf.render_postgresql_conf(cfg, Layout.of(cfg), {"work_mem": "8MB", "port": 1, "Fsync": False},
+                                       Upstream("node2", "10.0.0.2", 5432), "")
+    lines = text.splitlines()
+    assert lines[3] == "include 'postgresql.base.conf'"
+    assert "port = 5433" in lines and "work_mem = '8MB'" in lines and "fsync = off" in lines
+    assert "# ignored (set by pgha): port" in lines
+    assert "unix_socket_directories = '/srv/pg/pg_socket'" in lines
+    assert "primary_slot_name = 'node_1'" in lines and "recovery_target_timeline = 'latest'" in lines
+    assert conf.read_upstream(text) == ("node2", "10.0.0.2:5432")
+    conninfo = next(ln for ln in lines if ln.startswith("primary_conninfo"))
+    assert "application_name=Node-1" in conninfo and "passfile=/srv/pg/pgha.pgpass" in conninfo
+    assert "user=''repl user''" in conninfo and "p:w" not in conninfo
+    primary = conf.without_upstream(text)
+    assert conf.read_upstream(primary) == (None, None) and "primary_conninfo" not in primary
+
+
+def test_hba_and_passfile() -> None:
+    cfg = config()
+    hba = conf.render_hba(cfg).splitlines()
+    assert hba.index("hostssl all all 10.0.0.0/8 scram-sha-256") < hba.index("local all all trust")
+    assert 'host replication "repl user" all scram-sha-256' in hba
+    assert conf.render_passfile(cfg) == "*:*:*:repl user:p\\:w\\\\d\n*:*:*:postgres:s'x\n"
+
+
+def test_quoting_and_names() -> None:
+    assert conf.quote("it's") == "'it''s'" and conf.quote(True) == "on" and conf.quote(10) == "10"
+    assert conf.slot_name("Node-2.east") == "node_2_east"
+    assert parse_progress("  12/2048 kB (0%), 0/1 tablespace (data/base/1/2)") == (12 * 1024, 2048 * 1024)
+    assert parse_progress("pg_basebackup: write-ahead log start point: 0/2000028") is None

@@ -148,7 +148,7 @@ def test_one_entry_per_database(pg_pair: Pair) -> None:
         assert f"postgres = host=127.0.0.1 port={two.port} dbname=postgres" in b.ini.read_text()
         assert fresh_port(b) == two.port
     finally:
-        b.process.stop()
+        b.close()
 
 
 def test_errors_are_one_line_and_never_show_secrets(

@@ -99,6 +99,13 @@ class Bouncer:
     def ini(self) -> Path:
         return self.dir / "pgbouncer.ini"
 
+    def close(self) -> None:
+        """Stop pgbouncer by PID and remove its directory."""
+        try:
+            self.process.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     def connect(self, **kw: Any) -> psycopg.Connection[Any]:
         kw.setdefault("autocommit", True)
         kw.setdefault("connect_timeout", 5)
@@ -154,5 +161,4 @@ def bouncer(pg_pair: tuple[PgServer, PgServer]) -> Iterator[Bouncer]:
     try:
         yield b
     finally:
-        b.process.stop()
-        shutil.rmtree(b.dir, ignore_errors=True)
+        b.close()

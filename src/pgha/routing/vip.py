@@ -156,6 +156,10 @@ class Vip:
         else:
             self.release()
 
+    def close(self) -> None:
+        """On shutdown: let a running arping finish (briefly), then kill it."""
+        self.runner.close()
+
     def _describe(self, what: str, res: subprocess.CompletedProcess[str]) -> str:
         err = res.stderr.strip()
         if "cannot find device" in err.lower() or "does not exist" in err.lower():

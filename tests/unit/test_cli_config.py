@@ -137,30 +137,28 @@ def test_pause_and_resume(world: World) -> None:
     assert refusal(world.run("resume")) == "pgha: the cluster is not paused"
 
 
-def test_pause_wait_until_every_member_reports_it(world: World) -> None:
+def one_by_one(world: World, rule_id: str) -> None:
+    """Let the agents publish ``rule_id``, one member per wait-loop sleep."""
     names = iter(["node1", "node2", "node3"])
 
     def agent() -> None:
         name = next(names, None)
         if name:
-            world.change(name, rule_id="paused")
+            world.change(name, rule_id=rule_id)
 
     world.agent = agent
+
+
+def test_pause_wait_until_every_member_reports_it(world: World) -> None:
+    one_by_one(world, "paused")
     r = world.run("pause", "--wait")
     assert r.exit_code == 0, r.output
     assert "waiting for node1, node2, node3 to pause" in r.output
     assert "Every member has paused." in r.output
-
-    names = iter(["node1", "node2", "node3"])
-
-    def agent2() -> None:
-        name = next(names, None)
-        if name:
-            world.change(name, rule_id="replica-steady")
-
-    world.agent = agent2
+    one_by_one(world, "replica-steady")
     r = world.run("resume", "--wait")
     assert r.exit_code == 0, r.output
+    assert "waiting for node1, node2, node3 to resume" in r.output
     assert "Every member has resumed." in r.output
 
 

@@ -42,7 +42,6 @@ class PostgresNode:
             **config.cluster_config.parameters,
             **config.postgresql.parameters,
         }
-        self._sync_names = ""
 
     @property
     def binaries(self) -> Binaries:
@@ -109,7 +108,6 @@ class PostgresNode:
         running server needs a restart for the files to apply.
         """
         self._parameters = dict(parameters)
-        self._sync_names = synchronous_standby_names
         return control.configure(
             self.config,
             self.layout,

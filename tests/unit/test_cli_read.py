@@ -181,7 +181,7 @@ def test_real_etcd_client_on_a_closed_port_exits_3() -> None:
     for args in (["list"], ["switchover", "--force"], ["edit-config", "-s", "ttl=20", "--force"]):
         r = CliRunner().invoke(cli, [*args, "--dcs", url, "--cluster", "main"])
         assert r.exit_code == 3, r.output
-        assert refusal(r).startswith(f"pgha: etcd unreachable at {url} (")
+        assert refusal(r) == f"pgha: etcd unreachable at {url} (connection refused); start etcd or fix --dcs"
 
 
 # --- dsn ---------------------------------------------------------------------------------------------

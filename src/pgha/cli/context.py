@@ -105,6 +105,11 @@ class Session:
     def unreachable(self, exc: BaseException) -> Unreachable:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         fix = "fix --dcs" if self.source == "--dcs" else f"fix etcd.endpoints in {self.source}"
+        if detail.startswith("etcd unreachable at ") and "; start etcd" in detail:
+            # EtcdKV already names each endpoint and why it failed: keep that, with our own hint.
+            return Unreachable(f"{detail[:detail.rindex('; start etcd')]}; start etcd or {fix}")
+        if detail.startswith("etcd "):
+            return Unreachable(detail)
         return Unreachable(f"etcd unreachable at {self.url} ({detail}); start etcd or {fix}")
 
     def close(self) -> None:

@@ -47,10 +47,8 @@ def render_list(view: ClusterView, tree: bool = False) -> str:
     lines = [header_line(view)]
     if view.config.pause:
         lines.append("Maintenance mode: on")
-    if tree:
-        rows = [list_cells(r, depth) for depth, r in topology(view)]
-    else:
-        rows = [list_cells(r) for r in member_rows(view)]
+    placed = topology(view) if tree else [(0, r) for r in member_rows(view)]
+    rows = [list_cells(r, depth) for depth, r in placed]
     lines.append(table(LIST_HEADERS, rows, LIST_ALIGN))
     lines += footer_lines(view)
     return "\n".join(lines)

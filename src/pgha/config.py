@@ -54,7 +54,7 @@ class PostgresConfig:
     # pg_hba.conf lines added before pgha's own defaults.
     pg_hba: tuple[str, ...] = ()
     initdb: tuple[str, ...] = ("--data-checksums", "--encoding=UTF8", "--locale=C.UTF-8")
-    # Unix socket directory; empty means the data directory.
+    # Unix socket directory; empty means <data_dir parent>/pg_socket (mode 0700).
     socket_dir: str = ""
 
     @property
@@ -208,7 +208,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin in (Mapping, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        key_t, val_t = get_args(tp)
+        _key_t, val_t = get_args(tp)
         return {str(k): _convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build(tp, value, path)

@@ -11,17 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from pgha.demo import DemoCluster, stop_pid
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
-from tests.support.cluster import connect, leader_name, replicas, running_cluster, wait_for
+from pgha.demo import DemoCluster, DemoState, stop_pid
+from tests.support.cluster import (
+    connect,
+    free_port_base,
+    leader_name,
+    postgres_readable_dir,
+    replicas,
+    running_cluster,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCluster]:
-    with running_cluster(tmp_path_factory.mktemp("forms"), nodes=3, ttl=6) as demo:
+def cluster() -> Iterator[DemoCluster]:
+    with running_cluster(nodes=3, ttl=6) as demo:
         yield demo
 
 
@@ -78,9 +86,8 @@ def test_restarting_every_agent_keeps_leader_and_system_id(cluster: DemoCluster)
     assert after.system_id == before.system_id
 
 
-def test_two_clusters_share_one_etcd(cluster: DemoCluster, tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
-    with running_cluster(tmp_path / "other", nodes=1, cluster="other", external_etcd=cluster.etcd_url,
+def test_two_clusters_share_one_etcd(cluster: DemoCluster) -> None:
+    with running_cluster(nodes=1, cluster="other", external_etcd=cluster.etcd_url,
                          ttl=6) as other:
         mine, theirs = cluster.view(), other.view()
         assert set(theirs.members) == {"node1"}
@@ -94,17 +101,16 @@ def test_two_clusters_share_one_etcd(cluster: DemoCluster, tmp_path: Path) -> No
     assert cluster.wait_healthy(timeout=30).system_id == mine.system_id
 
 
-def test_agent_waits_for_unreachable_etcd_and_never_initdbs_early(tmp_path: Path) -> None:
+def test_agent_waits_for_unreachable_etcd_and_never_initdbs_early() -> None:
     """With etcd down at start the agent logs a clear line and retries; once etcd is up it forms."""
-    tmp_path.chmod(0o755)
-    demo = DemoCluster(tmp_path / "late", nodes=1, port_base=0, say=lambda s: None)
-    from tests.support.cluster import free_port_base
+    with postgres_readable_dir() as tmp:
+        _unreachable_etcd_scenario(tmp)
 
-    demo.port_base = free_port_base(1)
+
+def _unreachable_etcd_scenario(tmp: Path) -> None:
+    demo = DemoCluster(tmp / "late", nodes=1, port_base=free_port_base(1), say=lambda s: None)
     demo.dir.mkdir(parents=True)
     demo.dir.chmod(0o755)
-    from pgha.demo import DemoState
-
     demo.state = DemoState(cluster=demo.cluster, etcd=demo.etcd_url, etcd_pid=0, dir=str(demo.dir))
     node = demo._write_node(1, "pw-unused-here", "repl-pw-unused")
     demo.state.nodes.append(node)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,17 +29,28 @@ def free_port_base(nodes: int) -> int:
 
 
 @contextmanager
-def running_cluster(tmp: Path, nodes: int = 3, **kw: Any) -> Iterator[DemoCluster]:
-    """Start a cluster, yield it, and stop every process it started (by PID), even on failure."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    tmp.chmod(0o755)
-    demo = DemoCluster(tmp, nodes=nodes, port_base=free_port_base(nodes), say=lambda s: None, **kw)
+def postgres_readable_dir(prefix: str = "pgha-test-") -> Iterator[Path]:
+    """A temp dir the postgres user can traverse (pytest's own tmp dirs are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
     try:
-        demo.up(timeout=120)
-        yield demo
+        yield path
     finally:
-        if demo.state is not None:
-            demo.down()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def running_cluster(nodes: int = 3, **kw: Any) -> Iterator[DemoCluster]:
+    """Start a cluster, yield it, and stop every process it started (by PID), even on failure."""
+    with postgres_readable_dir() as tmp:
+        demo = DemoCluster(tmp / "cluster", nodes=nodes, port_base=free_port_base(nodes), say=lambda s: None,
+                           **kw)
+        try:
+            demo.up(timeout=120)
+            yield demo
+        finally:
+            if demo.state is not None:
+                demo.down()
 
 
 def connect(demo: DemoCluster, name: str, **kw: Any) -> psycopg.Connection[Any]:

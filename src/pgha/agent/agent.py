@@ -37,7 +37,6 @@ from pgha.core.model import (
     ClusterConfig,
     ClusterView,
     DataDir,
-    LocalPostgres,
     LocalState,
     MemberInfo,
     PeerProbe,
@@ -122,6 +121,9 @@ class Agent:
         self.forks: dict[int, int] = {}
         self.last_leader: str | None = None
         self.last_rule = ""
+        self.last_logged: tuple[str, tuple[str, ...]] = ("", ())
+        self.published: MemberInfo | None = None
+        self.published_at = 0.0
         self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=1.0))
 
     # --- small helpers used by the executor ------------------------------------------
@@ -336,13 +338,30 @@ class Agent:
             pgbouncer=self.bouncer is not None, version=__version__,
         )
 
+    def publish(self, info: MemberInfo, force: bool = False) -> None:
+        """Write members/<name> when something significant changed, and LSNs every ttl/3.
+
+        Every write wakes every other agent through its watch, so publishing each loop
+        would make the agents wake each other in a cycle.
+        """
+        now = time.monotonic()
+        last = self.published
+        lsn_only = last is not None and replace(
+            info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn) == last
+        if not force and last is not None and (info == last or lsn_only
+                                                and now - self.published_at < self.cluster_config.ttl / 3):
+            return
+        try:
+            self.store.publish_member(info, self.lease.lease_id)
+            self.published, self.published_at = info, now
+        except DCSError as exc:
+            log.warning("could not publish member state: %s", exc)
+
     def publish_now(self) -> None:
         snap = self.snapshot()
         if snap.local is None:
             return
-        info = self.member_info(snap.local, snap.decision)
-        with contextlib.suppress(DCSError):
-            self.store.publish_member(info, self.lease.lease_id)
+        self.publish(self.member_info(snap.local, snap.decision), force=True)
 
     def snapshot(self) -> NodeSnapshot:
         with self._lock:
@@ -368,10 +387,11 @@ class Agent:
         self.lease.ttl = self.cluster_config.ttl
         local = self.observe(view, now)
         decision = decide(view, local, self.cluster_config, now)
-        if decision.rule_id != self.last_rule or decision.actions:
-            names = ", ".join(a.name for a in decision.actions) or "nothing"
-            log.info("[%s] %s -> %s", decision.rule_id, decision.reason, names)
-            self.last_rule = decision.rule_id
+        logged = (decision.rule_id, tuple(a.name for a in decision.actions))
+        if logged != self.last_logged:
+            log.info("[%s] %s -> %s", decision.rule_id, decision.reason, ", ".join(logged[1]) or "nothing")
+            self.last_logged = logged
+        self.last_rule = decision.rule_id
         if local.task is not None and not local.task.running and decision.rule_id not in (
                 "replica-start-rewound", "replica-rewind-failed-clone", "replica-rewind-failed-stay"):
             self.tasks.forget()
@@ -382,10 +402,7 @@ class Agent:
             self._snapshot = NodeSnapshot(view, local, decision, self.member_info(local, decision),
                                           self.cluster_config, holds, time.monotonic())
         if view.dcs_error is None:
-            try:
-                self.store.publish_member(self.member_info(local, decision), self.lease.lease_id)
-            except DCSError as exc:
-                log.warning("could not publish member state: %s", exc)
+            self.publish(self.member_info(local, decision))
         if self.metrics is not None:
             self.metrics.observe_loop(self.snapshot())
         return decision
@@ -418,7 +435,9 @@ class Agent:
                 log.exception("HA loop failed; retrying")
                 decision = Decision((), "error", "loop failed", None)
             if self.lease.replaced.is_set():
+                # A new lease: the member key bound to the old one is gone; publish again.
                 self.lease.replaced.clear()
+                self.published = None
                 continue
             self._wake.wait(decision.wake_in if decision.wake_in is not None else self.cluster_config.loop_wait)
             self._wake.clear()

@@ -151,8 +151,8 @@ def _sw_clear(ex: Executor, a: A.ClearSwitchover, view: ClusterView, local: Loca
 
 @handles(A.AppendHistory)
 def _history(ex: Executor, a: A.AppendHistory, view: ClusterView, local: LocalState) -> None:
-    kind = "switchover" if view.switchover is not None or view.leader is not None and \
-        view.leader.name == local.name and ex.agent.handed_over_to_me(view) else "failover"
+    kind = "switchover" if view.switchover is not None or (view.leader is not None and \
+        view.leader.name == local.name and ex.agent.handed_over_to_me(view)) else "failover"
     lsn = max(x or 0 for x in (local.pg.received_lsn, local.pg.replayed_lsn))
     ex.agent.store.append_history(HistoryEntry(
         timeline=local.pg.timeline or 0, lsn=lsn, at=time.time(), reason=a.reason,

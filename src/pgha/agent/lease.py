@@ -57,7 +57,7 @@ class LeaseKeeper:
 
     def _grant(self) -> int:
         sent = time.monotonic()
-        lease = self.kv.grant(max(int(round(self.ttl)), 2))
+        lease = self.kv.grant(max(round(self.ttl), 2))
         self._set(lease, sent + self.ttl)
         return lease
 

@@ -147,6 +147,13 @@ def promote(f: Facts, reason: str) -> list[Action]:
     return [AppendHistory(reason), Promote()]
 
 
+def probe_if_quorum_unseen(f: Facts) -> list[Action]:
+    """Fix: in quorum mode eligibility depends on which synchronous standbys answer probes, and
+    this row comes before elect-probe; without probing here no candidate ever sees the others."""
+    reason = election.why_not_candidate(f) or ""
+    return [ProbePeers()] if reason.startswith("quorum:") else []
+
+
 # --- switchover (leader side) ---------------------------------------------------------
 
 
@@ -418,7 +425,7 @@ RULES: tuple[Rule, ...] = (
     Rule("elect-ineligible", "election",
          "No leader, but we may not be promoted (lag, timeline, nofailover, not synchronous).",
          lambda f: f.leader_name is None and election.why_not_candidate(f) is not None,
-         lambda f: [SetVip(False), DisarmWatchdog()]),
+         lambda f: [SetVip(False), DisarmWatchdog(), *probe_if_quorum_unseen(f)]),
     Rule("elect-probe", "election",
          "No leader and we are a candidate: ask every member how far it got.",
          lambda f: f.leader_name is None and not f.local.peers and len(f.view.members) > 1,

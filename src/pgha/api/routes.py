@@ -1,0 +1,221 @@
+"""The routing table: one row per (method, path).  The server dispatches from it, and the
+OpenAPI document (/openapi.json) and the endpoint table in docs/api.md are generated from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pgha import __version__
+from pgha.api import intents, views
+from pgha.api.request import Reply, Request
+from pgha.api.schema import Body, Field, Param, body_schema, dataclass_patch_schema
+from pgha.core.model import ClusterConfig
+
+Handler = Callable[[Request], Reply]
+
+HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# Responses every route may give, besides its own.
+COMMON = {400: "Bad request: unknown query parameter, malformed body (JSON {error})"}
+AUTH = {401: "Authentication required or wrong credentials (when api.auth is configured)"}
+DCS = {503: "The DCS could not be reached (JSON {error})"}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    auth: bool = False
+    params: tuple[Param, ...] = ()
+    body: Body | None = None
+    responses: Mapping[int, str] = field(default_factory=dict)
+    # Health checks: GET answers the node status, HEAD and OPTIONS only the status code.
+    health: bool = False
+    tag: str = "cluster"
+
+
+# --- handlers of the read-only routes -------------------------------------------------------
+def _health(check: views.HealthCheck) -> Handler:
+    def handler(req: Request) -> Reply:
+        ok = check.check(req.snapshot, req.query, req.mono_now)
+        return Reply(200 if ok else 503, views.status_json(req.snapshot))
+    return handler
+
+
+def _status(req: Request) -> Reply:
+    return Reply(200, views.status_json(req.snapshot))
+
+
+def _cluster(req: Request) -> Reply:
+    return Reply(200, views.cluster_json(req.snapshot))
+
+
+def _metrics(req: Request) -> Reply:
+    return Reply(200, raw=generate_latest(req.handle.registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _openapi(req: Request) -> Reply:
+    return Reply(200, openapi())
+
+
+# --- bodies ------------------------------------------------------------------------------------
+SWITCHOVER = Body((
+    Field("leader", "string", "Refuse unless this member is the current leader"),
+    Field("candidate", "string", "The member to promote; default: the most advanced healthy replica"),
+    Field("scheduled_at", "time", "When to switch over: ISO-8601 with timezone, or epoch seconds"),
+))
+FAILOVER = Body((Field("candidate", "string", "The replica to promote", required=True),))
+RESTART = Body((
+    Field("pending_restart", "boolean", "Restart only if a changed parameter needs it"),
+    Field("role", "string", "Restart only if PostgreSQL runs with this role", enum=("primary", "replica")),
+    Field("schedule", "time", "When to restart: ISO-8601 with timezone, or epoch seconds"),
+))
+REINITIALIZE = Body((
+    Field("force", "boolean", "Replace an intent already pending on this member"),
+    Field("from_leader", "boolean", "Clone from the leader rather than the best replica"),
+))
+FAILSAFE = Body((Field("leader", "string", "The leader asking to be confirmed", required=True),))
+CONFIG_PATCH = Body(description="JSON merge patch (RFC 7396) of the cluster configuration; null restores "
+                    "a default", schema=dataclass_patch_schema(ClusterConfig),
+                    media_type="application/merge-patch+json")
+EMPTY = Body(description="No body (an empty JSON object is accepted)")
+
+ACCEPTED = {202: "Intent recorded; the agent carries it out",
+            409: "Another intent is already pending on this member"}
+CONFIG_WRITE = {200: "The new cluster configuration",
+                409: "The configuration changed concurrently; read it again and retry"}
+
+
+def _rows() -> tuple[Route, ...]:
+    rows: list[Route] = []
+    for check in views.HEALTH_CHECKS:
+        for path in check.paths:
+            for method in HEALTH_METHODS:
+                rows.append(Route(method, path, _health(check), check.summary, params=check.params,
+                                  responses={200: "Healthy for this role", 503: "Not healthy for this role"},
+                                  health=True, tag="health"))
+    rows += [
+        Route("GET", "/status", _status, "This node: role, state, lsn, timeline, leader, rule and reason",
+              responses={200: "Node status"}, tag="status"),
+        Route("GET", "/cluster", _cluster, "The whole cluster: members, leader, sync, switchover, config",
+              responses={200: "Cluster state"}, tag="status"),
+        Route("GET", "/history", intents.history, "Leader changes, oldest first",
+              responses={200: "History entries", **DCS}, tag="status"),
+        Route("GET", "/config", intents.get_config, "The cluster configuration",
+              responses={200: "Cluster configuration (ETag: its revision)", **DCS}, tag="config"),
+        Route("GET", "/metrics", _metrics, "Prometheus metrics", responses={200: "Prometheus text"},
+              tag="status"),
+        Route("GET", "/openapi.json", _openapi, "This document", responses={200: "OpenAPI 3 document"},
+              tag="status"),
+        Route("POST", "/switchover", intents.switchover, "Move the primary to another member", auth=True,
+              body=SWITCHOVER,
+              responses={200: "Switchover accepted", 202: "Switchover scheduled",
+                         409: "A switchover is already pending",
+                         412: "Refused: leader mismatch or no suitable candidate (JSON {error})",
+                         503: "The cluster state was not read yet, or the DCS is unreachable"}),
+        Route("DELETE", "/switchover", intents.cancel_switchover, "Cancel the pending switchover or failover",
+              auth=True, body=EMPTY, responses={200: "Cancelled", 404: "None is pending", **DCS}),
+        Route("POST", "/failover", intents.failover, "Promote a replica (also without a healthy leader)",
+              auth=True, body=FAILOVER,
+              responses={200: "Failover accepted", 409: "A switchover is already pending",
+                         412: "Refused: the candidate cannot be promoted (JSON {error})",
+                         503: "The cluster state was not read yet, or the DCS is unreachable"}),
+        Route("POST", "/restart", intents.restart, "Restart PostgreSQL on this node", auth=True, body=RESTART,
+              responses={**ACCEPTED, **DCS}, tag="node"),
+        Route("DELETE", "/restart", intents.cancel_restart, "Cancel a pending restart of this node",
+              auth=True, body=EMPTY, responses={200: "Cancelled", 404: "No restart is pending", **DCS},
+              tag="node"),
+        Route("POST", "/reload", intents.reload, "Reload PostgreSQL's configuration on this node", auth=True,
+              body=EMPTY, responses={**ACCEPTED, **DCS}, tag="node"),
+        Route("POST", "/reinitialize", intents.reinitialize, "Wipe this replica and clone it again",
+              auth=True, body=REINITIALIZE,
+              responses={**ACCEPTED, 409: "This node is the leader, or an intent is pending",
+                         412: "The cluster has no leader to clone from",
+                         503: "The cluster state was not read yet, or the DCS is unreachable"}, tag="node"),
+        Route("PATCH", "/config", intents.patch_config, "Change the cluster configuration (merge patch)",
+              auth=True, body=CONFIG_PATCH, responses={**CONFIG_WRITE, **DCS}, tag="config"),
+        Route("POST", "/pause", intents.pause, "Maintenance mode: agents take no automatic action",
+              auth=True, body=EMPTY, responses={**CONFIG_WRITE, **DCS}, tag="config"),
+        Route("POST", "/resume", intents.resume, "Leave maintenance mode", auth=True, body=EMPTY,
+              responses={**CONFIG_WRITE, **DCS}, tag="config"),
+        Route("POST", "/failsafe", intents.failsafe, "A leader cut off from the DCS asks to be confirmed",
+              auth=True, body=FAILSAFE,
+              responses={200: "Confirmed", 409: "Not confirmed"}, tag="node"),
+    ]
+    return tuple(rows)
+
+
+ROUTES: tuple[Route, ...] = _rows()
+BY_PATH: Mapping[str, Mapping[str, Route]] = {
+    path: {r.method: r for r in ROUTES if r.path == path} for path in dict.fromkeys(r.path for r in ROUTES)
+}
+
+
+def responses_of(route: Route, auth_configured: bool = True) -> dict[int, str]:
+    """Every status this route may answer (the fuzz test holds the server to it)."""
+    out = dict(route.responses)
+    out.update(COMMON)
+    if route.body is not None:
+        out[413] = "The body is larger than 1 MiB"
+        out[411] = "Chunked bodies are not accepted; send Content-Length"
+    if route.auth and auth_configured:
+        out.update(AUTH)
+    return dict(sorted(out.items()))
+
+
+# --- generated documents ---------------------------------------------------------------------
+def openapi() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "operationId": r.method.lower() + re.sub(r"[^a-z]", "_", r.path),
+            "tags": [r.tag],
+            "responses": {str(code): {"description": text} for code, text in responses_of(r).items()},
+        }
+        if r.params:
+            op["parameters"] = [_param(p) for p in r.params]
+        if r.body is not None:
+            op["requestBody"] = {"required": False, "description": r.body.description,
+                                 "content": {r.body.media_type: {"schema": body_schema(r.body)}}}
+        if r.auth:
+            op["security"] = [{"basicAuth": []}]
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "pgha agent API", "version": __version__,
+                 "description": "Health checks, cluster state and operator intents of one pgha agent."},
+        "paths": paths,
+        "components": {"securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}}},
+    }
+
+
+def _param(p: Param) -> dict[str, Any]:
+    if p.name.endswith("*"):
+        prefix = p.name[:-1]
+        return {"name": f"{prefix}KEY", "in": "query", "required": False, "description": p.description,
+                "schema": {"type": "string"}, "x-pgha-prefix": prefix,
+                **({"example": p.example} if p.example else {})}
+    return {"name": p.name, "in": "query", "required": False, "description": p.description,
+            "schema": {"type": "string"}, **({"example": p.example} if p.example else {})}
+
+
+def markdown_table() -> str:
+    """The endpoint table of docs/api.md."""
+    lines = ["| Method | Path | Auth | Summary |", "| --- | --- | --- | --- |"]
+    for path, methods in BY_PATH.items():
+        first = next(iter(methods.values()))
+        if first.health:
+            lines.append(f"| GET, HEAD, OPTIONS | `{path}` | no | {first.summary} |")
+            continue
+        for m, r in methods.items():
+            lines.append(f"| {m} | `{path}` | {'yes' if r.auth else 'no'} | {r.summary} |")
+    return "\n".join(lines) + "\n"

@@ -187,6 +187,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        # An exact type match wins (100 stays an int in a str | int union).
+        for arg in args:
+            if isinstance(arg, type) and type(value) is arg:
+                return value
         errors = []
         for arg in args:
             if arg is type(None):

@@ -4,7 +4,9 @@ The same class drives `pgha demo up/down`, the integration tests and the
 benchmarks, so what a new user runs is what the tests prove.
 
 Ports, from ``port_base`` P: etcd client P, etcd peer P+1; node i (1-based):
-PostgreSQL P+10i, REST API P+10i+1, PgBouncer P+10i+2.
+PostgreSQL P+10i, REST API P+10i+1, PgBouncer P+10i+2.  The default P=15400 keeps every
+port below Linux's ephemeral range (32768-60999), where a client retrying a closed port can
+end up connected to itself.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None
 
 
 class DemoCluster:
-    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 54300, ttl: float = 10.0,
+    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float = 10.0,
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
                  external_etcd: str | None = None,
@@ -145,6 +147,8 @@ class DemoCluster:
         self.external_etcd = external_etcd
         self.say = say
         self.state: DemoState | None = None
+        # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # --- layout -----------------------------------------------------------------------
     @property
@@ -232,16 +236,9 @@ class DemoCluster:
     def _start_etcd(self) -> int:
         data = self.dir / "etcd"
         peer = f"http://127.0.0.1:{self.port_base + 1}"
-        log = open(self.dir / "etcd.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            [ETCD_BIN, "--name", "demo", "--data-dir", str(data),
-             "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"demo={peer}", "--initial-cluster-state", "new",
-             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
-             "--log-level", "warn", "--logger", "zap"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.dir / "etcd.log", "ab") as log:
+            proc = self._spawn_etcd(data, peer, log)
+        self.procs[proc.pid] = proc
         kv = EtcdKV((self.etcd_url,), 1.0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -252,8 +249,27 @@ class DemoCluster:
                 return proc.pid
             except DCSError:
                 time.sleep(0.1)
-        stop_pid(proc.pid)
+        self.reap(proc.pid)
         raise DemoError(f"etcd did not become ready in 20 s; see {self.dir / 'etcd.log'}")
+
+    def _spawn_etcd(self, data: Path, peer: str, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [ETCD_BIN, "--name", "demo", "--data-dir", str(data),
+             "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"demo={peer}", "--initial-cluster-state", "new",
+             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
+             "--log-level", "warn", "--logger", "zap"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        """Stop ``pid`` and, if we started it, collect its exit status."""
+        stop_pid(pid, sig, timeout)
+        proc = self.procs.pop(pid, None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
 
     def _write_node(self, i: int, password: str, repl_password: str) -> DemoNode:
         name = self.node_name(i)
@@ -273,14 +289,15 @@ class DemoCluster:
 
     def start_agent(self, name: str) -> int:
         node = self.node(name)
-        log = open(Path(node.config).parent / "agent.log", "ab")  # noqa: SIM115 - handed to the child
         kwargs: dict[str, Any] = {}
         owner = _pg_owner()
         if owner is not None:
             kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
-        proc = subprocess.Popen([sys.executable, "-m", "pgha", "agent", "-c", node.config],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd="/", **kwargs)
+        with open(Path(node.config).parent / "agent.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "pgha", "agent", "-c", node.config],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd="/", **kwargs)
+        self.procs[proc.pid] = proc
         node.agent_pid = proc.pid
         self._save()
         return proc.pid
@@ -347,7 +364,7 @@ class DemoCluster:
         for node in self.state.nodes:
             self._stop_leftovers(node)
         if self.state.etcd_pid:
-            stop_pid(self.state.etcd_pid, timeout=10)
+            self.reap(self.state.etcd_pid, timeout=10)
         if remove_files:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
@@ -355,8 +372,7 @@ class DemoCluster:
                 (self.dir / "demo.json").unlink()
 
     def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
-        node = self.node(name)
-        stop_pid(node.agent_pid, sig, timeout=60)
+        self.reap(self.node(name).agent_pid, sig, timeout=60)
 
     def _stop_leftovers(self, node: DemoNode) -> None:
         """PostgreSQL left running by a killed agent: stop it by the PID in postmaster.pid."""

@@ -21,7 +21,7 @@ from pgha.preflight import port_free
 def free_port_base(nodes: int) -> int:
     """A base P such that P, P+1 and P+10i, P+10i+1, P+10i+2 are free for every node."""
     for _ in range(200):
-        base = random.randrange(20000, 40000, 100)
+        base = random.randrange(20000, 32000, 100)  # below the ephemeral range
         ports = [base, base + 1] + [base + 10 * i + k for i in range(1, nodes + 1) for k in range(3)]
         if all(port_free("127.0.0.1", p) for p in ports):
             return base

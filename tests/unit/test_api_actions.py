@@ -257,7 +257,7 @@ def test_config_merge_patch(leader: tuple[FakeHandle, Client]) -> None:
                   headers={"Content-Type": "application/merge-patch+json"})
     assert r.status == 200, r.data
     config, _ = h.store.get_config()
-    assert config.ttl == 30.0 and dict(config.parameters) == {"work_mem": "8MB", "max_connections": "200"}
+    assert config.ttl == 30.0 and dict(config.parameters) == {"work_mem": "8MB", "max_connections": 200}
     r = c.request("PATCH", "/config", {"parameters": {"work_mem": None}, "ttl": None})
     assert r.status == 200
     config, _ = h.store.get_config()

@@ -30,6 +30,8 @@ from pgha.agent.peers import PeerProber
 from pgha.agent.tasks import TaskRunner
 from pgha.agent.watchdog import Watchdog
 from pgha.api.handle import NodeSnapshot
+from pgha.api.metrics import AgentMetrics
+from pgha.api.server import ApiServer
 from pgha.config import NodeConfig
 from pgha.core.actions import Decision
 from pgha.core.decide import decide
@@ -93,7 +95,8 @@ class Agent:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._snapshot = NodeSnapshot(None, None, None, None, self.cluster_config, False, time.monotonic())
-        self.metrics: Any = None
+        self.metrics = AgentMetrics(self.registry)
+        self.api: ApiServer | None = None
 
         # State the agent remembers between loops (fed back into LocalState).
         self.view: ClusterView | None = None
@@ -131,8 +134,7 @@ class Agent:
         self._wake.set()
 
     def count_action(self, name: str, ok: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.count_action(name, ok)
+        self.metrics.count_action(name, ok)
 
     def on_task_started(self, kind: TaskKind) -> None:
         self.publish_now()
@@ -171,9 +173,6 @@ class Agent:
             self.clone_progress_text = text
             log.info("cloning: %s of %s", pct, f"{total // 1024} kB" if total else "?")
             self.publish_now()
-
-    def handed_over_to_me(self, view: ClusterView) -> bool:
-        return view.switchover is not None and view.switchover.candidate == self.config.name
 
     def set_vip(self, present: bool) -> None:
         if self.vip is None:
@@ -348,8 +347,8 @@ class Agent:
         last = self.published
         lsn_only = last is not None and replace(
             info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn) == last
-        if not force and last is not None and (info == last or lsn_only
-                                                and now - self.published_at < self.cluster_config.ttl / 3):
+        if not force and last is not None and (info == last or (lsn_only
+                                                and now - self.published_at < self.cluster_config.ttl / 3)):
             return
         try:
             self.store.publish_member(info, self.lease.lease_id)
@@ -403,8 +402,7 @@ class Agent:
                                           self.cluster_config, holds, time.monotonic())
         if view.dcs_error is None:
             self.publish(self.member_info(local, decision))
-        if self.metrics is not None:
-            self.metrics.observe_loop(self.snapshot())
+        self.metrics.observe_loop(self.snapshot())
         return decision
 
     def _watch(self) -> None:
@@ -421,6 +419,9 @@ class Agent:
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; then stop PostgreSQL and leave the cluster cleanly."""
         log.info("pgha %s agent %s of cluster %s starting", __version__, self.config.name, self.config.cluster)
+        # The API answers (503 on every check) even before etcd is reachable.
+        self.api = ApiServer(self)
+        self.api.start()
         view = self.wait_for_dcs()
         mine = view.leader.lease_id if view.leader and view.leader.name == self.config.name else 0
         self.lease.adopt_or_grant(mine)
@@ -463,11 +464,16 @@ class Agent:
             self.set_vip(False)
         if self.watchdog is not None:
             self.watchdog.stop()
+        if self.vip is not None:
+            with contextlib.suppress(Exception):
+                self.vip.close()
         if leading:
             with contextlib.suppress(DCSError):
                 self.store.release_leader(self.config.name)
         self.lease.stop(revoke=True)
         self.prober.close()
+        if self.api is not None:
+            self.api.stop()
         log.info("stopped")
 
 

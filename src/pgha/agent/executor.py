@@ -136,7 +136,8 @@ def _pub_sync(ex: Executor, a: A.PublishSync, view: ClusterView, local: LocalSta
 
 @handles(A.SetSwitchoverPhase)
 def _sw_phase(ex: Executor, a: A.SetSwitchoverPhase, view: ClusterView, local: LocalState) -> None:
-    if view.switchover is None or not ex.agent.store.update_switchover_phase(view.switchover.id, a.phase):
+    if view.switchover is None or not ex.agent.store.update_switchover_phase(view.switchover.id, a.phase,
+                                                                             local.name):
         raise ActionFailed("the switchover request disappeared")
     log.info("switchover %s: %s", view.switchover.id, a.phase)
 
@@ -151,8 +152,7 @@ def _sw_clear(ex: Executor, a: A.ClearSwitchover, view: ClusterView, local: Loca
 
 @handles(A.AppendHistory)
 def _history(ex: Executor, a: A.AppendHistory, view: ClusterView, local: LocalState) -> None:
-    kind = "switchover" if view.switchover is not None or (view.leader is not None and \
-        view.leader.name == local.name and ex.agent.handed_over_to_me(view)) else "failover"
+    kind = "switchover" if a.reason.startswith("switchover") else "failover"
     lsn = max(x or 0 for x in (local.pg.received_lsn, local.pg.replayed_lsn))
     ex.agent.store.append_history(HistoryEntry(
         timeline=local.pg.timeline or 0, lsn=lsn, at=time.time(), reason=a.reason,

@@ -36,6 +36,7 @@ def agent(config_path: str) -> None:
     """Run the HA agent in the foreground (for systemd); SIGTERM stops it cleanly."""
     cfg = _load_checked(config_path)
     from pgha.agent.agent import Agent, install_signal_handlers
+    from pgha.api.server import ApiStartError
     from pgha.logging_setup import setup_logging
 
     setup_logging(cfg)
@@ -43,6 +44,6 @@ def agent(config_path: str) -> None:
     install_signal_handlers(a)
     try:
         a.run()
-    except ConfigError as exc:
+    except (ConfigError, ApiStartError) as exc:
         logging.getLogger("pgha").error("%s", exc)
         sys.exit(1)

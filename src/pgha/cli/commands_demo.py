@@ -18,7 +18,7 @@ def demo() -> None:
 @demo.command("up")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
-@click.option("--port-base", default=54300, show_default=True, type=click.IntRange(1024, 65000))
+@click.option("--port-base", default=15400, show_default=True, type=click.IntRange(1024, 65000))
 @click.option("--ttl", default=10.0, show_default=True, type=click.FloatRange(2, 300))
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")

@@ -113,3 +113,18 @@ def pick_switchover_target(f: Facts) -> str | None:
         return None
     ranked = [Contender(n, f.view.members[n].lsn, f.view.members[n].tags.failover_priority, False) for n in names]
     return best(ranked).name
+
+
+def pick_probed_replica(f: Facts) -> str | None:
+    """The most advanced replica that answered our probe and may take over by switchover
+    (used once the leader has shut down, when no replica is streaming any more)."""
+    sync = f.view.sync if f.config.synchronous_mode in ("on", "strict") else None
+    ranked = []
+    for name, p in f.local.peers.items():
+        m = f.view.members.get(name)
+        if m is None or name == f.me or m.tags.nofailover or p.api != "ok" or p.lsn is None:
+            continue
+        if p.in_recovery is not True or (sync is not None and name not in sync.standbys):
+            continue
+        ranked.append(Contender(name, p.lsn, m.tags.failover_priority, False))
+    return best(ranked).name if ranked else None

@@ -58,7 +58,12 @@ class Facts:
         """The leader's agent and PostgreSQL both refused connections just now (the host is
         up but neither process is): no lease timeout is needed to know it is gone."""
         probe = self.local.peers.get(self.leader_name or "")
-        return probe is not None and probe.api == "refused" and probe.pg == "refused"
+        leader = self.view.leader
+        # Fix: the probe must postdate the current leader key.  Otherwise a probe of a leader
+        # that was dead a moment ago revokes the key it took again after restarting (and had
+        # started PostgreSQL as primary with), while another member gets promoted.
+        fresh = leader is not None and leader.mod_revision <= self.local.peers_revision
+        return fresh and probe is not None and probe.api == "refused" and probe.pg == "refused"
 
     # --- the DCS and our lease ---------------------------------------------------------
     @property

@@ -290,6 +290,9 @@ class LocalState:
     task: TaskState | None = None
     # Probes of the other members, filled when the leader looks gone or an election runs.
     peers: Mapping[str, PeerProbe] = field(default_factory=dict)
+    # ClusterView.revision of the loop that asked for ``peers`` (0: unknown).  A probe proves a
+    # leader dead only if that leader key was already there when the probe was asked for.
+    peers_revision: int = 0
     # Failsafe: monotonic time until which every member confirmed us as leader.
     failsafe_deadline: float | None = None
     # Failsafe: a leader that asked us to confirm it, and until when (monotonic).

@@ -144,6 +144,13 @@ def demote_now(f: Facts, reason: str) -> list[Action]:
 
 
 def promote(f: Facts, reason: str) -> list[Action]:
+    """History first (it records the timeline that ends here), then the promotion itself."""
+    sw = f.view.switchover
+    if sw is not None and sw.phase == "demoting":
+        reason = f"switchover from {sw.leader or f.view.last_leader}"
+        return [AppendHistory(reason), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
+    if sw is not None and sw.kind == "failover" and sw.candidate == f.me:
+        return [AppendHistory("manual failover"), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
     return [AppendHistory(reason), Promote()]
 
 
@@ -166,6 +173,11 @@ def switchover_target(f: Facts) -> tuple[str | None, str | None]:
     if sw.candidate:
         return sw.candidate, election.why_not_switchover_target(f, sw.candidate)
     picked = election.pick_switchover_target(f)
+    if picked is None and sw.phase != "requested":
+        # Fix: once we shut down, no replica streams any more, so none passes the "healthy
+        # streaming replica" test and sw_candidate() failed its assertion inside a guard,
+        # crashing every loop.  After the shutdown, take the most advanced probed replica.
+        picked = election.pick_probed_replica(f)
     return picked, None if picked else "no healthy replica can take over"
 
 
@@ -182,7 +194,10 @@ def sw_candidate(f: Facts) -> str:
 
 
 def sw_caught_up(f: Facts) -> bool:
-    probe = f.local.peers.get(sw_candidate(f))
+    cand = switchover_target(f)[0]
+    if cand is None:
+        return False  # nobody answered yet: sw-wait-catchup probes, sw-abort ends it
+    probe = f.local.peers.get(cand)
     return probe is not None and probe.lsn is not None and probe.lsn >= f.my_lsn
 
 
@@ -190,7 +205,13 @@ def sw_caught_up(f: Facts) -> bool:
 
 def _sw(f: Facts, phase: str) -> bool:
     sw = f.view.switchover
-    return f.i_lead and sw is not None and f.switchover_due and sw.phase == phase
+    return f.i_lead and sw is not None and f.switchover_due and sw.phase == phase and sw.leader in (None, f.me)
+
+
+def sw_stale(f: Facts) -> bool:
+    """A switchover that another leader started (and did not finish) is not ours to continue."""
+    sw = f.view.switchover
+    return f.i_lead and sw is not None and sw.phase != "requested" and sw.leader not in (None, f.me)
 
 
 RULES: tuple[Rule, ...] = (
@@ -279,6 +300,10 @@ RULES: tuple[Rule, ...] = (
          "A due switchover names an unusable candidate (or none is healthy): refuse it with the reason.",
          lambda f: f.i_lead and f.is_primary and sw_refused(f),
          lambda f: [ClearSwitchover(f"refused: {switchover_target(f)[1]}")]),
+    Rule("sw-stale", "switchover",
+         "A switchover another leader began is still pending: it is over, drop it.",
+         lambda f: sw_stale(f) and f.is_primary,
+         lambda f: [ClearSwitchover("obsolete: started by a former leader")]),
     Rule("sw-begin", "switchover",
          "Switchover due: checkpoint while writable, pause PgBouncer, and ask the others to pause theirs.",
          lambda f: _sw(f, "requested") and f.is_primary,
@@ -290,7 +315,7 @@ RULES: tuple[Rule, ...] = (
     Rule("sw-handoff", "switchover",
          "We are shut down and the candidate received everything: hand it the leader key.",
          lambda f: _sw(f, "demoting") and f.stopped and sw_caught_up(f),
-         lambda f: [HandoffLeader(sw_candidate(f)), ClearSwitchover(f"handed over to {sw_candidate(f)}")]),
+         lambda f: [HandoffLeader(sw_candidate(f))]),
     Rule("sw-wait-catchup", "switchover",
          "We are shut down; ask the candidate how far it got.",
          lambda f: _sw(f, "demoting") and f.stopped and f.phase_age <= SWITCHOVER_PHASE_TIMEOUT,
@@ -311,7 +336,7 @@ RULES: tuple[Rule, ...] = (
     Rule("leader-promote", "leader",
          "We hold the leader key and run as a replica (failover or handoff): promote now.",
          lambda f: f.i_lead and f.is_replica and not f.local.promote_vetoed,
-         lambda f: promote(f, "leader key acquired")),
+         lambda f: promote(f, "leader key acquired")),  # the reason names a switchover when it is one
     Rule("leader-promote-vetoed", "leader",
          "pre_promote vetoed our promotion: give the leader key back.",
          lambda f: f.i_lead and f.is_replica and f.local.promote_vetoed,

@@ -58,6 +58,9 @@ DEFAULTS: Mapping[str, Value] = {
     "max_replication_slots": 10,
     "wal_keep_size": "256MB",
     "password_encryption": "scram-sha-256",
+    # A replica re-pointed at a new primary reconnects within 0.5 s instead of 5 s; in
+    # synchronous mode the new primary's writes wait for that reconnection.
+    "wal_retrieve_retry_interval": "500ms",
 }
 
 

@@ -85,9 +85,7 @@ def view(
 
 
 def sync(leader: str, *standbys: str, quorum: int | None = None) -> SyncState:
-    return SyncState(
-        leader=leader, standbys=tuple(standbys), quorum=len(standbys) if quorum is None else quorum
-    )
+    return SyncState(leader=leader, standbys=tuple(standbys), quorum=len(standbys) if quorum is None else quorum)
 
 
 # --- this node's PostgreSQL -------------------------------------------------------------
@@ -111,9 +109,7 @@ def pg_primary(lsn: int = 1000, tl: int = 1, **kw: Any) -> LocalPostgres:
     )
 
 
-def pg_replica(
-    following: str | None, lsn: int = 1000, tl: int = 1, streaming: bool = True, **kw: Any
-) -> LocalPostgres:
+def pg_replica(following: str | None, lsn: int = 1000, tl: int = 1, streaming: bool = True, **kw: Any) -> LocalPostgres:
     kw.setdefault("configured_upstream", following)
     return _pg(
         run_state=PgRunState.RUNNING,
@@ -151,9 +147,7 @@ def replication(*names: str, sync_state: str = "sync", lsn: int = 1000) -> tuple
 # --- this node ----------------------------------------------------------------------------
 
 
-def local(
-    name: str, pg: LocalPostgres | None = None, lease_left: float | None = 9.0, **kw: Any
-) -> LocalState:
+def local(name: str, pg: LocalPostgres | None = None, lease_left: float | None = 9.0, **kw: Any) -> LocalState:
     """This node; ``lease_left`` seconds of certain lease from NOW (None: no lease)."""
     return LocalState(
         name=name,

@@ -176,10 +176,7 @@ def test_lag_limit_is_inclusive(lag: int, ok: bool) -> None:
 def test_lag_is_measured_against_the_old_leaders_last_position() -> None:
     """The old primary's member key is still there (its lease not yet gone) with a higher wal_lsn."""
     v = view(primary("a", 9000), orphan("b", 5000), last_leader="a", cfg=config(maximum_lag_on_failover=100))
-    assert (
-        why(v, local("b", pg_replica(None, 5000)))
-        == "lagging 4000 bytes, more than maximum_lag_on_failover (100)"
-    )
+    assert why(v, local("b", pg_replica(None, 5000))) == "lagging 4000 bytes, more than maximum_lag_on_failover (100)"
 
 
 def test_lag_is_measured_against_probed_peers_too() -> None:
@@ -192,9 +189,7 @@ def test_lag_is_measured_against_probed_peers_too() -> None:
 def test_synchronous_modes_require_membership_of_sync(mode: str) -> None:
     cfg = config(synchronous_mode=mode)
     loc = local("b", pg_replica(None, 1000))
-    assert (
-        why(view(orphan("b", 1000), cfg=cfg), loc) == "not a synchronous standby, and synchronous_mode is on"
-    )
+    assert why(view(orphan("b", 1000), cfg=cfg), loc) == "not a synchronous standby, and synchronous_mode is on"
     assert why(view(orphan("b", 1000), cfg=cfg, sync=sync("a", "c")), loc) is not None
     assert why(view(orphan("b", 1000), cfg=cfg, sync=sync("a", "b")), loc) is None
 
@@ -220,9 +215,7 @@ def test_synchronous_modes_require_membership_of_sync(mode: str) -> None:
 def test_quorum_candidate_must_see_enough_of_sync(
     standbys: tuple[str, ...], quorum: int, visible: tuple[str, ...], ok: bool
 ) -> None:
-    v = view(
-        orphan("b", 1000), cfg=config(synchronous_mode="quorum"), sync=sync("a", *standbys, quorum=quorum)
-    )
+    v = view(orphan("b", 1000), cfg=config(synchronous_mode="quorum"), sync=sync("a", *standbys, quorum=quorum))
     loc = local("b", pg_replica(None, 1000), peers=probes(*(probe(n, 900) for n in visible)))
     reason = why(v, loc)
     assert (reason is None) == ok, reason
@@ -269,13 +262,8 @@ def test_switchover_target_refusals(members: tuple[MemberInfo, ...], candidate: 
 
 
 def test_switchover_target_must_be_synchronous_in_sync_mode() -> None:
-    f = leader_facts(
-        replica("b", "a"), replica("c", "a"), cfg=config(synchronous_mode="on"), sync=sync("a", "b")
-    )
-    assert (
-        election.why_not_switchover_target(f, "c")
-        == "candidate c is not synchronous, and synchronous_mode is on"
-    )
+    f = leader_facts(replica("b", "a"), replica("c", "a"), cfg=config(synchronous_mode="on"), sync=sync("a", "b"))
+    assert election.why_not_switchover_target(f, "c") == "candidate c is not synchronous, and synchronous_mode is on"
     assert election.why_not_switchover_target(f, "b") is None
 
 

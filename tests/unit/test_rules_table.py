@@ -289,6 +289,13 @@ CASES: list[Case] = [
         ["ClearSwitchover"],
     ),
     Case(
+        "a switchover a former leader began is dropped by the new leader",
+        healthy(switchover=Switchover("sw1", leader="b", candidate="a", phase="demoting")),
+        local("a", pg_primary()),
+        "sw-stale",
+        [A.ClearSwitchover("obsolete: started by a former leader")],
+    ),
+    Case(
         "switchover due: checkpoint, enter pausing, pause our PgBouncer",
         sw_view("requested"),
         local("a", pg_primary()),
@@ -334,7 +341,31 @@ CASES: list[Case] = [
         sw_view("demoting"),
         local("a", pg_stopped(1000, was_primary=True), peers=probes(probe("b", 1000))),
         "sw-handoff",
-        [A.HandoffLeader("b"), A.ClearSwitchover("handed over to b")],
+        [A.HandoffLeader("b")],
+    ),
+    Case(
+        "switchover to any replica, shut down: hand over to the most advanced one that answered",
+        replace(
+            healthy(switchover=Switchover("sw1", phase="demoting", phase_at=0.0)),
+            members={
+                "a": primary("a"),
+                "b": replica("b", None, state="running"),
+                "c": replica("c", None, state="running"),
+            },
+        ),
+        local("a", pg_stopped(1000, was_primary=True), peers=probes(probe("b", 990), probe("c", 1000))),
+        "sw-handoff",
+        [A.HandoffLeader("c")],
+    ),
+    Case(
+        "switchover to any replica, shut down, nobody answered yet: probe (no crash)",
+        replace(
+            healthy(switchover=Switchover("sw1", phase="demoting", phase_at=0.0)),
+            members={"a": primary("a"), "b": replica("b", None, state="running")},
+        ),
+        local("a", pg_stopped(1000, was_primary=True)),
+        "sw-wait-catchup",
+        [A.ProbePeers()],
     ),
     Case(
         "shut down, candidate behind: ask it again",
@@ -478,6 +509,18 @@ CASES: list[Case] = [
         [A.AppendHistory("leader key acquired"), A.Promote()],
     ),
     Case(
+        "handed the key by a switchover: history, promote, and the switchover is done",
+        view(
+            replica("a", None, state="running"),
+            stopped("b"),
+            leader="a",
+            switchover=Switchover("sw1", leader="b", candidate="a", phase="demoting"),
+        ),
+        local("a", pg_replica(None, streaming=False)),
+        "leader-promote",
+        ["AppendHistory", A.Promote(), A.ClearSwitchover("done: a promoted")],
+    ),
+    Case(
         "pre_promote vetoed: give the key back",
         healthy(),
         local("a", pg_replica(None, streaming=False), promote_vetoed=True),
@@ -608,10 +651,32 @@ CASES: list[Case] = [
         "not streaming, leader refuses on both ports: revoke its key",
         healthy("b"),
         local(
-            "c", pg_replica("b", streaming=False), peers=probes(probe("b", None, api="refused", pg="refused"))
+            "c",
+            pg_replica("b", streaming=False),
+            peers=probes(probe("b", None, api="refused", pg="refused")),
+            peers_revision=42,
         ),
         "replica-leader-dead",
         [A.RevokeDeadLeader("b", 42)],
+    ),
+    Case(
+        "leader refused on both ports, but the probe predates its leader key: only probe again",
+        healthy("b"),
+        local(
+            "c",
+            pg_replica("b", streaming=False),
+            peers=probes(probe("b", None, api="refused", pg="refused")),
+            peers_revision=41,
+        ),
+        "replica-check-leader",
+        [A.ProbePeers(), *UPKEEP_REPLICA_B],
+    ),
+    Case(
+        "no leader, quorum mode, the other synchronous standby not seen yet: probe",
+        nobody_leads(cfg=config(synchronous_mode="quorum"), sync=sync("a", "b", "c", quorum=1)),
+        local("b", pg_replica(None, 1000, streaming=False)),
+        "elect-ineligible",
+        [A.SetVip(False), A.DisarmWatchdog(), A.ProbePeers()],
     ),
     Case(
         "following the right leader, not streaming for 20 s, leader on a newer timeline: restart",
@@ -802,13 +867,9 @@ def _sync_order_violations(v: ClusterView, loc: LocalState, actions: Sequence[A.
         elif isinstance(a, A.SetSyncStandbys):
             new_pg = set(a.standbys) - {"*"}
             if a.mode == "first" and published - new_pg:
-                out.append(
-                    f"PostgreSQL stops waiting for {sorted(published - new_pg)} still in /sync (action {i})"
-                )
+                out.append(f"PostgreSQL stops waiting for {sorted(published - new_pg)} still in /sync (action {i})")
             if a.mode == "any" and new_pg - published:
-                out.append(
-                    f"PostgreSQL counts {sorted(new_pg - published)} before /sync names them (action {i})"
-                )
+                out.append(f"PostgreSQL counts {sorted(new_pg - published)} before /sync names them (action {i})")
             current_pg = new_pg
     return out
 

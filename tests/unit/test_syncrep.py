@@ -291,9 +291,7 @@ def test_every_node_count_change_converges_safely(mode: SyncMode) -> None:
         max_size=8,
     ),
 )
-def test_random_changes_mid_convergence_stay_safe(
-    mode: SyncMode, steps: list[tuple[frozenset[str], int, int]]
-) -> None:
+def test_random_changes_mid_convergence_stay_safe(mode: SyncMode, steps: list[tuple[frozenset[str], int, int]]) -> None:
     """Membership and node count change while the leader is still between steps."""
     ld = Leader(mode)
     for members, count, loops in steps:

@@ -175,7 +175,10 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
 
     def work() -> str:
         sid = agent.pg.initdb()
-        agent.pg.configure(agent.parameters(), None, agent.sync_names_for_primary(view))
+        # No standby exists yet, so nothing can be acknowledged elsewhere: start asynchronous
+        # (with '*' creating the replication role would wait forever); the sync plan takes over.
+        agent.sync_names = ""
+        agent.pg.configure(agent.parameters(), None, "")
         agent.pg.start(agent.start_timeout())
         agent.pg.bootstrap_roles()
         agent.params_applied = agent.params_key()

@@ -254,9 +254,22 @@ class Cluster:
         if node.alive:
             return
         self.log(f"FAULT restart {name}")
-        fresh = Node(name, tags=node.tags, pg=node.pg, store=node.store, rate=node.rate, next_loop=self.now + TICK)
+        fresh = Node(name, tags=node.tags, pg=node.pg, rate=node.rate, next_loop=self.now + TICK)
+        fresh.store = ClusterStore(cast(KV, NodeKV(self.kv, fresh)), "sim")
         fresh.pg.crashed = False
         self.nodes[name] = fresh
+        # As Agent.run: keep the lease of a leader key that still names us, else a new lease.
+        try:
+            view = fresh.store.read()
+            mine = view.leader.lease_id if view.leader is not None and view.leader.name == name else 0
+            if mine:
+                fresh.lease_deadline = self.now + fresh.store.kv.keepalive(mine)
+                fresh.lease_id = mine
+                fresh.next_renew = self.now + self.renew_interval()
+                self.log(f"{name}: adopted its lease, still the leader")
+                return
+        except DCSError:
+            pass
         self.grant(fresh)
 
     def freeze(self, name: str, frozen: bool) -> None:
@@ -1070,6 +1083,21 @@ def test_dead_leader_revoked_before_its_lease_expires() -> None:
     assert "replica-leader-dead" in c.rules_seen
     elapsed = next(t for t, name, _ in c.promotions if name == new) - start
     assert elapsed < c.cfg.ttl, f"failover took {elapsed:.1f}s; the dead leader's key should be revoked early"
+
+
+def test_restarted_leader_versus_a_probe_from_before_its_restart() -> None:
+    c = cluster(3)
+    old = settle(c)
+    c.kill(old)
+    while not any(n.peers.get(old) and n.peers[old].api == "refused" for n in c.nodes.values()):
+        c.step()
+    # A replica probed the dead leader; before it acts on the probe the leader's agent restarts,
+    # adopts its lease and leader key (as Agent.run does) and must not start as primary until
+    # that probe can no longer revoke the key (leader-restart-wait).
+    c.restart(old)
+    c.run(20)
+    assert "leader-restart-wait" in c.rules_seen
+    settle(c, 30)
 
 
 def test_frozen_leader_is_fenced_by_the_watchdog_and_rejoins() -> None:

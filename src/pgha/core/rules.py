@@ -161,6 +161,18 @@ def probe_if_quorum_unseen(f: Facts) -> list[Action]:
     return [ProbePeers()] if reason.startswith("quorum:") else []
 
 
+def stale_probe_window(f: Facts) -> float:
+    """Fix: how long another member may still act on a probe taken before our agent restarted.
+
+    An agent restarted within ttl keeps its lease and leader key.  A replica that probed it
+    while it was down (API and PostgreSQL refused) can still revoke that very key
+    (replica-leader-dead) for as long as its probe is fresh (max(1 s, loop_wait) in the
+    agent) plus one DCS round trip (retry_timeout).  Starting PostgreSQL as primary inside
+    that window let another member be promoted while ours was writable.
+    """
+    return max(1.0, f.config.loop_wait) + f.config.retry_timeout
+
+
 # --- switchover (leader side) ---------------------------------------------------------
 
 
@@ -341,6 +353,11 @@ RULES: tuple[Rule, ...] = (
          "pre_promote vetoed our promotion: give the leader key back.",
          lambda f: f.i_lead and f.is_replica and f.local.promote_vetoed,
          lambda f: [ReleaseLeader()]),
+    Rule("leader-restart-wait", "leader",
+         "Our agent restarted holding the leader key, PostgreSQL down: wait out probes that found us dead.",
+         lambda f: (f.i_lead and f.stopped and f.local.announced_role is None and f.crashed_for is not None
+                    and f.crashed_for < stale_probe_window(f)),
+         lambda f: []),
     Rule("leader-crash-restart", "leader",
          "Our primary's postmaster died: restart it in place while within primary_start_timeout.",
          lambda f: (f.i_lead and f.data_valid and f.stopped and f.primary_data

@@ -261,8 +261,8 @@ def test_config_merge_patch(leader: tuple[FakeHandle, Client]) -> None:
     r = c.request("PATCH", "/config", {"parameters": {"work_mem": None}, "ttl": None})
     assert r.status == 200
     config, _ = h.store.get_config()
-    assert config.ttl == ClusterConfig().ttl and dict(config.parameters) == {"max_connections": "200"}
-    assert c.get("/config").json()["parameters"] == {"max_connections": "200"}
+    assert config.ttl == ClusterConfig().ttl and dict(config.parameters) == {"max_connections": 200}
+    assert c.get("/config").json()["parameters"] == {"max_connections": 200}
     assert h.wakes == 2
 
 

@@ -102,6 +102,8 @@ class Agent:
         self.view: ClusterView | None = None
         self.peers: dict[str, PeerProbe] = {}
         self.peers_at = 0.0
+        # The DCS revision of the view the last probe was made against.
+        self.peers_revision = 0
         self.down_since: float | None = None
         self.not_streaming_since: float | None = None
         self.expected_stop_at = 0.0
@@ -215,6 +217,7 @@ class Agent:
         others = [m for m in view.members.values() if m.name != self.config.name]
         self.peers = self.prober.probe(others)
         self.peers_at = time.monotonic()
+        self.peers_revision = view.revision
         self.wake()
 
     def request_failsafe(self, view: ClusterView) -> None:
@@ -240,7 +243,8 @@ class Agent:
 
     def failsafe_confirm(self, leader: str) -> bool:
         """A leader cut off from the DCS asks us to confirm it (AgentHandle)."""
-        view = self.view
+        # The latest loop's view: it says whether *we* can reach the DCS right now.
+        view = self.snapshot().view
         if view is None or view.dcs_error is None:
             # We can reach the DCS, so the lease decides; do not vouch for anyone.
             return False
@@ -293,6 +297,7 @@ class Agent:
             lease_id=self.lease.lease_id,
             task=self.tasks.state,
             peers=peers,
+            peers_revision=self.peers_revision if peers else 0,
             failsafe_deadline=self.failsafe_deadline,
             failsafe_leader=fl[0] if fl else None,
             failsafe_leader_until=fl[1] if fl else None,

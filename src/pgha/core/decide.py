@@ -26,5 +26,6 @@ def decide(view: ClusterView, local: LocalState, config: ClusterConfig, now: flo
                 # Wake in time to fence before the lease could expire.
                 until_fence = local.lease_deadline - config.fence_margin - now
                 wake = min(wake if wake is not None else config.loop_wait, max(until_fence, 0.05))
-            return Decision(actions=actions, rule_id=rule.id, reason=rule.comment, wake_in=wake)
+            reason = rule.comment if rule.detail is None else f"{rule.comment} ({rule.detail(f)})"
+            return Decision(actions=actions, rule_id=rule.id, reason=reason, wake_in=wake)
     raise AssertionError("the last rule always matches")  # pragma: no cover

@@ -128,3 +128,12 @@ def pick_probed_replica(f: Facts) -> str | None:
             continue
         ranked.append(Contender(name, p.lsn, m.tags.failover_priority, False))
     return best(ranked).name if ranked else None
+
+
+def ranking(f: Facts) -> str:
+    """The contenders as this node sees them, best first: 'node3 lsn=0/5000060 prio=1, ...'."""
+    def format_lsn(lsn: int) -> str:
+        return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+    ranked = sorted(contenders(f), key=lambda c: (c.key()[:3], [-ord(ch) for ch in c.name]), reverse=True)
+    return "ranking: " + ", ".join(f"{c.name} lsn={format_lsn(c.lsn)} prio={c.priority}" for c in ranked)

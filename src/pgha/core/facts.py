@@ -63,6 +63,10 @@ class Facts:
         # that was dead a moment ago revokes the key it took again after restarting (and had
         # started PostgreSQL as primary with), while another member gets promoted.
         fresh = leader is not None and leader.mod_revision <= self.local.peers_revision
+        sw = self.view.switchover
+        if sw is not None and sw.phase in ("pausing", "demoting"):
+            # A leader in a switchover shuts PostgreSQL down on purpose.
+            return False
         return fresh and probe is not None and probe.api == "refused" and probe.pg == "refused"
 
     # --- the DCS and our lease ---------------------------------------------------------

@@ -68,6 +68,8 @@ class Rule:
     comment: str
     when: Callable[[Facts], bool]
     then: Callable[[Facts], list[Action]]
+    # Optional facts appended to the reason (e.g. the election ranking), for operators.
+    detail: Callable[[Facts], str] | None = None
 
 
 # --- upkeep shared by the steady rows -----------------------------------------------
@@ -475,11 +477,13 @@ RULES: tuple[Rule, ...] = (
     Rule("elect-win", "election",
          "No leader and we are the most advanced candidate: take the key and promote.",
          lambda f: f.leader_name is None and election.i_am_best(f),
-         lambda f: [AcquireLeader(), *promote(f, "failover: leader key expired or revoked")]),
+         lambda f: [AcquireLeader(), *promote(f, "failover: leader key expired or revoked")],
+         election.ranking),
     Rule("elect-defer", "election",
          "No leader, but another candidate is more advanced: let it win.",
          lambda f: f.leader_name is None,
-         lambda f: [ProbePeers()]),
+         lambda f: [ProbePeers()],
+         election.ranking),
 
     # ===== anything else =====
     Rule("idle", "idle",

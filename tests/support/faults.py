@@ -44,6 +44,36 @@ def kill_host(demo: DemoCluster, name: str) -> None:
     demo.reap(agent, signal.SIGKILL, timeout=5)
 
 
+def host_pids(demo: DemoCluster, name: str) -> list[int]:
+    """Every process of a node: agent, its children (watchdog), postmaster and backends."""
+    agent = demo.node(name).agent_pid
+    pm = postmaster_pid(demo, name)
+    pids = [agent, *children_of(agent)]
+    if pm is not None:
+        pids += [pm, *children_of(pm)]
+    return pids
+
+
+def freeze_host(demo: DemoCluster, name: str) -> list[int]:
+    """A host that vanishes silently: every process stopped, so nothing refuses a connection
+    (the kernel still accepts TCP handshakes) and only the lease can tell it is gone."""
+    pids = host_pids(demo, name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def kill_frozen(demo: DemoCluster, name: str, pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    demo.reap(demo.node(name).agent_pid, signal.SIGKILL, timeout=5)
+
+
 def kill_agent(demo: DemoCluster, name: str) -> None:
     """Only the agent dies (SIGKILL); its PostgreSQL is left to the watchdog."""
     agent = demo.node(name).agent_pid

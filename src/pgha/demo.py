@@ -413,7 +413,15 @@ def healthy(view: ClusterView, n: int) -> bool:
         return False
     streaming = [m for m in view.members.values() if m.role == Role.REPLICA and m.state == "streaming"
                  and m.following == view.leader.name]
-    return len(streaming) >= n - 1
+    if len(streaming) < n - 1:
+        return False
+    # In synchronous mode the cluster is only as safe as its /sync key: a failover needs it.
+    return n == 1 or view.config.synchronous_mode == "off" or sync_published(view)
+
+
+def sync_published(view: ClusterView) -> bool:
+    return (view.leader is not None and view.sync is not None and view.sync.leader == view.leader.name
+            and bool(view.sync.standbys))
 
 
 def describe(view: ClusterView, n: int) -> str:
@@ -425,4 +433,8 @@ def describe(view: ClusterView, n: int) -> str:
     for name in sorted(view.members):
         m = view.members[name]
         parts.append(f"{name}: {'leader' if name == view.leader.name else m.role.value} {m.state}")
-    return "; ".join(parts) if parts else "waiting for members"
+    if not parts:
+        return "waiting for members"
+    if view.config.synchronous_mode != "off" and not sync_published(view):
+        parts.append("no synchronous standby yet")
+    return "; ".join(parts)

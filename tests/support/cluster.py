@@ -36,7 +36,11 @@ def postgres_readable_dir(prefix: str = "pgha-test-") -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        # PGHA_TEST_KEEP=1 keeps the directory (agent, PostgreSQL and etcd logs) for a post-mortem.
+        if os.environ.get("PGHA_TEST_KEEP"):
+            print(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager

@@ -126,6 +126,16 @@ def test_status_has_peer_probe_keys(clients: dict[str, tuple[FakeHandle, Client]
     assert stopped["lsn"] is None and stopped["in_recovery"] is None and stopped["state"] == "stopped"
 
 
+def test_status_reports_the_live_lsn_when_it_is_further(clients: dict[str, tuple[FakeHandle, Client]]) -> None:
+    """An election probe must not rank a replica by a position a loop old."""
+    handle, client = clients["replica"]
+    handle.live = LEADER_LSN - 10
+    assert client.get("/status").json()["lsn"] == LEADER_LSN - 10
+    handle.live = 5  # never backwards
+    assert client.get("/status").json()["lsn"] == LEADER_LSN - 1000
+    handle.live = None
+
+
 def test_liveness_fails_when_the_loop_is_stale() -> None:
     h = make_handle("leader")
     h.snap = replace(h.snap, at=h.snap.at - 3 * h.snap.cluster_config.ttl)

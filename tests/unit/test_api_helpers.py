@@ -115,6 +115,11 @@ class FakeHandle:
     def wake(self) -> None:
         self.wakes += 1
 
+    live: int | None = None
+
+    def live_lsn(self) -> int | None:
+        return self.live
+
     def failsafe_confirm(self, leader: str) -> bool:
         self.confirms.append(leader)
         return leader == self.confirm_leader

@@ -133,7 +133,10 @@ class Leader:
             target = tuple(sorted(eligible))
             q = min(self.count, len(target))
             return syncrep.render_names(target, q, "any"), target, q
-        target = tuple(eligible[: self.count])
+        # A published standby that still streams keeps its place (no swapping on LSN noise).
+        mine = self.pub.standbys if self.pub is not None and self.pub.leader == ME else ()
+        kept = [m for m in mine if m in eligible]
+        target = tuple((kept + [m for m in eligible if m not in kept])[: self.count])
         if not target:
             return ("*" if self.mode == "strict" else ""), (), 0
         return syncrep.render_names(target, len(target), "first"), target, len(target)
@@ -194,6 +197,17 @@ def test_first_mode_prefers_the_most_advanced_and_skips_nosync() -> None:
     ld.converge()
     assert ld.ssn == 'FIRST 2 ("d", "c")'
     assert ld.pub == SyncState(ME, ("d", "c"), 2)
+
+
+def test_first_mode_keeps_its_standby_when_another_gets_ahead() -> None:
+    """Swapping the standby on LSN noise empties /sync for a loop each time: a primary lost
+    then had no candidate at all."""
+    ld = Leader("on", streaming={"b", "c"}, lsn={"b": 1000, "c": 900})
+    ld.converge()
+    assert ld.pub == SyncState(ME, ("b",), 1)
+    ld.lsn = {"b": 900, "c": 1000}
+    assert ld.loop() == []
+    assert ld.pub == SyncState(ME, ("b",), 1)
 
 
 def test_quorum_mode_grows_sync_before_postgresql_counts_a_new_standby() -> None:

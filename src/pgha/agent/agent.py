@@ -241,6 +241,9 @@ class Agent:
         self.failsafe_deadline = sent + self.cluster_config.ttl
         self.arm_watchdog()
 
+    def live_lsn(self) -> int | None:
+        return self.pg.live_lsn()
+
     def failsafe_confirm(self, leader: str) -> bool:
         """A leader cut off from the DCS asks us to confirm it (AgentHandle)."""
         # The latest loop's view: it says whether *we* can reach the DCS right now.

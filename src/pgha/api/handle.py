@@ -42,6 +42,13 @@ class AgentHandle(Protocol):
         """Run the next HA loop now (after an intent was written)."""
         ...
 
+    def live_lsn(self) -> int | None:
+        """This server's WAL position read just now (None if it cannot be read quickly).
+
+        /status is what an election probe reads; the loop's snapshot can be a loop_wait
+        old, and a replica that received WAL since then would be ranked too low."""
+        ...
+
     def failsafe_confirm(self, leader: str) -> bool:
         """The leader asks us, during a DCS outage, to confirm it is still our leader."""
         ...

@@ -51,7 +51,11 @@ def _health(check: views.HealthCheck) -> Handler:
 
 
 def _status(req: Request) -> Reply:
-    return Reply(200, views.status_json(req.snapshot))
+    body = views.status_json(req.snapshot)
+    live = req.handle.live_lsn()
+    if live is not None and (body["lsn"] is None or live > body["lsn"]):
+        body["lsn"] = live
+    return Reply(200, body)
 
 
 def _cluster(req: Request) -> Reply:

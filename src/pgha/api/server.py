@@ -267,12 +267,23 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(error(400, "Content-Length is not a number of bytes")) from None
         if length > MAX_BODY:
             self.close_connection = True
+            if length <= 8 * MAX_BODY:
+                # Read what the client is still sending, so that it gets the 413 and not a
+                # broken pipe; anything larger is cut off.
+                self._discard(length)
             raise _Refused(error(413, f"the body is larger than {MAX_BODY} bytes"))
         data = self.rfile.read(length)
         if len(data) < length:
             self.close_connection = True
             raise _Refused(error(400, "the body is shorter than Content-Length"))
         return data
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 65536))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _handle(self, method: str) -> Reply:
         try:

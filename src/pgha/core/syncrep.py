@@ -50,7 +50,19 @@ def plan(f: Facts) -> list[Action]:
     if mode == "quorum":
         target = tuple(sorted(eligible))
         return _plan_quorum(f, published, target, min(n, len(target)))
-    return _plan_first(f, published, tuple(eligible[:n]), mode == "strict")
+    return _plan_first(f, published, first_target(published, eligible, n), mode == "strict")
+
+
+def first_target(published: tuple[str, ...], eligible: list[str], n: int) -> tuple[str, ...]:
+    """The ``n`` standbys FIRST mode waits for: the published ones that still stream, then
+    the most advanced others.
+
+    Fix: picking the ``n`` most advanced each loop swapped the standby whenever another
+    replica's published LSN was a little higher; every swap empties /sync for a moment,
+    and a primary lost in that moment had no candidate to fail over to.
+    """
+    kept = [s for s in published if s in eligible]
+    return tuple((kept + [s for s in eligible if s not in kept])[:n])
 
 
 def _plan_first(f: Facts, published: tuple[str, ...], target: tuple[str, ...], strict: bool) -> list[Action]:

@@ -65,6 +65,10 @@ class PostgresNode:
             return observe.observe_files_only(self.layout)
         return observe.observe(self.config, self.layout, binaries)
 
+    def live_lsn(self) -> int | None:
+        """The furthest WAL position of the running server, read now (None when it cannot be)."""
+        return observe.live_lsn(self.config, self.layout)
+
     def postmaster_pid(self) -> int | None:
         pm = observe.read_postmaster(self.layout)
         return pm.pid if pm else None

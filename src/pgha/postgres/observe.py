@@ -137,6 +137,21 @@ def observe(config: NodeConfig, layout: Layout, binaries: Binaries) -> LocalPost
         return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
 
 
+def live_lsn(config: NodeConfig, layout: Layout) -> int | None:
+    """Greatest of the current, received and replayed WAL positions, or None (not running)."""
+    if read_postmaster(layout) is None:
+        return None
+    try:
+        with db.local(config, layout, statement_timeout_ms=300) as conn:
+            row = conn.execute(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN greatest(pg_last_wal_receive_lsn(),"
+                " pg_last_wal_replay_lsn()) ELSE pg_current_wal_lsn() END::text"
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return parse_lsn(row[0]) if row is not None and row[0] is not None else None
+
+
 def _sql(
     conn: psycopg.Connection[tuple[Any, ...]],
     base: LocalPostgres,

@@ -38,6 +38,16 @@ def test_list_table(world: World) -> None:
                                             "32.0", "*", "nofailover, dc=b"]
 
 
+def test_cluster_options_before_the_command(world: World) -> None:
+    """pgha --dcs URL --cluster NAME list works like pgha list --dcs URL --cluster NAME."""
+    r = world.runner.invoke(cli, ["--dcs", URL, "--cluster", "main", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [row["member"] for row in json.loads(r.output)] == ["node1", "node2", "node3"]
+    # After the command wins.
+    r = world.runner.invoke(cli, ["--cluster", "other", "list", "--dcs", URL, "--cluster", "main"])
+    assert r.exit_code == 0 and "Cluster: main" in r.output
+
+
 def test_list_shows_maintenance_mode_and_pending_requests(world: World) -> None:
     assert world.run("pause").exit_code == 0
     assert world.run("restart", "node2", "--force").exit_code == 0

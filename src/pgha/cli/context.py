@@ -176,7 +176,11 @@ def _wrap(fn: Callable[..., None], required: bool) -> Callable[..., None]:
     @functools.wraps(fn)
     def wrapper(config_path: str | None, dcs: str | None, cluster: str | None, prefix: str | None,
                 *args: Any, **kwargs: Any) -> None:
-        session = make_session(config_path, dcs, cluster, prefix, required)
+        # The same options given before the command (pgha -c FILE list) fill in what is missing.
+        ctx = click.get_current_context(silent=True)
+        outer = (ctx.find_root().obj if ctx is not None else None) or {}
+        session = make_session(config_path or outer.get("config_path"), dcs or outer.get("dcs"),
+                               cluster or outer.get("cluster"), prefix or outer.get("prefix"), required)
         try:
             fn(session, *args, **kwargs)
         except DCSError as exc:

@@ -7,12 +7,21 @@ import sys
 import click
 
 from pgha import __version__
+from pgha.cli.context import dcs_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pgha")
-def cli() -> None:
-    """PostgreSQL high availability: agent, CLI and tools."""
+@dcs_options
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, dcs: str | None, cluster: str | None,
+        prefix: str | None) -> None:
+    """PostgreSQL high availability: agent, CLI and tools.
+
+    Where the cluster is may be given before the command (pgha -c FILE list) or after it
+    (pgha list -c FILE); after it wins.
+    """
+    ctx.obj = {"config_path": config_path, "dcs": dcs, "cluster": cluster, "prefix": prefix}
 
 
 def _register() -> None:

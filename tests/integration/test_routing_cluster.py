@@ -1,0 +1,182 @@
+"""PgBouncer and HAProxy in front of a real 3-node cluster, driven by the agents.
+
+* Planned switchover: one client per node's PgBouncer runs write transactions back to back;
+  none of them sees an error, only a pause.
+* HAProxy with `pgha haproxy-config`'s output: writes on the rw port reach the leader before
+  and after a switchover, reads on the ro port reach a replica.
+* Failover: after the leader's host dies, every surviving PgBouncer points at the new leader.
+
+The speed targets (pause <= 2 s, repoint <= 1 s after the promotion) are measured by
+bench/pgbouncer; the bounds here only catch a routing that is broken.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgha.config import load
+from pgha.demo import DemoCluster
+from tests.support.cluster import leader_name, replicas, running_cluster, wait_for
+from tests.support.faults import wait_new_leader
+from tests.support.procs import free_port, stop_pid
+from tests.support.routing import (
+    TABLE,
+    TxnClient,
+    bouncer_targets,
+    create_probe_table,
+    failover_repoint,
+    request_switchover,
+    wait_commits,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists(),
+                       reason="needs pgbouncer (Debian package pgbouncer)"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoCluster]:
+    with running_cluster(3, pgbouncer=True) as d:
+        create_probe_table(d, leader_name(d))
+        yield d
+
+
+def healthy(demo: DemoCluster) -> str:
+    demo.wait_healthy(timeout=120)
+    demo.wait_bouncers_at_leader(timeout=30)
+    return leader_name(demo)
+
+
+def test_demo_records_and_runs_a_pgbouncer_per_node(demo: DemoCluster) -> None:
+    lead = healthy(demo)
+    assert demo.state is not None
+    for node in demo.state.nodes:
+        assert node.pgbouncer_port == node.pg_port + 2 and node.pgbouncer_pid
+        assert bouncer_targets(demo.bouncer(node.name)) == {("127.0.0.1", demo.node(lead).pg_port)}
+        with psycopg.connect(demo.bouncer_dsn(node.name), connect_timeout=5) as conn:
+            row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+        assert row == (demo.node(lead).pg_port, False)
+    saved = (demo.dir / "demo.json").read_text()
+    assert '"pgbouncer_port"' in saved and '"pgbouncer_pid"' in saved
+
+
+def test_switchover_through_pgbouncer_shows_clients_a_pause_not_errors(demo: DemoCluster) -> None:
+    old = healthy(demo)
+    assert demo.state is not None
+    clients = [TxnClient(demo.bouncer_dsn(n.name), n.name).start() for n in demo.state.nodes]
+    try:
+        wait_commits(clients, 20)
+        request_switchover(demo, old)
+        new = wait_new_leader(demo, old, timeout=60)
+        wait_commits(clients, 20, port=demo.node(new).pg_port, timeout=30)
+    finally:
+        for c in clients:
+            c.stop()
+    gaps = {c.name: round(c.max_gap(), 3) for c in clients}
+    print(f"switchover {old} -> {new}: longest pause per client (s) {gaps}")
+    assert {c.name: c.errors for c in clients} == {c.name: [] for c in clients}
+    for c in clients:
+        assert c.commits[0][1] == demo.node(old).pg_port and c.commits[-1][1] == demo.node(new).pg_port
+    assert max(gaps.values()) < 10, gaps
+    # Every PgBouncer was resumed: a fresh client gets through each of them at once.
+    for n in demo.state.nodes:
+        with psycopg.connect(demo.bouncer_dsn(n.name), connect_timeout=5) as conn:
+            conn.execute("SET statement_timeout = '2s'")
+            assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(new).pg_port,)
+
+
+# --- HAProxy ------------------------------------------------------------------------------------
+
+
+def where(port: int, password: str, write: bool = False) -> tuple[int, bool]:
+    """(server port, in recovery) of a new session through HAProxy's ``port``; writes a row if asked."""
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", password=password,
+                         connect_timeout=2, autocommit=True) as conn:
+        if write:
+            conn.execute(f"INSERT INTO {TABLE} (client) VALUES ('haproxy')")
+        row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+    assert row is not None
+    return int(row[0]), bool(row[1])
+
+
+def settled(check: Any, what: str, timeout: float = 30.0, streak: int = 5) -> None:
+    """``check`` must hold ``streak`` times in a row (HAProxy health checks take a few intervals)."""
+    good = 0
+
+    def holds() -> bool:
+        nonlocal good
+        try:
+            ok = bool(check())
+        except psycopg.Error:
+            ok = False
+        good = good + 1 if ok else 0
+        return good >= streak
+
+    wait_for(what, holds, timeout=timeout, interval=0.1)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (Debian package haproxy)")
+def test_haproxy_from_generated_config_routes_writes_to_the_leader_and_reads_to_replicas(
+        demo: DemoCluster, tmp_path: Path) -> None:
+    old = healthy(demo)
+    rw, ro = free_port(), free_port()
+    res = subprocess.run([sys.executable, "-m", "pgha", "haproxy-config", "--dcs", demo.etcd_url,
+                          "--cluster", demo.cluster, "--rw-port", str(rw), "--ro-port", str(ro),
+                          "--bind", "127.0.0.1", "--check-interval", "200ms", "--lag", "16MB"],
+                         capture_output=True, text=True, check=False, timeout=30)
+    assert res.returncode == 0, res.stderr
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(res.stdout)
+    check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    password = load(demo.node(old).config).postgresql.superuser.password
+    with open(tmp_path / "haproxy.log", "wb") as log:
+        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        replica_ports = {demo.node(n).pg_port for n in replicas(demo)}
+        settled(lambda: where(rw, password, write=True) == (demo.node(old).pg_port, False),
+                "writes through HAProxy's rw port to reach the leader")
+        settled(lambda: where(ro, password)[0] in replica_ports and where(ro, password)[1],
+                "reads through HAProxy's ro port to reach a replica")
+        assert {where(ro, password)[0] for _ in range(6)} == replica_ports  # round robin over both
+
+        request_switchover(demo, old)
+        new = wait_new_leader(demo, old, timeout=60)
+        settled(lambda: where(rw, password, write=True) == (demo.node(new).pg_port, False),
+                f"writes through HAProxy's rw port to reach the new leader {new}")
+        demo.wait_healthy(timeout=120)
+        replica_ports = {demo.node(n).pg_port for n in replicas(demo)}
+        settled(lambda: where(ro, password)[0] in replica_ports and where(ro, password)[1],
+                "reads through HAProxy's ro port to reach a replica after the switchover")
+    finally:
+        stop_pid(proc.pid, timeout=5)
+        proc.wait()
+
+
+# --- failover (last: it kills the leader's host) ------------------------------------------------
+
+
+def test_failover_repoints_every_surviving_pgbouncer_at_the_new_leader(demo: DemoCluster) -> None:
+    healthy(demo)
+    result = failover_repoint(demo, timeout=90)
+    print(f"failover {result.old} -> {result.new}: new primary {result.to_primary:.2f}s after the kill, "
+          f"PgBouncers repointed {result.delay:+.3f}s after the promotion")
+    want = {("127.0.0.1", demo.node(result.new).pg_port)}
+    assert all(t == want for t in result.targets.values()), result.targets
+    assert result.delay < 5.0
+    for name in result.targets:
+        assert demo.bouncer_target(name) == ("127.0.0.1", demo.node(result.new).pg_port)
+        with psycopg.connect(demo.bouncer_dsn(name), connect_timeout=5, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {TABLE} (client) VALUES ('after-failover')")
+            assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(result.new).pg_port,)

@@ -29,12 +29,11 @@ from tests.support.faults import wait_new_leader
 from tests.support.procs import free_port, stop_pid
 from tests.support.routing import (
     TABLE,
-    TxnClient,
     bouncer_targets,
     create_probe_table,
     failover_repoint,
     request_switchover,
-    wait_commits,
+    switchover_through_bouncers,
 )
 
 pytestmark = [
@@ -71,28 +70,19 @@ def test_demo_records_and_runs_a_pgbouncer_per_node(demo: DemoCluster) -> None:
 
 
 def test_switchover_through_pgbouncer_shows_clients_a_pause_not_errors(demo: DemoCluster) -> None:
-    old = healthy(demo)
-    assert demo.state is not None
-    clients = [TxnClient(demo.bouncer_dsn(n.name), n.name).start() for n in demo.state.nodes]
-    try:
-        wait_commits(clients, 20)
-        request_switchover(demo, old)
-        new = wait_new_leader(demo, old, timeout=60)
-        wait_commits(clients, 20, port=demo.node(new).pg_port, timeout=30)
-    finally:
-        for c in clients:
-            c.stop()
-    gaps = {c.name: round(c.max_gap(), 3) for c in clients}
-    print(f"switchover {old} -> {new}: longest pause per client (s) {gaps}")
-    assert {c.name: c.errors for c in clients} == {c.name: [] for c in clients}
-    for c in clients:
-        assert c.commits[0][1] == demo.node(old).pg_port and c.commits[-1][1] == demo.node(new).pg_port
-    assert max(gaps.values()) < 10, gaps
+    run = switchover_through_bouncers(demo)
+    gaps = {c.name: round(c.max_gap(), 3) for c in run.clients}
+    print(f"switchover {run.old} -> {run.new}: longest pause per client (s) {gaps}")
+    assert run.errors == {c.name: [] for c in run.clients}
+    for c in run.clients:
+        assert c.commits[0][1] == demo.node(run.old).pg_port and c.commits[-1][1] == demo.node(run.new).pg_port
+    assert run.longest_pause < 10, gaps
     # Every PgBouncer was resumed: a fresh client gets through each of them at once.
+    assert demo.state is not None
     for n in demo.state.nodes:
         with psycopg.connect(demo.bouncer_dsn(n.name), connect_timeout=5) as conn:
             conn.execute("SET statement_timeout = '2s'")
-            assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(new).pg_port,)
+            assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(run.new).pg_port,)
 
 
 # --- HAProxy ------------------------------------------------------------------------------------

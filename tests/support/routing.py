@@ -112,6 +112,47 @@ def new_primary(demo: DemoCluster, old: str) -> str | None:
     return view.leader.name if m is not None and m.role == Role.PRIMARY and m.state == "running" else None
 
 
+@dataclass(frozen=True)
+class SwitchoverRun:
+    old: str
+    new: str
+    clients: list[TxnClient]
+
+    @property
+    def errors(self) -> dict[str, list[str]]:
+        return {c.name: c.errors for c in self.clients}
+
+    @property
+    def longest_pause(self) -> float:
+        return max(c.max_gap() for c in self.clients)
+
+
+def switchover_through_bouncers(demo: DemoCluster, commits: int = 20) -> SwitchoverRun:
+    """One client per node's PgBouncer writing back to back while the leader hands over."""
+    assert demo.state is not None
+    demo.wait_healthy(timeout=120)
+    demo.wait_bouncers_at_leader(timeout=30)
+    view = demo.view()
+    assert view.leader is not None
+    old = view.leader.name
+    clients = [TxnClient(demo.bouncer_dsn(n.name), n.name).start() for n in demo.state.nodes]
+    try:
+        wait_commits(clients, commits)
+        request_switchover(demo, old)
+        deadline = time.monotonic() + 60
+        new = None
+        while new is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no new primary 60 s after a switchover away from {old} was requested")
+            new = new_primary(demo, old)
+            time.sleep(0.05)
+        wait_commits(clients, commits, port=demo.node(new).pg_port, timeout=30)
+    finally:
+        for c in clients:
+            c.stop()
+    return SwitchoverRun(old, new, clients)
+
+
 def bouncer_targets(bouncer: PgBouncer) -> set[tuple[str, int]]:
     """Where PgBouncer's databases point right now (SHOW DATABASES, without the admin console)."""
     rows = bouncer.admin("SHOW DATABASES", timeout=2).dicts()

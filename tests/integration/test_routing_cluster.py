@@ -158,13 +158,16 @@ def test_haproxy_from_generated_config_routes_writes_to_the_leader_and_reads_to_
 
 
 def test_failover_repoints_every_surviving_pgbouncer_at_the_new_leader(demo: DemoCluster) -> None:
-    healthy(demo)
+    healthy(demo)  # right after the HAProxy test's switchover
     result = failover_repoint(demo, timeout=90)
     print(f"failover {result.old} -> {result.new}: new primary {result.to_primary:.2f}s after the kill, "
           f"PgBouncers repointed {result.delay:+.3f}s after the promotion")
     want = {("127.0.0.1", demo.node(result.new).pg_port)}
     assert all(t == want for t in result.targets.values()), result.targets
     assert result.delay < 5.0
+    # Right after a switchover the replicas must know they follow the new timeline even once its
+    # primary died (not wait ~ttl for its member key to expire): the dead-leader fast path.
+    assert result.to_primary < 6.0
     for name in result.targets:
         assert demo.bouncer_target(name) == ("127.0.0.1", demo.node(result.new).pg_port)
         with psycopg.connect(demo.bouncer_dsn(name), connect_timeout=5, autocommit=True) as conn:

@@ -189,10 +189,18 @@ def _sql(
                 Replication(str(a), str(s), str(ss), parse_lsn(f), parse_lsn(rp)) for a, s, ss, f, rp in reps
             ),
         )
+    # Fix: the timeline a replica is on.  received_tli is only there while the WAL receiver
+    # runs, and the checkpoint's timeline only moves at the next restartpoint, so a replica
+    # that had switched to the new leader's timeline reported the old one again as soon as that
+    # leader died, and was refused as a failover candidate ("behind the latest timeline") until
+    # its member key expired.  WAL segments in pg_wal are named by the timeline they were
+    # received or recycled on, which the replica only does once it follows that timeline (a
+    # diverged replica is refused the new timeline and never gets its segments).
     r = conn.execute(
         "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
         " (SELECT timeline_id FROM pg_control_checkpoint()),"
-        " (SELECT min_recovery_end_timeline FROM pg_control_recovery())"
+        " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
+        " (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$')"
     ).fetchone()
     assert r is not None
     w = conn.execute(
@@ -200,6 +208,8 @@ def _sql(
     ).fetchone()
     status = str(w[0]) if w else None
     tls = [int(t) for t in (r[2], r[3], w[1] if w else None) if t]
+    if r[4]:
+        tls.append(timeline_of_walfile(str(r[4])))
     following = None
     if status == "streaming" and upstream is not None:
         sender = f"{w[2]}:{w[3]}" if w and w[2] is not None else None

@@ -13,8 +13,10 @@ bench/pgbouncer; the bounds here only catch a routing that is broken.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import pytest
 from pgha.config import load
 from pgha.demo import DemoCluster
 from tests.support.cluster import leader_name, replicas, running_cluster, wait_for
-from tests.support.faults import wait_new_leader
+from tests.support.faults import restart_node, wait_new_leader
 from tests.support.procs import free_port, stop_pid
 from tests.support.routing import (
     TABLE,
@@ -67,6 +69,13 @@ def test_demo_records_and_runs_a_pgbouncer_per_node(demo: DemoCluster) -> None:
         assert row == (demo.node(lead).pg_port, False)
     saved = (demo.dir / "demo.json").read_text()
     assert '"pgbouncer_port"' in saved and '"pgbouncer_pid"' in saved
+    cfg = load(demo.node(lead).config)
+    assert cfg.pgbouncer is not None
+    passwords = {cfg.postgresql.superuser.password, cfg.pgbouncer.admin_password}
+    logs = [demo.dir / "demo.json", *demo.dir.glob("node*/agent.log"), *demo.dir.glob("node*/pgbouncer/*.log"),
+            *demo.dir.glob("node*/pgbouncer/pgbouncer.ini")]
+    for path in logs:
+        assert not any(p in path.read_text() for p in passwords), f"a password is in {path}"
 
 
 def test_switchover_through_pgbouncer_shows_clients_a_pause_not_errors(demo: DemoCluster) -> None:
@@ -83,6 +92,19 @@ def test_switchover_through_pgbouncer_shows_clients_a_pause_not_errors(demo: Dem
         with psycopg.connect(demo.bouncer_dsn(n.name), connect_timeout=5) as conn:
             conn.execute("SET statement_timeout = '2s'")
             assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(run.new).pg_port,)
+
+
+def test_a_restarted_agent_resumes_a_pgbouncer_its_predecessor_left_paused(demo: DemoCluster) -> None:
+    lead = healthy(demo)
+    name = replicas(demo)[0]
+    demo.stop_agent(name, signal.SIGKILL)  # died between PAUSE and RESUME
+    demo.bouncer(name).admin("PAUSE", timeout=5)
+    restart_node(demo, name)
+    started = time.monotonic()
+    with psycopg.connect(demo.bouncer_dsn(name), connect_timeout=5, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '30s'")
+        assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(lead).pg_port,)
+    print(f"{name}'s restarted agent resumed its PgBouncer: the query waited {time.monotonic() - started:.2f}s")
 
 
 # --- HAProxy ------------------------------------------------------------------------------------

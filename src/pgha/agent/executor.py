@@ -389,6 +389,12 @@ def _bouncer_repoint(ex: Executor, a: A.RepointPgBouncer, view: ClusterView, loc
     target = ex.upstream(view, a.leader)
     assert target is not None
     agent.bouncer.repoint(target.host, target.port)
+    if agent.bouncer_target is None:
+        # Fix: an agent that died between PAUSE and RESUME left its PgBouncer paused, and its
+        # successor (which starts with nothing paused) never resumed it: clients waited forever.
+        # The core decides RepointPgBouncer only outside a switchover's pause, so the first one
+        # since the agent started also RESUMEs (a no-op when PgBouncer is not paused).
+        agent.bouncer.resume()
     agent.bouncer_target = a.leader
     log.info("PgBouncer now points at %s (%s:%s)", a.leader, target.host, target.port)
 

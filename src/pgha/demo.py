@@ -209,10 +209,10 @@ class DemoCluster:
             old = DemoState.from_json(json.loads((self.dir / "demo.json").read_text()))
             if pid_alive(old.etcd_pid) or any(pid_alive(n.agent_pid) for n in old.nodes):
                 raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
+        self._check_pgbouncer_binary()
         for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
                 raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
-        self._check_pgbouncer_binary()
         self._check_ports()
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)

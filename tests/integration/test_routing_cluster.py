@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import psycopg
 import pytest
 
 from pgha.config import load
+from pgha.core.model import MemberIntent
 from pgha.demo import DemoCluster
 from tests.support.cluster import leader_name, replicas, running_cluster, wait_for
 from tests.support.faults import restart_node, wait_new_leader
@@ -105,6 +107,22 @@ def test_a_restarted_agent_resumes_a_pgbouncer_its_predecessor_left_paused(demo:
         conn.execute("SET statement_timeout = '30s'")
         assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(lead).pg_port,)
     print(f"{name}'s restarted agent resumed its PgBouncer: the query waited {time.monotonic() - started:.2f}s")
+
+
+def test_a_dead_pgbouncer_holds_up_nothing_but_itself(demo: DemoCluster) -> None:
+    old = healthy(demo)
+    name = replicas(demo)[0]
+    demo.stop_pgbouncer(name)
+    try:
+        request_switchover(demo, old)
+        new = wait_new_leader(demo, old, timeout=60)
+        # Its agent cannot resume that PgBouncer, but the rest of its work goes on: a reload.
+        assert demo.store().set_intent(name, MemberIntent("reload", uuid.uuid4().hex))
+        wait_for(f"the reload intent of {name} to complete", lambda: name not in demo.view().intents, timeout=30)
+    finally:
+        demo.start_pgbouncer(name)
+    with psycopg.connect(demo.bouncer_dsn(name), connect_timeout=10, autocommit=True) as conn:
+        assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(new).pg_port,)
 
 
 # --- HAProxy ------------------------------------------------------------------------------------

@@ -155,11 +155,18 @@ CASES: list[Case] = [
     ),
     # ===== busy =====
     Case(
-        "a clone is running: wait",
+        "a clone is running: wait, keeping PgBouncer pointed at the leader",
         healthy(),
         local("c", pg_empty(), task=TaskState(TaskKind.CLONE, running=True)),
         "task-running",
-        [],
+        [A.RepointPgBouncer("a")],
+    ),
+    Case(
+        "busy restarting when a switchover begins: pause PgBouncer like every other member",
+        sw_view("pausing"),
+        local("c", pg_replica("a"), task=TaskState(TaskKind.RESTART, running=True)),
+        "task-running",
+        [A.PausePgBouncer("sw1")],
     ),
     Case(
         "old primary restarting as a replica after the handoff resumes its PgBouncer at the new primary",

@@ -268,13 +268,15 @@ RULES: tuple[Rule, ...] = (
          lambda f: [DisarmWatchdog(), SetVip(False)] if not f.is_primary else []),
 
     # ===== a long action is running: wait for it, the lease keeps being renewed =====
-    # Fix: the old primary restarts as a replica (or rewinds) right after the handoff; with no
-    # action here its PgBouncer stayed paused, its clients waiting, until that task finished.
+    # Fix: PgBouncer does not depend on the local PostgreSQL, so its routing is kept right here
+    # too.  The old primary restarts as a replica (or rewinds) right after the handoff, and with no
+    # action here its PgBouncer stayed paused, its clients waiting, until that task finished; a
+    # member busy when a switchover began never paused its PgBouncer, whose clients then got errors.
     Rule("task-running", "busy",
-         "A background action (initdb, clone, rewind, start, promote) is running: wait for it "
-         "(but resume a PgBouncer paused for a switchover that is over).",
+         "A background action (initdb, clone, rewind, start, promote) is running: wait for it, "
+         "keeping PgBouncer paused, resumed or pointed at the leader.",
          lambda f: f.task_running,
-         bouncer_resume),
+         bouncer_upkeep),
 
     # ===== maintenance mode =====
     Rule("paused-leader-missing", "pause",

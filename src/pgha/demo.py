@@ -34,7 +34,7 @@ from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
 
 if TYPE_CHECKING:
-    from pgha.routing.pgbouncer import PgBouncer
+    from pgha.routing.pgbouncer import PgBouncer, PgBouncerProcess
 
 # An explicit entry for the demo's database (SHOW DATABASES lists it, so one can see where it
 # points) and the fallback for every other database.
@@ -158,7 +158,7 @@ class DemoCluster:
         # One PgBouncer per node (port P+10i+2), managed by that node's agent.
         self.pgbouncer = pgbouncer
         self.bouncer_admin_password = ""
-        self.bouncer_procs: dict[int, Any] = {}
+        self.bouncer_procs: dict[int, PgBouncerProcess] = {}
         self.state: DemoState | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}

@@ -29,7 +29,7 @@ from pgha.config import load
 from pgha.core.model import MemberIntent
 from pgha.demo import DemoCluster
 from tests.support.cluster import leader_name, replicas, running_cluster, wait_for
-from tests.support.faults import restart_node, wait_new_leader
+from tests.support.faults import postmaster_pid, restart_node, wait_new_leader
 from tests.support.procs import free_port, stop_pid
 from tests.support.routing import (
     TABLE,
@@ -80,8 +80,22 @@ def test_demo_records_and_runs_a_pgbouncer_per_node(demo: DemoCluster) -> None:
         assert not any(p in path.read_text() for p in passwords), f"a password is in {path}"
 
 
+def postmasters(demo: DemoCluster) -> dict[str, int | None]:
+    assert demo.state is not None
+    return {n.name: postmaster_pid(demo, n.name) for n in demo.state.nodes}
+
+
+def assert_bystander_kept_running(demo: DemoCluster, before: dict[str, int | None], old: str, new: str) -> None:
+    """The replica that took no part in a switchover keeps streaming: no restart (and no rewind)."""
+    (bystander,) = set(before) - {old, new}
+    assert postmaster_pid(demo, bystander) == before[bystander], f"{bystander} restarted in the switchover"
+
+
 def test_switchover_through_pgbouncer_shows_clients_a_pause_not_errors(demo: DemoCluster) -> None:
+    healthy(demo)
+    before = postmasters(demo)
     run = switchover_through_bouncers(demo)
+    assert_bystander_kept_running(demo, before, run.old, run.new)
     gaps = {c.name: round(c.max_gap(), 3) for c in run.clients}
     print(f"switchover {run.old} -> {run.new}: longest pause per client (s) {gaps}")
     assert run.errors == {c.name: [] for c in run.clients}
@@ -181,11 +195,13 @@ def test_haproxy_from_generated_config_routes_writes_to_the_leader_and_reads_to_
                 "reads through HAProxy's ro port to reach a replica")
         assert {where(ro, password)[0] for _ in range(6)} == replica_ports  # round robin over both
 
+        before = postmasters(demo)
         request_switchover(demo, old)
         new = wait_new_leader(demo, old, timeout=60)
         settled(lambda: where(rw, password, write=True) == (demo.node(new).pg_port, False),
                 f"writes through HAProxy's rw port to reach the new leader {new}")
         demo.wait_healthy(timeout=120)
+        assert_bystander_kept_running(demo, before, old, new)
         replica_ports = {demo.node(n).pg_port for n in replicas(demo)}
         settled(lambda: where(ro, password)[0] in replica_ports and where(ro, password)[1],
                 "reads through HAProxy's ro port to reach a replica after the switchover")

@@ -1,7 +1,9 @@
 """PgBouncer and HAProxy in front of a real 3-node cluster, driven by the agents.
 
 * Planned switchover: one client per node's PgBouncer runs write transactions back to back;
-  none of them sees an error, only a pause.
+  none of them sees an error, only a pause; the replica not involved is not restarted.
+* A PgBouncer left paused by an agent that died is resumed by its successor; a PgBouncer that
+  is down holds up nothing else its agent does.
 * HAProxy with `pgha haproxy-config`'s output: writes on the rw port reach the leader before
   and after a switchover, reads on the ro port reach a replica.
 * Failover: after the leader's host dies, every surviving PgBouncer points at the new leader.

@@ -14,6 +14,7 @@ bench/pgbouncer; the bounds here only catch a routing that is broken.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import pytest
 from pgha.config import load
 from pgha.core.model import MemberIntent
 from pgha.demo import DemoCluster
+from pgha.routing.pgbouncer import PgBouncer
 from tests.support.cluster import leader_name, replicas, running_cluster, wait_for
 from tests.support.faults import postmaster_pid, restart_node, wait_new_leader
 from tests.support.procs import free_port, stop_pid
@@ -215,6 +217,10 @@ def test_haproxy_from_generated_config_routes_writes_to_the_leader_and_reads_to_
 # --- failover (last: it kills the leader's host) ------------------------------------------------
 
 
+def no_server_on(bouncer: PgBouncer, port: str) -> bool:
+    return port not in {r["port"] for r in bouncer.admin("SHOW SERVERS").dicts()}
+
+
 def test_failover_repoints_every_surviving_pgbouncer_at_the_new_leader(demo: DemoCluster) -> None:
     healthy(demo)  # right after the HAProxy test's switchover
     result = failover_repoint(demo, timeout=90)
@@ -226,8 +232,11 @@ def test_failover_repoints_every_surviving_pgbouncer_at_the_new_leader(demo: Dem
     # Right after a switchover the replicas must know they follow the new timeline even once its
     # primary died (not wait ~ttl for its member key to expire): the dead-leader fast path.
     assert result.to_primary < 6.0
+    old_port = str(demo.node(result.old).pg_port)
     for name in result.targets:
         assert demo.bouncer_target(name) == ("127.0.0.1", demo.node(result.new).pg_port)
+        wait_for(f"{name}'s PgBouncer to hold no server connection to the old primary",
+                 functools.partial(no_server_on, demo.bouncer(name), old_port), timeout=10)
         with psycopg.connect(demo.bouncer_dsn(name), connect_timeout=5, autocommit=True) as conn:
             conn.execute(f"INSERT INTO {TABLE} (client) VALUES ('after-failover')")
             assert conn.execute("SELECT inet_server_port()").fetchone() == (demo.node(result.new).pg_port,)

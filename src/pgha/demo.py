@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,6 +32,13 @@ from pgha.core.model import ClusterView, Role
 from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
+
+if TYPE_CHECKING:
+    from pgha.routing.pgbouncer import PgBouncer, PgBouncerProcess
+
+# An explicit entry for the demo's database (SHOW DATABASES lists it, so one can see where it
+# points) and the fallback for every other database.
+DEMO_BOUNCER_DATABASES = ("postgres", "*")
 
 ETCD_BIN = "/usr/bin/etcd"
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -53,6 +60,7 @@ class DemoNode:
     pgbouncer_port: int | None = None
     netns: str | None = None
     address: str | None = None
+    pgbouncer_pid: int | None = None
 
 
 @dataclass
@@ -68,7 +76,7 @@ class DemoState:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         for n in d["nodes"]:
-            for key in ("pgbouncer_port", "netns", "address"):
+            for key in ("pgbouncer_port", "netns", "address", "pgbouncer_pid"):
                 if n[key] is None:
                     del n[key]
         for key in ("client_netns", "vip"):
@@ -134,7 +142,8 @@ class DemoCluster:
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
                  external_etcd: str | None = None,
-                 say: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
+                 say: Callable[[str], None] = lambda s: print(s, flush=True),
+                 pgbouncer: bool = False) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
@@ -146,6 +155,10 @@ class DemoCluster:
         # Share an etcd someone else runs (several clusters in one etcd) instead of starting one.
         self.external_etcd = external_etcd
         self.say = say
+        # One PgBouncer per node (port P+10i+2), managed by that node's agent.
+        self.pgbouncer = pgbouncer
+        self.bouncer_admin_password = ""
+        self.bouncer_procs: dict[int, PgBouncerProcess] = {}
         self.state: DemoState | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -187,6 +200,7 @@ class DemoCluster:
             "api": {"listen": f"127.0.0.1:{api_port}"},
             "cluster_config": cluster_config,
             "log": {"level": "INFO"},
+            **({"pgbouncer": self._pgbouncer_config(i)} if self.pgbouncer else {}),
         }
 
     # --- up ----------------------------------------------------------------------------
@@ -195,6 +209,7 @@ class DemoCluster:
             old = DemoState.from_json(json.loads((self.dir / "demo.json").read_text()))
             if pid_alive(old.etcd_pid) or any(pid_alive(n.agent_pid) for n in old.nodes):
                 raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
+        self._check_pgbouncer_binary()
         for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
                 raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
@@ -209,10 +224,13 @@ class DemoCluster:
         repl_password = secrets.token_urlsafe(12)
         passfile = self.dir / "pgpass"
         lines = []
+        self.bouncer_admin_password = secrets.token_urlsafe(12)
         for i in range(1, self.n + 1):
             node = self._write_node(i, password, repl_password)
             lines.append(f"127.0.0.1:{node.pg_port}:*:postgres:{password}")
             self.state.nodes.append(node)
+        if self.pgbouncer:
+            lines += self._setup_pgbouncers(password)
         passfile.write_text("\n".join(lines) + "\n")
         os.chmod(passfile, 0o600)
         self._save()
@@ -221,6 +239,8 @@ class DemoCluster:
             self._save()
         self.say(f"started etcd and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
+        if self.pgbouncer:
+            self.wait_bouncers_at_leader(timeout)
         return self.state
 
     def _check_ports(self) -> None:
@@ -229,6 +249,7 @@ class DemoCluster:
         ports = [] if self.external_etcd else [self.port_base, self.port_base + 1]
         for i in range(1, self.n + 1):
             ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
+            ports += [self.port_base + 10 * i + 2] if self.pgbouncer else []
         for p in ports:
             if not port_free("127.0.0.1", p):
                 raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
@@ -362,6 +383,7 @@ class DemoCluster:
         for node in self.state.nodes:
             self.stop_agent(node.name)
         for node in self.state.nodes:
+            self.stop_pgbouncer(node.name)
             self._stop_leftovers(node)
         if self.state.etcd_pid:
             self.reap(self.state.etcd_pid, timeout=10)
@@ -373,6 +395,124 @@ class DemoCluster:
 
     def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
         self.reap(self.node(name).agent_pid, sig, timeout=60)
+
+    # --- PgBouncer (--pgbouncer) -------------------------------------------------------------
+    def _check_pgbouncer_binary(self) -> None:
+        from pgha.routing.pgbouncer import PGBOUNCER_BIN
+
+        if self.pgbouncer and not os.access(PGBOUNCER_BIN, os.X_OK):
+            raise DemoError(f"{PGBOUNCER_BIN} not found; install the Debian package pgbouncer (or run 'make demo')")
+
+    def bouncer_dir(self, i: int) -> Path:
+        return self.dir / self.node_name(i) / "pgbouncer"
+
+    def _pgbouncer_config(self, i: int) -> dict[str, Any]:
+        """The node file's pgbouncer section: the agent rewrites this ini and uses the admin console."""
+        return {"config": str(self.bouncer_dir(i) / "pgbouncer.ini"), "admin_port": self.port_base + 10 * i + 2,
+                "admin_user": "pgbouncer", "admin_password": self.bouncer_admin_password,
+                "databases": list(DEMO_BOUNCER_DATABASES)}
+
+    def _setup_pgbouncers(self, password: str) -> list[str]:
+        """Write each node's pgbouncer.ini and userlist.txt, start them; return their pgpass lines.
+
+        Clients log in as postgres with the superuser password (userlist.txt, scram-sha-256), and
+        PgBouncer logs in to PostgreSQL with it; the agent uses the admin user ``pgbouncer``.
+        """
+        from pgha.routing.pgbouncer import render_pgbouncer_ini, render_userlist
+
+        assert self.state is not None
+        lines = []
+        for i, node in enumerate(self.state.nodes, start=1):
+            d = self.bouncer_dir(i)
+            d.mkdir(exist_ok=True)
+            os.chmod(d, 0o700)
+            _chown(d)
+            port = self.port_base + 10 * i + 2
+            ini = d / "pgbouncer.ini"
+            ini.write_text(render_pgbouncer_ini(listen_port=port, target_host="127.0.0.1",
+                                                target_port=node.pg_port, dir=str(d), admin_users=("pgbouncer",),
+                                                databases=DEMO_BOUNCER_DATABASES))
+            users = d / "userlist.txt"
+            users.write_text(render_userlist({"postgres": password, "pgbouncer": self.bouncer_admin_password}))
+            for f in (ini, users):
+                os.chmod(f, 0o600)
+                _chown(f)
+            node.pgbouncer_port = port
+            lines.append(f"127.0.0.1:{port}:*:postgres:{password}")
+            self.start_pgbouncer(node.name)
+        return lines
+
+    def start_pgbouncer(self, name: str) -> int:
+        """Start the node's PgBouncer (as postgres) and record its PID."""
+        from pgha.routing.pgbouncer import PgBouncerError, PgBouncerProcess
+
+        node = self.node(name)
+        assert node.pgbouncer_port is not None
+        proc = PgBouncerProcess(self.bouncer_dir(self.node_index(name)) / "pgbouncer.ini")
+        try:
+            pid = proc.start("127.0.0.1", node.pgbouncer_port)
+        except PgBouncerError as exc:
+            raise DemoError(f"PgBouncer of {name}: {exc}") from None
+        self.bouncer_procs[pid] = proc
+        node.pgbouncer_pid = pid
+        self._save()
+        return pid
+
+    def stop_pgbouncer(self, name: str) -> None:
+        pid = self.node(name).pgbouncer_pid
+        if not pid:
+            return
+        proc = self.bouncer_procs.pop(pid, None)
+        if proc is not None:
+            proc.stop()
+        else:
+            stop_pid(pid, timeout=10)
+
+    def node_index(self, name: str) -> int:
+        assert self.state is not None
+        return [n.name for n in self.state.nodes].index(name) + 1
+
+    def bouncer_dsn(self, name: str) -> str:
+        """libpq keywords to reach the database through the node's PgBouncer (password from pgpass)."""
+        node = self.node(name)
+        return (f"host=127.0.0.1 port={node.pgbouncer_port} user=postgres dbname=postgres "
+                f"passfile={self.dir / 'pgpass'}")
+
+    def bouncer(self, name: str) -> PgBouncer:
+        """The routing adapter of the node's PgBouncer (admin console credentials from its node file)."""
+        from pgha.config import load
+        from pgha.routing.pgbouncer import PgBouncer
+
+        cfg = load(self.node(name).config).pgbouncer
+        if cfg is None:
+            raise DemoError(f"{name} runs no PgBouncer; start the demo with --pgbouncer")
+        return PgBouncer(cfg, connect_timeout=1.0)
+
+    def bouncer_target(self, name: str) -> tuple[str, int] | None:
+        """host:port the node's pgbouncer.ini sends clients to."""
+        from pgha.routing.pgbouncer import read_target
+
+        try:
+            return read_target((self.bouncer_dir(self.node_index(name)) / "pgbouncer.ini").read_text(),
+                               DEMO_BOUNCER_DATABASES)
+        except OSError:
+            return None
+
+    def wait_bouncers_at_leader(self, timeout: float = 30.0) -> None:
+        """Until every running node's PgBouncer points at the leader (its agent repoints it)."""
+        assert self.state is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.view()
+            leader = self.node(view.leader.name) if view.leader is not None else None
+            wrong = [n.name for n in self.state.nodes if pid_alive(n.pgbouncer_pid or 0)
+                     and (leader is None or self.bouncer_target(n.name) != ("127.0.0.1", leader.pg_port))]
+            if not wrong:
+                return
+            if time.monotonic() > deadline:
+                raise DemoError(f"the PgBouncer of {', '.join(wrong)} does not point at the leader after "
+                                f"{timeout:.0f}s; see {self.dir / wrong[0] / 'agent.log'}")
+            time.sleep(0.1)
 
     def _stop_leftovers(self, node: DemoNode) -> None:
         """PostgreSQL left running by a killed agent: stop it by the PID in postmaster.pid."""

@@ -35,12 +35,18 @@ def _kill_tree(pid: int) -> None:
 
 
 def kill_host(demo: DemoCluster, name: str) -> None:
-    """Everything of that node dies at once: agent, its watchdog, postmaster and backends."""
-    agent = demo.node(name).agent_pid
+    """Everything of that node dies at once: agent, its watchdog, postmaster and backends (and its
+    PgBouncer, when the demo runs one)."""
+    node = demo.node(name)
+    agent = node.agent_pid
     pm = postmaster_pid(demo, name)
     _kill_tree(agent)
     if pm is not None:
         _kill_tree(pm)
+    if node.pgbouncer_pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.pgbouncer_pid, signal.SIGKILL)
+        demo.stop_pgbouncer(name)
     demo.reap(agent, signal.SIGKILL, timeout=5)
 
 
@@ -148,4 +154,6 @@ def restart_node(demo: DemoCluster, name: str) -> None:
     node = demo.node(name)
     if pid_alive(node.agent_pid):
         demo.stop_agent(name)
+    if node.pgbouncer_port is not None and not pid_alive(node.pgbouncer_pid or 0):
+        demo.start_pgbouncer(name)
     demo.start_agent(name)

@@ -18,6 +18,7 @@ from pgha.core.syncrep import render_names
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import HistoryEntry
 from pgha.postgres.node import PostgresError, Upstream
+from pgha.routing.errors import RoutingError
 
 if TYPE_CHECKING:
     from pgha.agent.agent import Agent
@@ -27,6 +28,14 @@ log = logging.getLogger("pgha.agent")
 
 class ActionFailed(Exception):
     """An action could not be carried out; the rest of the decision is skipped."""
+
+
+class ActionSkipped(Exception):
+    """An action failed, but nothing after it depends on it: the rest of the decision runs.
+
+    For PgBouncer: a PgBouncer that is down or hangs must not hold up the member's callbacks
+    and intents, which the rules list after it.  The core decides the action again next loop.
+    """
 
 
 Handler = Callable[["Executor", Any, ClusterView, LocalState], None]
@@ -51,6 +60,10 @@ class Executor:
             try:
                 handler(self, action, view, local)
                 self.agent.count_action(action.name, True)
+            except ActionSkipped as exc:
+                self.agent.count_action(action.name, False)
+                log.warning("[%s] %s failed: %s; going on with the rest of this decision",
+                            decision.rule_id, action.name, exc)
             except (ActionFailed, PostgresError, DCSError, OSError) as exc:
                 self.agent.count_action(action.name, False)
                 log.warning("[%s] %s failed: %s; skipping the rest of this decision",
@@ -371,14 +384,17 @@ def _bouncer_resume(ex: Executor, a: A.ResumePgBouncer, view: ClusterView, local
         agent.pgbouncer_paused_for = ""
         return
     try:
-        target = ex.upstream(view, a.leader)
-        if target is not None:
-            agent.bouncer.repoint(target.host, target.port)
-            agent.bouncer_target = a.leader
-    finally:
-        agent.bouncer.resume()
-        agent.pgbouncer_paused_for = ""
-        agent.publish_now()
+        try:
+            target = ex.upstream(view, a.leader)
+            if target is not None:
+                agent.bouncer.repoint(target.host, target.port)
+                agent.bouncer_target = a.leader
+        finally:
+            agent.bouncer.resume()
+    except RoutingError as exc:
+        raise ActionSkipped(str(exc)) from None  # still paused_for: resumed on a later loop
+    agent.pgbouncer_paused_for = ""
+    agent.publish_now()
 
 
 @handles(A.RepointPgBouncer)
@@ -388,7 +404,16 @@ def _bouncer_repoint(ex: Executor, a: A.RepointPgBouncer, view: ClusterView, loc
         return
     target = ex.upstream(view, a.leader)
     assert target is not None
-    agent.bouncer.repoint(target.host, target.port)
+    try:
+        agent.bouncer.repoint(target.host, target.port)
+        if agent.bouncer_target is None:
+            # Fix: an agent that died between PAUSE and RESUME left its PgBouncer paused, and its
+            # successor (which starts with nothing paused) never resumed it: clients waited forever.
+            # The core decides RepointPgBouncer only outside a switchover's pause, so the first one
+            # since the agent started also RESUMEs (a no-op when PgBouncer is not paused).
+            agent.bouncer.resume()
+    except RoutingError as exc:
+        raise ActionSkipped(str(exc)) from None  # bouncer_target unchanged: tried again next loop
     agent.bouncer_target = a.leader
     log.info("PgBouncer now points at %s (%s:%s)", a.leader, target.host, target.port)
 

@@ -22,12 +22,16 @@ def demo() -> None:
 @click.option("--ttl", default=10.0, show_default=True, type=click.FloatRange(2, 300))
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
-def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float) -> None:
+@click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
+              "by its agent.")
+def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float,
+            pgbouncer: bool) -> None:
     """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
+    d.pgbouncer = pgbouncer
     try:
         state = d.up(timeout=timeout)
     except DemoError as exc:
@@ -47,6 +51,10 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
     click.echo("Each node:")
     for n in state.nodes:
         click.echo(f"  {n.name}: psql '{n.dsn}'")
+    if pgbouncer:
+        click.echo("Through each node's PgBouncer (it always points at the primary):")
+        for n in state.nodes:
+            click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
     click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
 
@@ -54,7 +62,7 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
 @demo.command("down")
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 def demo_down(directory: str) -> None:
-    """Stop every process the demo started (agents, PostgreSQL, etcd)."""
+    """Stop every process the demo started (agents, PostgreSQL, PgBouncers, etcd)."""
     from pgha.demo import DemoCluster, DemoError
 
     try:

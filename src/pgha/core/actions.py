@@ -11,6 +11,9 @@ rules rely on are:
 * ``HandoffLeader`` comes after the old primary stopped and the candidate caught up.
 * ``PausePgBouncer`` before ``StopPostgres``; ``ResumePgBouncer`` is always run
   by the executor once a switchover ends, even on failure.
+* A PgBouncer action that fails does not stop the rest of the decision (nothing
+  after it depends on it, and a PgBouncer that is down must not hold up callbacks
+  and intents); the core decides it again on the next loop.
 
 Long actions (``InitDB``, ``Clone``, ``Rewind``, ``StartPostgres``, ``Promote``,
 ``RestartPostgres``) run in the background; while one runs the core sees

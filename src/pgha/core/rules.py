@@ -83,17 +83,33 @@ def announce(f: Facts, role: str) -> list[Action]:
     return [RunCallback(event, role)]  # type: ignore[arg-type]
 
 
+def leader_serves(f: Facts) -> bool:
+    """The leader runs as primary.  Fix: when we lead, ask our own PostgreSQL; our member key says
+    "promoting" until the end of the loop after the promotion, which kept our PgBouncer paused
+    one loop longer than every other."""
+    if f.i_lead:
+        return f.is_primary
+    return f.leader_member is not None and f.leader_member.role == Role.PRIMARY
+
+
+def bouncer_resume(f: Facts) -> list[Action]:
+    """Resume a PgBouncer paused for a switchover that is over, once the leader runs as primary
+    (until then its clients keep waiting rather than fail)."""
+    sw = f.view.switchover
+    paused = f.local.pgbouncer_paused_for
+    if paused and (sw is None or sw.id != paused) and leader_serves(f):
+        return [ResumePgBouncer(f.leader_name)]
+    return []
+
+
 def bouncer_upkeep(f: Facts) -> list[Action]:
     """Resume a PgBouncer paused for a switchover that is over; else keep it pointed at the leader."""
     sw = f.view.switchover
     paused = f.local.pgbouncer_paused_for
     if paused and (sw is None or sw.id != paused):
-        if f.leader_member is not None and f.leader_member.role == Role.PRIMARY:
-            return [ResumePgBouncer(f.leader_name)]
-        if sw is None and f.leader_name is None:
-            return []
-        if sw is None:
-            return []
+        resume = bouncer_resume(f)
+        if resume or sw is None:
+            return resume
     if sw is not None and sw.phase in ("pausing", "demoting") and paused != sw.id:
         return [PausePgBouncer(sw.id)]
     if paused:
@@ -252,10 +268,15 @@ RULES: tuple[Rule, ...] = (
          lambda f: [DisarmWatchdog(), SetVip(False)] if not f.is_primary else []),
 
     # ===== a long action is running: wait for it, the lease keeps being renewed =====
+    # Fix: PgBouncer does not depend on the local PostgreSQL, so its routing is kept right here
+    # too.  The old primary restarts as a replica (or rewinds) right after the handoff, and with no
+    # action here its PgBouncer stayed paused, its clients waiting, until that task finished; a
+    # member busy when a switchover began never paused its PgBouncer, whose clients then got errors.
     Rule("task-running", "busy",
-         "A background action (initdb, clone, rewind, start, promote) is running: wait for it.",
+         "A background action (initdb, clone, rewind, start, promote) is running: wait for it, "
+         "keeping PgBouncer paused, resumed or pointed at the leader.",
          lambda f: f.task_running,
-         lambda f: []),
+         bouncer_upkeep),
 
     # ===== maintenance mode =====
     Rule("paused-leader-missing", "pause",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from pgha.config import Credentials, NodeConfig, PostgresConfig
@@ -12,8 +10,7 @@ from pgha.postgres.clone import parse_progress
 from pgha.postgres.common import Upstream
 from pgha.postgres.controldata import parse
 from pgha.postgres.layout import Layout
-from pgha.postgres.lsn import format_lsn, history_switchpoint, parse_lsn, timeline_of_walfile
-from pgha.postgres.observe import replayed_timeline
+from pgha.postgres.lsn import format_lsn, parse_lsn, timeline_of_walfile
 
 
 def test_lsn_round_trip() -> None:
@@ -24,25 +21,6 @@ def test_lsn_round_trip() -> None:
     with pytest.raises(ValueError):
         parse_lsn("3000060")
     assert timeline_of_walfile("000000020000000000000003") == 2
-
-
-def test_replayed_timeline_from_history_files(tmp_path: Path) -> None:
-    """A standby that replayed past a switch point is on the new timeline, even before its
-    next restartpoint updates pg_control."""
-    wal = tmp_path / "pg_wal"
-    wal.mkdir()
-    (wal / "00000002.history").write_text("1\t0/3000000\tno recovery target specified\n")
-    (wal / "00000003.history").write_text("1\t0/3000000\tno recovery target specified\n\n"
-                                          "2\t0/5000000\tno recovery target specified\n")
-    (wal / "000000030000000000000005").write_text("")
-    layout = Layout(data=tmp_path, socket_dir=tmp_path)
-    assert history_switchpoint((wal / "00000003.history").read_text()) == 0x5000000
-    assert history_switchpoint("# nothing\n") is None
-    assert replayed_timeline(layout, 0x2000000) is None
-    assert replayed_timeline(layout, 0x4000000) == 2
-    assert replayed_timeline(layout, 0x5000000) == 3
-    assert replayed_timeline(layout, None) is None
-    assert replayed_timeline(Layout(data=tmp_path / "missing", socket_dir=tmp_path), 0x5000000) is None
 
 
 CONTROLDATA = """\

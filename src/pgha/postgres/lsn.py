@@ -24,15 +24,3 @@ def timeline_of_walfile(name: str) -> int:
     """The timeline of a WAL segment file name (its first 8 hex digits)."""
     return int(name[:8], 16)
 
-
-def history_switchpoint(text: str) -> int | None:
-    """Where the parent timeline ended, from a timeline history file (its last entry:
-    ``parentTLI<TAB>X/Y<TAB>reason``); None if it has no readable entry."""
-    for line in reversed(text.splitlines()):
-        words = line.split()
-        if len(words) >= 2 and not line.lstrip().startswith("#"):
-            try:
-                return parse_lsn(words[1])
-            except ValueError:
-                return None
-    return None

@@ -21,7 +21,7 @@ from pgha.postgres.binaries import Binaries
 from pgha.postgres.common import PostgresError
 from pgha.postgres.controldata import ControlData, parse
 from pgha.postgres.layout import Layout
-from pgha.postgres.lsn import history_switchpoint, parse_lsn, timeline_of_walfile
+from pgha.postgres.lsn import parse_lsn, timeline_of_walfile
 
 log = logging.getLogger(__name__)
 
@@ -131,38 +131,10 @@ def observe(config: NodeConfig, layout: Layout, binaries: Binaries) -> LocalPost
         return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
     try:
         with db.local(config, layout, statement_timeout_ms=1000) as conn:
-            return _sql(conn, layout, base, cd, upstream, upstream_addr)
+            return _sql(conn, base, cd, upstream, upstream_addr)
     except psycopg.Error as exc:
         log.debug("observe: cannot query the local server: %s", db.one_line(exc))
         return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
-
-
-def replayed_timeline(layout: Layout, replayed: int | None) -> int | None:
-    """The newest timeline whose switch point our replay has reached, from pg_wal/*.history.
-
-    Fix: a standby that follows a new timeline reports the old one in pg_control until its
-    next restartpoint, and pg_stat_wal_receiver is empty once its primary is gone.  A
-    synchronous standby of a primary that died seconds after its promotion was then
-    "behind the latest timeline" and nobody could be promoted.
-    """
-    if replayed is None:
-        return None
-    best: int | None = None
-    try:
-        names = os.listdir(layout.data / "pg_wal")
-    except OSError:
-        return None
-    for name in names:
-        if len(name) != 16 or not name.endswith(".history"):
-            continue
-        try:
-            tli = int(name[:8], 16)
-            switch = history_switchpoint((layout.data / "pg_wal" / name).read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if switch is not None and replayed >= switch and (best is None or tli > best):
-            best = tli
-    return best
 
 
 def live_lsn(config: NodeConfig, layout: Layout) -> int | None:
@@ -182,7 +154,6 @@ def live_lsn(config: NodeConfig, layout: Layout) -> int | None:
 
 def _sql(
     conn: psycopg.Connection[tuple[Any, ...]],
-    layout: Layout,
     base: LocalPostgres,
     cd: ControlData | None,
     upstream: str | None,
@@ -218,21 +189,27 @@ def _sql(
                 Replication(str(a), str(s), str(ss), parse_lsn(f), parse_lsn(rp)) for a, s, ss, f, rp in reps
             ),
         )
+    # Fix: the timeline a replica is on.  received_tli is only there while the WAL receiver
+    # runs, and the checkpoint's timeline only moves at the next restartpoint, so a replica
+    # that had switched to the new leader's timeline reported the old one again as soon as that
+    # leader died, and was refused as a failover candidate ("behind the latest timeline") until
+    # its member key expired.  WAL segments in pg_wal are named by the timeline they were
+    # received or recycled on, which the replica only does once it follows that timeline (a
+    # diverged replica is refused the new timeline and never gets its segments).
     r = conn.execute(
         "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
         " (SELECT timeline_id FROM pg_control_checkpoint()),"
-        " (SELECT min_recovery_end_timeline FROM pg_control_recovery())"
+        " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
+        " (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$')"
     ).fetchone()
     assert r is not None
     w = conn.execute(
         "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
     ).fetchone()
     status = str(w[0]) if w else None
-    replayed = parse_lsn(r[1])
     tls = [int(t) for t in (r[2], r[3], w[1] if w else None) if t]
-    replayed_tl = replayed_timeline(layout, replayed)
-    if replayed_tl is not None:
-        tls.append(replayed_tl)
+    if r[4]:
+        tls.append(timeline_of_walfile(str(r[4])))
     following = None
     if status == "streaming" and upstream is not None:
         sender = f"{w[2]}:{w[3]}" if w and w[2] is not None else None
@@ -240,7 +217,7 @@ def _sql(
     return replace(
         pg,
         received_lsn=parse_lsn(r[0]),
-        replayed_lsn=replayed,
+        replayed_lsn=parse_lsn(r[1]),
         timeline=max(tls) if tls else (cd.latest_timeline if cd else None),
         receiver_status=status,
         following=following,

@@ -94,6 +94,11 @@ def tag_of(subnet: ipaddress.IPv4Network) -> str:
     return f"{o[1] - 18}{o[2]:03d}"
 
 
+def bridge_name(subnet: ipaddress.IPv4Network) -> str:
+    """The bridge of the lab on ``subnet`` (so another process can find it from an address)."""
+    return f"pgdbr{tag_of(subnet)}"
+
+
 def in_netns(netns: str | None) -> list[str]:
     """Command prefix that runs a program inside ``netns`` (nothing for the root namespace)."""
     return ["ip", "netns", "exec", netns] if netns else []
@@ -141,7 +146,7 @@ class Lab:
     def create(cls, subnet: ipaddress.IPv4Network) -> Lab:
         if any(subnet.overlaps(u) for u in used_subnets()):
             raise NetLabError(f"{subnet} is already used on this machine; pick an address in another /24")
-        lab = cls(subnet, bridge=f"pgdbr{tag_of(subnet)}")
+        lab = cls(subnet, bridge=bridge_name(subnet))
         if ip("link", "show", lab.bridge, check=False).returncode == 0:
             raise NetLabError(f"bridge {lab.bridge} already exists; is another demo running on {subnet}?")
         ip("link", "add", lab.bridge, "type", "bridge")

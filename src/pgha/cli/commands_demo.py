@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pgha.cli.main import cli
+
+if TYPE_CHECKING:
+    from pgha.demo import DemoState
 
 
 @cli.group()
@@ -22,12 +27,17 @@ def demo() -> None:
 @click.option("--ttl", default=10.0, show_default=True, type=click.FloatRange(2, 300))
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
-def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float) -> None:
+@click.option("--netns", is_flag=True, help="Each node in its own network namespace on a bridge (needs root).")
+@click.option("--vip", metavar="ADDR", default=None,
+              help="With --netns: a virtual IP in 198.18.0.0/15 the agents move to the leader.")
+def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float,
+            netns: bool, vip: str | None) -> None:
     """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
-    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
+    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync,
+                    netns=netns, vip=vip)
     try:
         state = d.up(timeout=timeout)
     except DemoError as exc:
@@ -38,7 +48,7 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
 
     print_list(d.store(), as_json=False)
     leader_dsn = " ".join(
-        [f"host={','.join('127.0.0.1' for _ in state.nodes)}",
+        [f"host={','.join(n.address or '127.0.0.1' for n in state.nodes)}",
          f"port={','.join(str(n.pg_port) for n in state.nodes)}",
          "user=postgres dbname=postgres target_session_attrs=read-write",
          f"passfile={d.dir / 'pgpass'}"])
@@ -47,14 +57,27 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
     click.echo("Each node:")
     for n in state.nodes:
         click.echo(f"  {n.name}: psql '{n.dsn}'")
+    if state.client_netns:
+        _echo_lab(state, d.dir)
     click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
+
+
+def _echo_lab(state: DemoState, directory: Path) -> None:
+    """How to reach the cluster from the client namespace (and through the VIP)."""
+    click.echo(f"\nEvery node runs in its own network namespace ({', '.join(n.netns or '' for n in state.nodes)});")
+    click.echo(f"a client namespace {state.client_netns} sits on the same bridge.")
+    if state.vip:
+        port = state.nodes[0].pg_port
+        dsn = f"host={state.vip} port={port} user=postgres dbname=postgres passfile={directory / 'pgpass'}"
+        click.echo(f"The VIP {state.vip} follows the leader; from the client namespace:")
+        click.echo(f"  ip netns exec {state.client_netns} psql '{dsn}'")
 
 
 @demo.command("down")
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 def demo_down(directory: str) -> None:
-    """Stop every process the demo started (agents, PostgreSQL, etcd)."""
+    """Stop every process the demo started (agents, PostgreSQL, etcd) and its network namespaces."""
     from pgha.demo import DemoCluster, DemoError
 
     try:

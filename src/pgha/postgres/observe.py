@@ -152,6 +152,17 @@ def live_lsn(config: NodeConfig, layout: Layout) -> int | None:
     return parse_lsn(row[0]) if row is not None and row[0] is not None else None
 
 
+# The newest timeline whose history file is in pg_wal.  A standby fetches NNNNNNNN.history when it
+# starts streaming that timeline, while its control file keeps the old timeline until the next
+# restartpoint (up to checkpoint_timeout later).  Without this, replicas that had followed a
+# promotion over streaming read as "behind the latest timeline" once that new primary went away,
+# and no one was eligible to take over (found after a switchover followed by the new leader's stop).
+NEWEST_HISTORY_SQL = (
+    "SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()"
+    " WHERE name ~ '^[0-9A-F]{8}[.]history$'"
+)
+
+
 def _sql(
     conn: psycopg.Connection[tuple[Any, ...]],
     base: LocalPostgres,
@@ -192,14 +203,15 @@ def _sql(
     r = conn.execute(
         "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
         " (SELECT timeline_id FROM pg_control_checkpoint()),"
-        " (SELECT min_recovery_end_timeline FROM pg_control_recovery())"
+        " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
+        f" ({NEWEST_HISTORY_SQL})"
     ).fetchone()
     assert r is not None
     w = conn.execute(
         "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
     ).fetchone()
     status = str(w[0]) if w else None
-    tls = [int(t) for t in (r[2], r[3], w[1] if w else None) if t]
+    tls = [int(t) for t in (r[2], r[3], r[4], w[1] if w else None) if t]
     following = None
     if status == "streaming" and upstream is not None:
         sender = f"{w[2]}:{w[3]}" if w and w[2] is not None else None

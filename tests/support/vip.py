@@ -24,7 +24,7 @@ from typing import Any
 
 from pgha import netlab
 from pgha.demo import DemoCluster
-from tests.support.faults import NodeSetWatch, kill_host
+from tests.support.faults import NodeSetWatch, kill_host, restart_node
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TABLE = "pgha_vip_probe"
@@ -133,6 +133,15 @@ def kill_lab_host(demo: DemoCluster, name: str) -> None:
     assert netns is not None
     kill_host(demo, name)
     netlab.teardown([netns], None)
+
+
+def revive_lab_host(demo: DemoCluster, name: str) -> None:
+    """A host killed by ``kill_lab_host`` boots again: its namespace is back, then its agent."""
+    assert demo.lab is not None
+    node = demo.node(name)
+    netns, address = demo.lab.add_host(name, int(str(node.address).rsplit(".", 1)[1]))
+    assert (netns, address) == (node.netns, node.address)
+    restart_node(demo, name)
 
 
 def _write_forever(dsn: str, interval: float) -> None:

@@ -19,7 +19,7 @@ from pgha import netlab
 from pgha.core.model import Switchover
 from pgha.demo import DemoCluster
 from tests.support.cluster import running_cluster, wait_for
-from tests.support.faults import restart_node, wait_new_leader
+from tests.support.faults import kill_agent, restart_node, wait_new_leader
 from tests.support.vip import VipWatch, VipWriter, kill_lab_host
 
 pytestmark = pytest.mark.lab
@@ -93,6 +93,22 @@ def test_sigterm_of_the_leader_agent_removes_the_vip(demo: DemoCluster, watch: V
     restart_node(demo, old)
     demo.wait_healthy(timeout=90)
     assert demo.wait_vip() == new
+
+
+def test_killed_leader_agent_watchdog_removes_the_vip(demo: DemoCluster, watch: VipWatch) -> None:
+    """SIGKILL of the agent alone: its watchdog fences PostgreSQL and drops the VIP, before the
+    lease can end and another member add it (the dead agent cannot)."""
+    old = demo.wait_vip()
+    netns = demo.node(old).netns
+    assert netns is not None and demo.state is not None and demo.state.vip
+    vip = demo.state.vip
+    kill_agent(demo, old)
+    wait_for("the watchdog to drop the VIP", lambda: not netlab.has_address(netns, vip), timeout=5, interval=0.05)
+    new = wait_new_leader(demo, old, timeout=60)
+    assert demo.wait_vip(timeout=20) == new
+    never_two(watch)
+    restart_node(demo, old)
+    demo.wait_healthy(timeout=90)
 
 
 def test_host_death_client_writes_through_the_vip_to_the_new_leader(demo: DemoCluster, watch: VipWatch) -> None:

@@ -77,7 +77,8 @@ class Agent:
         self.prober = PeerProber()
         self.executor = Executor(self)
         self.callbacks = CallbackRunner(config.callbacks, config.cluster, log)
-        self.watchdog = Watchdog() if config.watchdog.mode == "on" else None
+        vip = (f"{config.vip.address}/{config.vip.prefix}", config.vip.interface) if config.vip else None
+        self.watchdog = Watchdog(vip) if config.watchdog.mode == "on" else None
         self.vip: Any = None
         self.bouncer: Any = None
         if config.vip is not None:

@@ -75,6 +75,7 @@ TASK_SECONDS = {
     TaskKind.START: 0.5,
     TaskKind.PROMOTE: 0.3,
     TaskKind.RESTART: 0.8,
+    TaskKind.PRE_PROMOTE: 0.2,
 }
 
 
@@ -190,6 +191,9 @@ class Node:
     failsafe_deadline: float | None = None
     clone_failed_at: float = -1e9
     promote_vetoed: bool = False
+    promote_vetoed_at: float = -1e9
+    # Its pre_promote hook vetoes every promotion.
+    vetoes: bool = False
     probed: bool = False
     vip: bool = False
     view: ClusterView | None = None
@@ -565,6 +569,9 @@ class Cluster:
             down_since_mono=node.down_since,
         )
         peers = node.peers if self.now - node.peers_at < max(1.0, self.cfg.loop_wait) else {}
+        if node.promote_vetoed and ((view.leader is not None and view.leader.name != node.name)
+                                    or self.now - node.promote_vetoed_at > self.cfg.ttl):
+            node.promote_vetoed = False  # as the agent: a veto holds for one election or one ttl
         return LocalState(
             name=node.name,
             pg=local_pg,
@@ -576,6 +583,7 @@ class Cluster:
             peers_revision=node.peers_revision,
             failsafe_deadline=node.failsafe_deadline,
             promote_vetoed=node.promote_vetoed,
+            pre_promote_hook=node.vetoes,
             done_intents=frozenset(node.done_intents),
             clone_backoff=self.now - node.clone_failed_at < 10,
             wall_now=self.now,
@@ -623,6 +631,7 @@ class Cluster:
             reason=d.reason,
             following=pg.streaming_from if pg.in_recovery else None,
             lease_id=node.lease_id,
+            promote_vetoed=node.promote_vetoed,
             pgbouncer_paused_for=node.pgbouncer_paused_for,
         )
 
@@ -904,6 +913,7 @@ def _promote(c: Cluster, n: Node, a: A.Promote, v: ClusterView, loc: LocalState)
     failover = v.switchover is None and v.system_id is not None
     cfg = v.config
 
+
     def done() -> bool:
         if n.pg.state != "running" or not n.pg.in_recovery:
             return False
@@ -919,6 +929,20 @@ def _promote(c: Cluster, n: Node, a: A.Promote, v: ClusterView, loc: LocalState)
         return True
 
     c.start_task(n, TaskKind.PROMOTE, done)
+
+
+@handles(A.PrePromote)
+def _pre_promote(c: Cluster, n: Node, a: A.PrePromote, v: ClusterView, loc: LocalState) -> None:
+    n.promote_vetoed = False
+
+    def done() -> bool:
+        if n.vetoes:
+            n.promote_vetoed, n.promote_vetoed_at = True, c.now
+            c.log(f"{n.name} pre_promote VETOED")
+            return False
+        return True
+
+    c.start_task(n, TaskKind.PRE_PROMOTE, done)
 
 
 @handles(A.Follow)
@@ -1200,6 +1224,23 @@ def test_synchronous_failover_keeps_acknowledged_writes(mode: SyncMode) -> None:
     p = primaries(c)
     assert len(p) <= 1
     # check_promotion already verified every acknowledged write reached the new primary.
+
+
+def test_pre_promote_veto_lets_another_candidate_win() -> None:
+    """The most advanced replica's hook vetoes: it gives the key back and another one wins (before the
+    fix the vetoed node kept winning the election and the others kept deferring to it)."""
+    c = cluster(3)
+    old = settle(c)
+    c.run(5)
+    best, other = [n for n in c.nodes if n != old]
+    c.nodes[other].stalled_until = c.now + 100  # best is the most advanced
+    c.nodes[best].vetoes = True
+    c.run(1)
+    c.kill(old)
+    new = settle(c, 60)
+    assert new == other
+    assert "leader-promote-vetoed" in c.rules_seen
+    assert all(name != best for _, name, _ in c.promotions)
 
 
 def test_nofailover_node_is_never_promoted() -> None:

@@ -63,6 +63,7 @@ TASK_STATES = {
     TaskKind.STOP: "stopping",
     TaskKind.PROMOTE: "promoting",
     TaskKind.RESTART: "restarting",
+    TaskKind.PRE_PROMOTE: "running pre_promote",
 }
 
 
@@ -116,6 +117,7 @@ class Agent:
         self.slots_applied: tuple[str, ...] | None = None
         self.sync_names = ""
         self.promote_vetoed = False
+        self.promote_vetoed_at = 0.0
         self.clone_failed_at = 0.0
         self.clone_progress_text = ""
         self.failsafe_deadline: float | None = None
@@ -291,6 +293,11 @@ class Agent:
             self.not_streaming_since = self.not_streaming_since or now
         else:
             self.not_streaming_since = None
+        if self.promote_vetoed and ((view.leader is not None and view.leader.name != self.config.name)
+                                    or now - self.promote_vetoed_at > self.cluster_config.ttl):
+            # A veto holds for this election: until another member leads, or for one ttl (then
+            # the hook is asked again, should nobody else have been able to take over).
+            self.promote_vetoed = False
         peers = self.peers if now - self.peers_at < max(1.0, self.cluster_config.loop_wait) else {}
         fl = self.failsafe_leader
         return LocalState(
@@ -306,6 +313,7 @@ class Agent:
             failsafe_leader=fl[0] if fl else None,
             failsafe_leader_until=fl[1] if fl else None,
             promote_vetoed=self.promote_vetoed,
+            pre_promote_hook=bool(self.config.callbacks.pre_promote),
             done_intents=frozenset(self.done_intents),
             clone_backoff=now - self.clone_failed_at < 10 if self.clone_failed_at else False,
             wall_now=time.time(),
@@ -343,7 +351,7 @@ class Agent:
             pending_restart=pg.pending_restart,
             following=pg.following if pg.in_recovery else None,
             lease_id=self.lease.lease_id, pgbouncer_paused_for=self.pgbouncer_paused_for,
-            pgbouncer=self.bouncer is not None, version=__version__,
+            pgbouncer=self.bouncer is not None, version=__version__, promote_vetoed=self.promote_vetoed,
         )
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
@@ -480,6 +488,10 @@ class Agent:
             with contextlib.suppress(DCSError):
                 self.store.release_leader(self.config.name)
         self.lease.stop(revoke=True)
+        if self.announced_role is not None:
+            # After the key is released, so a slow hook (bounded) does not delay the next leader.
+            self.callbacks.fire("on_stop", self.announced_role)
+            self.callbacks.wait_idle(min(self.config.callbacks.timeout, 10.0))
         self.prober.close()
         if self.api is not None:
             self.api.stop()

@@ -32,6 +32,7 @@ from pgha.core.actions import (
     HandoffLeader,
     InitDB,
     PausePgBouncer,
+    PrePromote,
     ProbePeers,
     Promote,
     PublishInitialized,
@@ -146,7 +147,15 @@ def demote_now(f: Facts, reason: str) -> list[Action]:
 
 
 def promote(f: Facts, reason: str) -> list[Action]:
-    """History first (it records the timeline that ends here), then the promotion itself."""
+    """The pre_promote hook first, then history (it records the timeline that ends here), then the
+    promotion itself.
+
+    Fix: the hook used to run inside the promotion, after the history entry was written, so a
+    vetoed promotion left a fork on record that never happened: every replica then looked
+    "behind the latest timeline" and the cluster stayed without a primary.
+    """
+    if f.local.pre_promote_hook and not f.last_task_ok("pre_promote"):
+        return [PrePromote()]
     sw = f.view.switchover
     if sw is not None and sw.phase == "demoting":
         reason = f"switchover from {sw.leader or f.view.last_leader}"
@@ -348,7 +357,7 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.i_lead and f.is_primary,
          upkeep_leader),
     Rule("leader-promote", "leader",
-         "We hold the leader key and run as a replica (failover or handoff): promote now.",
+         "We hold the leader key and run as a replica (failover or handoff): pre_promote hook, then promote.",
          lambda f: f.i_lead and f.is_replica and not f.local.promote_vetoed,
          lambda f: promote(f, "leader key acquired")),  # the reason names a switchover when it is one
     Rule("leader-promote-vetoed", "leader",

@@ -488,10 +488,10 @@ class Agent:
             with contextlib.suppress(DCSError):
                 self.store.release_leader(self.config.name)
         self.lease.stop(revoke=True)
-        if self.announced_role is not None:
-            # After the key is released, so a slow hook (bounded) does not delay the next leader.
-            self.callbacks.fire("on_stop", self.announced_role)
-            self.callbacks.wait_idle(min(self.config.callbacks.timeout, 10.0))
+        if self.announced_role is not None and self.config.callbacks.on_stop:
+            # Run now rather than queued behind a slow hook; after the key is released, so the hook
+            # (bounded by callbacks.timeout) does not delay the next leader.
+            self.callbacks.run("on_stop", self.announced_role)
         self.prober.close()
         if self.api is not None:
             self.api.stop()

@@ -9,6 +9,9 @@ bench/vip measures them.
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +47,13 @@ def watch(demo: DemoCluster) -> Iterator[VipWatch]:
     assert w.max_holders <= 1, f"the VIP was on two nodes at once: {w.worst}"
 
 
+def ready(demo: DemoCluster) -> str:
+    """Wait for a healthy cluster (every replica streaming from the leader) with the VIP on the leader.
+    Before that, a replica may still be behind the latest timeline and rightly not be promoted."""
+    demo.wait_healthy(timeout=90)
+    return demo.wait_vip()
+
+
 def never_two(watch: VipWatch) -> None:
     assert watch.samples > 0
     assert watch.max_holders <= 1, f"the VIP was on two nodes at once: {watch.worst} ({watch.changes[-6:]})"
@@ -64,7 +74,7 @@ def test_demo_records_the_lab(demo: DemoCluster) -> None:
 
 
 def test_switchover_moves_the_vip(demo: DemoCluster, watch: VipWatch) -> None:
-    old = demo.wait_vip()
+    old = ready(demo)
     with VipWriter(demo) as writer:
         writer.first(after=time.monotonic(), by=old, timeout=20)
         asked = time.monotonic()
@@ -82,7 +92,7 @@ def test_switchover_moves_the_vip(demo: DemoCluster, watch: VipWatch) -> None:
 
 
 def test_sigterm_of_the_leader_agent_removes_the_vip(demo: DemoCluster, watch: VipWatch) -> None:
-    old = demo.wait_vip()
+    old = ready(demo)
     netns = demo.node(old).netns
     assert netns is not None and demo.state is not None and demo.state.vip
     demo.stop_agent(old)  # SIGTERM; returns once the agent has exited
@@ -98,7 +108,7 @@ def test_sigterm_of_the_leader_agent_removes_the_vip(demo: DemoCluster, watch: V
 def test_killed_leader_agent_watchdog_removes_the_vip(demo: DemoCluster, watch: VipWatch) -> None:
     """SIGKILL of the agent alone: its watchdog fences PostgreSQL and drops the VIP, before the
     lease can end and another member add it (the dead agent cannot)."""
-    old = demo.wait_vip()
+    old = ready(demo)
     netns = demo.node(old).netns
     assert netns is not None and demo.state is not None and demo.state.vip
     vip = demo.state.vip
@@ -111,8 +121,58 @@ def test_killed_leader_agent_watchdog_removes_the_vip(demo: DemoCluster, watch: 
     demo.wait_healthy(timeout=90)
 
 
+def frozen_etcd(demo: DemoCluster, seconds: float) -> tuple[float, float]:
+    """etcd stops answering (SIGSTOP) for ``seconds``; returns (start, end) monotonic times."""
+    assert demo.state is not None and demo.state.etcd_pid
+    pid = demo.state.etcd_pid
+    start = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return start, time.monotonic()
+
+
+def holders_between(watch: VipWatch, start: float, end: float) -> set[tuple[str, ...]]:
+    """Every set of holders the watcher saw from ``start`` to ``end`` (including the one at ``start``)."""
+    at_start = [h for t, h in watch.changes if t <= start][-1:]
+    return set(at_start) | {h for t, h in watch.changes if start < t <= end}
+
+
+def test_short_etcd_blip_keeps_the_vip_and_the_clients(demo: DemoCluster, watch: VipWatch) -> None:
+    old = ready(demo)
+    with VipWriter(demo) as writer:
+        writer.first(after=time.monotonic(), by=old, timeout=20)
+        start, end = frozen_etcd(demo, 1.5)
+        writer.first(after=end, by=old, timeout=10)
+        during = [t for t, node in writer.acks if start <= t <= end and node == old]
+    assert holders_between(watch, start, end + 1.0) == {(old,)}, watch.changes[-5:]
+    assert during, "no write through the VIP acknowledged while etcd was frozen"
+    times = [start, *during, end]
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    print(f"\netcd frozen 1.5 s: the VIP stayed on {old}; {len(during)} writes through it, longest gap {gap:.2f}s")
+    assert gap < 1.0
+    never_two(watch)
+
+
+def test_long_etcd_outage_primary_drops_the_vip_at_fence_margin(demo: DemoCluster, watch: VipWatch) -> None:
+    old = ready(demo)
+    start, end = frozen_etcd(demo, TTL + 2)
+    seen = holders_between(watch, start, end)
+    # The primary fenced before its lease could end and took the VIP with it; nobody else took it.
+    assert () in seen and seen <= {(old,), ()}, watch.changes[-5:]
+    dropped = next(t for t, h in watch.changes if t > start and h == ())
+    print(f"\netcd frozen {TTL + 2:g} s: {old} dropped the VIP {dropped - start:.2f}s into the outage "
+          f"(ttl {TTL:g}s)")
+    assert dropped - start < TTL
+    demo.wait_healthy(timeout=90)
+    demo.wait_vip(timeout=30)
+    never_two(watch)
+
+
 def test_host_death_client_writes_through_the_vip_to_the_new_leader(demo: DemoCluster, watch: VipWatch) -> None:
-    old = demo.wait_vip()
+    old = ready(demo)
     with VipWriter(demo) as writer:
         writer.first(after=time.monotonic(), by=old, timeout=20)
         died = time.monotonic()

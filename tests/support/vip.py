@@ -126,20 +126,29 @@ class VipWriter:
         self.stop()
 
 
+def _host_number(demo: DemoCluster, name: str) -> int:
+    return int(str(demo.node(name).address).rsplit(".", 1)[1])
+
+
 def kill_lab_host(demo: DemoCluster, name: str) -> None:
-    """The host dies with its network: every process killed, then its namespace deleted (a dead
-    machine answers nothing and holds no address; the VIP goes with it)."""
+    """The host dies with its network: off the bridge at once, every process killed, then its
+    namespace deleted (a dead machine answers nothing and holds no address; the VIP goes with it)."""
     netns = demo.node(name).netns
-    assert netns is not None
+    assert netns is not None and demo.lab is not None
+    veth = demo.lab.veth(_host_number(demo, name))
+    netlab.ip("link", "set", veth, "down")
     kill_host(demo, name)
     netlab.teardown([netns], None)
+    # The kernel may keep the deleted namespace (and the veth) a while for sockets of the killed
+    # processes; our end of the pair removes both.
+    netlab.ip("link", "del", veth, check=False)
 
 
 def revive_lab_host(demo: DemoCluster, name: str) -> None:
     """A host killed by ``kill_lab_host`` boots again: its namespace is back, then its agent."""
     assert demo.lab is not None
     node = demo.node(name)
-    netns, address = demo.lab.add_host(name, int(str(node.address).rsplit(".", 1)[1]))
+    netns, address = demo.lab.add_host(name, _host_number(demo, name))
     assert (netns, address) == (node.netns, node.address)
     restart_node(demo, name)
 

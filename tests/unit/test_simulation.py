@@ -252,6 +252,7 @@ class Cluster:
         node.pg.stop(clean=False)
         node.task = None
         node.watchdog_deadline = None
+        node.vip = False
 
     def restart(self, name: str) -> None:
         node = self.nodes[name]
@@ -415,12 +416,17 @@ class Cluster:
                 self.log(f"WATCHDOG fences {node.name} (lease deadline {node.lease_deadline})")
                 node.pg.stop(clean=False)
                 node.watchdog_deadline = None
+                node.vip = False  # the watchdog drops the VIP when it fences
 
     # --- invariants ---------------------------------------------------------------------------------
     def check(self) -> None:
         writable = [n for n in self.nodes.values() if n.pg.writable]
         if len(writable) > 1:
             self.fail(f"two writable primaries: {[n.name for n in writable]}")
+        # A killed node is a dead host: its addresses went with it.
+        holders = [n.name for n in self.nodes.values() if n.vip and n.alive]
+        if len(holders) > 1:
+            self.fail(f"the VIP is on two nodes: {holders}")
         for n in writable:
             # No network latency here, so the local deadline is etcd's own expiry.
             alive = n.lease_deadline is not None and self.now < n.lease_deadline

@@ -441,6 +441,13 @@ class Agent:
         self.api.start()
         view = self.wait_for_dcs()
         mine = view.leader.lease_id if view.leader and view.leader.name == self.config.name else 0
+        if not mine and self.vip is not None:
+            # Not the leader: an address left from an earlier life (e.g. the watchdog was off when
+            # the agent died) goes before any rule runs; not every early rule touches the VIP.
+            try:
+                self.set_vip(False)
+            except OSError as exc:
+                log.warning("could not check the virtual IP: %s", exc)
         self.lease.adopt_or_grant(mine)
         self.lease.start(lambda: max(0.2, min(self.cluster_config.ttl / 3, self.cluster_config.loop_wait * 2)))
         if self.watchdog is not None:

@@ -281,21 +281,29 @@ class DemoCluster:
             raise DemoError("--vip needs --netns: the VIP moves between the nodes' network namespaces")
         if self.external_etcd:
             raise DemoError("--netns starts its own etcd on the lab bridge; it cannot share an external etcd")
+        subnet = self._vip_subnet() if self.vip else None
         why = netlab.unavailable()
         if why:
             raise DemoError(f"--netns: {why}; run 'pgha demo up --netns' as root")
         try:
-            subnet = netlab.subnet_of(self.vip) if self.vip else netlab.free_subnet()
+            return subnet or netlab.free_subnet()
         except netlab.NetLabError as exc:
-            raise DemoError(f"--{'vip' if self.vip else 'netns'}: {exc}") from None
-        if self.vip:
-            taken = {subnet.network_address, subnet.broadcast_address, subnet.network_address + 1,
-                     subnet.network_address + CLIENT_HOST}
-            taken |= {subnet.network_address + NODE_HOST_BASE + i for i in range(1, self.n + 1)}
-            if ipaddress.IPv4Address(self.vip) in taken:
-                raise DemoError(f"--vip {self.vip}: that address is the lab's bridge, a node or the client "
-                                f"(.1, .{NODE_HOST_BASE + 1}-.{NODE_HOST_BASE + self.n}, .{CLIENT_HOST}); "
-                                f"pick another one in {subnet}, e.g. {subnet.network_address + 100}")
+            raise DemoError(f"--netns: {exc}") from None
+
+    def _vip_subnet(self) -> ipaddress.IPv4Network:
+        """The VIP's /24, which must leave room for the bridge, the nodes and the client."""
+        assert self.vip is not None
+        try:
+            subnet = netlab.subnet_of(self.vip)
+        except netlab.NetLabError as exc:
+            raise DemoError(f"--vip: {exc}") from None
+        taken = {subnet.network_address, subnet.broadcast_address, subnet.network_address + 1,
+                 subnet.network_address + CLIENT_HOST}
+        taken |= {subnet.network_address + NODE_HOST_BASE + i for i in range(1, self.n + 1)}
+        if ipaddress.IPv4Address(self.vip) in taken:
+            raise DemoError(f"--vip {self.vip}: that address is the lab's bridge, a node or the client "
+                            f"(.1, .{NODE_HOST_BASE + 1}-.{NODE_HOST_BASE + self.n}, .{CLIENT_HOST}); "
+                            f"pick another one in {subnet}, e.g. {subnet.network_address + 100}")
         return subnet
 
     def _create_lab(self, subnet: ipaddress.IPv4Network) -> None:

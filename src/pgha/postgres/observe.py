@@ -152,17 +152,6 @@ def live_lsn(config: NodeConfig, layout: Layout) -> int | None:
     return parse_lsn(row[0]) if row is not None and row[0] is not None else None
 
 
-# The newest timeline whose history file is in pg_wal.  A standby fetches NNNNNNNN.history when it
-# starts streaming that timeline, while its control file keeps the old timeline until the next
-# restartpoint (up to checkpoint_timeout later).  Without this, replicas that had followed a
-# promotion over streaming read as "behind the latest timeline" once that new primary went away,
-# and no one was eligible to take over (found after a switchover followed by the new leader's stop).
-NEWEST_HISTORY_SQL = (
-    "SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()"
-    " WHERE name ~ '^[0-9A-F]{8}[.]history$'"
-)
-
-
 def _sql(
     conn: psycopg.Connection[tuple[Any, ...]],
     base: LocalPostgres,
@@ -200,18 +189,27 @@ def _sql(
                 Replication(str(a), str(s), str(ss), parse_lsn(f), parse_lsn(rp)) for a, s, ss, f, rp in reps
             ),
         )
+    # Fix: the timeline a replica is on.  received_tli is only there while the WAL receiver
+    # runs, and the checkpoint's timeline only moves at the next restartpoint, so a replica
+    # that had switched to the new leader's timeline reported the old one again as soon as that
+    # leader died, and was refused as a failover candidate ("behind the latest timeline") until
+    # its member key expired.  WAL segments in pg_wal are named by the timeline they were
+    # received or recycled on, which the replica only does once it follows that timeline (a
+    # diverged replica is refused the new timeline and never gets its segments).
     r = conn.execute(
         "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
         " (SELECT timeline_id FROM pg_control_checkpoint()),"
         " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
-        f" ({NEWEST_HISTORY_SQL})"
+        " (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$')"
     ).fetchone()
     assert r is not None
     w = conn.execute(
         "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
     ).fetchone()
     status = str(w[0]) if w else None
-    tls = [int(t) for t in (r[2], r[3], r[4], w[1] if w else None) if t]
+    tls = [int(t) for t in (r[2], r[3], w[1] if w else None) if t]
+    if r[4]:
+        tls.append(timeline_of_walfile(str(r[4])))
     following = None
     if status == "streaming" and upstream is not None:
         sender = f"{w[2]}:{w[3]}" if w and w[2] is not None else None

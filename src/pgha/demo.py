@@ -138,10 +138,10 @@ class DemoCluster:
     def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float = 10.0,
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
-                 external_etcd: str | None = None,
-                 say: Callable[[str], None] = lambda s: print(s, flush=True),
                  netns: bool = False, vip: str | None = None,
-                 extra_node_config: dict[str, dict[str, Any]] | None = None) -> None:
+                 extra_node_config: dict[str, dict[str, Any]] | None = None,
+                 external_etcd: str | None = None,
+                 say: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
@@ -150,9 +150,6 @@ class DemoCluster:
         self.cluster = cluster
         self.loop_wait = loop_wait
         self.extra_cluster_config = extra_cluster_config or {}
-        # Share an etcd someone else runs (several clusters in one etcd) instead of starting one.
-        self.external_etcd = external_etcd
-        self.say = say
         # --netns: every node in its own network namespace on a bridge, plus a client namespace;
         # --vip: the agents manage that address (it picks the lab's /24).
         self.netns = netns
@@ -160,6 +157,9 @@ class DemoCluster:
         self.lab: netlab.Lab | None = None
         # Per-node additions to the generated pgha.yaml, by node name ("*": every node); mappings merge.
         self.extra_node_config = extra_node_config or {}
+        # Share an etcd someone else runs (several clusters in one etcd) instead of starting one.
+        self.external_etcd = external_etcd
+        self.say = say
         self.state: DemoState | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -258,10 +258,8 @@ class DemoCluster:
         lines = []
         for i in range(1, self.n + 1):
             node = self._write_node(i, password, repl_password)
-            lines.append(f"{node.address or '127.0.0.1'}:{node.pg_port}:*:postgres:{password}")
+            lines += [f"{h}:{node.pg_port}:*:postgres:{password}" for h in (node.address or "127.0.0.1", self.vip) if h]
             self.state.nodes.append(node)
-        if self.vip:
-            lines.append(f"{self.vip}:{self.lab_pg_port}:*:postgres:{password}")
         passfile.write_text("\n".join(lines) + "\n")
         os.chmod(passfile, 0o600)
         self._save()
@@ -270,8 +268,6 @@ class DemoCluster:
             self._save()
         self.say(f"started etcd and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
-        if self.vip:
-            self.wait_vip(timeout=20)
         return self.state
 
     # --- network namespaces (--netns, --vip) --------------------------------------------
@@ -336,6 +332,12 @@ class DemoCluster:
         vip = self.state.vip
         return [n.name for n in self.state.nodes if vip and n.netns and netlab.has_address(n.netns, vip)]
 
+    def _vip_on_leader(self, view: ClusterView) -> bool:
+        """With --vip, a healthy cluster also has the VIP on its leader, and only there."""
+        if self.state is None or not self.state.vip or view.leader is None:
+            return True
+        return self.vip_holders() == [view.leader.name]
+
     def wait_vip(self, timeout: float = 20.0) -> str:
         """Wait until exactly the leader holds the VIP; return the leader's name."""
         deadline = time.monotonic() + timeout
@@ -353,10 +355,8 @@ class DemoCluster:
         from pgha.preflight import port_free
 
         ports = [] if self.external_etcd else [self.port_base, self.port_base + 1]
-        # In a lab the nodes listen inside their own namespaces: nothing to check here.
         for i in range(1, self.n + 1):
-            if not self.netns:
-                ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
+            ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
         for p in ports:
             if not port_free("127.0.0.1", p):
                 raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
@@ -468,7 +468,7 @@ class DemoCluster:
             if status != last:
                 self.say(f"  [{time.monotonic() - started:5.1f}s] {status}")
                 last = status
-            if view is not None and healthy(view, self.n):
+            if view is not None and healthy(view, self.n) and self._vip_on_leader(view):
                 return view
             if time.monotonic() > deadline:
                 logs = ", ".join(str(self.dir / n.name / "agent.log") for n in (self.state.nodes if self.state

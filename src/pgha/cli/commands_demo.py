@@ -15,6 +15,17 @@ if TYPE_CHECKING:
     from pgha.demo import DemoState
 
 
+def _lab_option(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    """--netns and --vip are kept in the context (read by _lab_options), not passed as arguments."""
+    ctx.meta[f"pgha.demo.{param.name}"] = value
+
+
+def _lab_options() -> tuple[bool, str | None]:
+    meta = click.get_current_context().meta
+    vip = meta.get("pgha.demo.vip")
+    return bool(meta.get("pgha.demo.netns")), str(vip) if vip else None
+
+
 @cli.group()
 def demo() -> None:
     """Start or stop a local demo cluster (etcd + N agents on this machine)."""
@@ -26,19 +37,19 @@ def demo() -> None:
 @click.option("--port-base", default=15400, show_default=True, type=click.IntRange(1024, 65000))
 @click.option("--ttl", default=10.0, show_default=True, type=click.FloatRange(2, 300))
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
-@click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
-@click.option("--netns", is_flag=True, help="Each node in its own network namespace on a bridge (needs root).")
-@click.option("--vip", metavar="ADDR", default=None,
+@click.option("--netns", is_flag=True, expose_value=False, callback=_lab_option,
+              help="Each node in its own network namespace on a bridge (needs root).")
+@click.option("--vip", metavar="ADDR", expose_value=False, callback=_lab_option,
               help="With --netns: a virtual IP in 198.18.0.0/15 the agents move to the leader.")
-def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float,
-            netns: bool, vip: str | None) -> None:
+@click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
+def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float) -> None:
     """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
-    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync,
-                    netns=netns, vip=vip)
+    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
     try:
+        d.netns, d.vip = _lab_options()
         state = d.up(timeout=timeout)
     except DemoError as exc:
         click.echo(f"pgha: {exc}", err=True)
@@ -57,10 +68,10 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
     click.echo("Each node:")
     for n in state.nodes:
         click.echo(f"  {n.name}: psql '{n.dsn}'")
-    if state.client_netns:
-        _echo_lab(state, d.dir)
     click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
+    if state.client_netns:
+        _echo_lab(state, d.dir)
 
 
 def _echo_lab(state: DemoState, directory: Path) -> None:
@@ -72,12 +83,13 @@ def _echo_lab(state: DemoState, directory: Path) -> None:
         dsn = f"host={state.vip} port={port} user=postgres dbname=postgres passfile={directory / 'pgpass'}"
         click.echo(f"The VIP {state.vip} follows the leader; from the client namespace:")
         click.echo(f"  ip netns exec {state.client_netns} psql '{dsn}'")
+    click.echo("'pgha demo down' removes the namespaces and the bridge as well.")
 
 
 @demo.command("down")
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 def demo_down(directory: str) -> None:
-    """Stop every process the demo started (agents, PostgreSQL, etcd) and its network namespaces."""
+    """Stop every process the demo started (agents, PostgreSQL, etcd)."""
     from pgha.demo import DemoCluster, DemoError
 
     try:

@@ -550,6 +550,13 @@ CASES: list[Case] = [
         [],
     ),
     Case(
+        "primary down, key held, lease ends in 0.4 s (within fence_margin): do not start as primary",
+        healthy(),
+        local("a", pg_stopped(was_primary=True, down_since_mono=NOW - 5), lease_left=0.4),
+        "leader-start-lease-short",
+        [],
+    ),
+    Case(
         "agent restarted holding the leader key 5 s ago: restart as primary",
         healthy(),
         local("a", pg_stopped(was_primary=True, down_since_mono=NOW - 5)),

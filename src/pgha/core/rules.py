@@ -369,6 +369,13 @@ RULES: tuple[Rule, ...] = (
          lambda f: (f.i_lead and f.stopped and f.local.announced_role is None and f.crashed_for is not None
                     and f.crashed_for < stale_probe_window(f)),
          lambda f: []),
+    Rule("leader-start-lease-short", "leader",
+         "Our primary is down and our lease may end within fence_margin: start nothing until it is renewed.",
+         # Fix: found by the simulation (leader cut from etcd while its postmaster crashed): back in
+         # touch 0.4 s before its lease ended, it restarted PostgreSQL as primary; the lease expired
+         # during the start, another member was promoted, and both were writable.
+         lambda f: f.i_lead and f.stopped and f.primary_data and f.must_fence,
+         lambda f: []),
     Rule("leader-crash-restart", "leader",
          "Our primary's postmaster died: restart it in place while within primary_start_timeout.",
          lambda f: (f.i_lead and f.data_valid and f.stopped and f.primary_data

@@ -12,6 +12,7 @@ end up connected to itself.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import pwd
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pgha import netlab
 from pgha.core.model import ClusterView, Role
 from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
@@ -42,6 +44,9 @@ DEMO_BOUNCER_DATABASES = ("postgres", "*")
 
 ETCD_BIN = "/usr/bin/etcd"
 PG_BIN = "/usr/lib/postgresql/15/bin"
+# With --netns: node i is .(NODE_HOST_BASE + i) of the lab /24, the client namespace .CLIENT_HOST.
+NODE_HOST_BASE = 10
+CLIENT_HOST = 250
 
 
 class DemoError(Exception):
@@ -141,6 +146,8 @@ class DemoCluster:
     def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float = 10.0,
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
+                 netns: bool = False, vip: str | None = None,
+                 extra_node_config: dict[str, dict[str, Any]] | None = None,
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
                  pgbouncer: bool = False) -> None:
@@ -152,6 +159,13 @@ class DemoCluster:
         self.cluster = cluster
         self.loop_wait = loop_wait
         self.extra_cluster_config = extra_cluster_config or {}
+        # --netns: every node in its own network namespace on a bridge, plus a client namespace;
+        # --vip: the agents manage that address (it picks the lab's /24).
+        self.netns = netns
+        self.vip = vip
+        self.lab: netlab.Lab | None = None
+        # Per-node additions to the generated pgha.yaml, by node name ("*": every node); mappings merge.
+        self.extra_node_config = extra_node_config or {}
         # Share an etcd someone else runs (several clusters in one etcd) instead of starting one.
         self.external_etcd = external_etcd
         self.say = say
@@ -166,7 +180,9 @@ class DemoCluster:
     # --- layout -----------------------------------------------------------------------
     @property
     def etcd_url(self) -> str:
-        return self.external_etcd or f"http://127.0.0.1:{self.port_base}"
+        # In a lab etcd listens on the bridge, the root namespace's address every namespace reaches.
+        host = self.lab.gateway if self.lab is not None else "127.0.0.1"
+        return self.external_etcd or f"http://{host}:{self.port_base}"
 
     def node_name(self, i: int) -> str:
         return f"node{i}"
@@ -184,7 +200,7 @@ class DemoCluster:
         if self.sync:
             cluster_config["synchronous_mode"] = "on"
         cluster_config.update(self.extra_cluster_config)
-        return {
+        cfg: dict[str, Any] = {
             "cluster": self.cluster,
             "name": self.node_name(i),
             "etcd": {"endpoints": [self.etcd_url]},
@@ -202,6 +218,29 @@ class DemoCluster:
             "log": {"level": "INFO"},
             **({"pgbouncer": self._pgbouncer_config(i)} if self.pgbouncer else {}),
         }
+        if self.lab is not None:
+            self._lab_node_config(cfg, i)
+        for key in ("*", self.node_name(i)):
+            _merge(cfg, self.extra_node_config.get(key, {}))
+        return cfg
+
+    def _lab_node_config(self, cfg: dict[str, Any], i: int) -> None:
+        """Inside its namespace a node listens on its own address (and the VIP, bound before it is
+        held thanks to ip_nonlocal_bind); every node uses the same PostgreSQL port, so the VIP's
+        port does not depend on which node holds it."""
+        assert self.lab is not None
+        address = self.lab.address(NODE_HOST_BASE + i)
+        pg = cfg["postgresql"]
+        pg["port"] = self.lab_pg_port
+        pg["listen"] = f"{address},{self.vip}" if self.vip else address
+        pg["connect_address"] = f"{address}:{pg['port']}"
+        cfg["api"]["listen"] = f"{address}:{self.port_base + 10 * i + 1}"
+        if self.vip:
+            cfg["vip"] = {"address": self.vip, "prefix": self.lab.subnet.prefixlen, "interface": "eth0"}
+
+    @property
+    def lab_pg_port(self) -> int:
+        return self.port_base + 10
 
     # --- up ----------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> DemoState:
@@ -213,12 +252,20 @@ class DemoCluster:
         for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
                 raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
+        lab_subnet = self._check_lab() if self.netns or self.vip else None
         self._check_ports()
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         started = time.monotonic()
-        etcd_pid = 0 if self.external_etcd else self._start_etcd()
-        self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir))
+        if lab_subnet is not None:
+            self._create_lab(lab_subnet)
+        try:
+            etcd_pid = 0 if self.external_etcd else self._start_etcd()
+        except BaseException:
+            self._teardown_lab()
+            raise
+        self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir),
+                               client_netns=self.lab.namespaces[-1] if self.lab else None, vip=self.vip)
         self._save()
         password = secrets.token_urlsafe(12)
         repl_password = secrets.token_urlsafe(12)
@@ -227,7 +274,7 @@ class DemoCluster:
         self.bouncer_admin_password = secrets.token_urlsafe(12)
         for i in range(1, self.n + 1):
             node = self._write_node(i, password, repl_password)
-            lines.append(f"127.0.0.1:{node.pg_port}:*:postgres:{password}")
+            lines += [f"{h}:{node.pg_port}:*:postgres:{password}" for h in (node.address or "127.0.0.1", self.vip) if h]
             self.state.nodes.append(node)
         if self.pgbouncer:
             lines += self._setup_pgbouncers(password)
@@ -242,6 +289,87 @@ class DemoCluster:
         if self.pgbouncer:
             self.wait_bouncers_at_leader(timeout)
         return self.state
+
+    # --- network namespaces (--netns, --vip) --------------------------------------------
+    def _check_lab(self) -> ipaddress.IPv4Network:
+        """The lab's /24 (the VIP's, or a free one), after checking --netns can work here."""
+        if self.vip and not self.netns:
+            raise DemoError("--vip needs --netns: the VIP moves between the nodes' network namespaces")
+        if self.external_etcd:
+            raise DemoError("--netns starts its own etcd on the lab bridge; it cannot share an external etcd")
+        subnet = self._vip_subnet() if self.vip else None
+        why = netlab.unavailable()
+        if why:
+            raise DemoError(f"--netns: {why}; run 'pgha demo up --netns' as root")
+        try:
+            return subnet or netlab.free_subnet()
+        except netlab.NetLabError as exc:
+            raise DemoError(f"--netns: {exc}") from None
+
+    def _vip_subnet(self) -> ipaddress.IPv4Network:
+        """The VIP's /24, which must leave room for the bridge, the nodes and the client."""
+        assert self.vip is not None
+        try:
+            subnet = netlab.subnet_of(self.vip)
+        except netlab.NetLabError as exc:
+            raise DemoError(f"--vip: {exc}") from None
+        taken = {subnet.network_address, subnet.broadcast_address, subnet.network_address + 1,
+                 subnet.network_address + CLIENT_HOST}
+        taken |= {subnet.network_address + NODE_HOST_BASE + i for i in range(1, self.n + 1)}
+        if ipaddress.IPv4Address(self.vip) in taken:
+            raise DemoError(f"--vip {self.vip}: that address is the lab's bridge, a node or the client "
+                            f"(.1, .{NODE_HOST_BASE + 1}-.{NODE_HOST_BASE + self.n}, .{CLIENT_HOST}); "
+                            f"pick another one in {subnet}, e.g. {subnet.network_address + 100}")
+        return subnet
+
+    def _create_lab(self, subnet: ipaddress.IPv4Network) -> None:
+        """The bridge, one namespace per node and the client's; one-line DemoError otherwise."""
+        try:
+            self.lab = netlab.Lab.create(subnet)
+            for i in range(1, self.n + 1):
+                self.lab.add_host(self.node_name(i), NODE_HOST_BASE + i)
+            self.lab.add_host("client", CLIENT_HOST)
+        except netlab.NetLabError as exc:
+            self._teardown_lab()
+            raise DemoError(f"--netns: {exc}") from None
+        except BaseException:
+            self._teardown_lab()
+            raise
+        self.say(f"network lab {subnet}: bridge {self.lab.bridge} ({self.lab.gateway}), namespaces "
+                 f"{', '.join(self.lab.namespaces)}" + (f", VIP {self.vip}" if self.vip else ""))
+
+    def _teardown_lab(self) -> None:
+        if self.lab is not None:
+            self.lab.teardown()
+
+    def client_exec(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the client namespace (as is, without a lab)."""
+        return netlab.in_netns(self.state.client_netns if self.state else None) + argv
+
+    def vip_holders(self) -> list[str]:
+        """The nodes whose namespace holds the VIP right now."""
+        assert self.state is not None
+        vip = self.state.vip
+        return [n.name for n in self.state.nodes if vip and n.netns and netlab.has_address(n.netns, vip)]
+
+    def _vip_on_leader(self, view: ClusterView) -> bool:
+        """With --vip, a healthy cluster also has the VIP on its leader, and only there."""
+        if self.state is None or not self.state.vip or view.leader is None:
+            return True
+        return self.vip_holders() == [view.leader.name]
+
+    def wait_vip(self, timeout: float = 20.0) -> str:
+        """Wait until exactly the leader holds the VIP; return the leader's name."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(DCSError):
+                view = self.view()
+                if view.leader is not None and self.vip_holders() == [view.leader.name]:
+                    return view.leader.name
+            if time.monotonic() > deadline:
+                raise DemoError(f"the leader did not take the VIP {self.vip} within {timeout:.0f}s; "
+                                f"see {self.dir}/node*/agent.log")
+            time.sleep(0.1)
 
     def _check_ports(self) -> None:
         from pgha.preflight import port_free
@@ -304,18 +432,27 @@ class DemoCluster:
         os.chmod(path, 0o600)
         _chown(path)
         pg_port = cfg["postgresql"]["port"]
-        dsn = f"host=127.0.0.1 port={pg_port} user=postgres dbname=postgres passfile={self.dir / 'pgpass'}"
-        return DemoNode(name=name, pg_port=pg_port, api_port=pg_port + 1, config=str(path),
-                        data_dir=cfg["postgresql"]["data_dir"], dsn=dsn)
+        api_port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
+        address = self.lab.address(NODE_HOST_BASE + i) if self.lab else None
+        dsn = (f"host={address or '127.0.0.1'} port={pg_port} user=postgres dbname=postgres "
+               f"passfile={self.dir / 'pgpass'}")
+        return DemoNode(name=name, pg_port=pg_port, api_port=api_port, config=str(path),
+                        data_dir=cfg["postgresql"]["data_dir"], dsn=dsn,
+                        netns=self.lab.namespaces[i - 1] if self.lab else None, address=address)
 
     def start_agent(self, name: str) -> int:
         node = self.node(name)
         kwargs: dict[str, Any] = {}
         owner = _pg_owner()
-        if owner is not None:
+        prefix: list[str] = []
+        if node.netns:
+            # Inside the node's namespace, as postgres with CAP_NET_ADMIN and CAP_NET_RAW only
+            # (the VIP's `ip addr` and arping), as systemd's AmbientCapabilities= would run it.
+            prefix = netlab.in_netns(node.netns) + netlab.as_postgres(caps=True)
+        elif owner is not None:
             kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
         with open(Path(node.config).parent / "agent.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "pgha", "agent", "-c", node.config],
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "pgha", "agent", "-c", node.config],
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd="/", **kwargs)
         self.procs[proc.pid] = proc
@@ -352,7 +489,7 @@ class DemoCluster:
             if status != last:
                 self.say(f"  [{time.monotonic() - started:5.1f}s] {status}")
                 last = status
-            if view is not None and healthy(view, self.n):
+            if view is not None and healthy(view, self.n) and self._vip_on_leader(view):
                 return view
             if time.monotonic() > deadline:
                 logs = ", ".join(str(self.dir / n.name / "agent.log") for n in (self.state.nodes if self.state
@@ -374,8 +511,10 @@ class DemoCluster:
         state = DemoState.from_json(data)
         port_base = int(state.etcd.rsplit(":", 1)[1])
         demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
-                   external_etcd=None if state.etcd_pid else state.etcd)
+                   external_etcd=None if state.etcd_pid else state.etcd,
+                   netns=any(n.netns for n in state.nodes), vip=state.vip)
         demo.state = state
+        demo.lab = _recorded_lab(state)
         return demo
 
     def down(self, remove_files: bool = False) -> None:
@@ -387,6 +526,8 @@ class DemoCluster:
             self._stop_leftovers(node)
         if self.state.etcd_pid:
             self.reap(self.state.etcd_pid, timeout=10)
+        # Namespaces (and whatever still runs in them), their veths and the bridge.
+        self._teardown_lab()
         if remove_files:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
@@ -522,6 +663,25 @@ class DemoCluster:
             stop_pid(pid, signal.SIGQUIT, timeout=10)
         for wd in _watchdogs_of(node.config):
             stop_pid(wd, signal.SIGKILL, timeout=5)
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into ``into``; nested mappings merge, anything else replaces."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _recorded_lab(state: DemoState) -> netlab.Lab | None:
+    """The lab `demo up` made, rebuilt from the names demo.json records (for `demo down`)."""
+    address = next((n.address for n in state.nodes if n.address), None)
+    if address is None:
+        return None
+    subnet = netlab.subnet_of(address)
+    names = [n.netns for n in state.nodes if n.netns] + ([state.client_netns] if state.client_netns else [])
+    return netlab.Lab(subnet, bridge=netlab.bridge_name(subnet), namespaces=names)
 
 
 def _watchdogs_of(config_path: str) -> list[int]:

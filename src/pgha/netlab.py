@@ -94,6 +94,11 @@ def tag_of(subnet: ipaddress.IPv4Network) -> str:
     return f"{o[1] - 18}{o[2]:03d}"
 
 
+def bridge_name(subnet: ipaddress.IPv4Network) -> str:
+    """The bridge of the lab on ``subnet`` (so another process can find it from an address)."""
+    return f"pgdbr{tag_of(subnet)}"
+
+
 def in_netns(netns: str | None) -> list[str]:
     """Command prefix that runs a program inside ``netns`` (nothing for the root namespace)."""
     return ["ip", "netns", "exec", netns] if netns else []
@@ -141,7 +146,7 @@ class Lab:
     def create(cls, subnet: ipaddress.IPv4Network) -> Lab:
         if any(subnet.overlaps(u) for u in used_subnets()):
             raise NetLabError(f"{subnet} is already used on this machine; pick an address in another /24")
-        lab = cls(subnet, bridge=f"pgdbr{tag_of(subnet)}")
+        lab = cls(subnet, bridge=bridge_name(subnet))
         if ip("link", "show", lab.bridge, check=False).returncode == 0:
             raise NetLabError(f"bridge {lab.bridge} already exists; is another demo running on {subnet}?")
         ip("link", "add", lab.bridge, "type", "bridge")
@@ -153,10 +158,14 @@ class Lab:
             raise
         return lab
 
+    def veth(self, host: int) -> str:
+        """The bridge-side end of host .``host``'s veth pair (``eth0`` inside its namespace)."""
+        return f"pgdv{self.tag}h{host}"
+
     def add_host(self, name: str, host: int) -> tuple[str, str]:
         """A namespace named after ``name`` with .``host``/24 on eth0; returns (netns, address)."""
         netns = f"pgdemo{self.tag}-{name}"
-        veth = f"pgdv{self.tag}h{host}"
+        veth = self.veth(host)
         address = self.address(host)
         ip("netns", "add", netns)
         self.namespaces.append(netns)
@@ -174,11 +183,19 @@ class Lab:
 
 
 def teardown(namespaces: Sequence[str], bridge: str | None) -> None:
-    """Kill what still runs in the namespaces, delete them (their veths go too) and the bridge."""
+    """Kill what still runs in the namespaces, delete them, their veths and the bridge."""
     for netns in namespaces:
         for pid in netns_pids(netns):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         ip("netns", "del", netns, check=False)
     if bridge:
+        # A deleted namespace lives on (with its veth) while the kernel still holds one of its
+        # sockets, e.g. a killed PostgreSQL's connection retrying its FIN to a peer that is gone,
+        # for up to a few minutes.  Deleting our end of each veth removes the pair at once.
+        veth_prefix = "pgdv" + bridge.removeprefix("pgdbr") + "h"
+        for word in ip("-o", "link", "show", check=False).stdout.split():
+            name = word.rstrip(":").split("@", 1)[0]
+            if name.startswith(veth_prefix):
+                ip("link", "del", name, check=False)
         ip("link", "del", bridge, check=False)

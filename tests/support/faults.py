@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from pgha.agent.watchdog import children_of
 from pgha.demo import DemoCluster, pid_alive
@@ -106,33 +107,56 @@ def writable_nodes(demo: DemoCluster, timeout: float = 1.0) -> list[str]:
     return sorted(name for name, dsn in dsns.items() if result.get(dsn))
 
 
-class SplitBrainWatch:
-    """Polls every node directly in the background and remembers the most writable at once."""
+class NodeSetWatch:
+    """Samples a set of node names in the background (``sample()``), remembering the largest
+    set seen at once and every change."""
 
-    def __init__(self, demo: DemoCluster, interval: float = 0.2) -> None:
-        self.demo = demo
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.max_writable = 0
         self.samples = 0
+        self.max_seen = 0
         self.worst: list[str] = []
+        # (monotonic time, names) at every change, starting with the first sample.
+        self.changes: list[tuple[float, tuple[str, ...]]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def sample(self) -> list[str]:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            writable = writable_nodes(self.demo)
+            names = tuple(self.sample())
+            now = time.monotonic()
             self.samples += 1
-            if len(writable) > self.max_writable:
-                self.max_writable, self.worst = len(writable), writable
+            if len(names) > self.max_seen:
+                self.max_seen, self.worst = len(names), list(names)
+            if not self.changes or self.changes[-1][1] != names:
+                self.changes.append((now, names))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> SplitBrainWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+class SplitBrainWatch(NodeSetWatch):
+    """Polls every node directly in the background and remembers the most writable at once."""
+
+    def __init__(self, demo: DemoCluster, interval: float = 0.2) -> None:
+        super().__init__(interval)
+        self.demo = demo
+
+    def sample(self) -> list[str]:
+        return writable_nodes(self.demo)
+
+    @property
+    def max_writable(self) -> int:
+        return self.max_seen
 
 
 def wait_new_leader(demo: DemoCluster, old: str, timeout: float = 60.0) -> str:

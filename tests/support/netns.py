@@ -15,37 +15,22 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
+from pgha import netlab
 from tests.support.procs import stop_pid
 
 BRIDGE_CIDR = "198.18.0.1/24"
 _counter = itertools.count()
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {res.stderr.strip()}")
-    return res
-
-
 def lab_unavailable() -> str | None:
-    """Why the lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (run the lab tests as root)"
-    if shutil.which("ip") is None:
-        return "needs `ip` from iproute2"
-    probe = f"pghaprobe{os.getpid()}"
-    if _ip("netns", "add", probe, check=False).returncode != 0:
-        return "`ip netns add` is not permitted here (needs CAP_SYS_ADMIN)"
-    _ip("netns", "del", probe, check=False)
-    return None
+    """Why the lab cannot run here, or None (the same check as `pgha demo up --netns`)."""
+    return netlab.unavailable()
 
 
 class Host:
@@ -80,10 +65,10 @@ class Host:
 
     def ifdown(self) -> None:
         """Cut this host off the LAN (its bridge-side veth goes down)."""
-        _ip("link", "set", self.veth, "down")
+        netlab.ip("link", "set", self.veth, "down")
 
     def ifup(self) -> None:
-        _ip("link", "set", self.veth, "up")
+        netlab.ip("link", "set", self.veth, "up")
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, {self.ip!r}, netns={self.netns!r})"
@@ -104,10 +89,10 @@ class VirtualLAN:
         self._links: list[str] = []
         self._closed = False
         try:
-            _ip("link", "add", self.bridge, "type", "bridge")
+            netlab.ip("link", "add", self.bridge, "type", "bridge")
             self._links.append(self.bridge)
-            _ip("addr", "add", BRIDGE_CIDR, "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
+            netlab.ip("addr", "add", BRIDGE_CIDR, "dev", self.bridge)
+            netlab.ip("link", "set", self.bridge, "up")
         except BaseException:
             self.close()
             raise
@@ -120,14 +105,14 @@ class VirtualLAN:
         netns = f"pgha{self.id}-{name}"
         veth = f"pgv{self.id}h{n}"
         assert len(veth) <= 15, veth
-        _ip("netns", "add", netns)
+        netlab.ip("netns", "add", netns)
         self._namespaces.append(netns)
-        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        netlab.ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
         self._links.append(veth)
-        _ip("link", "set", veth, "master", self.bridge, "up")
-        _ip("-n", netns, "link", "set", "lo", "up")
-        _ip("-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
-        _ip("-n", netns, "link", "set", "eth0", "up")
+        netlab.ip("link", "set", veth, "master", self.bridge, "up")
+        netlab.ip("-n", netns, "link", "set", "lo", "up")
+        netlab.ip("-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        netlab.ip("-n", netns, "link", "set", "eth0", "up")
         host = Host(self, name, ip, netns, veth)
         self.hosts[name] = host
         return host
@@ -147,10 +132,10 @@ class VirtualLAN:
                 stop_pid(proc.pid, timeout=5)
                 proc.wait()
         for netns in self._namespaces:
-            _ip("netns", "del", netns, check=False)
+            netlab.ip("netns", "del", netns, check=False)
         for link in reversed(self._links):
             # A veth goes with its peer's namespace; deleting it again is harmless.
-            _ip("link", "del", link, check=False)
+            netlab.ip("link", "del", link, check=False)
         if errors:
             raise errors[0]
 

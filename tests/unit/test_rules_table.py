@@ -565,6 +565,21 @@ CASES: list[Case] = [
         ["AppendHistory", A.Promote(), A.ClearSwitchover("done: a promoted")],
     ),
     Case(
+        "key held, a pre_promote hook configured: run it first, before any history entry",
+        healthy(),
+        local("a", pg_replica(None, streaming=False), pre_promote_hook=True),
+        "leader-promote",
+        [A.PrePromote()],
+    ),
+    Case(
+        "key held, the pre_promote hook allowed it: history, then promote",
+        healthy(),
+        local("a", pg_replica(None, streaming=False), pre_promote_hook=True,
+              task=TaskState(TaskKind.PRE_PROMOTE, running=False, ok=True)),
+        "leader-promote",
+        [A.AppendHistory("leader key acquired"), A.Promote()],
+    ),
+    Case(
         "pre_promote vetoed: give the key back",
         healthy(),
         local("a", pg_replica(None, streaming=False), promote_vetoed=True),
@@ -576,6 +591,13 @@ CASES: list[Case] = [
         healthy(),
         local("a", pg_stopped(was_primary=True, down_since_mono=NOW - 1)),
         "leader-restart-wait",
+        [],
+    ),
+    Case(
+        "primary down, key held, lease ends in 0.4 s (within fence_margin): do not start as primary",
+        healthy(),
+        local("a", pg_stopped(was_primary=True, down_since_mono=NOW - 5), lease_left=0.4),
+        "leader-start-lease-short",
         [],
     ),
     Case(
@@ -851,6 +873,21 @@ CASES: list[Case] = [
         ["SetVip", "DisarmWatchdog"],
     ),
     Case(
+        "no leader, our pre_promote hook vetoed our last promotion: ineligible (let another win)",
+        nobody_leads(),
+        local("b", pg_replica(None, 1000, streaming=False), promote_vetoed=True, peers=probes(probe("c", 900))),
+        "elect-ineligible",
+        [A.SetVip(False), A.DisarmWatchdog()],
+    ),
+    Case(
+        "no leader, the more advanced b published a pre_promote veto: c wins instead of deferring",
+        view(replica("b", None, 1000, state="running", promote_vetoed=True),
+             replica("c", None, 900, state="running"), leader=None, last_leader="a"),
+        local("c", pg_replica(None, 900, streaming=False), peers=probes(probe("b", 1000))),
+        "elect-win",
+        [A.AcquireLeader(), A.AppendHistory("failover: leader key expired or revoked"), A.Promote()],
+    ),
+    Case(
         "no leader, candidate without probes yet: probe",
         nobody_leads(),
         local("b", pg_replica(None, streaming=False)),
@@ -863,6 +900,13 @@ CASES: list[Case] = [
         local("b", pg_replica(None, 1000, streaming=False), peers=probes(probe("c", 900))),
         "elect-win",
         [A.AcquireLeader(), A.AppendHistory("failover: leader key expired or revoked"), A.Promote()],
+    ),
+    Case(
+        "no leader, most advanced candidate with a pre_promote hook: take the key, run the hook only",
+        nobody_leads(),
+        local("b", pg_replica(None, 1000, streaming=False), peers=probes(probe("c", 900)), pre_promote_hook=True),
+        "elect-win",
+        [A.AcquireLeader(), A.PrePromote()],
     ),
     Case(
         "no leader, c is more advanced: defer",

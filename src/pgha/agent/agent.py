@@ -63,6 +63,7 @@ TASK_STATES = {
     TaskKind.STOP: "stopping",
     TaskKind.PROMOTE: "promoting",
     TaskKind.RESTART: "restarting",
+    TaskKind.PRE_PROMOTE: "running pre_promote",
 }
 
 
@@ -77,7 +78,8 @@ class Agent:
         self.prober = PeerProber()
         self.executor = Executor(self)
         self.callbacks = CallbackRunner(config.callbacks, config.cluster, log)
-        self.watchdog = Watchdog() if config.watchdog.mode == "on" else None
+        vip = (f"{config.vip.address}/{config.vip.prefix}", config.vip.interface) if config.vip else None
+        self.watchdog = Watchdog(vip) if config.watchdog.mode == "on" else None
         self.vip: Any = None
         self.bouncer: Any = None
         if config.vip is not None:
@@ -115,6 +117,7 @@ class Agent:
         self.slots_applied: tuple[str, ...] | None = None
         self.sync_names = ""
         self.promote_vetoed = False
+        self.promote_vetoed_at = 0.0
         self.clone_failed_at = 0.0
         self.clone_progress_text = ""
         self.failsafe_deadline: float | None = None
@@ -290,6 +293,11 @@ class Agent:
             self.not_streaming_since = self.not_streaming_since or now
         else:
             self.not_streaming_since = None
+        if self.promote_vetoed and ((view.leader is not None and view.leader.name != self.config.name)
+                                    or now - self.promote_vetoed_at > self.cluster_config.ttl):
+            # A veto holds for this election: until another member leads, or for one ttl (then
+            # the hook is asked again, should nobody else have been able to take over).
+            self.promote_vetoed = False
         peers = self.peers if now - self.peers_at < max(1.0, self.cluster_config.loop_wait) else {}
         fl = self.failsafe_leader
         return LocalState(
@@ -305,6 +313,7 @@ class Agent:
             failsafe_leader=fl[0] if fl else None,
             failsafe_leader_until=fl[1] if fl else None,
             promote_vetoed=self.promote_vetoed,
+            pre_promote_hook=bool(self.config.callbacks.pre_promote),
             done_intents=frozenset(self.done_intents),
             clone_backoff=now - self.clone_failed_at < 10 if self.clone_failed_at else False,
             wall_now=time.time(),
@@ -342,7 +351,7 @@ class Agent:
             pending_restart=pg.pending_restart,
             following=pg.following if pg.in_recovery else None,
             lease_id=self.lease.lease_id, pgbouncer_paused_for=self.pgbouncer_paused_for,
-            pgbouncer=self.bouncer is not None, version=__version__,
+            pgbouncer=self.bouncer is not None, version=__version__, promote_vetoed=self.promote_vetoed,
         )
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
@@ -432,6 +441,13 @@ class Agent:
         self.api.start()
         view = self.wait_for_dcs()
         mine = view.leader.lease_id if view.leader and view.leader.name == self.config.name else 0
+        if not mine and self.vip is not None:
+            # Not the leader: an address left from an earlier life (e.g. the watchdog was off when
+            # the agent died) goes before any rule runs; not every early rule touches the VIP.
+            try:
+                self.set_vip(False)
+            except OSError as exc:
+                log.warning("could not check the virtual IP: %s", exc)
         self.lease.adopt_or_grant(mine)
         self.lease.start(lambda: max(0.2, min(self.cluster_config.ttl / 3, self.cluster_config.loop_wait * 2)))
         if self.watchdog is not None:
@@ -479,6 +495,10 @@ class Agent:
             with contextlib.suppress(DCSError):
                 self.store.release_leader(self.config.name)
         self.lease.stop(revoke=True)
+        if self.announced_role is not None and self.config.callbacks.on_stop:
+            # Run now rather than queued behind a slow hook; after the key is released, so the hook
+            # (bounded by callbacks.timeout) does not delay the next leader.
+            self.callbacks.run("on_stop", self.announced_role)
         self.prober.close()
         if self.api is not None:
             self.api.stop()

@@ -313,15 +313,26 @@ def _fence(ex: Executor, a: A.Fence, view: ClusterView, local: LocalState) -> No
             fence_postmaster(pid)
 
 
-@handles(A.Promote)
-def _promote(ex: Executor, a: A.Promote, view: ClusterView, local: LocalState) -> None:
+@handles(A.PrePromote)
+def _pre_promote(ex: Executor, a: A.PrePromote, view: ClusterView, local: LocalState) -> None:
     agent = ex.agent
     agent.promote_vetoed = False
 
     def work() -> str:
         if not agent.callbacks.pre_promote("primary"):
+            agent.promote_vetoed_at = time.monotonic()
             agent.promote_vetoed = True
-            raise PostgresError("pre_promote hook vetoed the promotion")
+            raise ActionFailed("the pre_promote hook vetoed the promotion")
+        return "the pre_promote hook allows the promotion"
+
+    ex.task(TaskKind.PRE_PROMOTE, work)
+
+
+@handles(A.Promote)
+def _promote(ex: Executor, a: A.Promote, view: ClusterView, local: LocalState) -> None:
+    agent = ex.agent
+
+    def work() -> str:
         if agent.cluster_config.synchronous_mode != "off":
             # Until /sync names our standbys, block commits rather than acknowledge them alone.
             agent.sync_names = "*"

@@ -9,6 +9,11 @@ when either
   or cannot renew its lease, or
 * its pipe from the agent closes while armed: the agent died.
 
+When it fences, it also removes the VIP (``ip addr del``; it inherits the agent's
+CAP_NET_ADMIN) if the agent told it the address at start: a dead or frozen agent
+cannot drop it any more, and a fenced node holding it would answer ARP for the
+address alongside the new leader.
+
 Deadlines are CLOCK_MONOTONIC seconds, which every process on the host shares.
 The agent arms with ``lease deadline - fence_margin / 2``, so the watchdog
 fires after the agent's own fence would have, but before the lease can expire.
@@ -59,7 +64,26 @@ def fence_postmaster(pid: int) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def serve(stream: int) -> None:
+def drop_vip(vip: tuple[str, str] | None) -> None:
+    """Remove the VIP (cidr, interface) after fencing; the address may already be gone."""
+    if vip is None:
+        return
+    try:
+        res = subprocess.run(["ip", "-4", "addr", "del", vip[0], "dev", vip[1]], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"pgha watchdog: could not remove the VIP {vip[0]}: {exc}", file=sys.stderr, flush=True)
+        return
+    if res.returncode == 0:
+        print(f"pgha watchdog: removed the VIP {vip[0]} from {vip[1]}", file=sys.stderr, flush=True)
+
+
+def fence(pid: int, vip: tuple[str, str] | None) -> None:
+    fence_postmaster(pid)
+    drop_vip(vip)
+
+
+def serve(stream: int, vip: tuple[str, str] | None = None) -> None:
     """The watchdog process body: read commands from ``stream`` until EOF."""
     armed_pid: int | None = None
     deadline = 0.0
@@ -71,7 +95,7 @@ def serve(stream: int) -> None:
             if armed_pid is not None:
                 print(f"pgha watchdog: deadline passed, fencing PostgreSQL (pid {armed_pid})",
                       file=sys.stderr, flush=True)
-                fence_postmaster(armed_pid)
+                fence(armed_pid, vip)
                 armed_pid = None
             continue
         chunk = os.read(stream, 4096)
@@ -79,7 +103,7 @@ def serve(stream: int) -> None:
             if armed_pid is not None:
                 print(f"pgha watchdog: agent gone while primary, fencing PostgreSQL (pid {armed_pid})",
                       file=sys.stderr, flush=True)
-                fence_postmaster(armed_pid)
+                fence(armed_pid, vip)
             return
         buf += chunk
         while b"\n" in buf:
@@ -94,14 +118,16 @@ def serve(stream: int) -> None:
 class Watchdog:
     """The agent's side: starts the watchdog process and feeds it."""
 
-    def __init__(self) -> None:
+    def __init__(self, vip: tuple[str, str] | None = None) -> None:
+        # (cidr, interface) of the VIP the watchdog removes when it fences.
+        self.vip = vip
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.armed_pid: int | None = None
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pgha.agent.watchdog"],
+            [sys.executable, "-m", "pgha.agent.watchdog", *(self.vip or ())],
             stdin=subprocess.PIPE,
             # Not in the agent's process group: a signal to the group must not reach it.
             start_new_session=True,
@@ -147,4 +173,4 @@ class Watchdog:
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(sys.stdin.fileno())
+    serve(sys.stdin.fileno(), (sys.argv[1], sys.argv[2]) if len(sys.argv) == 3 else None)

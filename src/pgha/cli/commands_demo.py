@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pgha.cli.main import cli
+
+if TYPE_CHECKING:
+    from pgha.demo import DemoState
+
+
+def _lab_option(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    """--netns and --vip are kept in the context (read by _lab_options), not passed as arguments."""
+    ctx.meta[f"pgha.demo.{param.name}"] = value
+
+
+def _lab_options() -> tuple[bool, str | None]:
+    meta = click.get_current_context().meta
+    vip = meta.get("pgha.demo.vip")
+    return bool(meta.get("pgha.demo.netns")), str(vip) if vip else None
 
 
 @cli.group()
@@ -21,6 +37,10 @@ def demo() -> None:
 @click.option("--port-base", default=15400, show_default=True, type=click.IntRange(1024, 65000))
 @click.option("--ttl", default=10.0, show_default=True, type=click.FloatRange(2, 300))
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
+@click.option("--netns", is_flag=True, expose_value=False, callback=_lab_option,
+              help="Each node in its own network namespace on a bridge (needs root).")
+@click.option("--vip", metavar="ADDR", expose_value=False, callback=_lab_option,
+              help="With --netns: a virtual IP in 198.18.0.0/15 the agents move to the leader.")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 @click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
               "by its agent.")
@@ -33,6 +53,7 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
     d.pgbouncer = pgbouncer
     try:
+        d.netns, d.vip = _lab_options()
         state = d.up(timeout=timeout)
     except DemoError as exc:
         click.echo(f"pgha: {exc}", err=True)
@@ -42,7 +63,7 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
 
     print_list(d.store(), as_json=False)
     leader_dsn = " ".join(
-        [f"host={','.join('127.0.0.1' for _ in state.nodes)}",
+        [f"host={','.join(n.address or '127.0.0.1' for n in state.nodes)}",
          f"port={','.join(str(n.pg_port) for n in state.nodes)}",
          "user=postgres dbname=postgres target_session_attrs=read-write",
          f"passfile={d.dir / 'pgpass'}"])
@@ -57,6 +78,20 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
     click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
+    if state.client_netns:
+        _echo_lab(state, d.dir)
+
+
+def _echo_lab(state: DemoState, directory: Path) -> None:
+    """How to reach the cluster from the client namespace (and through the VIP)."""
+    click.echo(f"\nEvery node runs in its own network namespace ({', '.join(n.netns or '' for n in state.nodes)});")
+    click.echo(f"a client namespace {state.client_netns} sits on the same bridge.")
+    if state.vip:
+        port = state.nodes[0].pg_port
+        dsn = f"host={state.vip} port={port} user=postgres dbname=postgres passfile={directory / 'pgpass'}"
+        click.echo(f"The VIP {state.vip} follows the leader; from the client namespace:")
+        click.echo(f"  ip netns exec {state.client_netns} psql '{dsn}'")
+    click.echo("'pgha demo down' removes the namespaces and the bridge as well.")
 
 
 @demo.command("down")

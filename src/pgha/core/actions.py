@@ -183,7 +183,13 @@ class Fence(Action):
 
 @dataclass(frozen=True)
 class Promote(Action):
-    """pg_promote after replaying all received WAL; runs pre_promote first (background)."""
+    """pg_promote after replaying all received WAL (background)."""
+
+
+@dataclass(frozen=True)
+class PrePromote(Action):
+    """Run the pre_promote hook (background); a non-zero exit, a timeout or a failure to start
+    vetoes the promotion.  Its own step so that a veto comes before the history entry."""
 
 
 @dataclass(frozen=True)

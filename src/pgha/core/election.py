@@ -40,6 +40,10 @@ def why_not_candidate(f: Facts) -> str | None:
     """None when this node may be promoted automatically; otherwise the reason."""
     if f.local.tags.nofailover:
         return "tagged nofailover"
+    if f.local.promote_vetoed:
+        # Fix: the vetoed member stayed the best candidate, took the key again and again, and the
+        # others deferred to it forever, leaving the cluster without a primary.
+        return "the pre_promote hook vetoed our last promotion"
     if not f.is_replica:
         return "PostgreSQL is not running as a replica"
     tl = f.local.pg.timeline or 0
@@ -69,7 +73,7 @@ def contenders(f: Facts) -> list[Contender]:
         m = f.view.members.get(name)
         if name == f.me or m is None or probe.api != "ok" or probe.lsn is None:
             continue
-        if m.tags.nofailover or probe.in_recovery is not True:
+        if m.tags.nofailover or m.promote_vetoed or probe.in_recovery is not True:
             continue
         if sync is not None and name not in sync.standbys:
             continue

@@ -112,6 +112,8 @@ class MemberInfo:
     # Whether this member runs a PgBouncer that must be paused during a switchover.
     pgbouncer: bool = False
     version: str = ""
+    # Its pre_promote hook vetoed its last promotion: the others must not wait for it to win.
+    promote_vetoed: bool = False
 
     @property
     def lsn(self) -> int:
@@ -250,6 +252,7 @@ class TaskKind(StrEnum):
     STOP = "stop"
     PROMOTE = "promote"
     RESTART = "restart"
+    PRE_PROMOTE = "pre_promote"
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,8 @@ class LocalState:
     failsafe_leader_until: float | None = None
     # Whether the pre_promote hook vetoed the last promotion attempt.
     promote_vetoed: bool = False
+    # Whether a pre_promote hook is configured (it then runs before any promotion).
+    pre_promote_hook: bool = False
     # Intents already carried out (by id), so a restart is done once.
     done_intents: frozenset[str] = frozenset()
     # Whether a clone has failed so recently that we should not retry yet.

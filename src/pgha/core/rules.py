@@ -32,6 +32,7 @@ from pgha.core.actions import (
     HandoffLeader,
     InitDB,
     PausePgBouncer,
+    PrePromote,
     ProbePeers,
     Promote,
     PublishInitialized,
@@ -162,7 +163,15 @@ def demote_now(f: Facts, reason: str) -> list[Action]:
 
 
 def promote(f: Facts, reason: str) -> list[Action]:
-    """History first (it records the timeline that ends here), then the promotion itself."""
+    """The pre_promote hook first, then history (it records the timeline that ends here), then the
+    promotion itself.
+
+    Fix: the hook used to run inside the promotion, after the history entry was written, so a
+    vetoed promotion left a fork on record that never happened: every replica then looked
+    "behind the latest timeline" and the cluster stayed without a primary.
+    """
+    if f.local.pre_promote_hook and not f.last_task_ok("pre_promote"):
+        return [PrePromote()]
     sw = f.view.switchover
     if sw is not None and sw.phase == "demoting":
         reason = f"switchover from {sw.leader or f.view.last_leader}"
@@ -369,7 +378,7 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.i_lead and f.is_primary,
          upkeep_leader),
     Rule("leader-promote", "leader",
-         "We hold the leader key and run as a replica (failover or handoff): promote now.",
+         "We hold the leader key and run as a replica (failover or handoff): pre_promote hook, then promote.",
          lambda f: f.i_lead and f.is_replica and not f.local.promote_vetoed,
          lambda f: promote(f, "leader key acquired")),  # the reason names a switchover when it is one
     Rule("leader-promote-vetoed", "leader",
@@ -380,6 +389,13 @@ RULES: tuple[Rule, ...] = (
          "Our agent restarted holding the leader key, PostgreSQL down: wait out probes that found us dead.",
          lambda f: (f.i_lead and f.stopped and f.local.announced_role is None and f.crashed_for is not None
                     and f.crashed_for < stale_probe_window(f)),
+         lambda f: []),
+    Rule("leader-start-lease-short", "leader",
+         "Our primary is down and our lease may end within fence_margin: start nothing until it is renewed.",
+         # Fix: found by the simulation (leader cut from etcd while its postmaster crashed): back in
+         # touch 0.4 s before its lease ended, it restarted PostgreSQL as primary; the lease expired
+         # during the start, another member was promoted, and both were writable.
+         lambda f: f.i_lead and f.stopped and f.primary_data and f.must_fence,
          lambda f: []),
     Rule("leader-crash-restart", "leader",
          "Our primary's postmaster died: restart it in place while within primary_start_timeout.",

@@ -1,0 +1,97 @@
+"""What every part of a demo shares: its settings, where things are, and its processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pgha import netlab
+from pgha.core.model import ClusterView
+from pgha.dcs.etcd import EtcdKV
+from pgha.dcs.store import ClusterStore
+from pgha.demo.state import DemoNode, DemoState, stop_pid
+
+if TYPE_CHECKING:
+    from pgha.routing.pgbouncer import PgBouncerProcess
+
+
+class DemoBase:
+    """Settings and the bookkeeping every part of DemoCluster uses (nodes, demo.json, PIDs)."""
+
+    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float = 10.0,
+                 sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
+                 extra_cluster_config: dict[str, Any] | None = None,
+                 netns: bool = False, vip: str | None = None,
+                 extra_node_config: dict[str, dict[str, Any]] | None = None,
+                 external_etcd: str | None = None,
+                 say: Callable[[str], None] = lambda s: print(s, flush=True),
+                 pgbouncer: bool = False) -> None:
+        self.dir = Path(directory).absolute()
+        self.n = nodes
+        self.port_base = port_base
+        self.ttl = ttl
+        self.sync = sync
+        self.cluster = cluster
+        self.loop_wait = loop_wait
+        self.extra_cluster_config = extra_cluster_config or {}
+        # --netns: every node in its own network namespace on a bridge, plus a client namespace;
+        # --vip: the agents manage that address (it picks the lab's /24).
+        self.netns = netns
+        self.vip = vip
+        self.lab: netlab.Lab | None = None
+        # Per-node additions to the generated pgha.yaml, by node name ("*": every node); mappings merge.
+        self.extra_node_config = extra_node_config or {}
+        # Share an etcd someone else runs (several clusters in one etcd) instead of starting one.
+        self.external_etcd = external_etcd
+        self.say = say
+        # One PgBouncer per node (port P+10i+2), managed by that node's agent.
+        self.pgbouncer = pgbouncer
+        self.bouncer_admin_password = ""
+        self.bouncer_procs: dict[int, PgBouncerProcess] = {}
+        self.state: DemoState | None = None
+        # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # --- layout -----------------------------------------------------------------------
+    @property
+    def etcd_url(self) -> str:
+        # In a lab etcd listens on the bridge, the root namespace's address every namespace reaches.
+        host = self.lab.gateway if self.lab is not None else "127.0.0.1"
+        return self.external_etcd or f"http://{host}:{self.port_base}"
+
+    def node_name(self, i: int) -> str:
+        return f"node{i}"
+
+    def store(self) -> ClusterStore:
+        return ClusterStore(EtcdKV((self.etcd_url,), 2.0), self.cluster)
+
+    def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        """Stop ``pid`` and, if we started it, collect its exit status."""
+        stop_pid(pid, sig, timeout)
+        proc = self.procs.pop(pid, None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+    def node(self, name: str) -> DemoNode:
+        assert self.state is not None
+        for n in self.state.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def _save(self) -> None:
+        assert self.state is not None
+        (self.dir / "demo.json").write_text(json.dumps(self.state.to_json(), indent=2) + "\n")
+
+    def view(self) -> ClusterView:
+        return self.store().read()
+
+    def node_index(self, name: str) -> int:
+        assert self.state is not None
+        return [n.name for n in self.state.nodes].index(name) + 1

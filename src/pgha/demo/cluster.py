@@ -1,0 +1,287 @@
+"""A local cluster on one machine: its own etcd and N agents, for trying pgha out.
+
+The same class drives `pgha demo up/down`, the integration tests and the
+benchmarks, so what a new user runs is what the tests prove.
+
+Ports, from ``port_base`` P: etcd client P, etcd peer P+1; node i (1-based):
+PostgreSQL P+10i, REST API P+10i+1, PgBouncer P+10i+2.  The default P=15400 keeps every
+port below Linux's ephemeral range (32768-60999), where a client retrying a closed port can
+end up connected to itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pgha import netlab
+from pgha.core.model import ClusterView
+from pgha.dcs.base import DCSError
+from pgha.dcs.etcd import EtcdKV
+from pgha.demo.bouncers import BouncerMixin
+from pgha.demo.lab import LabMixin, _recorded_lab
+from pgha.demo.state import (
+    ETCD_BIN,
+    NODE_HOST_BASE,
+    PG_BIN,
+    DemoError,
+    DemoNode,
+    DemoState,
+    _chown,
+    _merge,
+    _pg_owner,
+    _watchdogs_of,
+    describe,
+    healthy,
+    pid_alive,
+    stop_pid,
+)
+
+
+class DemoCluster(LabMixin, BouncerMixin):
+    """A local cluster: etcd, N agents and, as asked, PgBouncers and a network lab."""
+
+    def _node_config(self, i: int, password: str, repl_password: str) -> dict[str, Any]:
+        node_dir = self.dir / self.node_name(i)
+        pg_port = self.port_base + 10 * i
+        api_port = pg_port + 1
+        cluster_config: dict[str, Any] = {"ttl": self.ttl, "loop_wait": self.loop_wait or min(1.0, self.ttl / 4),
+                                          "retry_timeout": min(3.0, self.ttl / 3),
+                                          "fence_margin": min(2.0, self.ttl / 4)}
+        if self.sync:
+            cluster_config["synchronous_mode"] = "on"
+        cluster_config.update(self.extra_cluster_config)
+        cfg: dict[str, Any] = {
+            "cluster": self.cluster,
+            "name": self.node_name(i),
+            "etcd": {"endpoints": [self.etcd_url]},
+            "postgresql": {
+                "data_dir": str(node_dir / "data"),
+                "bin_dir": PG_BIN,
+                "listen": "127.0.0.1",
+                "port": pg_port,
+                "superuser": {"username": "postgres", "password": password},
+                "replication": {"username": "replicator", "password": repl_password},
+                "parameters": {"shared_buffers": "32MB", "max_connections": 50},
+            },
+            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "cluster_config": cluster_config,
+            "log": {"level": "INFO"},
+            **({"pgbouncer": self._pgbouncer_config(i)} if self.pgbouncer else {}),
+        }
+        if self.lab is not None:
+            self._lab_node_config(cfg, i)
+        for key in ("*", self.node_name(i)):
+            _merge(cfg, self.extra_node_config.get(key, {}))
+        return cfg
+
+    # --- up ----------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> DemoState:
+        if (self.dir / "demo.json").exists():
+            old = DemoState.from_json(json.loads((self.dir / "demo.json").read_text()))
+            if pid_alive(old.etcd_pid) or any(pid_alive(n.agent_pid) for n in old.nodes):
+                raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
+        self._check_pgbouncer_binary()
+        for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
+            if not os.access(binary, os.X_OK):
+                raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
+        lab_subnet = self._check_lab() if self.netns or self.vip else None
+        self._check_ports()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        started = time.monotonic()
+        if lab_subnet is not None:
+            self._create_lab(lab_subnet)
+        try:
+            etcd_pid = 0 if self.external_etcd else self._start_etcd()
+        except BaseException:
+            self._teardown_lab()
+            raise
+        self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir),
+                               client_netns=self.lab.namespaces[-1] if self.lab else None, vip=self.vip)
+        self._save()
+        password = secrets.token_urlsafe(12)
+        repl_password = secrets.token_urlsafe(12)
+        passfile = self.dir / "pgpass"
+        lines = []
+        self.bouncer_admin_password = secrets.token_urlsafe(12)
+        for i in range(1, self.n + 1):
+            node = self._write_node(i, password, repl_password)
+            lines += [f"{h}:{node.pg_port}:*:postgres:{password}" for h in (node.address or "127.0.0.1", self.vip) if h]
+            self.state.nodes.append(node)
+        if self.pgbouncer:
+            lines += self._setup_pgbouncers(password)
+        passfile.write_text("\n".join(lines) + "\n")
+        os.chmod(passfile, 0o600)
+        self._save()
+        for node in self.state.nodes:
+            node.agent_pid = self.start_agent(node.name)
+            self._save()
+        self.say(f"started etcd and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
+        self.wait_healthy(timeout, started)
+        if self.pgbouncer:
+            self.wait_bouncers_at_leader(timeout)
+        return self.state
+
+    def _check_ports(self) -> None:
+        from pgha.preflight import port_free
+
+        ports = [] if self.external_etcd else [self.port_base, self.port_base + 1]
+        for i in range(1, self.n + 1):
+            ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
+            ports += [self.port_base + 10 * i + 2] if self.pgbouncer else []
+        for p in ports:
+            if not port_free("127.0.0.1", p):
+                raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
+
+    def _start_etcd(self) -> int:
+        data = self.dir / "etcd"
+        peer = f"http://127.0.0.1:{self.port_base + 1}"
+        with open(self.dir / "etcd.log", "ab") as log:
+            proc = self._spawn_etcd(data, peer, log)
+        self.procs[proc.pid] = proc
+        kv = EtcdKV((self.etcd_url,), 1.0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DemoError(f"etcd exited at start; see {self.dir / 'etcd.log'}")
+            try:
+                kv.get_prefix("/pgha-ping/")
+                return proc.pid
+            except DCSError:
+                time.sleep(0.1)
+        self.reap(proc.pid)
+        raise DemoError(f"etcd did not become ready in 20 s; see {self.dir / 'etcd.log'}")
+
+    def _spawn_etcd(self, data: Path, peer: str, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [ETCD_BIN, "--name", "demo", "--data-dir", str(data),
+             "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"demo={peer}", "--initial-cluster-state", "new",
+             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
+             "--log-level", "warn", "--logger", "zap"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def _write_node(self, i: int, password: str, repl_password: str) -> DemoNode:
+        name = self.node_name(i)
+        node_dir = self.dir / name
+        node_dir.mkdir(exist_ok=True)
+        os.chmod(node_dir, 0o755)
+        _chown(node_dir)
+        cfg = self._node_config(i, password, repl_password)
+        path = node_dir / "pgha.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        os.chmod(path, 0o600)
+        _chown(path)
+        pg_port = cfg["postgresql"]["port"]
+        api_port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
+        address = self.lab.address(NODE_HOST_BASE + i) if self.lab else None
+        dsn = (f"host={address or '127.0.0.1'} port={pg_port} user=postgres dbname=postgres "
+               f"passfile={self.dir / 'pgpass'}")
+        return DemoNode(name=name, pg_port=pg_port, api_port=api_port, config=str(path),
+                        data_dir=cfg["postgresql"]["data_dir"], dsn=dsn,
+                        netns=self.lab.namespaces[i - 1] if self.lab else None, address=address)
+
+    def start_agent(self, name: str) -> int:
+        node = self.node(name)
+        kwargs: dict[str, Any] = {}
+        owner = _pg_owner()
+        prefix: list[str] = []
+        if node.netns:
+            # Inside the node's namespace, as postgres with CAP_NET_ADMIN and CAP_NET_RAW only
+            # (the VIP's `ip addr` and arping), as systemd's AmbientCapabilities= would run it.
+            prefix = netlab.in_netns(node.netns) + netlab.as_postgres(caps=True)
+        elif owner is not None:
+            kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
+        with open(Path(node.config).parent / "agent.log", "ab") as log:
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "pgha", "agent", "-c", node.config],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd="/", **kwargs)
+        self.procs[proc.pid] = proc
+        node.agent_pid = proc.pid
+        self._save()
+        return proc.pid
+
+    def wait_healthy(self, timeout: float = 120.0, started: float | None = None) -> ClusterView:
+        started = started or time.monotonic()
+        deadline = time.monotonic() + timeout
+        last = ""
+        store = self.store()
+        while True:
+            try:
+                view = store.read()
+                status = describe(view, self.n)
+            except DCSError as exc:
+                view, status = None, f"etcd: {exc}"
+            if status != last:
+                self.say(f"  [{time.monotonic() - started:5.1f}s] {status}")
+                last = status
+            if view is not None and healthy(view, self.n) and self._vip_on_leader(view):
+                return view
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(self.dir / n.name / "agent.log") for n in (self.state.nodes if self.state
+                                                                             else []))
+                raise DemoError(f"cluster not healthy after {timeout:.0f}s ({status}); see the logs: {logs}")
+            for n in self.state.nodes if self.state else []:
+                if n.agent_pid and not pid_alive(n.agent_pid):
+                    raise DemoError(f"the agent of {n.name} exited; see {self.dir / n.name / 'agent.log'}")
+            time.sleep(0.2)
+
+    # --- down ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | Path) -> DemoCluster:
+        d = Path(directory).absolute()
+        try:
+            data = json.loads((d / "demo.json").read_text())
+        except FileNotFoundError:
+            raise DemoError(f"no demo in {d} (no demo.json); start one with 'pgha demo up --dir {d}'") from None
+        state = DemoState.from_json(data)
+        port_base = int(state.etcd.rsplit(":", 1)[1])
+        demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
+                   external_etcd=None if state.etcd_pid else state.etcd,
+                   netns=any(n.netns for n in state.nodes), vip=state.vip)
+        demo.state = state
+        demo.lab = _recorded_lab(state)
+        return demo
+
+    def down(self, remove_files: bool = False) -> None:
+        assert self.state is not None
+        for node in self.state.nodes:
+            self.stop_agent(node.name)
+        for node in self.state.nodes:
+            self.stop_pgbouncer(node.name)
+            self._stop_leftovers(node)
+        if self.state.etcd_pid:
+            self.reap(self.state.etcd_pid, timeout=10)
+        # Namespaces (and whatever still runs in them), their veths and the bridge.
+        self._teardown_lab()
+        if remove_files:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / "demo.json").unlink()
+
+    def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
+        self.reap(self.node(name).agent_pid, sig, timeout=60)
+
+    def _stop_leftovers(self, node: DemoNode) -> None:
+        """PostgreSQL left running by a killed agent: stop it by the PID in postmaster.pid."""
+        pidfile = Path(node.data_dir) / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+            stop_pid(pid, signal.SIGQUIT, timeout=10)
+        for wd in _watchdogs_of(node.config):
+            stop_pid(wd, signal.SIGKILL, timeout=5)

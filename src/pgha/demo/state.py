@@ -1,0 +1,185 @@
+"""What a demo records (demo.json), its layout constants, process helpers and health checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgha.core.model import ClusterView, Role
+
+# An explicit entry for the demo's database (SHOW DATABASES lists it, so one can see where it
+# points) and the fallback for every other database.
+DEMO_BOUNCER_DATABASES = ("postgres", "*")
+
+ETCD_BIN = "/usr/bin/etcd"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+# With --netns: node i is .(NODE_HOST_BASE + i) of the lab /24, the client namespace .CLIENT_HOST.
+NODE_HOST_BASE = 10
+CLIENT_HOST = 250
+
+
+class DemoError(Exception):
+    """One line naming what went wrong and where to look."""
+
+
+@dataclass
+
+
+class DemoNode:
+    name: str
+    pg_port: int
+    api_port: int
+    config: str
+    data_dir: str
+    dsn: str
+    agent_pid: int = 0
+    pgbouncer_port: int | None = None
+    netns: str | None = None
+    address: str | None = None
+    pgbouncer_pid: int | None = None
+
+
+@dataclass
+
+
+class DemoState:
+    cluster: str
+    etcd: str
+    etcd_pid: int
+    dir: str
+    nodes: list[DemoNode] = field(default_factory=list)
+    client_netns: str | None = None
+    vip: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for n in d["nodes"]:
+            for key in ("pgbouncer_port", "netns", "address", "pgbouncer_pid"):
+                if n[key] is None:
+                    del n[key]
+        for key in ("client_netns", "vip"):
+            if d[key] is None:
+                del d[key]
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DemoState:
+        nodes = [DemoNode(**n) for n in data.get("nodes", [])]
+        return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
+                   dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
+                   vip=data.get("vip"))
+
+
+def _pg_owner() -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    pw = pwd.getpwnam("postgres")
+    return pw.pw_uid, pw.pw_gid
+
+
+def _chown(path: Path) -> None:
+    owner = _pg_owner()
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into ``into``; nested mappings merge, anything else replaces."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+def _watchdogs_of(config_path: str) -> list[int]:
+    """Watchdog processes are started by the agent; find orphans by their command line."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pgha.agent.watchdog" in cmd and os.getppid() != int(entry):
+            # Only orphans (reparented to init) belong to agents that are gone.
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == 1:
+                out.append(int(entry))
+    return out
+
+
+def healthy(view: ClusterView, n: int) -> bool:
+    if view.leader is None:
+        return False
+    leader = view.members.get(view.leader.name)
+    if leader is None or leader.role != Role.PRIMARY or leader.state != "running":
+        return False
+    streaming = [m for m in view.members.values() if m.role == Role.REPLICA and m.state == "streaming"
+                 and m.following == view.leader.name]
+    if len(streaming) < n - 1:
+        return False
+    # In synchronous mode the cluster is only as safe as its /sync key: a failover needs it.
+    return n == 1 or view.config.synchronous_mode == "off" or sync_published(view)
+
+
+def sync_published(view: ClusterView) -> bool:
+    return (view.leader is not None and view.sync is not None and view.sync.leader == view.leader.name
+            and bool(view.sync.standbys))
+
+
+def describe(view: ClusterView, n: int) -> str:
+    if view.system_id is None:
+        return f"initializing ({view.initializing or 'racing for /initialize'})"
+    if view.leader is None:
+        return "no leader yet"
+    parts = []
+    for name in sorted(view.members):
+        m = view.members[name]
+        parts.append(f"{name}: {'leader' if name == view.leader.name else m.role.value} {m.state}")
+    if not parts:
+        return "waiting for members"
+    if view.config.synchronous_mode != "off" and not sync_published(view):
+        parts.append("no synchronous standby yet")
+    return "; ".join(parts)

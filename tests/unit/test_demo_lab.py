@@ -59,6 +59,7 @@ def test_demo_json_names_everything_down_needs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("kw", "message"), [
     ({"vip": "198.19.5.100"}, "--vip needs --netns"),
     ({"netns": True, "external_etcd": "http://127.0.0.1:2379"}, "cannot share an external etcd"),
+    ({"netns": True, "pgbouncer": True}, "--pgbouncer does not combine with --netns yet"),
 ])
 def test_bad_lab_options_are_one_line(tmp_path: Path, kw: dict[str, object], message: str) -> None:
     demo = DemoCluster(tmp_path / "d", say=lambda s: None, **kw)  # type: ignore[arg-type]

@@ -39,6 +39,9 @@ class LabMixin(DemoBase):
         """The lab's /24 (the VIP's, or a free one), after checking --netns can work here."""
         if self.vip and not self.netns:
             raise DemoError("--vip needs --netns: the VIP moves between the nodes' network namespaces")
+        if self.pgbouncer:
+            # The demo's PgBouncers listen on 127.0.0.1 of the root namespace, not in the nodes'.
+            raise DemoError("--pgbouncer does not combine with --netns yet; start the demo with one of them")
         if self.external_etcd:
             raise DemoError("--netns starts its own etcd on the lab bridge; it cannot share an external etcd")
         subnet = self._vip_subnet() if self.vip else None

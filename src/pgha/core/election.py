@@ -106,9 +106,24 @@ def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
     return None
 
 
+def why_probe_refuses(f: Facts, candidate: str) -> str | None:
+    """None when our latest probe found ``candidate`` alive as a replica (or we have not
+    probed it yet); else the refusal.  A member key outlives a frozen agent by up to ttl,
+    so the leader asks the candidate itself before shutting down for it."""
+    p = f.local.peers.get(candidate)
+    if p is None:
+        return None
+    if p.api != "ok":
+        return f"candidate {candidate} does not answer (its agent's API: {p.api})"
+    if p.in_recovery is not True:
+        return f"candidate {candidate} does not run PostgreSQL as a replica (its agent says so now)"
+    return None
+
+
 def pick_switchover_target(f: Facts) -> str | None:
-    """The most advanced healthy replica eligible for switchover, or None."""
-    names = sorted(n for n in f.view.members if why_not_switchover_target(f, n) is None)
+    """The most advanced healthy replica eligible for switchover (and, once probed, alive), or None."""
+    names = sorted(n for n in f.view.members
+                   if why_not_switchover_target(f, n) is None and why_probe_refuses(f, n) is None)
     if not names:
         return None
     ranked = [Contender(n, f.view.members[n].lsn, f.view.members[n].tags.failover_priority, False) for n in names]

@@ -112,6 +112,10 @@ class MemberInfo:
     # Whether this member runs a PgBouncer that must be paused during a switchover.
     pgbouncer: bool = False
     version: str = ""
+    # How the last switchover this agent ended went ("refused: ...", "done: ...", "aborted: ..."),
+    # published before /switchover is deleted so that whoever asked can read the verdict.
+    last_switchover_id: str = ""
+    last_switchover_outcome: str = ""
 
     @property
     def lsn(self) -> int:

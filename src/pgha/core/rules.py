@@ -185,7 +185,10 @@ def switchover_target(f: Facts) -> tuple[str | None, str | None]:
     if sw.leader not in (None, f.me):
         return None, f"switchover names leader {sw.leader}, but {f.me} is the leader"
     if sw.candidate:
-        return sw.candidate, election.why_not_switchover_target(f, sw.candidate)
+        why = election.why_not_switchover_target(f, sw.candidate)
+        if why is None and sw.phase == "requested":
+            why = election.why_probe_refuses(f, sw.candidate)
+        return sw.candidate, why
     picked = election.pick_switchover_target(f)
     if picked is None and sw.phase != "requested":
         # Fix: once we shut down, no replica streams any more, so none passes the "healthy
@@ -199,6 +202,11 @@ def sw_refused(f: Facts) -> bool:
     if f.view.switchover is None or not f.switchover_due or f.view.switchover.phase != "requested":
         return False
     return switchover_target(f)[1] is not None
+
+
+def sw_probed(f: Facts) -> bool:
+    """We asked the other members just now, so a frozen candidate is known before we shut down."""
+    return bool(f.local.peers)
 
 
 def sw_candidate(f: Facts) -> str:
@@ -318,6 +326,10 @@ RULES: tuple[Rule, ...] = (
          "A switchover another leader began is still pending: it is over, drop it.",
          lambda f: sw_stale(f) and f.is_primary,
          lambda f: [ClearSwitchover("obsolete: started by a former leader")]),
+    Rule("sw-probe-candidate", "switchover",
+         "Switchover due: ask the candidates whether they live before we stop writes for them.",
+         lambda f: _sw(f, "requested") and f.is_primary and not sw_probed(f),
+         lambda f: [ProbePeers()]),
     Rule("sw-begin", "switchover",
          "Switchover due: checkpoint while writable, pause PgBouncer, and ask the others to pause theirs.",
          lambda f: _sw(f, "requested") and f.is_primary,

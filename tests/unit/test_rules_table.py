@@ -350,7 +350,8 @@ CASES: list[Case] = [
         sw_view("pausing"),
         local("a", pg_primary()),
         "sw-demote",
-        [A.SetSwitchoverPhase("demoting"), A.SetVip(False), A.DisarmWatchdog(), A.StopPostgres("fast")],
+        [A.SetSwitchoverPhase("demoting"), A.SetVip(False), A.DisarmWatchdog(), A.StopPostgres("fast"),
+         A.ProbePeers()],
     ),
     Case(
         "PgBouncers not paused yet, 1 s in: wait",
@@ -370,7 +371,7 @@ CASES: list[Case] = [
         ),
         local("a", pg_primary(), wall_now=100.0),
         "sw-demote",
-        ["SetSwitchoverPhase", "SetVip", "DisarmWatchdog", "StopPostgres"],
+        ["SetSwitchoverPhase", "SetVip", "DisarmWatchdog", "StopPostgres", "ProbePeers"],
     ),
     Case(
         "shut down, candidate caught up: hand the key over",
@@ -708,6 +709,18 @@ CASES: list[Case] = [
         ),
         "replica-leader-dead",
         [A.RevokeDeadLeader("b", 42)],
+    ),
+    Case(
+        "not streaming because the leader shut down for a switchover: no revoke, no probe, wait for the handoff",
+        healthy("b", switchover=Switchover("sw1", leader="b", candidate="c", phase="demoting", phase_at=99.0)),
+        local(
+            "c",
+            pg_replica("b", streaming=False),
+            peers=probes(probe("b", None, api="ok", pg="refused")),
+            peers_revision=42,
+        ),
+        "replica-switchover-wait",
+        ["DisarmWatchdog", "SetVip", A.PausePgBouncer("sw1"), "RunCallback"],
     ),
     Case(
         "leader refused on both ports, but the probe predates its leader key: only probe again",

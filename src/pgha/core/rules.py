@@ -335,9 +335,12 @@ RULES: tuple[Rule, ...] = (
          lambda f: _sw(f, "requested") and f.is_primary,
          lambda f: [Checkpoint(), SetSwitchoverPhase("pausing"), PausePgBouncer(f.view.switchover.id)]),  # type: ignore[union-attr]
     Rule("sw-demote", "switchover",
-         "Every PgBouncer paused (or 2 s passed): drop the VIP and shut down cleanly, shipping all WAL.",
+         "Every PgBouncer paused (or 2 s passed): drop the VIP, shut down cleanly (shipping all WAL), "
+         "then ask the candidate how far it got.",
          lambda f: _sw(f, "pausing") and f.is_primary and (f.bouncers_paused or f.phase_age > BOUNCER_PAUSE_TIMEOUT),
-         lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast")]),
+         # Probing right after the shutdown lets the next loop hand over at once (no loop in between).
+         lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast"),
+                    ProbePeers()]),
     Rule("sw-handoff", "switchover",
          "We are shut down and the candidate received everything: hand it the leader key.",
          lambda f: _sw(f, "demoting") and f.stopped and sw_caught_up(f),
@@ -433,6 +436,11 @@ RULES: tuple[Rule, ...] = (
          "Running replica pointed at someone other than the leader: follow the leader.",
          lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
          lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f)]),
+    Rule("replica-switchover-wait", "replica",
+         "Not streaming because the leader shuts down for a switchover: wait for the handoff, no probing "
+         "(a probe would delay our next loop, and the candidate's promotion, by its duration).",
+         lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader and f.leader_stops_for_switchover,
+         upkeep_replica),
     Rule("replica-leader-dead", "replica",
          "Not streaming, and the leader's agent and PostgreSQL both refuse connections: it is dead, revoke it.",
          lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader

@@ -133,8 +133,8 @@ class PostgresNode:
         control.start(self.config, self.layout, self.binaries, timeout)
 
     def stop(self, mode: str, timeout: float) -> None:
-        """pg_ctl stop -m fast|immediate; returns once the postmaster is gone (no-op when stopped)."""
-        control.stop(self.layout, self.binaries, mode, timeout)
+        """Stop as pg_ctl stop -m fast|immediate does; returns once the postmaster is gone (no-op when stopped)."""
+        control.stop(self.layout, mode, timeout)
 
     def reload(self) -> None:
         """SIGHUP the postmaster (no-op when stopped)."""

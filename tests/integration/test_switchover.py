@@ -39,14 +39,17 @@ DEFAULT_LAG = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
-    _register()
     with running_cluster(nodes=3, ttl=TTL) as cluster:
         yield cluster
 
 
 @pytest.fixture(autouse=True)
-def healthy(demo: DemoCluster) -> Iterator[None]:
-    """Each test starts from, and leaves, a healthy cluster with no pending request."""
+def healthy(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test of the shared cluster starts from, and leaves, it healthy with no pending request."""
+    if "demo" not in request.fixturenames:
+        yield  # a test with a cluster of its own
+        return
+    demo: DemoCluster = request.getfixturevalue("demo")
     demo.wait_healthy(timeout=90)
     yield
     demo.wait_healthy(timeout=90)
@@ -55,6 +58,7 @@ def healthy(demo: DemoCluster) -> Iterator[None]:
 
 def pgha(demo: DemoCluster, *args: str) -> Result:
     """`pgha ARGS --dcs ... --cluster ...` in-process, as an operator runs it."""
+    _register()
     return CliRunner().invoke(cli, [*args, "--dcs", demo.etcd_url, "--cluster", demo.cluster])
 
 
@@ -89,6 +93,12 @@ def set_tags(demo: DemoCluster, name: str, tags: str | None) -> None:
     with open(path, "w") as fh:
         fh.writelines(lines)
     restart_node(demo, name)
+
+
+def published_lag(demo: DemoCluster, leader: str, name: str) -> int:
+    """Bytes ``name`` is behind ``leader`` by what both last published (refreshed every ttl/3)."""
+    view = demo.view()
+    return (view.members[leader].wal_lsn or 0) - view.members[name].lsn
 
 
 def assert_switched(demo: DemoCluster, old: str, new: str) -> None:
@@ -143,6 +153,40 @@ def test_switchover_loses_no_acknowledged_write(demo: DemoCluster) -> None:
     assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
     assert watch.samples > 10
     assert_switched(demo, old, new)
+
+
+def test_switchover_in_synchronous_mode_loses_no_acknowledged_write() -> None:
+    """synchronous_mode on: the candidate must be the synchronous standby, and the new primary
+    blocks commits until its own synchronous standby is published."""
+    with running_cluster(nodes=3, ttl=TTL, sync=True) as sync_demo:
+        old = leader_name(sync_demo)
+        view = sync_demo.view()
+        assert view.sync is not None and view.sync.standbys
+        standby = view.sync.standbys[0]
+        other = next(n for n in replicas(sync_demo) if n not in view.sync.standbys)
+        wait_for(f"{other}'s published position to catch up",
+                 lambda: published_lag(sync_demo, old, other) < DEFAULT_LAG, timeout=30)
+        line = refusal(pgha(sync_demo, "switchover", "--candidate", other, "--force"))
+        assert line == f"pgha: candidate {other} is not synchronous, and synchronous_mode is on"
+        probe = Probe(multi_host_dsn(sync_demo), interval=0.01)
+        probe.start()
+        try:
+            with SplitBrainWatch(sync_demo, interval=0.05) as watch:
+                wait_for("probe writes", lambda: probe.acknowledged > 50, timeout=20)
+                r = pgha(sync_demo, "switchover", "--force")
+                assert r.exit_code == 0, r.output
+                new = leader_name(sync_demo)
+                before = probe.acknowledged
+                wait_for("writes through the new leader", lambda: probe.acknowledged > before + 50, timeout=30)
+        finally:
+            report = probe.stop()
+        assert new == standby
+        assert report.missing == 0, report.to_text()
+        assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
+        assert_switched(sync_demo, old, new)
+        wait_for("a synchronous standby of the new leader",
+                 lambda: (v := sync_demo.view()).sync is not None and v.sync.leader == new and v.sync.standbys,
+                 timeout=30)
 
 
 def test_scheduled_switchover_runs_at_its_time(demo: DemoCluster) -> None:
@@ -212,11 +256,8 @@ def test_refused_lagging_candidate(demo: DemoCluster) -> None:
         with connect(demo, lead) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS lagged AS SELECT repeat('x', 1000) FROM generate_series(1, 200)")
             conn.execute("SELECT pg_switch_wal()")
-
-        def published_lag() -> bool:
-            view = demo.view()
-            return (view.members[lead].wal_lsn or 0) - view.members[lagging].lsn > 100_000
-        wait_for("the leader to publish its new position", published_lag, timeout=30)
+        wait_for("the leader to publish its new position", lambda: published_lag(demo, lead, lagging) > 100_000,
+                 timeout=30)
         line = refusal(pgha(demo, "switchover", "--candidate", lagging, "--force"))
         assert line.startswith(f"pgha: candidate {lagging} lags "), line
         assert line.endswith(" bytes, more than maximum_lag_on_failover"), line
@@ -230,11 +271,8 @@ def test_refused_lagging_candidate(demo: DemoCluster) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(sender, signal.SIGCONT)
         assert pgha(demo, "edit-config", "-s", f"maximum_lag_on_failover={DEFAULT_LAG}", "--force").exit_code == 0
-
-    def caught_up() -> bool:
-        view = demo.view()
-        return (view.members[lead].wal_lsn or 0) - view.members[lagging].lsn < DEFAULT_LAG
-    wait_for(f"{lagging} to publish that it caught up", caught_up, timeout=30)
+    wait_for(f"{lagging} to publish that it caught up", lambda: published_lag(demo, lead, lagging) < DEFAULT_LAG,
+             timeout=30)
 
 
 def test_refused_when_candidate_agent_does_not_answer(demo: DemoCluster) -> None:

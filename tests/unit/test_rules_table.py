@@ -277,7 +277,7 @@ CASES: list[Case] = [
     Case(
         "switchover to a non-member is refused with the reason",
         healthy(switchover=Switchover("sw1", candidate="zz")),
-        local("a", pg_primary()),
+        local("a", pg_primary(), peers=probes(probe("b"), probe("c"))),
         "sw-refuse",
         [A.ClearSwitchover("refused: candidate zz is not a member of the cluster")],
     ),
@@ -308,6 +308,28 @@ CASES: list[Case] = [
         local("a", pg_primary(), peers=probes(probe("b"), probe("c"))),
         "sw-begin",
         [A.Checkpoint(), A.SetSwitchoverPhase("pausing"), A.PausePgBouncer("sw1")],
+    ),
+    Case(
+        "candidate's published position is old, but it answered the probe caught up: go ahead",
+        replace(sw_view("requested", lsn=5_000_000),
+                members={**healthy(lsn=5_000_000).members, "b": replica("b", "a", 1000)}),
+        local("a", pg_primary(5_000_000), peers=probes(probe("b", 5_000_000), probe("c", 5_000_000))),
+        "sw-begin",
+        ["Checkpoint", "SetSwitchoverPhase", "PausePgBouncer"],
+    ),
+    Case(
+        "candidate answered the probe far behind (more than maximum_lag_on_failover): refused",
+        sw_view("requested", lsn=5_000_000),
+        local("a", pg_primary(5_000_000), peers=probes(probe("b", 1000), probe("c", 5_000_000))),
+        "sw-refuse",
+        [A.ClearSwitchover("refused: candidate b lags 4999000 bytes, more than maximum_lag_on_failover")],
+    ),
+    Case(
+        "switchover in a one-member cluster: refused at once (nobody to probe)",
+        view(primary("a"), leader="a", switchover=Switchover("sw1")),
+        local("a", pg_primary()),
+        "sw-refuse",
+        [A.ClearSwitchover("refused: no healthy replica can take over")],
     ),
     Case(
         "switchover to a candidate whose agent froze (its member key still looks healthy): refused",

@@ -205,8 +205,9 @@ def sw_refused(f: Facts) -> bool:
 
 
 def sw_probed(f: Facts) -> bool:
-    """We asked the other members just now, so a frozen candidate is known before we shut down."""
-    return bool(f.local.peers)
+    """We asked the other members just now (or there is nobody to ask): the candidate's live
+    position, and a frozen candidate, are known before we judge it and shut down for it."""
+    return bool(f.local.peers) or not any(n != f.me for n in f.view.members)
 
 
 def sw_candidate(f: Facts) -> str:
@@ -318,6 +319,10 @@ RULES: tuple[Rule, ...] = (
                     CompleteIntent(f.view.intents[f.me].id, "reinitialized")]),
 
     # ===== we hold the leader key =====
+    Rule("sw-probe-candidate", "switchover",
+         "Switchover due: ask the members how far they got and whether they live, before judging the candidate.",
+         lambda f: _sw(f, "requested") and f.is_primary and not sw_probed(f),
+         lambda f: [ProbePeers()]),
     Rule("sw-refuse", "switchover",
          "A due switchover names an unusable candidate (or none is healthy): refuse it with the reason.",
          lambda f: f.i_lead and f.is_primary and sw_refused(f),
@@ -326,10 +331,6 @@ RULES: tuple[Rule, ...] = (
          "A switchover another leader began is still pending: it is over, drop it.",
          lambda f: sw_stale(f) and f.is_primary,
          lambda f: [ClearSwitchover("obsolete: started by a former leader")]),
-    Rule("sw-probe-candidate", "switchover",
-         "Switchover due: ask the candidates whether they live before we stop writes for them.",
-         lambda f: _sw(f, "requested") and f.is_primary and not sw_probed(f),
-         lambda f: [ProbePeers()]),
     Rule("sw-begin", "switchover",
          "Switchover due: checkpoint while writable, pause PgBouncer, and ask the others to pause theirs.",
          lambda f: _sw(f, "requested") and f.is_primary,

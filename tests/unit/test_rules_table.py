@@ -303,6 +303,13 @@ CASES: list[Case] = [
         [A.ProbePeers()],
     ),
     Case(
+        "switchover due, the last probe predates the request: probe again",
+        sw_view("requested", switchover_revision=50),
+        local("a", pg_primary(), peers=probes(probe("b", 10), probe("c")), peers_revision=49),
+        "sw-probe-candidate",
+        [A.ProbePeers()],
+    ),
+    Case(
         "switchover due, candidate answered: checkpoint, enter pausing, pause our PgBouncer",
         sw_view("requested"),
         local("a", pg_primary(), peers=probes(probe("b"), probe("c"))),
@@ -335,6 +342,14 @@ CASES: list[Case] = [
         "switchover to a candidate whose agent froze (its member key still looks healthy): refused",
         sw_view("requested"),
         local("a", pg_primary(), peers=probes(probe("b", None, api="timeout", in_recovery=None), probe("c"))),
+        "sw-refuse",
+        [A.ClearSwitchover("refused: candidate b does not answer (its agent's API: timeout)")],
+    ),
+    Case(
+        "frozen candidate whose stale member key also shows lag: the probe's verdict is the reason",
+        replace(sw_view("requested", lsn=5_000_000),
+                members={**healthy(lsn=5_000_000).members, "b": replica("b", "a", 1000)}),
+        local("a", pg_primary(5_000_000), peers=probes(probe("b", None, api="timeout", in_recovery=None))),
         "sw-refuse",
         [A.ClearSwitchover("refused: candidate b does not answer (its agent's API: timeout)")],
     ),

@@ -186,6 +186,8 @@ class ClusterView:
     config: ClusterConfig = ClusterConfig()
     sync: SyncState | None = None
     switchover: Switchover | None = None
+    # The DCS revision /switchover was last written at (0 when there is none).
+    switchover_revision: int = 0
     intents: Mapping[str, MemberIntent] = field(default_factory=dict)
     # From /history: timeline that ended -> the LSN where the next one forked off.
     forks: Mapping[int, int] = field(default_factory=dict)

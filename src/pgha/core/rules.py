@@ -185,10 +185,9 @@ def switchover_target(f: Facts) -> tuple[str | None, str | None]:
     if sw.leader not in (None, f.me):
         return None, f"switchover names leader {sw.leader}, but {f.me} is the leader"
     if sw.candidate:
-        why = election.why_not_switchover_target(f, sw.candidate)
-        if why is None and sw.phase == "requested":
-            why = election.why_probe_refuses(f, sw.candidate)
-        return sw.candidate, why
+        # What the candidate answered just now comes first: a frozen agent's member key is stale.
+        why = election.why_probe_refuses(f, sw.candidate) if sw.phase == "requested" else None
+        return sw.candidate, why or election.why_not_switchover_target(f, sw.candidate)
     picked = election.pick_switchover_target(f)
     if picked is None and sw.phase != "requested":
         # Fix: once we shut down, no replica streams any more, so none passes the "healthy
@@ -205,9 +204,13 @@ def sw_refused(f: Facts) -> bool:
 
 
 def sw_probed(f: Facts) -> bool:
-    """We asked the other members just now (or there is nobody to ask): the candidate's live
-    position, and a frozen candidate, are known before we judge it and shut down for it."""
-    return bool(f.local.peers) or not any(n != f.me for n in f.view.members)
+    """We asked the other members since the request was written (or there is nobody to ask):
+    the candidate's live position, and a frozen candidate, are known before we judge it and
+    shut down for it.  Fix: a probe from just before the request (another switchover refused a
+    moment ago) showed the candidate as it was then, alive and lagging."""
+    if not any(n != f.me for n in f.view.members):
+        return True
+    return bool(f.local.peers) and f.local.peers_revision >= f.view.switchover_revision
 
 
 def sw_candidate(f: Facts) -> str:

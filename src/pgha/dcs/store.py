@@ -115,7 +115,8 @@ class ClusterStore:
                 elif rel == "sync":
                     view = replace(view, sync=codec.decode_sync(kv.value, kv.mod_revision))
                 elif rel == "switchover":
-                    view = replace(view, switchover=codec.decode_switchover(kv.value))
+                    view = replace(view, switchover=codec.decode_switchover(kv.value),
+                                   switchover_revision=kv.mod_revision)
                 elif rel.startswith("intents/"):
                     intents[rel.removeprefix("intents/")] = codec.decode_intent(kv.value)
                 elif rel.startswith("history/"):

@@ -236,6 +236,7 @@ def test_refused_nofailover_candidate(demo: DemoCluster) -> None:
         assert demo.store().set_switchover(sw)
         outcome = wait_for("the leader's verdict", lambda: last_outcome(demo, lead, sw.id), timeout=30)
         assert outcome == f"refused: candidate {tagged} is tagged nofailover"
+        assert f"): refused: candidate {tagged} is tagged nofailover" in pgha(demo, "list").output
         assert demo.view().switchover is None and leader_name(demo) == lead
     finally:
         set_tags(demo, tagged, None)

@@ -297,12 +297,13 @@ def test_refused_when_candidate_agent_does_not_answer(demo: DemoCluster) -> None
 
 
 def test_refused_while_paused(demo: DemoCluster) -> None:
-    assert pgha(demo, "pause", "--wait").exit_code == 0
+    assert pgha(demo, "pause").exit_code == 0
     try:
         line = refusal(pgha(demo, "switchover", "--force"))
         assert line == "pgha: the cluster is paused (maintenance mode); run 'pgha resume' first"
     finally:
-        assert pgha(demo, "resume", "--wait").exit_code == 0
+        # No --wait: the next test's 'pause --wait' must not take this pause for its own.
+        assert pgha(demo, "resume").exit_code == 0
 
 
 # --- maintenance mode ------------------------------------------------------------------------------

@@ -345,6 +345,7 @@ class Agent:
             lease_id=self.lease.lease_id, pgbouncer_paused_for=self.pgbouncer_paused_for,
             pgbouncer=self.bouncer is not None, version=__version__,
             last_switchover_id=self.last_switchover[0], last_switchover_outcome=self.last_switchover[1],
+            config_revision=self.view.config_revision if self.view is not None else 0,
         )
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:

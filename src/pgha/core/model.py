@@ -116,6 +116,9 @@ class MemberInfo:
     # published before /switchover is deleted so that whoever asked can read the verdict.
     last_switchover_id: str = ""
     last_switchover_outcome: str = ""
+    # The /config revision this member's last decision was made with (0: not published, an
+    # older agent), so that `pgha pause --wait` knows the member saw the change.
+    config_revision: int = 0
 
     @property
     def lsn(self) -> int:
@@ -184,6 +187,8 @@ class ClusterView:
     leader: Leader | None = None
     members: Mapping[str, MemberInfo] = field(default_factory=dict)
     config: ClusterConfig = ClusterConfig()
+    # The DCS revision /config was last written at (0 when there is none: defaults).
+    config_revision: int = 0
     sync: SyncState | None = None
     switchover: Switchover | None = None
     # The DCS revision /switchover was last written at (0 when there is none).

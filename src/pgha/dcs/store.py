@@ -104,7 +104,7 @@ class ClusterStore:
                         view = replace(view, initializing=str(obj["initializing"]))
                 elif rel == "config":
                     config, bad = codec.decode_config_lenient(kv.value)
-                    view = replace(view, config=config)
+                    view = replace(view, config=config, config_revision=kv.mod_revision)
                     problems.extend(bad)
                 elif rel == "leader":
                     if _text(kv):

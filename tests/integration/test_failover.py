@@ -23,6 +23,7 @@ from tests.support.faults import (
     postmaster_pid,
     restart_node,
     wait_new_leader,
+    walsender_pid,
     writable_nodes,
 )
 
@@ -41,15 +42,6 @@ def heal(demo: DemoCluster, name: str) -> None:
     """Restart a node we broke and wait for the whole cluster to be healthy again."""
     restart_node(demo, name)
     demo.wait_healthy(timeout=90)
-
-
-def walsender_pid(demo: DemoCluster, primary: str, replica: str) -> int:
-    """The primary's walsender for ``replica``; freezing it keeps WAL from ever being sent
-    (freezing the replica's receiver would not: the kernel still buffers what arrives)."""
-    with connect(demo, primary) as conn:
-        row = conn.execute("SELECT pid FROM pg_stat_replication WHERE application_name = %s", (replica,)).fetchone()
-    assert row is not None, f"{primary} has no walsender for {replica}"
-    return int(row[0])
 
 
 # --- primary host death -------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Self
 from pgha.agent.watchdog import children_of
 from pgha.demo import DemoCluster, pid_alive
 from pgha.probe import probe_each
+from tests.support.cluster import connect
 
 
 def postmaster_pid(demo: DemoCluster, name: str) -> int | None:
@@ -33,6 +34,15 @@ def _kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)
+
+
+def walsender_pid(demo: DemoCluster, primary: str, replica: str) -> int:
+    """The primary's walsender for ``replica``; freezing it keeps WAL from ever being sent
+    (freezing the replica's receiver would not: the kernel still buffers what arrives)."""
+    with connect(demo, primary) as conn:
+        row = conn.execute("SELECT pid FROM pg_stat_replication WHERE application_name = %s", (replica,)).fetchone()
+    assert row is not None, f"{primary} has no walsender for {replica}"
+    return int(row[0])
 
 
 def kill_host(demo: DemoCluster, name: str) -> None:

@@ -162,6 +162,24 @@ def test_pause_wait_until_every_member_reports_it(world: World) -> None:
     assert "Every member has resumed." in r.output
 
 
+def test_pause_wait_ignores_members_that_have_not_seen_the_change(world: World) -> None:
+    """Right after a resume, members may still publish the previous pause's 'paused'."""
+    for name in ("node1", "node2", "node3"):
+        world.change(name, rule_id="paused", config_revision=1)
+    names = iter(["node1", "node2", "node3"])
+
+    def agent() -> None:
+        name = next(names, None)
+        if name:
+            world.change(name, rule_id="paused", config_revision=world.store.get_config()[1])
+
+    world.agent = agent
+    r = world.run("pause", "--wait")
+    assert r.exit_code == 0, r.output
+    assert "waiting for node1, node2, node3 to pause" in r.output
+    assert "Every member has paused." in r.output
+
+
 # --- remove ---------------------------------------------------------------------------------------
 def test_remove_refuses_while_members_run(world: World) -> None:
     r = world.run("remove", "main")

@@ -84,6 +84,21 @@ def test_switchover_dropped_by_the_leader_is_reported(world: World) -> None:
                           "(refused: candidate node2 lags)")
 
 
+def test_switchover_refused_by_the_leader_shows_its_verdict(world: World) -> None:
+    """The leader publishes its verdict in its member key before it deletes the request."""
+    def agent() -> None:
+        sw = world.store.read().switchover
+        assert sw is not None
+        world.change("node1", last_switchover_id=sw.id,
+                     last_switchover_outcome="refused: candidate node2 does not answer (its agent's API: timeout)")
+        world.store.clear_switchover(sw.id)
+
+    world.agent = agent
+    r = world.run("switchover", "--candidate", "node2", "--force")
+    assert refusal(r) == ("pgha: switchover refused: candidate node2 does not answer (its agent's API: timeout); "
+                          "node1 is still the leader")
+
+
 def test_switchover_wait_gives_up_after_the_timeout(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(context, "WAIT_TIMEOUT", 0.0)
     r = world.run("switchover", "--candidate", "node2", "--force")

@@ -56,6 +56,15 @@ def test_list_shows_maintenance_mode_and_pending_requests(world: World) -> None:
     assert "Pending restart of node2" in r.output
 
 
+def test_list_shows_the_leaders_verdict_on_the_last_switchover(world: World) -> None:
+    world.change("node1", last_switchover_id="0123456789abcdef",
+                 last_switchover_outcome="refused: candidate node2 is tagged nofailover")
+    assert "Last switchover request (01234567): refused: candidate node2 is tagged nofailover" in \
+        world.run("list").output
+    world.change("node1", last_switchover_outcome="done: node1 promoted")
+    assert "Last switchover" not in world.run("list").output
+
+
 def test_list_json_schema(world: World) -> None:
     r = world.run("list", "--json")
     assert r.exit_code == 0, r.output

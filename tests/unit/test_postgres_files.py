@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pgha.config import Credentials, NodeConfig, PostgresConfig
+from pgha.core.model import LocalPostgres, PgRunState
 from pgha.postgres import conf
 from pgha.postgres.clone import parse_progress
 from pgha.postgres.common import Upstream
 from pgha.postgres.controldata import parse
 from pgha.postgres.layout import Layout
 from pgha.postgres.lsn import format_lsn, parse_lsn, timeline_of_walfile
+from pgha.postgres.observe import carry_replica_timeline
 
 
 def test_lsn_round_trip() -> None:
@@ -81,3 +85,24 @@ def test_quoting_and_names() -> None:
     assert conf.slot_name("Node-2.east") == "node_2_east"
     assert parse_progress("  12/2048 kB (0%), 0/1 tablespace (data/base/1/2)") == (12 * 1024, 2048 * 1024)
     assert parse_progress("pg_basebackup: write-ahead log start point: 0/2000028") is None
+
+
+def test_standby_timeline_never_goes_back_while_the_same_postmaster_runs() -> None:
+    standby = LocalPostgres(run_state=PgRunState.RUNNING, in_recovery=True)
+    pg, seen = carry_replica_timeline(replace(standby, timeline=2), "100@1", None)
+    assert pg.timeline == 2 and seen == ("100@1", 2)
+    # Its upstream shut down: no WAL receiver, SQL shows the last restartpoint's timeline.
+    pg, seen = carry_replica_timeline(replace(standby, timeline=1), "100@1", seen)
+    assert pg.timeline == 2 and seen == ("100@1", 2)
+    # A moment of "starting" (SQL refused) forgets nothing.
+    pg, seen = carry_replica_timeline(LocalPostgres(run_state=PgRunState.STARTING, timeline=1), "100@1", seen)
+    assert pg.timeline == 1 and seen == ("100@1", 2)
+    pg, seen = carry_replica_timeline(replace(standby, timeline=3), "100@1", seen)
+    assert pg.timeline == 3 and seen == ("100@1", 3)
+    # Another postmaster (restarted, e.g. after a rewind) starts afresh.
+    pg, seen = carry_replica_timeline(replace(standby, timeline=1), "200@9", seen)
+    assert pg.timeline == 1 and seen == ("200@9", 1)
+    # A primary reports its own timeline; stopped, nothing is remembered.
+    primary = LocalPostgres(run_state=PgRunState.RUNNING, in_recovery=False, timeline=1)
+    assert carry_replica_timeline(primary, "200@9", seen) == (primary, seen)
+    assert carry_replica_timeline(LocalPostgres(), None, seen) == (LocalPostgres(), None)

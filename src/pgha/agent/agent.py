@@ -124,7 +124,8 @@ class Agent:
         self.failsafe_leader: tuple[str, float] | None = None
         self.vip_held: bool | None = None
         self.vip_checked_at = 0.0
-        self.last_switchover_outcome = ""
+        # (id, outcome) of the last switchover this agent ended, published in its member key.
+        self.last_switchover: tuple[str, str] = ("", "")
         self.history_key: tuple[int, int] | None = None
         self.forks: dict[int, int] = {}
         self.last_leader: str | None = None
@@ -352,6 +353,8 @@ class Agent:
             following=pg.following if pg.in_recovery else None,
             lease_id=self.lease.lease_id, pgbouncer_paused_for=self.pgbouncer_paused_for,
             pgbouncer=self.bouncer is not None, version=__version__, promote_vetoed=self.promote_vetoed,
+            last_switchover_id=self.last_switchover[0], last_switchover_outcome=self.last_switchover[1],
+            config_revision=self.view.config_revision if self.view is not None else 0,
         )
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:

@@ -158,9 +158,11 @@ def _sw_phase(ex: Executor, a: A.SetSwitchoverPhase, view: ClusterView, local: L
 @handles(A.ClearSwitchover)
 def _sw_clear(ex: Executor, a: A.ClearSwitchover, view: ClusterView, local: LocalState) -> None:
     if view.switchover is not None:
+        # The verdict first, then the request goes: a reader never sees it gone without a reason.
+        ex.agent.last_switchover = (view.switchover.id, a.outcome)
+        ex.agent.publish_now()
         ex.agent.store.clear_switchover(view.switchover.id)
         log.info("switchover %s %s", view.switchover.id, a.outcome)
-        ex.agent.last_switchover_outcome = a.outcome
 
 
 @handles(A.AppendHistory)

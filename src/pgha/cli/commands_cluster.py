@@ -20,7 +20,7 @@ from pgha.cli.context import Refused, Session, confirm, wait_for, with_cluster, 
 from pgha.cli.main import cli
 from pgha.cli.render import config_yaml, format_lsn, iso, table
 from pgha.config import ConfigError, build
-from pgha.core.model import ClusterConfig, ClusterView
+from pgha.core.model import ClusterConfig, ClusterView, MemberInfo
 from pgha.dcs.codec import to_jsonable
 
 CHANGED_MEANWHILE = "the configuration was changed by someone else meanwhile; nothing was written, run again"
@@ -209,9 +209,19 @@ def edit_config(session: Session, settings: tuple[str, ...], params: tuple[str, 
 # --- maintenance mode --------------------------------------------------------------------------
 
 
-def _pause_progress(want: bool) -> Callable[[ClusterView], str | None]:
+def _pause_progress(want: bool, written: int = 0) -> Callable[[ClusterView], str | None]:
+    """Who has not yet reported the change written at revision ``written``.
+
+    Fix: the rule alone is not enough; right after a resume, members still publishing the
+    previous pause's "paused" made 'pause --wait' return at once.  A member that publishes
+    its config revision must have seen ``written``; an older agent (0) is judged by its rule.
+    """
+    def seen(m: MemberInfo) -> bool:
+        return m.config_revision == 0 or m.config_revision >= written
+
     def check(view: ClusterView) -> str | None:
-        waiting = sorted(n for n, m in view.members.items() if m.rule_id.startswith("paused") != want)
+        waiting = sorted(n for n, m in view.members.items() if m.rule_id.startswith("paused") != want
+                         or not seen(m))
         if not waiting:
             return None
         return f"waiting for {', '.join(waiting)} to {'pause' if want else 'resume'}"
@@ -230,7 +240,7 @@ def _set_pause(session: Session, want: bool, wait: bool) -> None:
     else:
         click.echo("Maintenance mode off: the agents manage the cluster again.")
     if wait:
-        check = _pause_progress(want)
+        check = _pause_progress(want, stored_config(session)[1])
         wait_for(lambda: check(session.read()), context.WAIT_TIMEOUT, "pause" if want else "resume")
         click.echo("Every member has " + ("paused." if want else "resumed."))
 

@@ -36,6 +36,11 @@ def footer_lines(view: ClusterView) -> list[str]:
         to = sw.candidate or "the best replica"
         when = f", scheduled at {iso(sw.scheduled_at)}" if sw.scheduled_at else ""
         lines.append(f"Pending {sw.kind}: {sw.leader or '(leader)'} -> {to} (phase: {sw.phase}{when})")
+    lm = view.members.get(view.leader.name) if view.leader is not None else None
+    if sw is None and lm is not None and lm.last_switchover_outcome \
+            and not lm.last_switchover_outcome.startswith("done"):
+        # A request the leader refused or aborted (e.g. a scheduled one whose candidate went bad).
+        lines.append(f"Last switchover request ({lm.last_switchover_id[:8]}): {lm.last_switchover_outcome}")
     for name, intent in sorted(view.intents.items()):
         when = f" at {iso(intent.scheduled_at)}" if intent.scheduled_at else ""
         lines.append(f"Pending {intent.action} of {name}{when}")

@@ -76,6 +76,8 @@ def _wait_for_leader(session: Session, old: str | None, candidate: str | None, r
         if sw is not None and sw.id == request_id:
             return f"{kind} phase: {sw.phase}"
         if leader is not None:
+            if m is not None and m.last_switchover_id == request_id and m.last_switchover_outcome:
+                raise Refused(f"{kind} {m.last_switchover_outcome}; {leader} is still the leader")
             why = f" ({m.reason})" if m is not None and m.reason else ""
             raise Refused(f"the {kind} was dropped; {leader} is still the leader{why}")
         return "no leader right now, waiting for the election"

@@ -95,7 +95,8 @@ class SetSwitchoverPhase(Action):
 
 @dataclass(frozen=True)
 class ClearSwitchover(Action):
-    """Delete /switchover (done, refused or obsolete); ``outcome`` is logged and kept in history."""
+    """Delete /switchover (done, refused or obsolete); ``outcome`` is logged and published first
+    in our member key (``last_switchover_outcome``), where the CLI reads the verdict."""
 
     outcome: str
 

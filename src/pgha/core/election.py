@@ -91,8 +91,22 @@ def i_am_best(f: Facts) -> bool:
     return best(contenders(f)).name == f.me
 
 
+def switchover_lsn(f: Facts, name: str) -> int:
+    """How far ``name`` got: what it answered our probe just now, else what it last published
+    (up to ttl/3 old: on a busy primary that alone can exceed maximum_lag_on_failover)."""
+    p = f.local.peers.get(name)
+    if p is not None and p.api == "ok" and p.lsn is not None:
+        return p.lsn
+    m = f.view.members.get(name)
+    return m.lsn if m is not None else 0
+
+
 def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
-    """None when ``candidate`` may take over by switchover; else the refusal."""
+    """None when ``candidate`` may take over by switchover; else the refusal.
+
+    The leader judges the lag by the position the candidate answered its probe with; the CLI
+    and the API (no probes) by what the members published, up to ttl/3 ago.
+    """
     m = f.view.members.get(candidate)
     if m is None:
         return f"candidate {candidate} is not a member of the cluster"
@@ -102,7 +116,7 @@ def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
         return f"candidate {candidate} is tagged nofailover"
     if not f.member_is_healthy_replica(candidate):
         return f"candidate {candidate} is not a streaming replica (state: {m.state})"
-    lag = f.my_lsn - m.lsn
+    lag = f.my_lsn - switchover_lsn(f, candidate)
     if lag > f.config.maximum_lag_on_failover:
         return f"candidate {candidate} lags {lag} bytes, more than maximum_lag_on_failover"
     if f.config.synchronous_mode in ("on", "strict") and f.view.sync and candidate not in f.view.sync.standbys:
@@ -110,12 +124,27 @@ def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
     return None
 
 
+def why_probe_refuses(f: Facts, candidate: str) -> str | None:
+    """None when our latest probe found ``candidate`` alive as a replica (or we have not
+    probed it yet); else the refusal.  A member key outlives a frozen agent by up to ttl,
+    so the leader asks the candidate itself before shutting down for it."""
+    p = f.local.peers.get(candidate)
+    if p is None:
+        return None
+    if p.api != "ok":
+        return f"candidate {candidate} does not answer (its agent's API: {p.api})"
+    if p.in_recovery is not True:
+        return f"candidate {candidate} does not run PostgreSQL as a replica (its agent says so now)"
+    return None
+
+
 def pick_switchover_target(f: Facts) -> str | None:
-    """The most advanced healthy replica eligible for switchover, or None."""
-    names = sorted(n for n in f.view.members if why_not_switchover_target(f, n) is None)
+    """The most advanced healthy replica eligible for switchover (and, once probed, alive), or None."""
+    names = sorted(n for n in f.view.members
+                   if why_not_switchover_target(f, n) is None and why_probe_refuses(f, n) is None)
     if not names:
         return None
-    ranked = [Contender(n, f.view.members[n].lsn, f.view.members[n].tags.failover_priority, False) for n in names]
+    ranked = [Contender(n, switchover_lsn(f, n), f.view.members[n].tags.failover_priority, False) for n in names]
     return best(ranked).name
 
 

@@ -63,8 +63,7 @@ class Facts:
         # that was dead a moment ago revokes the key it took again after restarting (and had
         # started PostgreSQL as primary with), while another member gets promoted.
         fresh = leader is not None and leader.mod_revision <= self.local.peers_revision
-        sw = self.view.switchover
-        if sw is not None and sw.phase in ("pausing", "demoting"):
+        if self.leader_stops_for_switchover:
             # A leader in a switchover shuts PostgreSQL down on purpose.
             return False
         return fresh and probe is not None and probe.api == "refused" and probe.pg == "refused"
@@ -212,6 +211,12 @@ class Facts:
         if sw is None or sw.phase_at is None:
             return 0.0
         return self.local.wall_now - sw.phase_at
+
+    @property
+    def leader_stops_for_switchover(self) -> bool:
+        """The leader is pausing or shutting down on purpose, to hand over its key."""
+        sw = self.view.switchover
+        return sw is not None and sw.phase in ("pausing", "demoting")
 
     @property
     def bouncers_paused(self) -> bool:

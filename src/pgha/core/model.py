@@ -114,6 +114,13 @@ class MemberInfo:
     version: str = ""
     # Its pre_promote hook vetoed its last promotion: the others must not wait for it to win.
     promote_vetoed: bool = False
+    # How the last switchover this agent ended went ("refused: ...", "done: ...", "aborted: ..."),
+    # published before /switchover is deleted so that whoever asked can read the verdict.
+    last_switchover_id: str = ""
+    last_switchover_outcome: str = ""
+    # The /config revision this member's last decision was made with (0: not published, an
+    # older agent), so that `pgha pause --wait` knows the member saw the change.
+    config_revision: int = 0
 
     @property
     def lsn(self) -> int:
@@ -182,8 +189,12 @@ class ClusterView:
     leader: Leader | None = None
     members: Mapping[str, MemberInfo] = field(default_factory=dict)
     config: ClusterConfig = ClusterConfig()
+    # The DCS revision /config was last written at (0 when there is none: defaults).
+    config_revision: int = 0
     sync: SyncState | None = None
     switchover: Switchover | None = None
+    # The DCS revision /switchover was last written at (0 when there is none).
+    switchover_revision: int = 0
     intents: Mapping[str, MemberIntent] = field(default_factory=dict)
     # From /history: timeline that ended -> the LSN where the next one forked off.
     forks: Mapping[int, int] = field(default_factory=dict)

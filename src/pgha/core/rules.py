@@ -210,7 +210,9 @@ def switchover_target(f: Facts) -> tuple[str | None, str | None]:
     if sw.leader not in (None, f.me):
         return None, f"switchover names leader {sw.leader}, but {f.me} is the leader"
     if sw.candidate:
-        return sw.candidate, election.why_not_switchover_target(f, sw.candidate)
+        # What the candidate answered just now comes first: a frozen agent's member key is stale.
+        why = election.why_probe_refuses(f, sw.candidate) if sw.phase == "requested" else None
+        return sw.candidate, why or election.why_not_switchover_target(f, sw.candidate)
     picked = election.pick_switchover_target(f)
     if picked is None and sw.phase != "requested":
         # Fix: once we shut down, no replica streams any more, so none passes the "healthy
@@ -224,6 +226,16 @@ def sw_refused(f: Facts) -> bool:
     if f.view.switchover is None or not f.switchover_due or f.view.switchover.phase != "requested":
         return False
     return switchover_target(f)[1] is not None
+
+
+def sw_probed(f: Facts) -> bool:
+    """We asked the other members since the request was written (or there is nobody to ask):
+    the candidate's live position, and a frozen candidate, are known before we judge it and
+    shut down for it.  Fix: a probe from just before the request (another switchover refused a
+    moment ago) showed the candidate as it was then, alive and lagging."""
+    if not any(n != f.me for n in f.view.members):
+        return True
+    return bool(f.local.peers) and f.local.peers_revision >= f.view.switchover_revision
 
 
 def sw_candidate(f: Facts) -> str:
@@ -340,6 +352,10 @@ RULES: tuple[Rule, ...] = (
                     CompleteIntent(f.view.intents[f.me].id, "reinitialized")]),
 
     # ===== we hold the leader key =====
+    Rule("sw-probe-candidate", "switchover",
+         "Switchover due: ask the members how far they got and whether they live, before judging the candidate.",
+         lambda f: _sw(f, "requested") and f.is_primary and not sw_probed(f),
+         lambda f: [ProbePeers()]),
     Rule("sw-refuse", "switchover",
          "A due switchover names an unusable candidate (or none is healthy): refuse it with the reason.",
          lambda f: f.i_lead and f.is_primary and sw_refused(f),
@@ -353,9 +369,12 @@ RULES: tuple[Rule, ...] = (
          lambda f: _sw(f, "requested") and f.is_primary,
          lambda f: [Checkpoint(), SetSwitchoverPhase("pausing"), PausePgBouncer(f.view.switchover.id)]),  # type: ignore[union-attr]
     Rule("sw-demote", "switchover",
-         "Every PgBouncer paused (or 2 s passed): drop the VIP and shut down cleanly, shipping all WAL.",
+         "Every PgBouncer paused (or 2 s passed): drop the VIP, shut down cleanly (shipping all WAL), "
+         "then ask the candidate how far it got.",
          lambda f: _sw(f, "pausing") and f.is_primary and (f.bouncers_paused or f.phase_age > BOUNCER_PAUSE_TIMEOUT),
-         lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast")]),
+         # Probing right after the shutdown lets the next loop hand over at once (no loop in between).
+         lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast"),
+                    ProbePeers()]),
     Rule("sw-handoff", "switchover",
          "We are shut down and the candidate received everything: hand it the leader key.",
          lambda f: _sw(f, "demoting") and f.stopped and sw_caught_up(f),
@@ -458,6 +477,11 @@ RULES: tuple[Rule, ...] = (
          "Running replica pointed at someone other than the leader: follow the leader.",
          lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
          lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f)]),
+    Rule("replica-switchover-wait", "replica",
+         "Not streaming because the leader shuts down for a switchover: wait for the handoff, no probing "
+         "(a probe would delay our next loop, and the candidate's promotion, by its duration).",
+         lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader and f.leader_stops_for_switchover,
+         upkeep_replica),
     Rule("replica-leader-dead", "replica",
          "Not streaming, and the leader's agent and PostgreSQL both refuse connections: it is dead, revoke it.",
          lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader

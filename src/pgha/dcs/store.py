@@ -104,7 +104,7 @@ class ClusterStore:
                         view = replace(view, initializing=str(obj["initializing"]))
                 elif rel == "config":
                     config, bad = codec.decode_config_lenient(kv.value)
-                    view = replace(view, config=config)
+                    view = replace(view, config=config, config_revision=kv.mod_revision)
                     problems.extend(bad)
                 elif rel == "leader":
                     if _text(kv):
@@ -115,7 +115,8 @@ class ClusterStore:
                 elif rel == "sync":
                     view = replace(view, sync=codec.decode_sync(kv.value, kv.mod_revision))
                 elif rel == "switchover":
-                    view = replace(view, switchover=codec.decode_switchover(kv.value))
+                    view = replace(view, switchover=codec.decode_switchover(kv.value),
+                                   switchover_revision=kv.mod_revision)
                 elif rel.startswith("intents/"):
                     intents[rel.removeprefix("intents/")] = codec.decode_intent(kv.value)
                 elif rel.startswith("history/"):

@@ -220,19 +220,32 @@ def start(config: NodeConfig, layout: Layout, binaries: Binaries, timeout: float
     raise PostgresError(start_error(config, layout, text, last_line(r.stderr + r.stdout, "pg_ctl failed")))
 
 
-def stop(layout: Layout, binaries: Binaries, mode: str, timeout: float) -> None:
-    if mode not in ("smart", "fast", "immediate"):
+# The signal pg_ctl stop -m MODE sends the postmaster.
+STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+# How often we look whether the postmaster is gone.  pg_ctl -w looks every 100 ms, and in
+# a switchover each of those milliseconds is write downtime.
+STOP_POLL = 0.01
+
+
+def stop(layout: Layout, mode: str, timeout: float) -> None:
+    """Signal the postmaster as ``pg_ctl stop -m MODE`` does, then wait until it is gone."""
+    if mode not in STOP_SIGNALS:
         raise PostgresError(f"stop mode must be smart, fast or immediate, not {mode!r}")
-    if read_postmaster(layout) is None:
+    pm = read_postmaster(layout)
+    if pm is None:
         return
-    seconds = max(1, int(timeout))
-    r = binaries.run(
-        "pg_ctl",
-        ["stop", "-D", str(layout.data), "-m", mode, "-w", "-t", str(seconds), "-s"],
-        timeout=seconds + 15,
-    )
-    if r.returncode != 0 and read_postmaster(layout) is not None:
-        raise PostgresError(f"pg_ctl stop -m {mode}: {last_line(r.stderr + r.stdout, 'failed')}")
+    try:
+        os.kill(pm.pid, STOP_SIGNALS[mode])
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        raise PostgresError(f"stop -m {mode}: not allowed to signal postmaster {pm.pid}") from None
+    deadline = time.monotonic() + max(1.0, timeout)
+    while read_postmaster(layout) is not None:
+        if time.monotonic() > deadline:
+            raise PostgresError(f"stop -m {mode}: PostgreSQL still runs after {max(1.0, timeout):.0f} s "
+                                f"(see {layout.log_file})")
+        time.sleep(STOP_POLL)
     log.info("PostgreSQL stopped (%s)", mode)
 
 

@@ -42,6 +42,8 @@ class PostgresNode:
             **config.cluster_config.parameters,
             **config.postgresql.parameters,
         }
+        # (postmaster identity, highest timeline seen while it runs as a standby).
+        self._replica_timeline: tuple[str, int] | None = None
 
     @property
     def binaries(self) -> Binaries:
@@ -63,7 +65,11 @@ class PostgresNode:
             binaries = self.binaries
         except PostgresError:
             return observe.observe_files_only(self.layout)
-        return observe.observe(self.config, self.layout, binaries)
+        pg = observe.observe(self.config, self.layout, binaries)
+        pm = observe.read_postmaster(self.layout)
+        pg, self._replica_timeline = observe.carry_replica_timeline(pg, pm.identity if pm else None,
+                                                                    self._replica_timeline)
+        return pg
 
     def live_lsn(self) -> int | None:
         """The furthest WAL position of the running server, read now (None when it cannot be)."""
@@ -127,8 +133,8 @@ class PostgresNode:
         control.start(self.config, self.layout, self.binaries, timeout)
 
     def stop(self, mode: str, timeout: float) -> None:
-        """pg_ctl stop -m fast|immediate; returns once the postmaster is gone (no-op when stopped)."""
-        control.stop(self.layout, self.binaries, mode, timeout)
+        """Stop as pg_ctl stop -m fast|immediate does; returns once the postmaster is gone (no-op when stopped)."""
+        control.stop(self.layout, mode, timeout)
 
     def reload(self) -> None:
         """SIGHUP the postmaster (no-op when stopped)."""

@@ -31,6 +31,12 @@ class Postmaster:
     pid: int
     # postmaster.pid's status line: "starting", "stopping", "ready" or "standby" (PG 10+).
     status: str
+    # postmaster.pid's start time line (epoch seconds): with the pid, names this server's life.
+    started: str = ""
+
+    @property
+    def identity(self) -> str:
+        return f"{self.pid}@{self.started}"
 
 
 def read_postmaster(layout: Layout) -> Postmaster | None:
@@ -43,7 +49,30 @@ def read_postmaster(layout: Layout) -> Postmaster | None:
     if not postmaster_alive(pid):
         return None
     status = lines[7].strip() if len(lines) > 7 else ""
-    return Postmaster(pid, status)
+    return Postmaster(pid, status, lines[2].strip() if len(lines) > 2 else "")
+
+
+def carry_replica_timeline(
+    pg: LocalPostgres, postmaster: str | None, seen: tuple[str, int] | None
+) -> tuple[LocalPostgres, tuple[str, int] | None]:
+    """A standby's timeline, and the (postmaster identity, timeline) to remember for next time.
+
+    What SQL shows of a standby's timeline (last restartpoint, minimum recovery point, WAL
+    receiver) drops back to its last restartpoint's while no WAL receiver runs, e.g. right
+    after its upstream shut down for a switchover; a replica that followed a promotion then
+    looked like it was still on the old timeline, past the fork, and was stopped to be
+    rewound for nothing.  Recovery never goes back to an older timeline, so while the same
+    postmaster runs the highest timeline seen is still the one it replays.
+    """
+    if postmaster is None:
+        return pg, None
+    if seen is not None and seen[0] != postmaster:
+        seen = None
+    if pg.run_state != PgRunState.RUNNING or not pg.in_recovery or pg.timeline is None:
+        return pg, seen
+    if seen is not None and seen[1] > pg.timeline:
+        return replace(pg, timeline=seen[1]), seen
+    return pg, (postmaster, pg.timeline)
 
 
 def postmaster_alive(pid: int) -> bool:

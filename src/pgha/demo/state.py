@@ -156,8 +156,10 @@ def healthy(view: ClusterView, n: int) -> bool:
     leader = view.members.get(view.leader.name)
     if leader is None or leader.role != Role.PRIMARY or leader.state != "running":
         return False
+    # Streaming from the leader, on its timeline (a replica that rejoins streams the rest of the
+    # old timeline from the new leader first).
     streaming = [m for m in view.members.values() if m.role == Role.REPLICA and m.state == "streaming"
-                 and m.following == view.leader.name]
+                 and m.following == view.leader.name and m.timeline == leader.timeline]
     if len(streaming) < n - 1:
         return False
     # In synchronous mode the cluster is only as safe as its /sync key: a failover needs it.

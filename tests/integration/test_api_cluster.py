@@ -99,7 +99,7 @@ def test_state_endpoints(demo: DemoCluster) -> None:
 
 
 def test_actions_need_authentication_and_validate_their_body(demo: DemoCluster) -> None:
-    lead, sync, _ = roles(demo)
+    lead, _, _ = roles(demo)
     for method, path in (("POST", "/switchover"), ("POST", "/restart"), ("POST", "/reload"),
                          ("PATCH", "/config"), ("POST", "/pause"), ("POST", "/reinitialize")):
         status, body = call(demo, lead, method, path, body={})

@@ -55,7 +55,10 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> N
 
 def rows_of(pg: ProbePG, run_id: str) -> list[int]:
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        rows = conn.execute("SELECT seq FROM pgha_probe WHERE run_id = %s ORDER BY seq", (run_id,))
+        try:
+            rows = conn.execute("SELECT seq FROM pgha_probe WHERE run_id = %s ORDER BY seq", (run_id,))
+        except psycopg.errors.UndefinedTable:
+            return []  # the probe has not created its table yet
         return [r[0] for r in rows]
 
 

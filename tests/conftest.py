@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.etcd",
     "tests.support.pg",
     "tests.support.pgbouncer",
+    "tests.support.postmortem",
 ]

@@ -231,6 +231,9 @@ def test_ctrl_c_prints_the_report_so_far(rw: ProbePG) -> None:
     finally:
         stop_pid(proc.pid)
         proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()  # also after a timeout: no ResourceWarning in a later test
     assert proc.returncode == 130, err
     assert f"run id               {run_id}" in out
     assert "missing after run    0" in out

@@ -49,6 +49,11 @@ log = logging.getLogger("pgha.routing.pgbouncer")
 PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
 
 
+
+# Seconds an admin command other than PAUSE may take: they answer at once, so a PgBouncer that
+# hangs costs the agent's loop this long, not the 10 s a PAUSE may legitimately wait.
+ADMIN_TIMEOUT = 3.0
+
 class PgBouncerError(RoutingError):
     """PgBouncer could not be reached or refused a command; ``str()`` is one line."""
 
@@ -238,7 +243,7 @@ class PgBouncer:
                 f"as {self.cfg.admin_user!r}: {first}; check that PgBouncer runs and pgbouncer.admin_* "
                 "(the user must be in admin_users)") from None
 
-    def admin(self, command: str, timeout: float = 10.0) -> AdminResult:
+    def admin(self, command: str, timeout: float = ADMIN_TIMEOUT) -> AdminResult:
         """Run one admin console command (simple query protocol) and return its last result."""
         with self._connect() as conn:
             return _simple_query(conn, command, timeout)

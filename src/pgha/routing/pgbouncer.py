@@ -48,8 +48,6 @@ log = logging.getLogger("pgha.routing.pgbouncer")
 
 PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
 
-
-
 # Seconds an admin command other than PAUSE may take: they answer at once, so a PgBouncer that
 # hangs costs the agent's loop this long, not the 10 s a PAUSE may legitimately wait.
 ADMIN_TIMEOUT = 3.0

@@ -77,7 +77,8 @@ def view(
     return ClusterView(
         name="c",
         system_id=system_id,
-        leader=Leader(leader, lease_id=7, mod_revision=42) if leader else None,
+        # The same lease id as local()'s: a leader key names us only when bound to our lease.
+        leader=Leader(leader, lease_id=1, mod_revision=42) if leader else None,
         members={m.name: m for m in members},
         config=cfg or ClusterConfig(),
         **kw,

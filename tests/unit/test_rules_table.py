@@ -119,6 +119,21 @@ CASES: list[Case] = [
         [A.Fence("b holds the leader key"), A.SetVip(False), A.DisarmWatchdog()],
     ),
     Case(
+        "primary whose leader key is bound to another lease (it expires with it) fences",
+        healthy(),
+        replace(local("a", pg_primary()), lease_id=5),
+        "fence-foreign-lease",
+        [A.Fence("the leader key names us but is bound to a lease we do not hold"), A.SetVip(False),
+         A.DisarmWatchdog()],
+    ),
+    Case(
+        "stopped former primary, the key names it under a lease it lost: start nothing, wait for expiry",
+        healthy(),
+        replace(local("a", pg_stopped(was_primary=True, crashed=True)), lease_id=5),
+        "idle",
+        [],
+    ),
+    Case(
         "DCS down, failsafe on: ask the members to confirm us",
         healthy(dcs_error="timeout", cfg=config(failsafe_mode=True)),
         local("a", pg_primary()),

@@ -1289,6 +1289,9 @@ def schedules(draw: st.DrawFn) -> tuple[int, SyncMode, int, list[tuple[float, st
 # The leader cut from etcd while its postmaster crashed, back 0.4 s before its lease ended: it
 # restarted PostgreSQL as primary and was still writable when the next leader promoted.
 @example(plan=(3, "off", 3000, [(1.8, "cut", 0, 7.6), (2.0, "crash", 0, 1.0)]))
+# The leader killed while the DCS is down, back (with a new lease) before it is: its key, bound
+# to the old lease, still named it, and it restarted as primary until that lease expired.
+@example(plan=(3, "off", 3000, [(0.0, "dcs", 0, 2.0), (0.0, "kill", 0, 1.5)]))
 def test_random_faults_keep_the_invariants(
     plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]],
 ) -> None:

@@ -43,7 +43,17 @@ class Facts:
 
     @property
     def i_lead(self) -> bool:
-        return self.leader_name == self.me
+        """The leader key names us and is bound to the lease we renew.
+
+        Fix (found by the simulation): a key that names us but is bound to a lease we no longer
+        renew (an agent that came back with a new lease) expires with that lease; acting as its
+        holder, a restarted primary served writes until it expired and another member promoted.
+        """
+        leader = self.view.leader
+        if leader is None or leader.name != self.me:
+            return False
+        mine = self.local.lease_id
+        return not (leader.lease_id and mine and leader.lease_id != mine)
 
     @property
     def other_leads(self) -> bool:

@@ -467,8 +467,18 @@ class Probe:
         return report
 
     def wait(self, timeout: float | None) -> bool:
-        """Sleep up to ``timeout`` seconds; True once the probe is stopping."""
-        return self._stop.wait(timeout)
+        """Sleep up to ``timeout`` seconds; True once the probe is stopping.
+
+        Fix: in short slices.  The kernel may deliver SIGINT to the writer thread; a main thread
+        blocked in one untimed wait then never ran Python's handler, and Ctrl-C hung the probe.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(left):
+                return True
 
     # -- the loop --------------------------------------------------------------------
 

@@ -1,12 +1,6 @@
-"""A local cluster on one machine: its own etcd and N agents, for trying pgha out.
+"""DemoCluster: `pgha demo up/down` — its own etcd, N agents, and optionally PgBouncers and a network lab.
 
-The same class drives `pgha demo up/down`, the integration tests and the
-benchmarks, so what a new user runs is what the tests prove.
-
-Ports, from ``port_base`` P: etcd client P, etcd peer P+1; node i (1-based):
-PostgreSQL P+10i, REST API P+10i+1, PgBouncer P+10i+2.  The default P=15400 keeps every
-port below Linux's ephemeral range (32768-60999), where a client retrying a closed port can
-end up connected to itself.
+The port layout and what the demo is for are described in the package docstring (pgha/demo/__init__.py).
 """
 
 from __future__ import annotations

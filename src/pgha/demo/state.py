@@ -129,6 +129,7 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
         else:
             into[key] = value
 
+
 def _watchdogs_of(config_path: str) -> list[int]:
     """Watchdog processes are started by the agent; find orphans by their command line."""
     out = []

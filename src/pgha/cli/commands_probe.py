@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
+from collections.abc import Callable
+from types import FrameType
 
 import click
 
@@ -46,12 +50,8 @@ def probe(dsn: str, interval_ms: float, duration: float | None, as_json: bool, t
         click.echo(f"probing {safe_dsn(dsn)} every {interval_ms:g} ms"
                    f"{f' for {duration:g}s' if duration is not None else ' until Ctrl-C'} (run {p.run_id})",
                    err=True)
-    interrupted = False
     p.start()
-    try:
-        p.wait(duration)
-    except KeyboardInterrupt:
-        interrupted = True
+    interrupted = _run_until_interrupted(p.wait, duration)
     report = p.stop()
 
     click.echo(report.to_json() if as_json else report.to_text())
@@ -64,3 +64,27 @@ def probe(dsn: str, interval_ms: float, duration: float | None, as_json: bool, t
     if report.missing:
         click.echo(f"pgha probe: {report.missing} acknowledged writes are missing", err=True)
         sys.exit(EXIT_MISSING)
+
+
+def _run_until_interrupted(wait: Callable[[float], bool], duration: float | None) -> bool:
+    """Wait ``duration`` seconds (None: forever) or until the probe stops; True on Ctrl-C.
+
+    Fix: Ctrl-C is a flag set by our own SIGINT handler, not a KeyboardInterrupt.  An exception
+    raised inside threading.Event.wait() can leave the event's lock held, and the probe's stop()
+    then blocked on it for good, printing nothing (a flaky test saw it about once in three runs).
+    """
+    hit: list[bool] = []
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        hit.append(True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        deadline = None if duration is None else time.monotonic() + duration
+        while not hit:
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0 or wait(left):
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return bool(hit)

@@ -35,9 +35,9 @@ from pgha.demo.state import (
     _chown,
     _merge,
     _pg_owner,
-    _watchdogs_of,
     describe,
     healthy,
+    orphan_watchdogs,
     pid_alive,
     stop_pid,
 )
@@ -277,5 +277,5 @@ class DemoCluster(LabMixin, BouncerMixin):
         with contextlib.suppress(OSError, ValueError):
             pid = int(pidfile.read_text().split("\n", 1)[0])
             stop_pid(pid, signal.SIGQUIT, timeout=10)
-        for wd in _watchdogs_of(node.config):
+        for wd in orphan_watchdogs():
             stop_pid(wd, signal.SIGKILL, timeout=5)

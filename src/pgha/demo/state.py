@@ -130,24 +130,18 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _watchdogs_of(config_path: str) -> list[int]:
-    """Watchdog processes are started by the agent; find orphans by their command line."""
+def orphan_watchdogs() -> list[int]:
+    """Watchdog processes whose agent is gone (reparented to init), found by their command line."""
+    from pgha.agent.watchdog import children_of
+
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in children_of(1):
         try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"pgha.agent.watchdog" in cmd and os.getppid() != int(entry):
-            # Only orphans (reparented to init) belong to agents that are gone.
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == 1:
-                out.append(int(entry))
+        if b"pgha.agent.watchdog" in cmd:
+            out.append(pid)
     return out
 
 

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgha import netlab
 from pgha.core.model import Switchover
-from pgha.demo import DemoCluster
+from pgha.demo import DemoCluster, netlab
 from tests.support.cluster import running_cluster, wait_for
 from tests.support.faults import kill_agent, restart_node, wait_new_leader
 from tests.support.vip import VipWatch, VipWriter, kill_lab_host

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pgha import netlab
+from pgha.demo import netlab
 from tests.support.procs import stop_pid
 
 BRIDGE_CIDR = "198.18.0.1/24"

@@ -22,7 +22,8 @@ import psycopg
 import pytest
 
 from pgha.config import PgBouncerConfig
-from pgha.routing.pgbouncer import PgBouncer, PgBouncerProcess, render_pgbouncer_ini, render_userlist
+from pgha.demo.pgbouncer_process import PgBouncerProcess, render_pgbouncer_ini, render_userlist
+from pgha.routing.pgbouncer import PgBouncer
 from tests.support.procs import PG_BIN, chown_postgres, free_port, postgres_user_kwargs, stop_pid
 
 APP_USER = "app"

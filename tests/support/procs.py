@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import signal
 import socket
 import subprocess
-import time
 from typing import Any
+
+from pgha.demo.procs import stop_pid  # noqa: F401 - one implementation, shared with the demo
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -39,25 +38,6 @@ def make_postgres_dir(path: str) -> str:
     os.chmod(path, 0o700)
     chown_postgres(path)
     return path
-
-
-def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    """Send ``sig`` to ``pid`` and wait for it to go; SIGKILL after ``timeout``."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:

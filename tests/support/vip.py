@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pgha import netlab
-from pgha.demo import DemoCluster
+from pgha.demo import DemoCluster, netlab
 from tests.support.faults import NodeSetWatch, kill_host, restart_node
 
 ROOT = Path(__file__).resolve().parent.parent.parent

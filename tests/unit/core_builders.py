@@ -21,7 +21,7 @@ from pgha.core.model import (
     LocalPostgres,
     LocalState,
     MemberInfo,
-    PeerProbe,
+    PeerStatus,
     PgRunState,
     Replication,
     Role,
@@ -159,7 +159,7 @@ def local(name: str, pg: LocalPostgres | None = None, lease_left: float | None =
     )
 
 
-def probe(
+def poll(
     name: str,
     lsn: int | None = 1000,
     api: str = "ok",
@@ -167,11 +167,11 @@ def probe(
     tl: int = 1,
     in_recovery: bool | None = True,
     **kw: Any,
-) -> PeerProbe:
-    return PeerProbe(name=name, api=api, pg=pg, lsn=lsn, timeline=tl, in_recovery=in_recovery, **kw)
+) -> PeerStatus:
+    return PeerStatus(name=name, api=api, pg=pg, lsn=lsn, timeline=tl, in_recovery=in_recovery, **kw)
 
 
-def probes(*ps: PeerProbe) -> Mapping[str, PeerProbe]:
+def polls(*ps: PeerStatus) -> Mapping[str, PeerStatus]:
     return {p.name: p for p in ps}
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgha import netlab
-from pgha.demo import DemoCluster, DemoError, DemoNode, DemoState, _recorded_lab
+from pgha.demo import DemoCluster, DemoError, DemoNode, DemoState, _recorded_lab, netlab
 
 SUBNET = ipaddress.IPv4Network("198.19.5.0/24")
 

@@ -15,9 +15,9 @@ from tests.unit.core_builders import (
     pg_primary,
     pg_replica,
     pg_stopped,
+    poll,
+    polls,
     primary,
-    probe,
-    probes,
     replica,
     run,
     sync,
@@ -87,7 +87,7 @@ def test_every_node_agrees_on_the_winner(
             "b",
             pg_replica(None, mine, streaming=False),
             tags=tags(failover_priority=my_prio),
-            peers=probes(probe("c", theirs)),
+            peers=polls(poll("c", theirs)),
         ),
     )
     c = run(
@@ -96,7 +96,7 @@ def test_every_node_agrees_on_the_winner(
             "c",
             pg_replica(None, theirs, streaming=False),
             tags=tags(failover_priority=their_prio),
-            peers=probes(probe("b", mine)),
+            peers=polls(poll("b", mine)),
         ),
     )
     assert b.rule_id == rule
@@ -116,12 +116,12 @@ def test_contenders_skip_unreachable_nofailover_primary_and_unsynced_peers() -> 
     loc = local(
         "b",
         pg_replica(None, 1000, streaming=False),
-        peers=probes(
-            probe("c", 5000),  # nofailover
-            probe("d", 5000, api="timeout"),  # cannot answer
-            probe("e", 5000, in_recovery=False),  # not a replica
-            probe("f", None),  # unknown position
-            probe("g", 900),
+        peers=polls(
+            poll("c", 5000),  # nofailover
+            poll("d", 5000, api="timeout"),  # cannot answer
+            poll("e", 5000, in_recovery=False),  # not a replica
+            poll("f", None),  # unknown position
+            poll("g", 900),
         ),
     )
     assert sorted(c.name for c in election.contenders(facts(v, loc))) == ["b", "g"]
@@ -130,7 +130,7 @@ def test_contenders_skip_unreachable_nofailover_primary_and_unsynced_peers() -> 
 
 def test_in_synchronous_mode_only_synchronous_peers_contend() -> None:
     v = view(orphan("b", 1000), orphan("c", 2000), cfg=config(synchronous_mode="on"), sync=sync("a", "b"))
-    loc = local("b", pg_replica(None, 1000, streaming=False), peers=probes(probe("c", 2000)))
+    loc = local("b", pg_replica(None, 1000, streaming=False), peers=polls(poll("c", 2000)))
     assert [c.name for c in election.contenders(facts(v, loc))] == ["b"]
 
 
@@ -181,7 +181,7 @@ def test_lag_is_measured_against_the_old_leaders_last_position() -> None:
 
 def test_lag_is_measured_against_probed_peers_too() -> None:
     v = view(orphan("b", 5000), cfg=config(maximum_lag_on_failover=100))
-    loc = local("b", pg_replica(None, 5000), peers=probes(probe("c", 6000)))
+    loc = local("b", pg_replica(None, 5000), peers=polls(poll("c", 6000)))
     assert why(v, loc) == "lagging 1000 bytes, more than maximum_lag_on_failover (100)"
 
 
@@ -216,7 +216,7 @@ def test_quorum_candidate_must_see_enough_of_sync(
     standbys: tuple[str, ...], quorum: int, visible: tuple[str, ...], ok: bool
 ) -> None:
     v = view(orphan("b", 1000), cfg=config(synchronous_mode="quorum"), sync=sync("a", *standbys, quorum=quorum))
-    loc = local("b", pg_replica(None, 1000), peers=probes(*(probe(n, 900) for n in visible)))
+    loc = local("b", pg_replica(None, 1000), peers=polls(*(poll(n, 900) for n in visible)))
     reason = why(v, loc)
     assert (reason is None) == ok, reason
     if not ok:
@@ -226,7 +226,7 @@ def test_quorum_candidate_must_see_enough_of_sync(
 
 def test_quorum_peer_that_does_not_answer_is_not_seen() -> None:
     v = view(orphan("b", 1000), cfg=config(synchronous_mode="quorum"), sync=sync("a", "b", "c", quorum=1))
-    loc = local("b", pg_replica(None, 1000), peers=probes(probe("c", 900, api="timeout")))
+    loc = local("b", pg_replica(None, 1000), peers=polls(poll("c", 900, api="timeout")))
     assert why(v, loc) is not None
 
 

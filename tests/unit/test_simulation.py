@@ -49,7 +49,7 @@ from pgha.core.model import (
     LocalPostgres,
     LocalState,
     MemberInfo,
-    PeerProbe,
+    PeerStatus,
     PgRunState,
     Replication,
     Role,
@@ -179,7 +179,7 @@ class Node:
     next_loop: float = 0.0
     task: Task | None = None
     task_state: TaskState | None = None
-    peers: dict[str, PeerProbe] = field(default_factory=dict)
+    peers: dict[str, PeerStatus] = field(default_factory=dict)
     peers_at: float = -1e9
     peers_revision: int = 0
     down_since: float | None = None
@@ -641,14 +641,14 @@ class Cluster:
             pgbouncer_paused_for=node.pgbouncer_paused_for,
         )
 
-    def probe(self, prober: Node, target: Node) -> PeerProbe:
+    def probe(self, prober: Node, target: Node) -> PeerStatus:
         if not target.alive:
-            return PeerProbe(target.name, api="refused", pg="refused")
+            return PeerStatus(target.name, api="refused", pg="refused")
         pg = "ok" if target.pg.state == "running" else "refused"
         if target.frozen:
-            return PeerProbe(target.name, api="timeout", pg=pg)
+            return PeerStatus(target.name, api="timeout", pg=pg)
         running = target.pg.state == "running"
-        return PeerProbe(
+        return PeerStatus(
             target.name,
             api="ok",
             pg=pg,
@@ -1024,12 +1024,12 @@ def _callback(c: Cluster, n: Node, a: A.RunCallback, v: ClusterView, loc: LocalS
         n.announced_role = a.role
 
 
-@handles(A.ProbePeers)
-def _probe(c: Cluster, n: Node, a: A.ProbePeers, v: ClusterView, loc: LocalState) -> None:
+@handles(A.PollPeers)
+def _probe(c: Cluster, n: Node, a: A.PollPeers, v: ClusterView, loc: LocalState) -> None:
     n.peers = {m: c.probe(n, c.nodes[m]) for m in v.members if m != n.name and m in c.nodes}
     n.peers_at = c.now
     n.peers_revision = v.revision
-    n.probed = True  # as Agent.probe_peers: the answers wake the loop at once
+    n.probed = True  # as Agent.poll_peers: the answers wake the loop at once
 
 
 # --- helpers for scenarios ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pgha import __version__
 from pgha.agent.executor import Executor
 from pgha.agent.lease import LeaseKeeper
-from pgha.agent.peers import PeerProber
+from pgha.agent.peers import PeerPoller
 from pgha.agent.tasks import TaskRunner
 from pgha.agent.watchdog import Watchdog
 from pgha.api.handle import NodeSnapshot
@@ -41,7 +41,7 @@ from pgha.core.model import (
     DataDir,
     LocalState,
     MemberInfo,
-    PeerProbe,
+    PeerStatus,
     PgRunState,
     Role,
     TaskKind,
@@ -75,7 +75,7 @@ class Agent:
         self.pg = PostgresNode(config)
         self.registry = CollectorRegistry()
         self.tasks = TaskRunner(self.wake)
-        self.prober = PeerProber()
+        self.poller = PeerPoller()
         self.executor = Executor(self)
         self.callbacks = CallbackRunner(config.callbacks, config.cluster, log)
         vip = (f"{config.vip.address}/{config.vip.prefix}", config.vip.interface) if config.vip else None
@@ -102,9 +102,9 @@ class Agent:
 
         # State the agent remembers between loops (fed back into LocalState).
         self.view: ClusterView | None = None
-        self.peers: dict[str, PeerProbe] = {}
+        self.peers: dict[str, PeerStatus] = {}
         self.peers_at = 0.0
-        # The DCS revision of the view the last probe was made against.
+        # The DCS revision of the view the last poll was made against.
         self.peers_revision = 0
         self.down_since: float | None = None
         self.not_streaming_since: float | None = None
@@ -217,9 +217,9 @@ class Agent:
             if fd is not None:
                 self.watchdog.arm(self.watchdog.armed_pid, fd)
 
-    def probe_peers(self, view: ClusterView) -> None:
+    def poll_peers(self, view: ClusterView) -> None:
         others = [m for m in view.members.values() if m.name != self.config.name]
-        self.peers = self.prober.probe(others)
+        self.peers = self.poller.poll(others)
         self.peers_at = time.monotonic()
         self.peers_revision = view.revision
         self.wake()
@@ -502,7 +502,7 @@ class Agent:
             # Run now rather than queued behind a slow hook; after the key is released, so the hook
             # (bounded by callbacks.timeout) does not delay the next leader.
             self.callbacks.run("on_stop", self.announced_role)
-        self.prober.close()
+        self.poller.close()
         if self.api is not None:
             self.api.stop()
         log.info("stopped")

@@ -458,6 +458,6 @@ def _callback(ex: Executor, a: A.RunCallback, view: ClusterView, local: LocalSta
     ex.agent.announced_role = a.role
 
 
-@handles(A.ProbePeers)
-def _probe(ex: Executor, a: A.ProbePeers, view: ClusterView, local: LocalState) -> None:
-    ex.agent.probe_peers(view)
+@handles(A.PollPeers)
+def _poll(ex: Executor, a: A.PollPeers, view: ClusterView, local: LocalState) -> None:
+    ex.agent.poll_peers(view)

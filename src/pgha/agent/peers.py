@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-from pgha.core.model import MemberInfo, PeerProbe
+from pgha.core.model import MemberInfo, PeerStatus
 
-PROBE_TIMEOUT = 0.5
+POLL_TIMEOUT = 0.5
 
 
-def tcp_state(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str:
+def tcp_state(host: str, port: int, timeout: float = POLL_TIMEOUT) -> str:
     """'ok', 'refused' (host up, nothing listening) or 'timeout' (unknown)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -25,16 +25,16 @@ def tcp_state(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str:
         return "timeout"
 
 
-class PeerProber:
+class PeerPoller:
     def __init__(self) -> None:
         self.http = urllib3.PoolManager(
             num_pools=16, maxsize=2, retries=False,
-            timeout=urllib3.Timeout(connect=PROBE_TIMEOUT, read=PROBE_TIMEOUT),
+            timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT),
             cert_reqs="CERT_NONE",
         )
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="poll")
 
-    def probe_one(self, m: MemberInfo) -> PeerProbe:
+    def poll_one(self, m: MemberInfo) -> PeerStatus:
         api = "timeout"
         lsn = timeline = None
         in_recovery = None
@@ -57,11 +57,11 @@ class PeerProber:
             # Double-check the refusal directly: it is what allows revoking a leader early.
             u = urlsplit(m.api_url)
             api = tcp_state(u.hostname or "", u.port or 80)
-        return PeerProbe(name=m.name, api=api, pg=pg, lsn=lsn, timeline=timeline,
+        return PeerStatus(name=m.name, api=api, pg=pg, lsn=lsn, timeline=timeline,
                          in_recovery=in_recovery, sees_leader=sees_leader)
 
-    def probe(self, members: list[MemberInfo]) -> dict[str, PeerProbe]:
-        results = self.pool.map(self.probe_one, members)
+    def poll(self, members: list[MemberInfo]) -> dict[str, PeerStatus]:
+        results = self.pool.map(self.poll_one, members)
         return {p.name: p for p in results}
 
     def close(self) -> None:

@@ -271,7 +271,7 @@ class RunCallback(Action):
 
 
 @dataclass(frozen=True)
-class ProbePeers(Action):
+class PollPeers(Action):
     """Ask every member for its WAL position and liveness; the answers feed the next loop."""
 
 

@@ -69,15 +69,15 @@ def contenders(f: Facts) -> list[Contender]:
     """Every member that could win, as far as this node can tell right now."""
     out = [Contender(f.me, f.my_lsn, f.local.tags.failover_priority, f.view.last_leader == f.me)]
     sync = f.view.sync if f.config.synchronous_mode != "off" else None
-    for name, probe in f.local.peers.items():
+    for name, poll in f.local.peers.items():
         m = f.view.members.get(name)
-        if name == f.me or m is None or probe.api != "ok" or probe.lsn is None:
+        if name == f.me or m is None or poll.api != "ok" or poll.lsn is None:
             continue
-        if m.tags.nofailover or m.promote_vetoed or probe.in_recovery is not True:
+        if m.tags.nofailover or m.promote_vetoed or poll.in_recovery is not True:
             continue
         if sync is not None and name not in sync.standbys:
             continue
-        out.append(Contender(name, probe.lsn, m.tags.failover_priority, f.view.last_leader == name))
+        out.append(Contender(name, poll.lsn, m.tags.failover_priority, f.view.last_leader == name))
     return out
 
 
@@ -92,7 +92,7 @@ def i_am_best(f: Facts) -> bool:
 
 
 def switchover_lsn(f: Facts, name: str) -> int:
-    """How far ``name`` got: what it answered our probe just now, else what it last published
+    """How far ``name`` got: what it answered our poll just now, else what it last published
     (up to ttl/3 old: on a busy primary that alone can exceed maximum_lag_on_failover)."""
     p = f.local.peers.get(name)
     if p is not None and p.api == "ok" and p.lsn is not None:
@@ -104,8 +104,8 @@ def switchover_lsn(f: Facts, name: str) -> int:
 def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
     """None when ``candidate`` may take over by switchover; else the refusal.
 
-    The leader judges the lag by the position the candidate answered its probe with; the CLI
-    and the API (no probes) by what the members published, up to ttl/3 ago.
+    The leader judges the lag by the position the candidate answered its poll with; the CLI
+    and the API (no polls) by what the members published, up to ttl/3 ago.
     """
     m = f.view.members.get(candidate)
     if m is None:
@@ -124,9 +124,9 @@ def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
     return None
 
 
-def why_probe_refuses(f: Facts, candidate: str) -> str | None:
-    """None when our latest probe found ``candidate`` alive as a replica (or we have not
-    probed it yet); else the refusal.  A member key outlives a frozen agent by up to ttl,
+def why_poll_refuses(f: Facts, candidate: str) -> str | None:
+    """None when our latest poll found ``candidate`` alive as a replica (or we have not
+    polled it yet); else the refusal.  A member key outlives a frozen agent by up to ttl,
     so the leader asks the candidate itself before shutting down for it."""
     p = f.local.peers.get(candidate)
     if p is None:
@@ -139,17 +139,17 @@ def why_probe_refuses(f: Facts, candidate: str) -> str | None:
 
 
 def pick_switchover_target(f: Facts) -> str | None:
-    """The most advanced healthy replica eligible for switchover (and, once probed, alive), or None."""
+    """The most advanced healthy replica eligible for switchover (and, once polled, alive), or None."""
     names = sorted(n for n in f.view.members
-                   if why_not_switchover_target(f, n) is None and why_probe_refuses(f, n) is None)
+                   if why_not_switchover_target(f, n) is None and why_poll_refuses(f, n) is None)
     if not names:
         return None
     ranked = [Contender(n, switchover_lsn(f, n), f.view.members[n].tags.failover_priority, False) for n in names]
     return best(ranked).name
 
 
-def pick_probed_replica(f: Facts) -> str | None:
-    """The most advanced replica that answered our probe and may take over by switchover
+def pick_polled_replica(f: Facts) -> str | None:
+    """The most advanced replica that answered our poll and may take over by switchover
     (used once the leader has shut down, when no replica is streaming any more)."""
     sync = f.view.sync if f.config.synchronous_mode in ("on", "strict") else None
     ranked = []

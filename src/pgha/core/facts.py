@@ -67,16 +67,16 @@ class Facts:
     def leader_proven_dead(self) -> bool:
         """The leader's agent and PostgreSQL both refused connections just now (the host is
         up but neither process is): no lease timeout is needed to know it is gone."""
-        probe = self.local.peers.get(self.leader_name or "")
+        poll = self.local.peers.get(self.leader_name or "")
         leader = self.view.leader
-        # Fix: the probe must postdate the current leader key.  Otherwise a probe of a leader
+        # Fix: the poll must postdate the current leader key.  Otherwise a poll of a leader
         # that was dead a moment ago revokes the key it took again after restarting (and had
         # started PostgreSQL as primary with), while another member gets promoted.
         fresh = leader is not None and leader.mod_revision <= self.local.peers_revision
         if self.leader_stops_for_switchover:
             # A leader in a switchover shuts PostgreSQL down on purpose.
             return False
-        return fresh and probe is not None and probe.api == "refused" and probe.pg == "refused"
+        return fresh and poll is not None and poll.api == "refused" and poll.pg == "refused"
 
     # --- the DCS and our lease ---------------------------------------------------------
     @property

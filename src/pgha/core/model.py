@@ -277,7 +277,7 @@ class TaskState:
 
 
 @dataclass(frozen=True)
-class PeerProbe:
+class PeerStatus:
     """How another member answered this agent just now (for election and liveness)."""
 
     name: str
@@ -303,9 +303,9 @@ class LocalState:
     lease_id: int = 0
     task: TaskState | None = None
     # Probes of the other members, filled when the leader looks gone or an election runs.
-    peers: Mapping[str, PeerProbe] = field(default_factory=dict)
-    # ClusterView.revision of the loop that asked for ``peers`` (0: unknown).  A probe proves a
-    # leader dead only if that leader key was already there when the probe was asked for.
+    peers: Mapping[str, PeerStatus] = field(default_factory=dict)
+    # ClusterView.revision of the loop that asked for ``peers`` (0: unknown).  A poll proves a
+    # leader dead only if that leader key was already there when the poll was asked for.
     peers_revision: int = 0
     # Failsafe: monotonic time until which every member confirmed us as leader.
     failsafe_deadline: float | None = None

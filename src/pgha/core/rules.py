@@ -32,8 +32,8 @@ from pgha.core.actions import (
     HandoffLeader,
     InitDB,
     PausePgBouncer,
+    PollPeers,
     PrePromote,
-    ProbePeers,
     Promote,
     PublishInitialized,
     ReleaseLeader,
@@ -181,19 +181,19 @@ def promote(f: Facts, reason: str) -> list[Action]:
     return [AppendHistory(reason), Promote()]
 
 
-def probe_if_quorum_unseen(f: Facts) -> list[Action]:
-    """Fix: in quorum mode eligibility depends on which synchronous standbys answer probes, and
-    this row comes before elect-probe; without probing here no candidate ever sees the others."""
+def poll_if_quorum_unseen(f: Facts) -> list[Action]:
+    """Fix: in quorum mode eligibility depends on which synchronous standbys answer polls, and
+    this row comes before elect-poll; without polling here no candidate ever sees the others."""
     reason = election.why_not_candidate(f) or ""
-    return [ProbePeers()] if reason.startswith("quorum:") else []
+    return [PollPeers()] if reason.startswith("quorum:") else []
 
 
-def stale_probe_window(f: Facts) -> float:
-    """Fix: how long another member may still act on a probe taken before our agent restarted.
+def stale_poll_window(f: Facts) -> float:
+    """Fix: how long another member may still act on a poll taken before our agent restarted.
 
-    An agent restarted within ttl keeps its lease and leader key.  A replica that probed it
+    An agent restarted within ttl keeps its lease and leader key.  A replica that polled it
     while it was down (API and PostgreSQL refused) can still revoke that very key
-    (replica-leader-dead) for as long as its probe is fresh (max(1 s, loop_wait) in the
+    (replica-leader-dead) for as long as its poll is fresh (max(1 s, loop_wait) in the
     agent) plus one DCS round trip (retry_timeout).  Starting PostgreSQL as primary inside
     that window let another member be promoted while ours was writable.
     """
@@ -211,14 +211,14 @@ def switchover_target(f: Facts) -> tuple[str | None, str | None]:
         return None, f"switchover names leader {sw.leader}, but {f.me} is the leader"
     if sw.candidate:
         # What the candidate answered just now comes first: a frozen agent's member key is stale.
-        why = election.why_probe_refuses(f, sw.candidate) if sw.phase == "requested" else None
+        why = election.why_poll_refuses(f, sw.candidate) if sw.phase == "requested" else None
         return sw.candidate, why or election.why_not_switchover_target(f, sw.candidate)
     picked = election.pick_switchover_target(f)
     if picked is None and sw.phase != "requested":
         # Fix: once we shut down, no replica streams any more, so none passes the "healthy
         # streaming replica" test and sw_candidate() failed its assertion inside a guard,
-        # crashing every loop.  After the shutdown, take the most advanced probed replica.
-        picked = election.pick_probed_replica(f)
+        # crashing every loop.  After the shutdown, take the most advanced polled replica.
+        picked = election.pick_polled_replica(f)
     return picked, None if picked else "no healthy replica can take over"
 
 
@@ -228,10 +228,10 @@ def sw_refused(f: Facts) -> bool:
     return switchover_target(f)[1] is not None
 
 
-def sw_probed(f: Facts) -> bool:
+def sw_polled(f: Facts) -> bool:
     """We asked the other members since the request was written (or there is nobody to ask):
     the candidate's live position, and a frozen candidate, are known before we judge it and
-    shut down for it.  Fix: a probe from just before the request (another switchover refused a
+    shut down for it.  Fix: a poll from just before the request (another switchover refused a
     moment ago) showed the candidate as it was then, alive and lagging."""
     if not any(n != f.me for n in f.view.members):
         return True
@@ -247,9 +247,9 @@ def sw_candidate(f: Facts) -> str:
 def sw_caught_up(f: Facts) -> bool:
     cand = switchover_target(f)[0]
     if cand is None:
-        return False  # nobody answered yet: sw-wait-catchup probes, sw-abort ends it
-    probe = f.local.peers.get(cand)
-    return probe is not None and probe.lsn is not None and probe.lsn >= f.my_lsn
+        return False  # nobody answered yet: sw-wait-catchup polls, sw-abort ends it
+    poll = f.local.peers.get(cand)
+    return poll is not None and poll.lsn is not None and poll.lsn >= f.my_lsn
 
 
 # --- the table --------------------------------------------------------------------------
@@ -356,10 +356,10 @@ RULES: tuple[Rule, ...] = (
                     CompleteIntent(f.view.intents[f.me].id, "reinitialized")]),
 
     # ===== we hold the leader key =====
-    Rule("sw-probe-candidate", "switchover",
+    Rule("sw-poll-candidate", "switchover",
          "Switchover due: ask the members how far they got and whether they live, before judging the candidate.",
-         lambda f: _sw(f, "requested") and f.is_primary and not sw_probed(f),
-         lambda f: [ProbePeers()]),
+         lambda f: _sw(f, "requested") and f.is_primary and not sw_polled(f),
+         lambda f: [PollPeers()]),
     Rule("sw-refuse", "switchover",
          "A due switchover names an unusable candidate (or none is healthy): refuse it with the reason.",
          lambda f: f.i_lead and f.is_primary and sw_refused(f),
@@ -378,7 +378,7 @@ RULES: tuple[Rule, ...] = (
          lambda f: _sw(f, "pausing") and f.is_primary and (f.bouncers_paused or f.phase_age > BOUNCER_PAUSE_TIMEOUT),
          # Probing right after the shutdown lets the next loop hand over at once (no loop in between).
          lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast"),
-                    ProbePeers()]),
+                    PollPeers()]),
     Rule("sw-handoff", "switchover",
          "We are shut down and the candidate received everything: hand it the leader key.",
          lambda f: _sw(f, "demoting") and f.stopped and sw_caught_up(f),
@@ -386,7 +386,7 @@ RULES: tuple[Rule, ...] = (
     Rule("sw-wait-catchup", "switchover",
          "We are shut down; ask the candidate how far it got.",
          lambda f: _sw(f, "demoting") and f.stopped and f.phase_age <= SWITCHOVER_PHASE_TIMEOUT,
-         lambda f: [ProbePeers()]),
+         lambda f: [PollPeers()]),
     Rule("sw-abort", "switchover",
          "The switchover stalled past its timeout: resume as primary and drop the request.",
          lambda f: (_sw(f, "pausing") or _sw(f, "demoting")) and f.phase_age > SWITCHOVER_PHASE_TIMEOUT,
@@ -409,9 +409,9 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.i_lead and f.is_replica and f.local.promote_vetoed,
          lambda f: [ReleaseLeader()]),
     Rule("leader-restart-wait", "leader",
-         "Our agent restarted holding the leader key, PostgreSQL down: wait out probes that found us dead.",
+         "Our agent restarted holding the leader key, PostgreSQL down: wait out polls that found us dead.",
          lambda f: (f.i_lead and f.stopped and f.local.announced_role is None and f.crashed_for is not None
-                    and f.crashed_for < stale_probe_window(f)),
+                    and f.crashed_for < stale_poll_window(f)),
          lambda f: []),
     Rule("leader-start-lease-short", "leader",
          "Our primary is down and our lease may end within fence_margin: start nothing until it is renewed.",
@@ -482,8 +482,8 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
          lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f)]),
     Rule("replica-switchover-wait", "replica",
-         "Not streaming because the leader shuts down for a switchover: wait for the handoff, no probing "
-         "(a probe would delay our next loop, and the candidate's promotion, by its duration).",
+         "Not streaming because the leader shuts down for a switchover: wait for the handoff, no polling "
+         "(a poll would delay our next loop, and the candidate's promotion, by its duration).",
          lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader and f.leader_stops_for_switchover,
          upkeep_replica),
     Rule("replica-leader-dead", "replica",
@@ -499,9 +499,9 @@ RULES: tuple[Rule, ...] = (
                     and (f.leader_member.timeline or 0) > (f.local.pg.timeline or 0)),
          lambda f: [StopPostgres("fast")]),
     Rule("replica-check-leader", "replica",
-         "Not streaming from the leader: probe it, so a dead leader is found without waiting for its lease.",
+         "Not streaming from the leader: poll it, so a dead leader is found without waiting for its lease.",
          lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader,
-         lambda f: [ProbePeers(), *upkeep_replica(f)]),
+         lambda f: [PollPeers(), *upkeep_replica(f)]),
     Rule("replica-steady", "replica",
          "Streaming from the leader: keep routing and hooks right.",
          lambda f: f.other_leads and f.is_replica,
@@ -534,12 +534,12 @@ RULES: tuple[Rule, ...] = (
     Rule("elect-ineligible", "election",
          "No leader, but we may not be promoted (lag, timeline, nofailover, not synchronous).",
          lambda f: f.leader_name is None and election.why_not_candidate(f) is not None,
-         lambda f: [SetVip(False), DisarmWatchdog(), *probe_if_quorum_unseen(f)],
+         lambda f: [SetVip(False), DisarmWatchdog(), *poll_if_quorum_unseen(f)],
          lambda f: election.why_not_candidate(f) or ""),
-    Rule("elect-probe", "election",
+    Rule("elect-poll", "election",
          "No leader and we are a candidate: ask every member how far it got.",
          lambda f: f.leader_name is None and not f.local.peers and len(f.view.members) > 1,
-         lambda f: [ProbePeers()]),
+         lambda f: [PollPeers()]),
     Rule("elect-win", "election",
          "No leader and we are the most advanced candidate: take the key and promote.",
          lambda f: f.leader_name is None and election.i_am_best(f),
@@ -548,7 +548,7 @@ RULES: tuple[Rule, ...] = (
     Rule("elect-defer", "election",
          "No leader, but another candidate is more advanced: let it win.",
          lambda f: f.leader_name is None,
-         lambda f: [ProbePeers()],
+         lambda f: [PollPeers()],
          election.ranking),
 
     # ===== anything else =====

@@ -11,14 +11,13 @@ end up connected to itself.
 
 from pgha.demo.cluster import DemoCluster
 from pgha.demo.lab import _recorded_lab
+from pgha.demo.procs import pid_alive, stop_pid
 from pgha.demo.state import (
     DemoError,
     DemoNode,
     DemoState,
     describe,
     healthy,
-    pid_alive,
-    stop_pid,
     sync_published,
 )
 

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pgha import netlab
 from pgha.core.model import ClusterView
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
-from pgha.demo.state import DemoNode, DemoState, stop_pid
+from pgha.demo import netlab
+from pgha.demo.procs import stop_pid
+from pgha.demo.state import DemoNode, DemoState
 
 if TYPE_CHECKING:
-    from pgha.routing.pgbouncer import PgBouncerProcess
+    from pgha.demo.pgbouncer_process import PgBouncerProcess
 
 
 class DemoBase:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pgha.demo.base import DemoBase
-from pgha.demo.state import DEMO_BOUNCER_DATABASES, DemoError, _chown, pid_alive, stop_pid
+from pgha.demo.procs import pid_alive, stop_pid
+from pgha.demo.state import DEMO_BOUNCER_DATABASES, DemoError, _chown
 
 if TYPE_CHECKING:
     from pgha.routing.pgbouncer import PgBouncer
@@ -38,7 +39,7 @@ class BouncerMixin(DemoBase):
         Clients log in as postgres with the superuser password (userlist.txt, scram-sha-256), and
         PgBouncer logs in to PostgreSQL with it; the agent uses the admin user ``pgbouncer``.
         """
-        from pgha.routing.pgbouncer import render_pgbouncer_ini, render_userlist
+        from pgha.demo.pgbouncer_process import render_pgbouncer_ini, render_userlist
 
         assert self.state is not None
         lines = []
@@ -64,7 +65,8 @@ class BouncerMixin(DemoBase):
 
     def start_pgbouncer(self, name: str) -> int:
         """Start the node's PgBouncer (as postgres) and record its PID."""
-        from pgha.routing.pgbouncer import PgBouncerError, PgBouncerProcess
+        from pgha.demo.pgbouncer_process import PgBouncerProcess
+        from pgha.routing.pgbouncer import PgBouncerError
 
         node = self.node(name)
         assert node.pgbouncer_port is not None

@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
-from pgha import netlab
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
+from pgha.demo import netlab
 from pgha.demo.bouncers import BouncerMixin
 from pgha.demo.lab import LabMixin, _recorded_lab
+from pgha.demo.procs import pid_alive, stop_pid
 from pgha.demo.state import (
     ETCD_BIN,
     NODE_HOST_BASE,
@@ -38,8 +39,6 @@ from pgha.demo.state import (
     describe,
     healthy,
     orphan_watchdogs,
-    pid_alive,
-    stop_pid,
 )
 
 

@@ -7,9 +7,9 @@ import ipaddress
 import time
 from typing import Any
 
-from pgha import netlab
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
+from pgha.demo import netlab
 from pgha.demo.base import DemoBase
 from pgha.demo.state import CLIENT_HOST, NODE_HOST_BASE, DemoError, DemoState
 

@@ -31,7 +31,7 @@ class DemoBase:
                  extra_node_config: dict[str, dict[str, Any]] | None = None,
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
-                 pgbouncer: bool = False) -> None:
+                 pgbouncer: bool = False, etcd_members: int = 1) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
@@ -54,6 +54,10 @@ class DemoBase:
         self.pgbouncer = pgbouncer
         self.bouncer_admin_password = ""
         self.bouncer_procs: dict[int, PgBouncerProcess] = {}
+        # --etcd-members N > 1: an etcd cluster with TLS and auth, one namespace per member (etcd_members.py).
+        self.etcd_members = etcd_members
+        self.member_netns: dict[str, str] = {}
+        self.pgha_etcd_password = ""
         self.state: DemoState | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -69,6 +73,12 @@ class DemoBase:
         return f"node{i}"
 
     def store(self) -> ClusterStore:
+        if self.etcd_members > 1 and self.state is not None and self.state.nodes:
+            # TLS, a client certificate and a password: what a node's YAML says (as `pgha -c` reads it).
+            from pgha.config import load
+            from pgha.dcs.factory import open_kv
+
+            return ClusterStore(open_kv(load(self.state.nodes[0].config)), self.cluster)
         return ClusterStore(EtcdKV((self.etcd_url,), 2.0), self.cluster)
 
     def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:

@@ -24,6 +24,7 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
 from pgha.demo import netlab
 from pgha.demo.bouncers import BouncerMixin
+from pgha.demo.etcd_members import EtcdMembersMixin
 from pgha.demo.lab import LabMixin, _recorded_lab
 from pgha.demo.procs import pid_alive, stop_pid
 from pgha.demo.state import (
@@ -42,7 +43,7 @@ from pgha.demo.state import (
 )
 
 
-class DemoCluster(LabMixin, BouncerMixin):
+class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
     """A local cluster: etcd, N agents and, as asked, PgBouncers and a network lab."""
 
     def _node_config(self, i: int, password: str, repl_password: str) -> dict[str, Any]:
@@ -58,7 +59,7 @@ class DemoCluster(LabMixin, BouncerMixin):
         cfg: dict[str, Any] = {
             "cluster": self.cluster,
             "name": self.node_name(i),
-            "etcd": {"endpoints": [self.etcd_url]},
+            **({"dcs": self._dcs_node_config()} if self.etcd_members > 1 else {"etcd": {"endpoints": [self.etcd_url]}}),
             "postgresql": {
                 "data_dir": str(node_dir / "data"),
                 "bin_dir": PG_BIN,
@@ -83,9 +84,11 @@ class DemoCluster(LabMixin, BouncerMixin):
     def up(self, timeout: float = 120.0) -> DemoState:
         if (self.dir / "demo.json").exists():
             old = DemoState.from_json(json.loads((self.dir / "demo.json").read_text()))
-            if pid_alive(old.etcd_pid) or any(pid_alive(n.agent_pid) for n in old.nodes):
+            if any(pid_alive(p) for p in [old.etcd_pid, *(n.agent_pid for n in old.nodes),
+                                          *(m.pid for m in old.etcd_members)]):
                 raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
         self._check_pgbouncer_binary()
+        self._check_etcd_members()
         for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
                 raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
@@ -97,13 +100,18 @@ class DemoCluster(LabMixin, BouncerMixin):
         if lab_subnet is not None:
             self._create_lab(lab_subnet)
         try:
-            etcd_pid = 0 if self.external_etcd else self._start_etcd()
+            etcd_pid = 0 if self.external_etcd or self.etcd_members > 1 else self._start_etcd()
+            self.state = DemoState(cluster=self.cluster, etcd=",".join(self.etcd_endpoints()), etcd_pid=etcd_pid,
+                                   dir=str(self.dir), client_netns=self.lab.namespaces[self.n] if self.lab else None,
+                                   vip=self.vip, port_base=self.port_base)
+            self._save()
+            if self.etcd_members > 1:
+                self._start_etcd_members()
         except BaseException:
+            if self.state is not None:
+                self._stop_etcd_members()
             self._teardown_lab()
             raise
-        self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir),
-                               client_netns=self.lab.namespaces[-1] if self.lab else None, vip=self.vip)
-        self._save()
         password = secrets.token_urlsafe(12)
         repl_password = secrets.token_urlsafe(12)
         passfile = self.dir / "pgpass"
@@ -121,7 +129,7 @@ class DemoCluster(LabMixin, BouncerMixin):
         for node in self.state.nodes:
             node.agent_pid = self.start_agent(node.name)
             self._save()
-        self.say(f"started etcd and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
+        self.say(f"started etcd ({self.etcd_members} member{'s' * (self.etcd_members > 1)}) and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
         if self.pgbouncer:
             self.wait_bouncers_at_leader(timeout)
@@ -130,7 +138,7 @@ class DemoCluster(LabMixin, BouncerMixin):
     def _check_ports(self) -> None:
         from pgha.preflight import port_free
 
-        ports = [] if self.external_etcd else [self.port_base, self.port_base + 1]
+        ports = [] if self.external_etcd or self.etcd_members > 1 else [self.port_base, self.port_base + 1]
         for i in range(1, self.n + 1):
             ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
             ports += [self.port_base + 10 * i + 2] if self.pgbouncer else []
@@ -242,10 +250,11 @@ class DemoCluster(LabMixin, BouncerMixin):
         except FileNotFoundError:
             raise DemoError(f"no demo in {d} (no demo.json); start one with 'pgha demo up --dir {d}'") from None
         state = DemoState.from_json(data)
-        port_base = int(state.etcd.rsplit(":", 1)[1])
+        port_base = state.port_base or int(state.etcd.rsplit(":", 1)[1])
+        members = len(state.etcd_members) or 1
         demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
-                   external_etcd=None if state.etcd_pid else state.etcd,
-                   netns=any(n.netns for n in state.nodes), vip=state.vip)
+                   external_etcd=None if state.etcd_pid or members > 1 else state.etcd,
+                   netns=any(n.netns for n in state.nodes), vip=state.vip, etcd_members=members)
         demo.state = state
         demo.lab = _recorded_lab(state)
         return demo
@@ -259,6 +268,7 @@ class DemoCluster(LabMixin, BouncerMixin):
             self._stop_leftovers(node)
         if self.state.etcd_pid:
             self.reap(self.state.etcd_pid, timeout=10)
+        self._stop_etcd_members()
         # Namespaces (and whatever still runs in them), their veths and the bridge.
         self._teardown_lab()
         if remove_files:

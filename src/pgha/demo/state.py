@@ -19,6 +19,8 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 # With --netns: node i is .(NODE_HOST_BASE + i) of the lab /24, the client namespace .CLIENT_HOST.
 NODE_HOST_BASE = 10
 CLIENT_HOST = 250
+# With --etcd-members N > 1: etcd member i is .(ETCD_HOST_BASE + i).
+ETCD_HOST_BASE = 200
 
 
 class DemoError(Exception):
@@ -43,6 +45,17 @@ class DemoNode:
 
 
 @dataclass
+class DemoEtcdMember:
+    """One member of a --etcd-members cluster: its namespace, address, process and data."""
+
+    name: str
+    netns: str
+    address: str
+    data_dir: str
+    pid: int = 0
+
+
+@dataclass
 
 
 class DemoState:
@@ -53,6 +66,9 @@ class DemoState:
     nodes: list[DemoNode] = field(default_factory=list)
     client_netns: str | None = None
     vip: str | None = None
+    etcd_members: list[DemoEtcdMember] = field(default_factory=list)
+    # The demo's --port-base (etcd's port when it runs one etcd).
+    port_base: int = 0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,6 +79,8 @@ class DemoState:
         for key in ("client_netns", "vip"):
             if d[key] is None:
                 del d[key]
+        if not d["etcd_members"]:
+            del d["etcd_members"]
         return d
 
     @classmethod
@@ -70,7 +88,9 @@ class DemoState:
         nodes = [DemoNode(**n) for n in data.get("nodes", [])]
         return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
                    dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
-                   vip=data.get("vip"))
+                   vip=data.get("vip"),
+                   etcd_members=[DemoEtcdMember(**m) for m in data.get("etcd_members", [])],
+                   port_base=data.get("port_base", 0))
 
 
 def _pg_owner() -> tuple[int, int] | None:

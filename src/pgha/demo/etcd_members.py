@@ -79,10 +79,10 @@ class EtcdMembersMixin(DemoBase):
         log = self.pki / "openssl.log"
         self._step("ca", log, PKI=str(self.pki))
         for i in range(1, self.etcd_members + 1):
-            self._step("cert", log, PKI=str(self.pki), NAME=self.member_name(i),
+            self._step("cert", log, PKI=str(self.pki), NAME=self.member_name(i), SUBJECT=f"/CN={self.member_name(i)}",
                        SAN=f"IP:{self.member_address(i)},IP:127.0.0.1")
         for client in (PGHA_ETCD_USER, "admin"):
-            self._step("cert", log, PKI=str(self.pki), NAME=client, SAN=f"DNS:{client}")
+            self._step("cert", log, PKI=str(self.pki), NAME=client, SUBJECT=f"/O={client}", SAN=f"DNS:{client}")
         # The agents run as postgres: their key is theirs.
         _chown(self.pki / f"{PGHA_ETCD_USER}.key")
 

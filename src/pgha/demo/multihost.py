@@ -26,9 +26,12 @@ chmod 600 ca.key jwt.key
 
 # A key and a certificate signed by the CA, for each etcd member (its address in SAN, used for
 # both the client and the peer port) and each etcd client (the pgha agents, the admin's etcdctl).
+# A client certificate has no CN: once authentication is on, etcd's JSON gateway (which pgha
+# uses) refuses a client certificate with a CN ("CommonName of client sending a request against
+# gateway will be ignored"), and the etcd user comes from the password instead.
 CERT = """\
 cd "$PKI"
-openssl req -new -nodes -subj "/CN=$NAME" \\
+openssl req -new -nodes -subj "$SUBJECT" \\
   -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -keyout "$NAME.key" -out "$NAME.csr"
 printf 'subjectAltName=%s\\nextendedKeyUsage=serverAuth,clientAuth\\n' "$SAN" > "$NAME.ext"
 openssl x509 -req -days 825 -in "$NAME.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \\
@@ -103,7 +106,7 @@ STEPS: dict[str, str] = {
 # The environment variables each step reads (the guide sets them before each block).
 STEP_INPUTS: dict[str, tuple[str, ...]] = {
     "ca": ("PKI",),
-    "cert": ("PKI", "NAME", "SAN"),
+    "cert": ("PKI", "NAME", "SUBJECT", "SAN"),
     "etcd-env": ("ETCD_ENV_FILE", "NAME", "DATA_DIR", "IP", "INITIAL_CLUSTER", "PKI"),
     "etcd-auth": ("ENDPOINTS", "PKI", "ROOT_PASSWORD", "PGHA_PASSWORD"),
     "etcd-check": ("ENDPOINTS", "PKI", "ROOT_PASSWORD"),

@@ -41,17 +41,21 @@ def demo() -> None:
               help="Each node in its own network namespace on a bridge (needs root).")
 @click.option("--vip", metavar="ADDR", expose_value=False, callback=_lab_option,
               help="With --netns: a virtual IP in 198.18.0.0/15 the agents move to the leader.")
+@click.option("--etcd-members", default=1, show_default=True, type=click.IntRange(1, 7),
+              help="With --netns: an etcd cluster of this many members (odd), each in its own namespace, "
+              "with TLS and authentication.")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 @click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
               "by its agent.")
 def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float,
-            pgbouncer: bool) -> None:
+            pgbouncer: bool, etcd_members: int) -> None:
     """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
     d.pgbouncer = pgbouncer
+    d.etcd_members = etcd_members
     try:
         d.netns, d.vip = _lab_options()
         state = d.up(timeout=timeout)
@@ -76,7 +80,11 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
         click.echo("Through each node's PgBouncer (it always points at the primary):")
         for n in state.nodes:
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
-    click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
+    if state.etcd_members:
+        click.echo(f"\nSee the cluster:  .venv/bin/pgha -c {state.nodes[0].config} list")
+        _echo_etcd_members(state, d.dir)
+    else:
+        click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
     if state.client_netns:
         _echo_lab(state, d.dir)
@@ -92,6 +100,16 @@ def _echo_lab(state: DemoState, directory: Path) -> None:
         click.echo(f"The VIP {state.vip} follows the leader; from the client namespace:")
         click.echo(f"  ip netns exec {state.client_netns} psql '{dsn}'")
     click.echo("'pgha demo down' removes the namespaces and the bridge as well.")
+
+
+def _echo_etcd_members(state: DemoState, directory: Path) -> None:
+    """Where the etcd members run and how to reach them with etcdctl (as root; TLS and auth are on)."""
+    members = ", ".join(f"{m.name} {m.address} ({m.netns})" for m in state.etcd_members)
+    pki = directory / "etcd-pki"
+    click.echo(f"etcd members (TLS, client certificates, auth): {members}")
+    click.echo(f"  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={state.etcd} ETCDCTL_CACERT={pki}/ca.crt "
+               f"ETCDCTL_CERT={pki}/admin.crt ETCDCTL_KEY={pki}/admin.key")
+    click.echo(f"  etcdctl --user root member list < {pki}/root.password")
 
 
 @demo.command("down")

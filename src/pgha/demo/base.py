@@ -78,7 +78,8 @@ class DemoBase:
             from pgha.config import load
             from pgha.dcs.factory import open_kv
 
-            return ClusterStore(open_kv(load(self.state.nodes[0].config)), self.cluster)
+            dcs = load(self.state.nodes[0].config).dcs
+            return ClusterStore(open_kv(dcs), self.cluster, dcs.prefix)
         return ClusterStore(EtcdKV((self.etcd_url,), 2.0), self.cluster)
 
     def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:

@@ -59,7 +59,8 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         cfg: dict[str, Any] = {
             "cluster": self.cluster,
             "name": self.node_name(i),
-            **({"dcs": self._dcs_node_config()} if self.etcd_members > 1 else {"etcd": {"endpoints": [self.etcd_url]}}),
+            **({"dcs": self._dcs_node_config()} if self.etcd_members > 1
+               else {"etcd": {"endpoints": [self.etcd_url]}}),
             "postgresql": {
                 "data_dir": str(node_dir / "data"),
                 "bin_dir": PG_BIN,
@@ -129,7 +130,8 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         for node in self.state.nodes:
             node.agent_pid = self.start_agent(node.name)
             self._save()
-        self.say(f"started etcd ({self.etcd_members} member{'s' * (self.etcd_members > 1)}) and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
+        members = f" ({self.etcd_members} members)" if self.etcd_members > 1 else ""
+        self.say(f"started etcd{members} and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
         if self.pgbouncer:
             self.wait_bouncers_at_leader(timeout)

@@ -110,7 +110,7 @@ STEP_INPUTS: dict[str, tuple[str, ...]] = {
     "etcd-env": ("ETCD_ENV_FILE", "NAME", "DATA_DIR", "IP", "INITIAL_CLUSTER", "PKI"),
     "etcd-auth": ("ENDPOINTS", "PKI", "ROOT_PASSWORD", "PGHA_PASSWORD"),
     "etcd-check": ("ENDPOINTS", "PKI", "ROOT_PASSWORD"),
-    "pgha-check": ("PGHA_CONFIG",),
+    "pgha-check": ("PGHA_CONFIG", "PATH"),
 }
 
 

@@ -198,7 +198,7 @@ def test_watch_from_a_compacted_revision_raises_compacted(dcs: Backend, prefix: 
     old = kv.put(prefix + "x", b"1")
     kv.put(prefix + "x", b"2")
     latest = kv.put(prefix + "x", b"3")
-    kv.compact(latest)
+    dcs.compact(latest)
     watcher = Watcher(dcs, prefix, old)
     watcher.wait_for(1)
     assert isinstance(watcher.finish(), Compacted)

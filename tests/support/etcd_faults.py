@@ -1,9 +1,10 @@
 """Faults of one etcd member under a `--netns --etcd-members 3` demo, and what a client saw meanwhile.
 
 * ``kill_leader_member``: SIGKILL of the member that leads etcd (a new etcd leader is elected);
-* ``partition_member``: nftables drop rules inside the member's namespace (every packet on its
-  eth0 dropped, so TCP connections to it hang instead of being refused);
-* ``restart_member``: SIGTERM, then the member starts again from its data directory.
+* ``partition_member``: nftables drop rules inside the namespace of the member the PostgreSQL
+  leader's agent is connected to (every packet on its eth0 dropped, so TCP connections to it hang
+  instead of being refused);
+* ``restart_member``: SIGTERM of that member, then it starts again from its data directory.
 
 ``etcd_fault`` runs one of them under a ``VipWriter`` (a client in the client namespace writing
 through the VIP every 20 ms) and returns an ``EtcdFaultReport``: the PostgreSQL leader and its
@@ -72,6 +73,10 @@ class EtcdFaultReport:
     fence_lines: list[str] = field(default_factory=list)
     longest_gap: float = 0.0
     writes: int = 0
+    # The leader's agent was connected to the member when the fault began.
+    member_in_use: bool = False
+    # The agents' warnings meanwhile (e.g. a lease renewal that failed on every endpoint).
+    warnings: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         out = []
@@ -87,9 +92,10 @@ class EtcdFaultReport:
         return out
 
     def line(self) -> str:
-        return (f"{self.fault} ({self.member}): leader {self.leader_before} -> {self.leader_after}, "
+        used = "used by the leader's agent" if self.member_in_use else "not in use by the leader's agent"
+        return (f"{self.fault} ({self.member}, {used}): leader {self.leader_before} -> {self.leader_after}, "
                 f"{self.writes} writes, longest gap {self.longest_gap * 1000:.0f} ms, "
-                f"fence lines {len(self.fence_lines)}")
+                f"fence lines {len(self.fence_lines)}, agent warnings {len(self.warnings)}")
 
 
 class AgentLogs:
@@ -111,6 +117,26 @@ class AgentLogs:
     def fence_lines(self) -> list[str]:
         return [line for line in self.new_lines() if "[fence-" in line]
 
+    def warnings(self) -> list[str]:
+        return [line for line in self.new_lines() if " WARNING " in line or " ERROR " in line]
+
+
+def members_in_use(demo: DemoCluster, node: str) -> list[str]:
+    """The etcd members ``node``'s agent has connections to right now (from `ss` in its namespace)."""
+    assert demo.state is not None
+    netns = demo.node(node).netns
+    res = subprocess.run([*netlab.in_netns(netns), "ss", "-Htn", "state", "established", "( dport = :2379 )"],
+                         capture_output=True, text=True, timeout=10, check=False)
+    peers = [line.split()[-1].rsplit(":", 1)[0] for line in res.stdout.splitlines() if line.strip()]
+    return [m.name for m in demo.state.etcd_members if m.address in peers]
+
+
+def member_the_leader_uses(demo: DemoCluster) -> str:
+    """The member the PostgreSQL leader's agent talks to (so the fault hits its requests), or etcd1."""
+    leader = demo.wait_vip(timeout=60)
+    in_use = members_in_use(demo, leader)
+    return in_use[0] if in_use else "etcd1"
+
 
 def kill_leader_member(demo: DemoCluster) -> tuple[str, Callable[[], None]]:
     member = etcd_leader(demo)
@@ -118,13 +144,14 @@ def kill_leader_member(demo: DemoCluster) -> tuple[str, Callable[[], None]]:
     return member, lambda: demo.start_etcd_member(member)
 
 
-def partition_member(demo: DemoCluster, member: str = "etcd1") -> tuple[str, Callable[[], None]]:
-    """etcd1 by default: every client tries the first endpoint first."""
+def partition_member(demo: DemoCluster) -> tuple[str, Callable[[], None]]:
+    member = member_the_leader_uses(demo)
     partition(demo, member)
     return member, lambda: heal(demo, member)
 
 
-def restart_member(demo: DemoCluster, member: str = "etcd1") -> tuple[str, Callable[[], None]]:
+def restart_member(demo: DemoCluster) -> tuple[str, Callable[[], None]]:
+    member = member_the_leader_uses(demo)
     demo.stop_etcd_member(member)
     demo.start_etcd_member(member)
     return member, lambda: None
@@ -143,6 +170,7 @@ def etcd_fault(demo: DemoCluster, fault: str, hold: float, settle: float = 3.0) 
     leader = demo.wait_vip(timeout=60)
     pm_before = postmaster_pid(demo, leader)
     logs = AgentLogs(demo)
+    in_use = members_in_use(demo, leader)
     with VipWriter(demo, interval=0.02) as writer:
         writer.first(after=time.monotonic(), by=leader, timeout=20)
         start = time.monotonic()
@@ -160,4 +188,4 @@ def etcd_fault(demo: DemoCluster, fault: str, hold: float, settle: float = 3.0) 
         leader_after=view.leader.name if view.leader else None,
         postmaster_before=pm_before, postmaster_after=postmaster_pid(demo, leader),
         fence_lines=logs.fence_lines(), longest_gap=max(b - a for a, b in itertools.pairwise(times)),
-        writes=len(acks))
+        writes=len(acks), member_in_use=member in in_use, warnings=logs.warnings())

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from pgha.config import parse
-from pgha.demo import multihost
+from pgha.demo import multihost, netlab
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "multi-host.md"
 BLOCK = re.compile(r"(?:<!-- (?P<tag>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
@@ -70,5 +70,7 @@ def test_the_example_node_yaml_parses_with_the_demos_dcs_keys(tmp_path: Path) ->
     assert cfg.dcs.etcd.username == "pgha" and len(cfg.dcs.etcd.endpoints) == 3
     from pgha.demo import DemoCluster
 
-    demo = DemoCluster(tmp_path / "demo", etcd_members=3)
-    assert set(demo._dcs_node_config()["etcd"]) == set(etcd)
+    demo = DemoCluster(tmp_path / "demo", etcd_members=3, netns=True)
+    demo.lab = netlab.Lab(netlab.subnet_of("198.19.7.1"))
+    demo.pgha_etcd_password = "x"
+    assert set(demo._dcs_section()["etcd"]) == set(etcd)

@@ -48,7 +48,7 @@ from pgha.core.model import (
 )
 from pgha.core.syncrep import render_names
 from pgha.dcs.base import DCSError
-from pgha.dcs.etcd import EtcdKV
+from pgha.dcs.factory import open_kv
 from pgha.dcs.store import ClusterStore
 from pgha.postgres.node import PostgresNode
 from pgha.routing.callbacks import CallbackRunner
@@ -70,7 +70,7 @@ TASK_STATES = {
 class Agent:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.kv = EtcdKV(config.etcd.endpoints, config.etcd.request_timeout)
+        self.kv = open_kv(config.dcs)
         self.store = ClusterStore(self.kv, config.cluster, config.etcd.prefix)
         self.pg = PostgresNode(config)
         self.registry = CollectorRegistry()

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pgha.config import DcsConfig, EtcdConfig
 from pgha.core.model import ClusterView
-from pgha.dcs.etcd import EtcdKV
+from pgha.dcs.base import KV
+from pgha.dcs.factory import open_kv
 from pgha.dcs.store import ClusterStore
 from pgha.demo import netlab
 from pgha.demo.procs import stop_pid
@@ -72,15 +74,15 @@ class DemoBase:
     def node_name(self, i: int) -> str:
         return f"node{i}"
 
-    def store(self) -> ClusterStore:
-        if self.etcd_members > 1 and self.state is not None and self.state.nodes:
-            # TLS, a client certificate and a password: what a node's YAML says (as `pgha -c` reads it).
-            from pgha.config import load
-            from pgha.dcs.factory import open_kv
+    def dcs_config(self, request_timeout: float = 2.0) -> DcsConfig:
+        """The ``dcs:`` settings the agents, the CLI and the demo itself use."""
+        return DcsConfig(request_timeout=request_timeout, etcd=EtcdConfig(endpoints=(self.etcd_url,)))
 
-            dcs = load(self.state.nodes[0].config).dcs
-            return ClusterStore(open_kv(dcs), self.cluster, dcs.prefix)
-        return ClusterStore(EtcdKV((self.etcd_url,), 2.0), self.cluster)
+    def open_kv(self, request_timeout: float = 2.0) -> KV:
+        return open_kv(self.dcs_config(request_timeout))
+
+    def store(self) -> ClusterStore:
+        return ClusterStore(self.open_kv(), self.cluster)
 
     def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
         """Stop ``pid`` and, if we started it, collect its exit status."""

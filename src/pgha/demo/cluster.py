@@ -6,6 +6,7 @@ The port layout and what the demo is for are described in the package docstring 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -21,7 +22,6 @@ import yaml
 
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
-from pgha.dcs.etcd import EtcdKV
 from pgha.demo import netlab
 from pgha.demo.bouncers import BouncerMixin
 from pgha.demo.etcd_members import EtcdMembersMixin
@@ -59,8 +59,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         cfg: dict[str, Any] = {
             "cluster": self.cluster,
             "name": self.node_name(i),
-            **({"dcs": self._dcs_node_config()} if self.etcd_members > 1
-               else {"etcd": {"endpoints": [self.etcd_url]}}),
+            "dcs": self._dcs_section(),
             "postgresql": {
                 "data_dir": str(node_dir / "data"),
                 "bin_dir": PG_BIN,
@@ -80,6 +79,17 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         for key in ("*", self.node_name(i)):
             _merge(cfg, self.extra_node_config.get(key, {}))
         return cfg
+
+    def _dcs_section(self) -> dict[str, Any]:
+        """The nodes' ``dcs:`` section: ``dcs_config()`` as YAML (defaults left out)."""
+        dcs = self.dcs_config()
+        section: dict[str, Any] = {"type": dcs.type}
+        if dcs.type == "zookeeper":
+            section["zookeeper"] = {"hosts": list(dcs.zookeeper.hosts)}
+        else:
+            etcd = {k: v for k, v in dataclasses.asdict(dcs.etcd).items() if v}
+            section["etcd"] = {**etcd, "endpoints": list(dcs.etcd.endpoints)}
+        return section
 
     # --- up ----------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> DemoState:
@@ -154,7 +164,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         with open(self.dir / "etcd.log", "ab") as log:
             proc = self._spawn_etcd(data, peer, log)
         self.procs[proc.pid] = proc
-        kv = EtcdKV((self.etcd_url,), 1.0)
+        kv = self.open_kv(1.0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -18,8 +18,8 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
+from pgha.config import DcsConfig, EtcdConfig, load
 from pgha.demo import multihost, netlab
 from pgha.demo.base import DemoBase
 from pgha.demo.procs import pid_alive
@@ -202,14 +202,17 @@ class EtcdMembersMixin(DemoBase):
             raise DemoError(f"etcdctl {command}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
         return res.stdout
 
-    def _dcs_node_config(self) -> dict[str, Any]:
-        """The dcs section of a node's YAML for this demo's etcd."""
-        etcd: dict[str, Any] = {"endpoints": self.etcd_endpoints()}
-        if self.etcd_members > 1:
-            etcd.update(cacert=str(self.pki / "ca.crt"), cert=str(self.pki / f"{PGHA_ETCD_USER}.crt"),
-                        key=str(self.pki / f"{PGHA_ETCD_USER}.key"), username=PGHA_ETCD_USER,
-                        password=self.pgha_etcd_password)
-        return {"type": "etcd", "etcd": etcd}
+    def dcs_config(self, request_timeout: float = 2.0) -> DcsConfig:
+        """With several members: every endpoint, the CA, the agents' client certificate and the pgha user."""
+        if self.etcd_members == 1:
+            return super().dcs_config(request_timeout)
+        if not self.pgha_etcd_password and self.state is not None and self.state.nodes:
+            # A demo loaded from demo.json: the password is only in the nodes' YAML.
+            self.pgha_etcd_password = load(self.state.nodes[0].config).dcs.etcd.password
+        etcd = EtcdConfig(endpoints=tuple(self.etcd_endpoints()), cacert=str(self.pki / "ca.crt"),
+                          cert=str(self.pki / f"{PGHA_ETCD_USER}.crt"), key=str(self.pki / f"{PGHA_ETCD_USER}.key"),
+                          username=PGHA_ETCD_USER, password=self.pgha_etcd_password)
+        return DcsConfig(request_timeout=request_timeout, etcd=etcd)
 
     def _stop_etcd_members(self) -> None:
         assert self.state is not None

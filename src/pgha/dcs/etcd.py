@@ -197,6 +197,14 @@ class EtcdKV:
         n = len(self.endpoints)
         return [(first + i) % n for i in range(n)]
 
+    def _demote(self, idx: int) -> None:
+        """Endpoint ``idx`` failed: the next request starts at the one after it (not at the dead one
+        again: a write that timed out there is not retried elsewhere, and a partitioned member
+        costs a full timeout per request)."""
+        with self._lock:
+            if self._preferred == idx:
+                self._preferred = (idx + 1) % len(self.endpoints)
+
     def _unreachable(self, failures: list[tuple[str, str]]) -> DCSError:
         where = ", ".join(f"{ep} ({why})" for ep, why in failures)
         return DCSError(f"etcd unreachable at {where}; {FIX}")
@@ -220,6 +228,7 @@ class EtcdKV:
             try:
                 resp = self._post(endpoint + path, payload, headers, idempotent)
             except (ReadTimeoutError, ProtocolError) as exc:
+                self._demote(idx)
                 if not idempotent:
                     raise DCSError(
                         f"etcd at {endpoint} did not answer {path} ({_reason(exc, self.timeout)}); "
@@ -227,6 +236,7 @@ class EtcdKV:
                 failures.append((endpoint, _reason(exc, self.timeout)))
                 continue
             except HTTPError as exc:
+                self._demote(idx)
                 failures.append((endpoint, _reason(exc, self.timeout)))
                 continue
             try:
@@ -246,6 +256,7 @@ class EtcdKV:
             if _is_auth_error(message, code):
                 raise self._auth_error(endpoint, path, message, headers)
             if code in _UNAVAILABLE_CODES or resp.status >= 500:
+                self._demote(idx)
                 failures.append((endpoint, message.removeprefix("etcdserver: ")))
                 continue
             raise DCSError(f"etcd at {endpoint} rejected {path}: {message} (code {code})")
@@ -416,6 +427,7 @@ class EtcdKV:
                     preload_content=False, timeout=urllib3.Timeout(connect=self.timeout, read=WATCH_IDLE),
                 )
             except HTTPError as exc:
+                self._demote(idx)
                 failures.append((endpoint, _reason(exc, self.timeout)))
                 continue
             if resp.status == 200:

@@ -157,11 +157,18 @@ def restart_member(demo: DemoCluster) -> tuple[str, Callable[[], None]]:
     return member, lambda: None
 
 
+def no_fault(demo: DemoCluster) -> tuple[str, Callable[[], None]]:
+    """The baseline: the same window with nothing broken (what the client's gaps are anyway)."""
+    return "none", lambda: None
+
+
 FAULTS: dict[str, Callable[[DemoCluster], tuple[str, Callable[[], None]]]] = {
     "kill the etcd leader": kill_leader_member,
     "partition a member": partition_member,
     "restart a member": restart_member,
 }
+BASELINE = "no fault (baseline)"
+WITH_BASELINE = {BASELINE: no_fault, **FAULTS}
 
 
 def etcd_fault(demo: DemoCluster, fault: str, hold: float, settle: float = 3.0) -> EtcdFaultReport:
@@ -174,7 +181,7 @@ def etcd_fault(demo: DemoCluster, fault: str, hold: float, settle: float = 3.0) 
     with VipWriter(demo, interval=0.02) as writer:
         writer.first(after=time.monotonic(), by=leader, timeout=20)
         start = time.monotonic()
-        member, undo = FAULTS[fault](demo)
+        member, undo = WITH_BASELINE[fault](demo)
         time.sleep(hold)
         undo()
         wait_members_healthy(demo)

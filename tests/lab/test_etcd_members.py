@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from pgha.demo import DemoCluster, multihost, netlab
-from tests.support.cluster import running_cluster, wait_for
+from tests.support.cluster import wait_for
 from tests.support.etcd_faults import FAULTS, etcd_fault, wait_members_healthy
 from tests.support.faults import SplitBrainWatch
-from tests.support.vip import VipWatch
+from tests.support.vip import VipWatch, vip_cluster
 
 pytestmark = pytest.mark.lab
 
@@ -41,11 +41,7 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
-    why = netlab.unavailable()
-    if why:
-        pytest.skip(why)
-    vip = str(netlab.free_subnet().network_address + 100)
-    with running_cluster(nodes=3, ttl=TTL, netns=True, vip=vip, etcd_members=3) as d:
+    with vip_cluster(TTL, etcd_members=3) as d:
         yield d
 
 

@@ -19,10 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pgha.demo import DemoCluster, netlab
+from tests.support.cluster import running_cluster
 from tests.support.faults import NodeSetWatch, kill_host, restart_node
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -123,6 +125,19 @@ class VipWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def vip_cluster(ttl: float, **kw: Any) -> Iterator[DemoCluster]:
+    """A 3-node `--netns --vip` demo on a free lab subnet (skips the test where namespaces cannot be made)."""
+    import pytest
+
+    why = netlab.unavailable()
+    if why:
+        pytest.skip(why)
+    vip = str(netlab.free_subnet().network_address + 100)
+    with running_cluster(nodes=3, ttl=ttl, netns=True, vip=vip, **kw) as demo:
+        yield demo
 
 
 def _host_number(demo: DemoCluster, name: str) -> int:

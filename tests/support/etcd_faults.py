@@ -171,14 +171,16 @@ BASELINE = "no fault (baseline)"
 WITH_BASELINE = {BASELINE: no_fault, **FAULTS}
 
 
-def etcd_fault(demo: DemoCluster, fault: str, hold: float, settle: float = 3.0) -> EtcdFaultReport:
+def etcd_fault(demo: DemoCluster, fault: str, hold: float, settle: float = 3.0,
+               persistent: bool = False) -> EtcdFaultReport:
     """Apply ``fault``, keep it ``hold`` seconds, undo it, wait ``settle`` more; the client writes
-    through the VIP all along.  Returns what happened to PostgreSQL and to the writes."""
+    through the VIP all along (a fresh connection per write, or one ``persistent`` connection).
+    Returns what happened to PostgreSQL and to the writes."""
     leader = demo.wait_vip(timeout=60)
     pm_before = postmaster_pid(demo, leader)
     logs = AgentLogs(demo)
     in_use = members_in_use(demo, leader)
-    with VipWriter(demo, interval=0.02) as writer:
+    with VipWriter(demo, interval=0.02, persistent=persistent) as writer:
         writer.first(after=time.monotonic(), by=leader, timeout=20)
         start = time.monotonic()
         member, undo = WITH_BASELINE[fault](demo)

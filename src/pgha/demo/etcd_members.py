@@ -13,8 +13,10 @@ password (in their node YAML, mode 0600); root's password is in <dir>/etcd-pki/r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -55,8 +57,9 @@ class EtcdMembersMixin(DemoBase):
             raise DemoError(f"--etcd-members {n}: use an odd number (1, 3, 5) so a majority survives a loss")
         if n > 1 and not self.netns:
             raise DemoError(f"--etcd-members {n} needs --netns: each member runs in its own network namespace")
-        if n > 1 and not os.access("/usr/bin/openssl", os.X_OK):
-            raise DemoError("openssl not found; run 'make demo' (it installs openssl) for the etcd certificates")
+        for tool, package in (("/usr/bin/openssl", "openssl"), ("/usr/bin/etcdctl", "etcd-client")):
+            if n > 1 and not os.access(tool, os.X_OK):
+                raise DemoError(f"{tool} not found; run 'make demo' (it installs {package}) for the etcd members")
 
     def _add_member_hosts(self) -> None:
         """Member i's namespace, .(ETCD_HOST_BASE + i) on the lab bridge (a single etcd stays in the root one)."""
@@ -138,7 +141,7 @@ class EtcdMembersMixin(DemoBase):
         self._save()
         return proc.pid
 
-    def stop_etcd_member(self, name: str, sig: int = 15) -> None:
+    def stop_etcd_member(self, name: str, sig: int = signal.SIGTERM) -> None:
         member = self.etcd_member(name)
         self.reap(member.pid, sig, timeout=10)
 
@@ -173,23 +176,19 @@ class EtcdMembersMixin(DemoBase):
     def etcd_leader(self) -> str | None:
         """The member that leads the etcd cluster now (from each member's status), or None."""
         assert self.state is not None
-        out = self.etcd_check("endpoint status -w json", check=False)
-        ids: dict[int, str] = {}
+        endpoints: dict[int, str] = {}
         leader = 0
-        import json
-
-        with contextlib.suppress(ValueError):
-            for entry in json.loads(out or "[]"):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            for entry in json.loads(self.etcdctl("endpoint status -w json", check=False) or "[]"):
                 status = entry.get("Status", {})
-                ids[int(status.get("header", {}).get("member_id", 0))] = entry.get("Endpoint", "")
+                endpoints[int(status.get("header", {}).get("member_id", 0))] = entry.get("Endpoint", "")
                 leader = int(status.get("leader", 0)) or leader
-        endpoint = ids.get(leader, "")
         for m in self.state.etcd_members:
-            if m.address in endpoint:
+            if endpoints.get(leader) == f"https://{m.address}:{ETCD_CLIENT_PORT}":
                 return m.name
         return None
 
-    def etcd_check(self, command: str, check: bool = True) -> str:
+    def etcdctl(self, command: str, check: bool = True) -> str:
         """An etcdctl command (words, no secrets) against every member, from the root namespace, as the
         admin client certificate."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ETCDCTL_API": "3",

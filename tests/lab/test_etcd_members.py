@@ -85,12 +85,15 @@ def test_the_guides_checks_run(demo: DemoCluster) -> None:
     namespace), `pgha -c … list` on a database host (node1's namespace)."""
     assert demo.state is not None
     log = str(demo.dir / "guide-checks.log")
-    out = multihost.run_step("etcd-check", {"ENDPOINTS": demo.state.etcd, "PKI": str(demo.pki),
-                                            "ROOT_PASSWORD": secrets_of(demo)[0]}, log)
+    inputs = {"ENDPOINTS": demo.state.etcd, "PKI": str(demo.pki), "ROOT_PASSWORD": secrets_of(demo)[0]}
+    # etcdctl's own timeouts (2 s to connect, 5 s a command) can pass on a machine as loaded as a shared CI
+    # runner: a few tries.
+    out = wait_for("the guide's etcd check", lambda: multihost.run_step("etcd-check", inputs, log), timeout=60)
     assert all(m.name in out for m in demo.state.etcd_members)
     node = demo.state.nodes[0]
     env = {"PGHA_CONFIG": node.config, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
-    out = multihost.run_step("pgha-check", env, log, netlab.in_netns(node.netns))
+    out = wait_for("the guide's pgha check",
+                   lambda: multihost.run_step("pgha-check", env, log, netlab.in_netns(node.netns)), timeout=60)
     assert all(n.name in out for n in demo.state.nodes), out
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from pgha.config import DcsConfig, EtcdConfig, load
+from pgha.dcs.store import ClusterStore
 from pgha.demo import multihost, netlab
 from pgha.demo.base import DemoBase
 from pgha.demo.procs import pid_alive
@@ -34,6 +35,8 @@ PGHA_ETCD_USER = "pgha"
 
 class EtcdMembersMixin(DemoBase):
     """Certificates, members and users of a multi-member etcd."""
+
+    _members_store: ClusterStore | None = None
 
     @property
     def pki(self) -> Path:
@@ -200,6 +203,15 @@ class EtcdMembersMixin(DemoBase):
         if check and res.returncode != 0:
             raise DemoError(f"etcdctl {command}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
         return res.stdout
+
+    def store(self) -> ClusterStore:
+        """With several members, one store for the demo's life: each new client logs in to etcd, and a
+        login is a bcrypt check plus a raft round (the tests read the cluster every 0.1 s)."""
+        if self.etcd_members == 1:
+            return super().store()
+        if self._members_store is None:
+            self._members_store = super().store()
+        return self._members_store
 
     def dcs_config(self, request_timeout: float = 2.0) -> DcsConfig:
         """With several members: every endpoint, the CA, the agents' client certificate and the pgha user."""

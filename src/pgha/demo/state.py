@@ -47,12 +47,15 @@ class DemoNode:
 
 class DemoState:
     cluster: str
+    # The --dcs URL of the demo's DCS (zk://host:port for ZooKeeper) and its server's PID (0: external).
     etcd: str
     etcd_pid: int
     dir: str
     nodes: list[DemoNode] = field(default_factory=list)
     client_netns: str | None = None
     vip: str | None = None
+    # Which DCS the demo runs: etcd or zookeeper.
+    dcs: str = "etcd"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,7 +73,7 @@ class DemoState:
         nodes = [DemoNode(**n) for n in data.get("nodes", [])]
         return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
                    dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
-                   vip=data.get("vip"))
+                   vip=data.get("vip"), dcs=data.get("dcs", "etcd"))
 
 
 def _pg_owner() -> tuple[int, int] | None:

@@ -37,13 +37,13 @@ def missing_binaries() -> str | None:
     return None
 
 
-def write_config(directory: Path, port: int, tick_ms: int = TICK_MS) -> Path:
-    """zoo.cfg for a standalone server on 127.0.0.1:``port`` with its data in ``directory``/data."""
+def write_config(directory: Path, port: int, tick_ms: int = TICK_MS, host: str = "127.0.0.1") -> Path:
+    """zoo.cfg for a standalone server on ``host``:``port`` with its data in ``directory``/data."""
     (directory / "data").mkdir(parents=True, exist_ok=True)
     cfg = directory / "zoo.cfg"
     cfg.write_text("\n".join([
         f"tickTime={tick_ms}", "initLimit=10", "syncLimit=5",
-        f"dataDir={directory / 'data'}", f"clientPort={port}", "clientPortAddress=127.0.0.1",
+        f"dataDir={directory / 'data'}", f"clientPort={port}", f"clientPortAddress={host}",
         f"minSessionTimeout={2 * tick_ms}", "maxSessionTimeout=300000",
         "admin.enableServer=false", "4lw.commands.whitelist=ruok,srvr",
         "",
@@ -51,12 +51,12 @@ def write_config(directory: Path, port: int, tick_ms: int = TICK_MS) -> Path:
     return cfg
 
 
-def spawn(directory: Path, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def spawn(directory: Path, port: int, log: IO[bytes], host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     """Start ZooKeeper in its own session (stop it by PID); ``wait_ready`` tells when it serves."""
     problem = missing_binaries()
     if problem:
         raise ZooKeeperStartError(problem)
-    cfg = write_config(directory, port)
+    cfg = write_config(directory, port, host=host)
     classpath = f"{ZK_CONF}:{ZK_JAR}"
     return subprocess.Popen(
         [JAVA, "-Xmx128m", "-XX:+UseSerialGC", f"-Dzookeeper.log.dir={directory}",
@@ -66,13 +66,13 @@ def spawn(directory: Path, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]
     )
 
 
-def serving(port: int, timeout: float = 0.5) -> bool:
+def serving(port: int, timeout: float = 0.5, host: str = "127.0.0.1") -> bool:
     """True when the server on 127.0.0.1:``port`` serves requests (four-letter 'srvr'; 'ruok' says
     'imok' before the database is loaded)."""
     import socket
 
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"srvr")
             return sock.recv(64).startswith(b"Zookeeper version")
     except OSError:

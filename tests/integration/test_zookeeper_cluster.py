@@ -137,6 +137,15 @@ def _pgha(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, check=False)
 
 
+def _leader(where: list[str]) -> str:
+    """The leader's name, from `pgha list --json`."""
+    listed = _pgha("list", "--json", *where)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 3, rows
+    return next(str(r["member"]) for r in rows if r["role"] == "leader")
+
+
 def test_demo_up_with_zookeeper_then_switchover_and_list() -> None:
     with postgres_readable_dir() as tmp:
         directory = str(tmp / "demo")
@@ -155,16 +164,13 @@ def test_demo_up_with_zookeeper_then_switchover_and_list() -> None:
             where = ["--dcs", state["etcd"], "--cluster", "demo"]
             listed = _pgha("list", *where)
             assert listed.returncode == 0, listed.stderr
-            old = next(line.split()[0] for line in listed.stdout.splitlines() if "leader" in line.lower()
-                       and line.split() and line.split()[0].startswith("node"))
+            assert all(f"node{i}" in listed.stdout for i in (1, 2, 3)), listed.stdout
+            old = _leader(where)
             switched = _pgha("switchover", "--force", *where)
             assert switched.returncode == 0, switched.stdout + switched.stderr
             assert "is the new leader." in switched.stdout
-            again = _pgha("list", *where)
-            assert again.returncode == 0, again.stderr
-            new = next(line.split()[0] for line in again.stdout.splitlines() if "leader" in line.lower()
-                       and line.split() and line.split()[0].startswith("node"))
-            assert new != old, again.stdout
+            new = _leader(where)
+            assert new != old
         finally:
             down = _pgha("demo", "down", "--dir", directory)
         assert down.returncode == 0, down.stderr

@@ -68,10 +68,15 @@ from pgha.dcs.base import DCSError, KeyValue, LeaseNotFound, WatchEvent
 from pgha.dcs.zk_layout import Node
 
 log = logging.getLogger("pgha.dcs.zookeeper")
+# kazoo logs every failed reconnect attempt (10 a second); our own errors say when ZooKeeper is unreachable.
+KAZOO_LOG = logging.getLogger("pgha.dcs.kazoo")
+KAZOO_LOG.setLevel(logging.ERROR)
 
 FIX = "start ZooKeeper or fix dcs.zookeeper.hosts"
 # Session timeout of the client's own (lease-less) session, seconds.
 MAIN_SESSION = 10.0
+# Seconds to wait for a new session (at least the request timeout).
+CONNECT_TIMEOUT = 5.0
 # How often a waiting watch checks ``stop`` (seconds).
 WATCH_POLL = 0.1
 # Attempts of a write that lost a race with a concurrent one before it gives up.
@@ -106,16 +111,18 @@ class ZooKeeperKV:
         return DCSError(f"ZooKeeper unreachable at {','.join(self.hosts)} ({why}); {FIX}")
 
     def _connect(self, session_timeout: float) -> KazooClient:
+        # Opening a session is a write on the ensemble (and a log sync): allow more than one request.
+        wait = max(self.timeout, CONNECT_TIMEOUT)
         client = KazooClient(hosts=",".join(self.hosts), timeout=session_timeout,
                              connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=1.5, max_delay=1.0),
-                             logger=logging.getLogger("pgha.dcs.kazoo"))
+                             logger=KAZOO_LOG)
         try:
-            client.start(timeout=self.timeout)
+            client.start(timeout=wait)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 client.stop()
                 client.close()
-            raise self._unreachable(f"no session within {self.timeout:g}s") from exc
+            raise self._unreachable(f"no session within {wait:g}s") from exc
         return client
 
     def _main(self) -> KazooClient:

@@ -10,7 +10,6 @@ leader frozen, a replica takes over after about ttl, writes resume through the m
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -109,8 +108,12 @@ def test_host_death_fails_over_after_the_session_expires(zk_cluster: DemoCluster
 def test_switchover_hands_the_leader_key_to_the_candidates_session(zk_cluster: DemoCluster) -> None:
     demo = zk_cluster
     demo.wait_healthy(timeout=90)
+    wait_for("a synchronous standby", lambda: demo.view().sync is not None and demo.view().sync.standbys)
     old = leader_name(demo)
-    target = replicas(demo)[0]
+    sync = demo.view().sync
+    assert sync is not None
+    target = sync.standbys[0]  # synchronous_mode: only a synchronous standby may take over
+    assert target in replicas(demo)
     probe = Probe(multi_host_dsn(demo), interval=0.01)
     probe.start()
     try:
@@ -179,4 +182,3 @@ def test_demo_up_with_zookeeper_then_switchover_and_list() -> None:
         while pid_alive(zk_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not pid_alive(zk_pid), "demo down left ZooKeeper running"
-        assert not any(os.path.exists(f"/proc/{p}") for p in [zk_pid])

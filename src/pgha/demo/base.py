@@ -61,6 +61,7 @@ class DemoBase:
         self.bouncer_admin_password = ""
         self.bouncer_procs: dict[int, PgBouncerProcess] = {}
         self.state: DemoState | None = None
+        self._kv: KV | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -93,7 +94,15 @@ class DemoBase:
         return open_kv(self.dcs_config(request_timeout))
 
     def store(self) -> ClusterStore:
-        return ClusterStore(self.open_kv(), self.cluster)
+        """A store on the demo's one shared KV (a ZooKeeper client holds a session and threads: one is enough)."""
+        if self._kv is None:
+            self._kv = self.open_kv()
+        return ClusterStore(self._kv, self.cluster)
+
+    def close_kv(self) -> None:
+        kv, self._kv = self._kv, None
+        if kv is not None:
+            kv.close()
 
     def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
         """Stop ``pid`` and, if we started it, collect its exit status."""

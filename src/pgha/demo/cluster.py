@@ -157,13 +157,19 @@ class DemoCluster(LabMixin, BouncerMixin):
         """Start the demo's etcd or ZooKeeper and wait until it serves; its PID."""
         name = "ZooKeeper" if self.dcs == "zookeeper" else "etcd"
         log_path = self.dir / f"{self.dcs}.log"
+        proc: subprocess.Popen[bytes] | None = None
         with open(log_path, "ab") as log:
             if self.dcs == "zookeeper":
                 zk_dir = self.dir / "zookeeper"
                 zk_dir.mkdir(exist_ok=True)
                 try:
                     proc = zkserver.spawn(zk_dir, self.port_base, log, host=self.dcs_host)
+                    self.procs[proc.pid] = proc
+                    # The JVM takes seconds to start (more on a busy machine): wait for it to serve first.
+                    zkserver.wait_ready(proc, self.port_base, log_path, host=self.dcs_host)
                 except zkserver.ZooKeeperStartError as exc:
+                    if proc is not None:
+                        self.reap(proc.pid)
                     raise DemoError(str(exc)) from None
             else:
                 proc = self._spawn_etcd(self.dir / "etcd", f"http://127.0.0.1:{self.port_base + 1}", log)
@@ -284,6 +290,7 @@ class DemoCluster(LabMixin, BouncerMixin):
         for node in self.state.nodes:
             self.stop_pgbouncer(node.name)
             self._stop_leftovers(node)
+        self.close_kv()
         if self.state.etcd_pid:
             self.reap(self.state.etcd_pid, timeout=10)
         # Namespaces (and whatever still runs in them), their veths and the bridge.

@@ -48,6 +48,8 @@ def write_config(directory: Path, port: int, tick_ms: int = TICK_MS, host: str =
         "admin.enableServer=false", "4lw.commands.whitelist=ruok,srvr",
         # A throwaway server on a shared machine: no fsync per transaction (a session is one).
         "forceSync=no",
+        # Every agent, CLI and test connects from the same address (the default allows 60).
+        "maxClientCnxns=0",
         "",
     ]))
     return cfg
@@ -61,7 +63,8 @@ def spawn(directory: Path, port: int, log: IO[bytes], host: str = "127.0.0.1") -
     cfg = write_config(directory, port, host=host)
     classpath = f"{ZK_CONF}:{ZK_JAR}"
     return subprocess.Popen(
-        [JAVA, "-Xmx128m", "-XX:+UseSerialGC", f"-Dzookeeper.log.dir={directory}",
+        # Small heap, one GC thread, the quick JIT only: a light server that starts fast on a busy machine.
+        [JAVA, "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", f"-Dzookeeper.log.dir={directory}",
          "-Dzookeeper.root.logger=INFO,CONSOLE", "-cp", classpath,
          "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=directory,
@@ -81,9 +84,11 @@ def serving(port: int, timeout: float = 0.5, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 30.0) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 90.0,
+               host: str = "127.0.0.1") -> None:
+    """Return once the server serves; ZooKeeperStartError (one line) if it exits or takes ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not serving(port):
+    while not serving(port, host=host):
         if proc.poll() is not None:
             raise ZooKeeperStartError(f"ZooKeeper exited at start (code {proc.returncode}); see {log_path}")
         if time.monotonic() > deadline:

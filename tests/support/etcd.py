@@ -257,6 +257,9 @@ class Backend:
 
     kind: str
     kv: Any  # MemoryKV, EtcdKV or ZooKeeperKV
+    # True: watches replay every event with its revision (etcd, memory); False: they signal that
+    # something changed, several changes possibly as one event (ZooKeeper).
+    exact_watch = True
 
     def expire(self, lease: int, ttl: int) -> None:
         """Return once ``lease`` (granted with ``ttl``) has expired without renewal."""
@@ -335,7 +338,7 @@ def make_backend(request: pytest.FixtureRequest, kind: str) -> Backend:
     return ZooKeeperBackend(request.getfixturevalue("zookeeper"))
 
 
-@pytest.fixture(params=["memory", "etcd", "etcd-tls-auth"])
+@pytest.fixture(params=["memory", "etcd", "etcd-tls-auth", "zookeeper"])
 def dcs(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """Each backend in turn (the real ones on the session's shared servers)."""
     backend = make_backend(request, request.param)

@@ -47,13 +47,15 @@ def demo() -> None:
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 @click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
               "by its agent.")
+@click.option("--dcs", "dcs_type", type=click.Choice(["etcd", "zookeeper"]), default="etcd", show_default=True,
+              help="Which DCS the demo starts (on port P) and the agents use.")
 def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float,
-            pgbouncer: bool, etcd_members: int) -> None:
-    """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
+            pgbouncer: bool, etcd_members: int, dcs_type: str) -> None:
+    """Start etcd (or ZooKeeper) and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
-    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
+    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync, dcs=dcs_type)
     d.pgbouncer = pgbouncer
     d.etcd_members = etcd_members
     try:
@@ -115,7 +117,7 @@ def _echo_etcd_members(state: DemoState, directory: Path) -> None:
 @demo.command("down")
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 def demo_down(directory: str) -> None:
-    """Stop every process the demo started (agents, PostgreSQL, PgBouncers, etcd)."""
+    """Stop every process the demo started (agents, PostgreSQL, PgBouncers, etcd or ZooKeeper)."""
     from pgha.demo import DemoCluster, DemoError
 
     try:

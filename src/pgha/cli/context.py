@@ -140,7 +140,7 @@ class EtcdFlags:
     def apply(self, dcs: DcsConfig) -> DcsConfig:
         etcd = dcs.etcd
         password = os.environ.get("PGHA_DCS_PASSWORD", "")
-        if not (self.cacert or self.cert or self.key or self.user or password):
+        if dcs.type != "etcd" or not (self.cacert or self.cert or self.key or self.user or password):
             return dcs
         dcs = replace(dcs, etcd=replace(
             etcd, cacert=self.cacert or etcd.cacert, cert=self.cert or etcd.cert, key=self.key or etcd.key,

@@ -22,7 +22,7 @@ def open_kv(dcs: DcsConfig) -> KV:
     if dcs.type == "zookeeper":
         from pgha.dcs.zookeeper import ZooKeeperKV
 
-        return ZooKeeperKV(dcs.zookeeper.hosts, dcs.request_timeout)  # type: ignore[return-value]
+        return ZooKeeperKV(dcs.zookeeper.hosts, dcs.request_timeout, lease_dir=f"{dcs.prefix.rstrip('/')}/.leases")
     from pgha.dcs.etcd import EtcdKV
 
     etcd = dcs.etcd

@@ -1,4 +1,4 @@
-"""DemoCluster: `pgha demo up/down` — its own etcd, N agents, and optionally PgBouncers and a network lab.
+"""DemoCluster: `pgha demo up/down` — its own etcd (or ZooKeeper), N agents, optionally PgBouncers, a lab.
 
 The port layout and what the demo is for are described in the package docstring (pgha/demo/__init__.py).
 """
@@ -22,7 +22,7 @@ import yaml
 
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
-from pgha.demo import netlab
+from pgha.demo import netlab, zkserver
 from pgha.demo.bouncers import BouncerMixin
 from pgha.demo.etcd_members import EtcdMembersMixin
 from pgha.demo.lab import LabMixin, _recorded_lab
@@ -100,9 +100,11 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
                 raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
         self._check_pgbouncer_binary()
         self._check_etcd_members()
-        for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
+        for binary in ((ETCD_BIN,) if self.dcs == "etcd" else ()) + (f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
                 raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
+        if self.dcs == "zookeeper" and zkserver.missing_binaries():
+            raise DemoError(str(zkserver.missing_binaries()))
         lab_subnet = self._check_lab() if self.netns or self.vip else None
         self._check_ports()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -111,10 +113,10 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         if lab_subnet is not None:
             self._create_lab(lab_subnet)
         try:
-            etcd_pid = 0 if self.external_etcd or self.etcd_members > 1 else self._start_etcd()
-            self.state = DemoState(cluster=self.cluster, etcd=",".join(self.etcd_endpoints()), etcd_pid=etcd_pid,
-                                   dir=str(self.dir), client_netns=self.lab.namespaces[self.n] if self.lab else None,
-                                   vip=self.vip, port_base=self.port_base)
+            etcd_pid = 0 if self.external_etcd or self.etcd_members > 1 else self._start_dcs()
+            self.state = DemoState(cluster=self.cluster, etcd=self.dcs_url, etcd_pid=etcd_pid, dir=str(self.dir),
+                                   client_netns=self.lab.namespaces[self.n] if self.lab else None, vip=self.vip,
+                                   dcs=self.dcs, port_base=self.port_base)
             self._save()
             if self.etcd_members > 1:
                 self._start_etcd_members()
@@ -141,7 +143,8 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
             node.agent_pid = self.start_agent(node.name)
             self._save()
         members = f" ({self.etcd_members} members)" if self.etcd_members > 1 else ""
-        self.say(f"started etcd{members} and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
+        self.say(f"started {'ZooKeeper' if self.dcs == 'zookeeper' else 'etcd'}{members} and {self.n} agents; "
+                 f"waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
         if self.pgbouncer:
             self.wait_bouncers_at_leader(timeout)
@@ -158,24 +161,42 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
             if not port_free("127.0.0.1", p):
                 raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
 
-    def _start_etcd(self) -> int:
-        data = self.dir / "etcd"
-        peer = f"http://127.0.0.1:{self.port_base + 1}"
-        with open(self.dir / "etcd.log", "ab") as log:
-            proc = self._spawn_etcd(data, peer, log)
+    def _start_dcs(self) -> int:
+        """Start the demo's etcd or ZooKeeper and wait until it serves; its PID."""
+        name = "ZooKeeper" if self.dcs == "zookeeper" else "etcd"
+        log_path = self.dir / f"{self.dcs}.log"
+        proc: subprocess.Popen[bytes] | None = None
+        with open(log_path, "ab") as log:
+            if self.dcs == "zookeeper":
+                zk_dir = self.dir / "zookeeper"
+                zk_dir.mkdir(exist_ok=True)
+                try:
+                    proc = zkserver.spawn(zk_dir, self.port_base, log, host=self.dcs_host)
+                    self.procs[proc.pid] = proc
+                    # The JVM takes seconds to start (more on a busy machine): wait for it to serve first.
+                    zkserver.wait_ready(proc, self.port_base, log_path, host=self.dcs_host)
+                except zkserver.ZooKeeperStartError as exc:
+                    if proc is not None:
+                        self.reap(proc.pid)
+                    raise DemoError(str(exc)) from None
+            else:
+                proc = self._spawn_etcd(self.dir / "etcd", f"http://127.0.0.1:{self.port_base + 1}", log)
         self.procs[proc.pid] = proc
         kv = self.open_kv(1.0)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise DemoError(f"etcd exited at start; see {self.dir / 'etcd.log'}")
-            try:
-                kv.get_prefix("/pgha-ping/")
-                return proc.pid
-            except DCSError:
-                time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise DemoError(f"{name} exited at start; see {log_path}")
+                try:
+                    kv.get_prefix("/pgha-ping/")
+                    return proc.pid
+                except DCSError:
+                    time.sleep(0.1)
+        finally:
+            kv.close()
         self.reap(proc.pid)
-        raise DemoError(f"etcd did not become ready in 20 s; see {self.dir / 'etcd.log'}")
+        raise DemoError(f"{name} did not become ready in 30 s; see {log_path}")
 
     def _spawn_etcd(self, data: Path, peer: str, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -266,7 +287,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         members = len(state.etcd_members) or 1
         demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
                    external_etcd=None if state.etcd_pid or members > 1 else state.etcd,
-                   netns=any(n.netns for n in state.nodes), vip=state.vip, etcd_members=members)
+                   netns=any(n.netns for n in state.nodes), vip=state.vip, dcs=state.dcs, etcd_members=members)
         demo.state = state
         demo.lab = _recorded_lab(state)
         return demo
@@ -278,6 +299,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         for node in self.state.nodes:
             self.stop_pgbouncer(node.name)
             self._stop_leftovers(node)
+        self.close_kv()
         if self.state.etcd_pid:
             self.reap(self.state.etcd_pid, timeout=10)
         self._stop_etcd_members()

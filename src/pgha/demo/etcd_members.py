@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 from pgha.config import DcsConfig, EtcdConfig, load
-from pgha.dcs.store import ClusterStore
 from pgha.demo import multihost, netlab
 from pgha.demo.base import DemoBase
 from pgha.demo.procs import pid_alive
@@ -35,8 +34,6 @@ PGHA_ETCD_USER = "pgha"
 
 class EtcdMembersMixin(DemoBase):
     """Certificates, members and users of a multi-member etcd."""
-
-    _members_store: ClusterStore | None = None
 
     @property
     def pki(self) -> Path:
@@ -58,6 +55,8 @@ class EtcdMembersMixin(DemoBase):
         n = self.etcd_members
         if n < 1 or n % 2 == 0:
             raise DemoError(f"--etcd-members {n}: use an odd number (1, 3, 5) so a majority survives a loss")
+        if n > 1 and self.dcs != "etcd":
+            raise DemoError(f"--etcd-members {n} runs etcd; it does not combine with --dcs {self.dcs}")
         if n > 1 and not self.netns:
             raise DemoError(f"--etcd-members {n} needs --netns: each member runs in its own network namespace")
         for tool, package in (("/usr/bin/openssl", "openssl"), ("/usr/bin/etcdctl", "etcd-client")):
@@ -203,15 +202,6 @@ class EtcdMembersMixin(DemoBase):
         if check and res.returncode != 0:
             raise DemoError(f"etcdctl {command}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
         return res.stdout
-
-    def store(self) -> ClusterStore:
-        """With several members, one store for the demo's life: each new client logs in to etcd, and a
-        login is a bcrypt check plus a raft round (the tests read the cluster every 0.1 s)."""
-        if self.etcd_members == 1:
-            return super().store()
-        if self._members_store is None:
-            self._members_store = super().store()
-        return self._members_store
 
     def dcs_config(self, request_timeout: float = 2.0) -> DcsConfig:
         """With several members: every endpoint, the CA, the agents' client certificate and the pgha user."""

@@ -60,6 +60,7 @@ class DemoEtcdMember:
 
 class DemoState:
     cluster: str
+    # The --dcs URL of the demo's DCS (zk://host:port for ZooKeeper) and its server's PID (0: external).
     etcd: str
     etcd_pid: int
     dir: str
@@ -69,6 +70,8 @@ class DemoState:
     etcd_members: list[DemoEtcdMember] = field(default_factory=list)
     # The demo's --port-base (etcd's port when it runs one etcd).
     port_base: int = 0
+    # Which DCS the demo runs: etcd or zookeeper.
+    dcs: str = "etcd"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,7 +91,7 @@ class DemoState:
         nodes = [DemoNode(**n) for n in data.get("nodes", [])]
         return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
                    dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
-                   vip=data.get("vip"),
+                   vip=data.get("vip"), dcs=data.get("dcs", "etcd"),
                    etcd_members=[DemoEtcdMember(**m) for m in data.get("etcd_members", [])],
                    port_base=data.get("port_base", 0))
 

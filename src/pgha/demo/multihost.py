@@ -42,6 +42,8 @@ chmod 600 "$NAME.key"
 
 # Each etcd member's settings, as the environment file Debian's etcd.service reads
 # (/etc/default/etcd); TLS on the client and the peer port, client certificates required.
+# bcrypt cost 4: every login is a bcrypt check on the member, and at the default cost (10) a loaded
+# member took over 2 s per login, so agents timed out logging in; the passwords are random.
 ETCD_ENV = """\
 cat > "$ETCD_ENV_FILE" <<EOF
 ETCD_NAME=$NAME
@@ -62,6 +64,7 @@ ETCD_PEER_TRUSTED_CA_FILE=$PKI/ca.crt
 ETCD_PEER_CERT_FILE=$PKI/$NAME.crt
 ETCD_PEER_KEY_FILE=$PKI/$NAME.key
 ETCD_AUTH_TOKEN=jwt,pub-key=$PKI/jwt.pub,priv-key=$PKI/jwt.key,sign-method=ES256,ttl=10m
+ETCD_BCRYPT_COST=4
 EOF
 chmod 600 "$ETCD_ENV_FILE"
 """

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from pgha.core.model import ClusterConfig, Tags
+from pgha.core.model import PROFILES, ClusterConfig, Tags
 
 
 class ConfigError(Exception):
@@ -242,6 +242,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    if cls is ClusterConfig:
+        data = with_profile(data, path)
     assert dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -261,6 +263,15 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return typing.cast(T, obj)
+
+
+def with_profile(data: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Cluster settings with the timing keys they leave out taken from their ``profile``."""
+    profile = data.get("profile", "default")
+    if not isinstance(profile, str) or profile not in PROFILES:
+        names = " or ".join(repr(p) for p in PROFILES)
+        raise ConfigError(f"{_join(path, 'profile')}: must be {names}, got {profile!r}")
+    return {**PROFILES[profile], **data}
 
 
 def _join(path: str, key: str) -> str:

@@ -271,7 +271,7 @@ def test_config_merge_patch(leader: tuple[FakeHandle, Client]) -> None:
     ({"ttl": "long"}, "ttl: expected a number, got 'long'"),
     ({"pause": "yes"}, "pause: expected true or false"),
     ({"synchronous_mode": "always"}, "synchronous_mode: must be"),
-    ({"loop_wait": 9}, "loop_wait: 9.0 must be positive and at most half of ttl"),
+    ({"loop_wait": 16}, "loop_wait: 16.0 must be positive and at most half of ttl"),
     ({"colour": "red"}, "colour: unknown key"),
     ({"parameters": ["a"]}, "parameters: expected a mapping"),
     ({"parameters": {"x": [1]}}, "parameters.x: expected"),
@@ -299,7 +299,7 @@ def test_config_patch_conflict_is_409(leader: tuple[FakeHandle, Client], monkeyp
         return config, revision
 
     monkeypatch.setattr(h.store, "get_config", stale)
-    r = c.request("PATCH", "/config", {"ttl": 30})
+    r = c.request("PATCH", "/config", {"ttl": 25})
     assert r.status == 409 and "changed concurrently" in r.error
 
 

@@ -136,7 +136,7 @@ def test_show_config_is_the_stored_config_as_yaml(world: World) -> None:
     assert r.exit_code == 0, r.output
     data = yaml.safe_load(r.output)
     assert data["parameters"] == {"max_connections": 100}
-    assert data["ttl"] == 10.0 and data["pause"] is False
+    assert data["ttl"] == 30.0 and data["pause"] is False
 
 
 def test_version_without_and_with_a_cluster(world: World) -> None:

@@ -26,7 +26,7 @@ def test_minimal_config_parses_with_defaults(tmp_path: Path) -> None:
     cfg = parse(base(tmp_path))
     assert cfg.cluster == "main"
     assert cfg.postgresql.bin_dir == "/usr/lib/postgresql/15/bin"
-    assert cfg.cluster_config.ttl == 10.0
+    assert cfg.cluster_config.ttl == 30.0
     assert cfg.api.url == "http://127.0.0.1:8008"
 
 
@@ -57,7 +57,7 @@ BAD: list[tuple[str, str, Any, str]] = [
     ("port range", "postgresql.port", 70000, "not a TCP port"),
     ("bad literal", "cluster_config.synchronous_mode", "always", "synchronous_mode: must be"),
     ("ttl too short", "cluster_config.ttl", 1, "ttl: 1.0 is too short"),
-    ("loop_wait vs ttl", "cluster_config.loop_wait", 8, "loop_wait"),
+    ("loop_wait vs ttl", "cluster_config.loop_wait", 16, "loop_wait"),
     ("bad endpoint", "etcd.endpoints", ["127.0.0.1:2379"], "must start with http://"),
     ("bad api listen", "api.listen", "localhost", "api.listen: expected host:port"),
     ("bad name", "name", "no spaces please", "name: use letters"),

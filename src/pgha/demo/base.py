@@ -24,17 +24,19 @@ if TYPE_CHECKING:
 class DemoBase:
     """Settings and the bookkeeping every part of DemoCluster uses (nodes, demo.json, PIDs)."""
 
-    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float = 10.0,
+    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float | None = 10.0,
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
                  netns: bool = False, vip: str | None = None,
                  extra_node_config: dict[str, dict[str, Any]] | None = None,
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
-                 pgbouncer: bool = False) -> None:
+                 pgbouncer: bool = False, profile: str | None = None) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
+        # A timing profile (cluster_config.profile); an explicit ttl (and loop_wait) overrides its timings.
+        self.profile = profile
         self.ttl = ttl
         self.sync = sync
         self.cluster = cluster

@@ -49,9 +49,10 @@ class DemoCluster(LabMixin, BouncerMixin):
         node_dir = self.dir / self.node_name(i)
         pg_port = self.port_base + 10 * i
         api_port = pg_port + 1
-        cluster_config: dict[str, Any] = {"ttl": self.ttl, "loop_wait": self.loop_wait or min(1.0, self.ttl / 4),
-                                          "retry_timeout": min(3.0, self.ttl / 3),
-                                          "fence_margin": min(2.0, self.ttl / 4)}
+        cluster_config: dict[str, Any] = {"profile": self.profile} if self.profile else {}
+        if self.ttl is not None:
+            cluster_config.update({"ttl": self.ttl, "loop_wait": self.loop_wait or min(1.0, self.ttl / 4),
+                                   "retry_timeout": min(3.0, self.ttl / 3), "fence_margin": min(2.0, self.ttl / 4)})
         if self.sync:
             cluster_config["synchronous_mode"] = "on"
         cluster_config.update(self.extra_cluster_config)

@@ -22,7 +22,8 @@ import yaml
 import pgha
 from tests.support.procs import PG_BIN, free_port
 
-pytestmark = pytest.mark.integration
+# Building and installing take seconds on an idle machine, minutes on a loaded one.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,3 +102,13 @@ def test_the_installed_pgha_validates_a_node_file(installed: Installed, tmp_path
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == f"{path}: OK (cluster main, node node1)"
     assert not (tmp_path / "data").exists()
+
+
+def test_the_installed_pgha_validates_what_it_generates(installed: Installed, tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    gen = installed.pgha("generate-config", "--cluster", "main", "--name", "node1", "--data-dir",
+                         str(tmp_path / "data"), "--pg-version", "15", "--port", str(free_port()),
+                         "--api-listen", f"127.0.0.1:{free_port()}")
+    assert gen.returncode == 0, gen.stderr
+    res = installed.pgha("validate", "-c", "-", stdin=gen.stdout)
+    assert (res.returncode, res.stdout.strip()) == (0, "<stdin>: OK (cluster main, node node1)"), res.stderr

@@ -7,6 +7,7 @@ written as a JSON string or number, which YAML reads back unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -37,8 +38,8 @@ class Secrets:
 
     @classmethod
     def of(cls, cfg: NodeConfig) -> Secrets:
-        """Those of an existing node file; an API without auth gets a new login."""
-        api = cfg.api.auth or Credentials("pgha", secrets.token_urlsafe(24))
+        """Those of an existing node file; an API without credentials gets a new login."""
+        api = cfg.api.auth if isinstance(cfg.api.auth, Credentials) else Credentials("pgha", secrets.token_urlsafe(24))
         return cls(cfg.postgresql.superuser, cfg.postgresql.replication, api)
 
 
@@ -103,6 +104,26 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _dcs_block(req: NodeFileRequest) -> list[str]:
+    endpoints = f"[{', '.join(q(e) for e in req.etcd)}]"
+    if "dcs" not in {f.name for f in dataclasses.fields(NodeConfig)}:
+        # This pgha reads only the older top-level etcd: section.
+        return ["etcd:", f"  endpoints: {endpoints}", "  prefix: \"/pgha\""]
+    return [
+        "dcs:",
+        "  type: \"etcd\"",
+        "  prefix: \"/pgha\"",
+        "  etcd:",
+        f"    endpoints: {endpoints}",
+        "    # TLS (https:// endpoints) and etcd authentication, when etcd has them on:",
+        "    # cacert: /etc/pgha/etcd-ca.pem",
+        "    # cert: /etc/pgha/etcd-client.pem",
+        "    # key: /etc/pgha/etcd-client.key",
+        "    # username: pgha",
+        "    # password: \"...\"",
+    ]
+
+
 def _api_block(req: NodeFileRequest, sec: Secrets) -> list[str]:
     host, port = parse_listen(req.api_listen)
     lines = [
@@ -162,9 +183,7 @@ def render(req: NodeFileRequest, sec: Secrets) -> str:
         "",
         "# etcd holds the leader lease and the cluster's state. List every etcd member's client URL; the agent",
         "# moves to the next one when a member does not answer. Keys live under <prefix>/<cluster>/.",
-        "etcd:",
-        f"  endpoints: [{', '.join(q(e) for e in req.etcd)}]",
-        "  prefix: \"/pgha\"",
+        *_dcs_block(req),
         "",
         "# The PostgreSQL server this agent runs. pgha writes postgresql.conf and pg_hba.conf in data_dir",
         "# itself; change settings here or with `pgha edit-config`, not in those files.",

@@ -95,7 +95,7 @@ def test_the_installed_pgha_validates_a_node_file(installed: Installed, tmp_path
     os.chmod(tmp_path, 0o755)
     node = {"cluster": "main", "name": "node1",
             "postgresql": {"data_dir": str(tmp_path / "data"), "bin_dir": PG_BIN, "port": free_port()},
-            "api": {"listen": f"127.0.0.1:{free_port()}"}}
+            "api": {"listen": f"127.0.0.1:{free_port()}", "auth": {"username": "pgha", "password": "pw"}}}
     path = tmp_path / "node.yaml"
     path.write_text(yaml.safe_dump(node))
     res = installed.pgha("validate", "-c", str(path))

@@ -110,3 +110,7 @@ def test_a_running_server_that_disagrees_with_the_flags_is_one_line(running: Pos
     assert res.returncode == 1 and len(res.stderr.splitlines()) == 1
     assert res.stderr.startswith("pgha: cannot read the running PostgreSQL (connection")
     assert "pass --pg-dsn with a superuser connection" in res.stderr
+    # A malformed DSN: libpq would quote a piece of it, possibly of the password; we do not.
+    res = generate("--pg-dsn", "host=/tmp user=postgres password=s3cr3t xyzzy")
+    assert res.returncode == 1 and "xyzzy" not in res.stderr and "s3cr3t" not in res.stderr
+    assert res.stderr.startswith("pgha: --pg-dsn: not a libpq connection string;")

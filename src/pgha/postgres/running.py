@@ -91,7 +91,14 @@ def read_running(dsn: str, run_as: int | None = None) -> RunningServer:
 
 def query(dsn: str) -> RunningServer:
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
+    try:
+        password = str(conninfo_to_dict(dsn).get("password") or "")
+    except psycopg.Error:
+        # libpq's message quotes a piece of the string, which may be part of a password.
+        raise RunningError("--pg-dsn: not a libpq connection string; give key=value pairs, e.g. "
+                           "'host=/var/run/postgresql port=5432 user=postgres', or a postgresql:// URL") from None
     try:
         with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
             row = conn.execute("SELECT current_setting('server_version_num')::int / 10000, "
@@ -101,6 +108,8 @@ def query(dsn: str) -> RunningServer:
             settings = conn.execute(QUERY_SETTINGS).fetchall()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if password:
+            first = first.replace(password, "***")
         raise RunningError(f"cannot read the running PostgreSQL ({first}); pass --pg-dsn with a superuser "
                            "connection, e.g. 'host=/var/run/postgresql port=5432 user=postgres'") from None
     params = {name: value for name, value in settings

@@ -9,6 +9,7 @@ and the fix.  Environment checks (ports in use, data-dir ownership) live in
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -309,21 +310,28 @@ def parse(data: Any, source: str = "") -> NodeConfig:
 
 
 def load(path: str | Path) -> NodeConfig:
-    """Read and validate a node configuration file; raise ConfigError with one line."""
+    """Read and validate a node configuration file ("-": standard input); raise ConfigError with one line."""
     p = Path(path)
+    if str(path) == "-":
+        return loads(sys.stdin.read(), "<stdin>")
     try:
         text = p.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{p}: file not found; pass the path of the node's YAML file with -c") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read it ({exc.strerror}); check the path and permissions") from None
+    return loads(text, str(p))
+
+
+def loads(text: str, source: str) -> NodeConfig:
+    """Validate a node configuration's YAML text; errors name ``source``."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from None
+        raise ConfigError(f"{source}: not valid YAML{where}; fix the syntax") from None
     try:
-        return parse(data, str(p))
+        return parse(data, source)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None

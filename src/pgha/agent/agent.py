@@ -133,7 +133,8 @@ class Agent:
         self.last_logged: tuple[str, tuple[str, ...]] = ("", ())
         self.published: MemberInfo | None = None
         self.published_at = 0.0
-        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=1.0))
+        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=1.0),
+                                        ca_certs=(self.config.api.tls.cafile or None) if self.config.api.tls else None)
 
     # --- small helpers used by the executor ------------------------------------------
     def wake(self) -> None:
@@ -230,7 +231,7 @@ class Agent:
         others = [m for m in view.members.values() if m.name != self.config.name]
         body = json.dumps({"leader": self.config.name}).encode()
         headers = {"Content-Type": "application/json"}
-        auth = self.config.api.auth
+        auth = self.config.api.credentials
         if auth is not None:
             headers.update(urllib3.make_headers(basic_auth=f"{auth.username}:{auth.password}"))
         for m in others:

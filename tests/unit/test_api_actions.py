@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -62,10 +63,31 @@ def test_right_credentials_are_accepted_and_reads_need_none(leader: tuple[FakeHa
         assert c.get(path, auth=None).status == 200
 
 
-def test_without_auth_configured_actions_are_open() -> None:
+def test_with_auth_none_actions_are_open() -> None:
     h = make_handle("leader")
+    assert h.config.api.auth == "none"
     with serving(h) as c:
         assert c.post("/reload", auth=None).status == 202
+
+
+def test_a_config_built_without_api_auth_opens_nothing() -> None:
+    """pgha.config refuses a file without api.auth; one built in code without it lets nobody in."""
+    h = make_handle("leader")
+    h.config = dataclasses.replace(h.config, api=dataclasses.replace(h.config.api, auth=None))
+    with serving(h) as c:
+        assert c.post("/reload", auth=None).status == 401
+        assert c.post("/reload", auth=("", "")).status == 401
+    assert h.store.read().intents == {}
+
+
+def test_the_api_refuses_until_the_agent_read_the_cluster(replica: tuple[FakeHandle, Client]) -> None:
+    h, c = replica
+    h.snap = dataclasses.replace(h.snap, view=None)
+    for path, body in (("/switchover", {}), ("/failover", {"candidate": "n2"}), ("/restart", {}),
+                       ("/reload", {}), ("/reinitialize", {})):
+        r = c.post(path, body)
+        assert r.status == 503 and r.error == "the agent has not read the cluster state yet; retry in a moment"
+    assert h.store.read().intents == {} and h.store.read().switchover is None
 
 
 # --- bodies ------------------------------------------------------------------------------

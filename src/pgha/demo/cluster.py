@@ -176,21 +176,18 @@ class DemoCluster(LabMixin, BouncerMixin):
         )
 
     def _write_api_credentials(self) -> None:
-        """The API password where the operator (curl --netrc-file) and the tests find it; a CA if TLS is on."""
+        """The API password where the operator (curl --netrc-file) and the tests find it."""
         self.api_netrc.write_text("")
         os.chmod(self.api_netrc, 0o600)
         self.api_netrc.write_text(f"default login {self.api_user} password {self.api_password}\n")
-        if self.api_tls:
-            try:
-                self.ca = make_ca(self.api_ca.parent)
-            except CertError as exc:
-                raise DemoError(f"cannot make the API's TLS certificates: {exc}") from None
-            os.chmod(self.api_ca.parent, 0o755)
 
     def _make_api_cert(self, name: str, address: str | None) -> None:
+        """Node ``name``'s API certificate, signed by the demo's CA (made with the first one)."""
         cert, key = self.api_tls_files(name)
-        assert self.ca is not None
         try:
+            if self.ca is None:
+                self.ca = make_ca(self.api_ca.parent)
+                os.chmod(self.api_ca.parent, 0o755)
             made = make_cert(self.ca, cert.parent, "api", ["127.0.0.1", *([address] if address else [])])
         except CertError as exc:
             raise DemoError(f"cannot make the API's TLS certificates: {exc}") from None

@@ -73,6 +73,8 @@ class PostgresConfig:
 class TLSConfig:
     certfile: str
     keyfile: str
+    # The CA of the members' certificates: verifies client certificates (verify_client) and the
+    # other members' APIs when this agent calls them (/failsafe).
     cafile: str = ""
     verify_client: bool = False
 
@@ -82,8 +84,15 @@ class ApiConfig:
     listen: str = "127.0.0.1:8008"
     # URL the other members use to reach this API; default derived from listen.
     connect_url: str = ""
-    auth: Credentials | None = None
+    # Basic auth on the mutating endpoints (POST, PATCH, DELETE).  Required: credentials, or
+    # the explicit string "none" to leave them open (the agent then warns at every start).
+    auth: Credentials | Literal["none"] | None = None
     tls: TLSConfig | None = None
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The configured user and password (None with ``auth: none``)."""
+        return self.auth if isinstance(self.auth, Credentials) else None
 
     @property
     def host(self) -> str:
@@ -293,6 +302,13 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("postgresql.data_dir: must be an absolute path, e.g. /var/lib/pgha/data")
     if ":" not in cfg.api.listen or not cfg.api.listen.rsplit(":", 1)[1].isdigit():
         raise ConfigError(f"api.listen: expected host:port, got {cfg.api.listen!r}")
+    if cfg.api.auth is None:
+        raise ConfigError("api.auth: missing; set credentials (auth: {username: pgha, password: ...}) to protect "
+                          "the mutating endpoints, or write 'auth: none' to leave them open")
+    creds = cfg.api.credentials
+    if creds is not None and not (creds.username and creds.password):
+        raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
+                          "'auth: none'")
     if not cfg.etcd.endpoints:
         raise ConfigError("etcd.endpoints: list at least one URL, e.g. http://127.0.0.1:2379")
     for ep in cfg.etcd.endpoints:

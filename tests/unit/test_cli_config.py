@@ -234,7 +234,7 @@ def test_query_connection_refused_never_prints_the_password(world: World, tmp_pa
         "cluster": "main", "name": "node1",
         "postgresql": {"data_dir": str(tmp_path / "d"),
                        "superuser": {"username": "admin", "password": "s3cret"}},
-        "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}))
+        "etcd": {"endpoints": ["http://127.0.0.1:2379"]}, "api": {"auth": "none"}}))
     r = world.runner.invoke(cli, ["query", "select 1", "-c", str(cfg)])
     assert r.exit_code == 1
     assert refusal(r).startswith(f"pgha: cannot connect to node1 at 127.0.0.1:{port}: ")

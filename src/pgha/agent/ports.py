@@ -171,7 +171,7 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
         pg=PostgresNode(config),
         tasks=TaskRunner(wake),
         poller=PeerPoller(),
-        failsafe=HttpFailsafe(config.api.auth),
+        failsafe=HttpFailsafe(config.api),
         callbacks=CallbackRunner(config.callbacks, config.cluster, logging.getLogger("pgha.agent")),
         watchdog=Watchdog(vip_cidr) if config.watchdog.mode == "on" else None,
         exits=ExitWatcher(wake),

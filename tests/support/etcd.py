@@ -50,7 +50,7 @@ class EtcdTls:
                    make_cert(ca, directory, "etcd-client", dns=(), client=True))
 
     def client_kwargs(self) -> dict[str, str]:
-        return {"cacert": self.ca.cert, "cert": self.client.cert, "key": self.client.key}
+        return {"cacert": str(self.ca.cert), "cert": str(self.client.cert), "key": str(self.client.key)}
 
 
 @dataclass(frozen=True)
@@ -80,21 +80,23 @@ class EtcdServer:
         self.proc: subprocess.Popen[bytes] | None = None
         pool_tls: dict[str, Any] = {}
         if tls is not None:
-            pool_tls = {"ca_certs": tls.ca.cert, "cert_file": tls.client.cert, "key_file": tls.client.key}
+            pool_tls = {"ca_certs": str(tls.ca.cert), "cert_file": str(tls.client.cert),
+                        "key_file": str(tls.client.key)}
         self._http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=0.5),
                                          **pool_tls)
 
     def _tls_args(self) -> list[str]:
         if self.tls is None:
             return []
-        return ["--cert-file", self.tls.server.cert, "--key-file", self.tls.server.key,
-                "--trusted-ca-file", self.tls.ca.cert, "--client-cert-auth"]
+        return ["--cert-file", str(self.tls.server.cert), "--key-file", str(self.tls.server.key),
+                "--trusted-ca-file", str(self.tls.ca.cert), "--client-cert-auth"]
 
     def etcdctl(self, *args: str, user: str | None = None) -> str:
         """Run etcdctl against this server (as ``user`` "name:password" when given); its stdout."""
         cmd = [ETCDCTL_BIN, "--endpoints", self.url, "--dial-timeout", "3s"]
         if self.tls is not None:
-            cmd += ["--cacert", self.tls.ca.cert, "--cert", self.tls.client.cert, "--key", self.tls.client.key]
+            cmd += ["--cacert", str(self.tls.ca.cert), "--cert", str(self.tls.client.cert),
+                    "--key", str(self.tls.client.key)]
         if user:
             cmd += ["--user", user]
         res = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=20,

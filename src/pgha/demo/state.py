@@ -42,6 +42,8 @@ class DemoNode:
     netns: str | None = None
     address: str | None = None
     pgbouncer_pid: int | None = None
+    # The node's REST API (https when the demo's API TLS is on).
+    api_url: str = ""
 
 
 @dataclass
@@ -72,6 +74,9 @@ class DemoState:
     port_base: int = 0
     # Which DCS the demo runs: etcd or zookeeper.
     dcs: str = "etcd"
+    # The API credentials (a netrc file, mode 0600) and the CA of the API certificates ("": no TLS).
+    api_netrc: str = ""
+    api_ca: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,7 +98,8 @@ class DemoState:
                    dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
                    vip=data.get("vip"), dcs=data.get("dcs", "etcd"),
                    etcd_members=[DemoEtcdMember(**m) for m in data.get("etcd_members", [])],
-                   port_base=data.get("port_base", 0))
+                   port_base=data.get("port_base", 0), api_netrc=data.get("api_netrc", ""),
+                   api_ca=data.get("api_ca", ""))
 
 
 def _pg_owner() -> tuple[int, int] | None:

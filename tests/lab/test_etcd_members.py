@@ -35,8 +35,11 @@ from tests.support.vip import VipWatch, vip_cluster
 
 pytestmark = pytest.mark.lab
 
-TTL = 6.0
-# How long each fault lasts: longer than a lease renewal period (ttl/3) and the request timeout.
+# The demo's default.  With ttl 6 s the lease budget (renewal every 2 s, fence 1.5 s before the end)
+# left 0.5 s for the next member's answer after a 2 s timeout on the partitioned one, and on a machine
+# at load 40 that answer came later once in five runs: the primary fenced (see docs/architecture.md).
+TTL = 10.0
+# How long each fault lasts: longer than a lease renewal period and the request timeout.
 HOLD = 4.0
 VENV_BIN = str(Path(sys.executable).parent)
 

@@ -28,8 +28,6 @@ class DemoError(Exception):
 
 
 @dataclass
-
-
 class DemoNode:
     name: str
     pg_port: int
@@ -58,8 +56,6 @@ class DemoEtcdMember:
 
 
 @dataclass
-
-
 class DemoState:
     cluster: str
     # The --dcs URL of the demo's DCS (zk://host:port for ZooKeeper) and its server's PID (0: external).

@@ -28,11 +28,17 @@ import urllib3
 from pgha.dcs.base import KV
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.memory import MemoryKV
-from pgha.demo.certs import CertPair, make_ca, make_cert
+from pgha.demo.certs import make_ca, make_cert
 from tests.support.procs import free_port, stop_pid
 
 ETCD_BIN = "/usr/bin/etcd"
 ETCDCTL_BIN = "/usr/bin/etcdctl"
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,10 @@ class EtcdTls:
     @classmethod
     def make(cls, directory: Path) -> EtcdTls:
         ca = make_ca(directory)
-        return cls(ca, make_cert(ca, directory, "etcd-server", ["127.0.0.1"]),
-                   make_cert(ca, directory, "etcd-client", dns=(), client=True))
+        server = make_cert(ca, directory, "etcd-server", ["127.0.0.1"])
+        client = make_cert(ca, directory, "etcd-client", [], client=True)
+        return cls(CertPair(str(ca.cert), str(ca.key)), CertPair(str(server[0]), str(server[1])),
+                   CertPair(str(client[0]), str(client[1])))
 
     def client_kwargs(self) -> dict[str, str]:
         return {"cacert": self.ca.cert, "cert": self.client.cert, "key": self.client.key}

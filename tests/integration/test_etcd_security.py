@@ -116,7 +116,7 @@ def test_a_key_outside_the_granted_prefix_is_permission_denied(kv: EtcdKV) -> No
 
 
 def test_wrong_ca_is_one_line(etcd_secure: EtcdServer, tmp_path: Path) -> None:
-    other = make_ca(tmp_path, "other-ca")
+    other = make_ca(tmp_path / "other-ca")
     message = _one_line_error(_settings(etcd_secure, cacert=str(other.cert)))
     assert "not trusted" in message and "dcs.etcd.cacert" in message
 
@@ -127,9 +127,9 @@ def test_missing_client_certificate_is_one_line(etcd_secure: EtcdServer) -> None
 
 
 def test_client_certificate_from_another_ca_is_refused(etcd_secure: EtcdServer, tmp_path: Path) -> None:
-    other = make_ca(tmp_path, "other-ca")
-    stranger = make_cert(other, tmp_path, "stranger", client=True)
-    message = _one_line_error(_settings(etcd_secure, cert=str(stranger.cert), key=str(stranger.key)))
+    other = make_ca(tmp_path / "other-ca")
+    cert, key = make_cert(other, tmp_path, "stranger", [], client=True)
+    message = _one_line_error(_settings(etcd_secure, cert=str(cert), key=str(key)))
     assert "TLS" in message
 
 

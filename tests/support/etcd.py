@@ -28,11 +28,17 @@ import urllib3
 from pgha.dcs.base import KV
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.memory import MemoryKV
-from pgha.demo.certs import CertPair, make_ca, make_cert
+from pgha.demo.certs import make_ca, make_cert
 from tests.support.procs import free_port, stop_pid
 
 ETCD_BIN = "/usr/bin/etcd"
 ETCDCTL_BIN = "/usr/bin/etcdctl"
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,13 @@ class EtcdTls:
     @classmethod
     def make(cls, directory: Path) -> EtcdTls:
         ca = make_ca(directory)
-        return cls(ca, make_cert(ca, directory, "etcd-server", ["127.0.0.1"]),
-                   make_cert(ca, directory, "etcd-client", dns=(), client=True))
+        server = make_cert(ca, directory, "etcd-server", ["127.0.0.1"])
+        client = make_cert(ca, directory, "etcd-client", [], client=True)
+        return cls(CertPair(str(ca.cert), str(ca.key)), CertPair(str(server[0]), str(server[1])),
+                   CertPair(str(client[0]), str(client[1])))
 
     def client_kwargs(self) -> dict[str, str]:
-        return {"cacert": str(self.ca.cert), "cert": str(self.client.cert), "key": str(self.client.key)}
+        return {"cacert": self.ca.cert, "cert": self.client.cert, "key": self.client.key}
 
 
 @dataclass(frozen=True)
@@ -80,23 +88,21 @@ class EtcdServer:
         self.proc: subprocess.Popen[bytes] | None = None
         pool_tls: dict[str, Any] = {}
         if tls is not None:
-            pool_tls = {"ca_certs": str(tls.ca.cert), "cert_file": str(tls.client.cert),
-                        "key_file": str(tls.client.key)}
+            pool_tls = {"ca_certs": tls.ca.cert, "cert_file": tls.client.cert, "key_file": tls.client.key}
         self._http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=0.5),
                                          **pool_tls)
 
     def _tls_args(self) -> list[str]:
         if self.tls is None:
             return []
-        return ["--cert-file", str(self.tls.server.cert), "--key-file", str(self.tls.server.key),
-                "--trusted-ca-file", str(self.tls.ca.cert), "--client-cert-auth"]
+        return ["--cert-file", self.tls.server.cert, "--key-file", self.tls.server.key,
+                "--trusted-ca-file", self.tls.ca.cert, "--client-cert-auth"]
 
     def etcdctl(self, *args: str, user: str | None = None) -> str:
         """Run etcdctl against this server (as ``user`` "name:password" when given); its stdout."""
         cmd = [ETCDCTL_BIN, "--endpoints", self.url, "--dial-timeout", "3s"]
         if self.tls is not None:
-            cmd += ["--cacert", str(self.tls.ca.cert), "--cert", str(self.tls.client.cert),
-                    "--key", str(self.tls.client.key)]
+            cmd += ["--cacert", self.tls.ca.cert, "--cert", self.tls.client.cert, "--key", self.tls.client.key]
         if user:
             cmd += ["--user", user]
         res = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=20,

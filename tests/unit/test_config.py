@@ -115,6 +115,27 @@ def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
     assert "s3cret-pw" not in repr(cfg) and "api-s3cret" not in repr(cfg)
 
 
+def test_api_auth_none_is_explicit(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["api"]["auth"] = "none"
+    cfg = parse(data)
+    assert cfg.api.auth == "none" and cfg.api.credentials is None
+    assert parse(base(tmp_path)).api.credentials is not None
+
+
+def test_validate_names_the_api_auth_fix(tmp_path: Path) -> None:
+    _register()
+    data = base(tmp_path)
+    del data["api"]
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line] == [
+        f"pgha: {path}: api.auth: missing; set credentials (auth: {{username: pgha, password: ...}}) to protect the "
+        "mutating endpoints, or write 'auth: none' to leave them open"]
+
+
 # --- the dcs: section ---------------------------------------------------------------------------
 def dcs_base(tmp: Path, dcs: dict[str, Any]) -> dict[str, Any]:
     data = base(tmp)
@@ -187,25 +208,3 @@ def test_bad_dcs_value_is_one_line(tmp_path: Path, case: str, dcs: dict[str, Any
         parse(dcs_base(tmp_path, dcs))
     assert expected in str(info.value) and "\n" not in str(info.value)
     assert "pw" not in str(info.value).replace("password", "")
-
-
-
-def test_api_auth_none_is_explicit(tmp_path: Path) -> None:
-    data = base(tmp_path)
-    data["api"]["auth"] = "none"
-    cfg = parse(data)
-    assert cfg.api.auth == "none" and cfg.api.credentials is None
-    assert parse(base(tmp_path)).api.credentials is not None
-
-
-def test_validate_names_the_api_auth_fix(tmp_path: Path) -> None:
-    _register()
-    data = base(tmp_path)
-    del data["api"]
-    path = tmp_path / "node.yaml"
-    path.write_text(yaml.safe_dump(data))
-    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
-    assert result.exit_code == 1
-    assert [line for line in result.output.splitlines() if line] == [
-        f"pgha: {path}: api.auth: missing; set credentials (auth: {{username: pgha, password: ...}}) to protect the "
-        "mutating endpoints, or write 'auth: none' to leave them open"]

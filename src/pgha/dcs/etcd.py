@@ -28,7 +28,6 @@ import base64
 import contextlib
 import json
 import queue
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -37,21 +36,18 @@ from typing import Any
 import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
-    ConnectTimeoutError,
     HTTPError,
-    NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
-    SSLError,
 )
 
 from pgha.dcs.base import Compacted, DCSError, KeyValue, LeaseNotFound, WatchEvent
+from pgha.dcs.etcd_errors import TokenRejected, grpc_error, is_auth_error, reason
 
 # gRPC status codes the gateway reports that mean "this member cannot serve now".
 _UNAVAILABLE_CODES = {1, 4, 8, 10, 13, 14}  # canceled, deadline, exhausted, aborted, internal, unavailable
 _GRPC_NOT_FOUND = 5
 _GRPC_OUT_OF_RANGE = 11
-_GRPC_UNAUTHENTICATED = 16
 # How long a watch stream may stay silent before it is reopened (seconds).
 WATCH_IDLE = 3600.0
 KEEPALIVE_OPTIONS = [
@@ -98,48 +94,6 @@ def _keyvalue(kv: dict[str, Any]) -> KeyValue:
         mod_revision=_int(kv, "mod_revision"),
         lease=_int(kv, "lease"),
     )
-
-
-def _tls_reason(exc: BaseException) -> str:
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        detail = "hostname mismatch" if "match" in text.lower() else "not signed by the CA"
-        return f"TLS: the server's certificate is not trusted ({detail}); check dcs.etcd.cacert"
-    if "PEM" in text or "No such file" in text or "KEY_VALUES_MISMATCH" in text:
-        return "TLS: cannot load the client certificate or key; check dcs.etcd.cert and dcs.etcd.key"
-    if "WRONG_VERSION_NUMBER" in text or "wrong version" in text.lower():
-        return "TLS: the endpoint does not speak TLS; use http:// for it"
-    if "CERTIFICATE" in text.upper() or "ALERT" in text.upper():
-        return "TLS: the server refused the client certificate; check dcs.etcd.cert and dcs.etcd.key"
-    return "TLS handshake failed; check dcs.etcd.cacert, cert and key"
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    """A short lowercase reason for a failed request: 'connection refused', 'no answer within 2s'…"""
-    if isinstance(exc, SSLError):
-        return _tls_reason(exc)
-    if isinstance(exc, ReadTimeoutError):
-        return f"no answer within {timeout:g}s"
-    if isinstance(exc, NewConnectionError):
-        match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-        return match.group(1).strip().lower() if match else "cannot connect"
-    if isinstance(exc, ConnectTimeoutError):
-        return f"no connection within {timeout:g}s"
-    if isinstance(exc, ProtocolError):
-        return "connection lost"
-    return " ".join(str(exc).split())[:120] or type(exc).__name__
-
-
-def _grpc_error(data: Any) -> tuple[str, int] | None:
-    """(message, gRPC code) of an error answer, in either of the gateway's two shapes."""
-    if not isinstance(data, dict):
-        return None
-    err = data.get("error")
-    if isinstance(err, dict):  # streaming endpoints: {"error": {"grpc_code", "message", ...}}
-        return str(err.get("message", "error")), int(err.get("grpc_code") or err.get("code") or 0)
-    if err:  # unary endpoints: {"error": "...", "message": "...", "code": N}
-        return str(data.get("message") or err), int(data.get("code") or 0)
-    return None
 
 
 class EtcdKV:
@@ -228,7 +182,7 @@ class EtcdKV:
         """POST ``body`` to ``path`` on the first endpoint that answers; returns the answer object."""
         try:
             return self._call_once(path, body, idempotent, authenticate)
-        except _TokenRejected as rejected:
+        except TokenRejected as rejected:
             # The token expired or this member does not know it: log in again, once.
             self._forget_token(rejected.token)
             return self._call_once(path, body, idempotent, authenticate)
@@ -245,20 +199,20 @@ class EtcdKV:
                 self._demote(idx)
                 if not idempotent:
                     raise DCSError(
-                        f"etcd at {endpoint} did not answer {path} ({_reason(exc, self.timeout)}); "
+                        f"etcd at {endpoint} did not answer {path} ({reason(exc, self.timeout)}); "
                         "the write may or may not have been applied") from None
-                failures.append((endpoint, _reason(exc, self.timeout)))
+                failures.append((endpoint, reason(exc, self.timeout)))
                 continue
             except HTTPError as exc:
                 self._demote(idx)
-                failures.append((endpoint, _reason(exc, self.timeout)))
+                failures.append((endpoint, reason(exc, self.timeout)))
                 continue
             try:
                 data = json.loads(resp.data)
             except ValueError:
                 failures.append((endpoint, f"HTTP {resp.status}, not an etcd answer"))
                 continue
-            error = _grpc_error(data)
+            error = grpc_error(data)
             if resp.status == 200 and error is None:
                 result = data.get("result", data) if isinstance(data, dict) else {}
                 header = result.get("header") if isinstance(result, dict) else None
@@ -270,7 +224,7 @@ class EtcdKV:
             message, code = error or (f"HTTP {resp.status}", 0)
             if code == _GRPC_NOT_FOUND and "lease not found" in message:
                 raise LeaseNotFound(f"etcd: {message.removeprefix('etcdserver: ')}")
-            if _is_auth_error(message, code):
+            if is_auth_error(message, code):
                 raise self._auth_error(endpoint, path, message, headers)
             if code in _UNAVAILABLE_CODES or resp.status >= 500:
                 self._demote(idx)
@@ -284,7 +238,7 @@ class EtcdKV:
         message = message.removeprefix("etcdserver: ")
         token = headers.get("Authorization")
         if token is not None and "token" in message:
-            return _TokenRejected(token)
+            return TokenRejected(token)
         if path == "/v3/auth/authenticate":
             return DCSError(f"etcd at {endpoint} refused the login of user {self.username}: {message}; "
                             "fix dcs.etcd.username and dcs.etcd.password")
@@ -422,7 +376,7 @@ class EtcdKV:
                     return next_rev  # the stream ended or broke: the caller reopens it
                 try:
                     next_rev = self._watch_response(item, start_revision, next_rev, on_event)
-                except _TokenRejected:
+                except TokenRejected:
                     # Log in again on the next open; the caller resumes from next_rev.
                     self._forget_token(headers.get("Authorization"))
                     return next_rev
@@ -445,7 +399,7 @@ class EtcdKV:
                 )
             except HTTPError as exc:
                 self._demote(idx)
-                failures.append((endpoint, _reason(exc, self.timeout)))
+                failures.append((endpoint, reason(exc, self.timeout)))
                 continue
             if resp.status == 200:
                 return resp
@@ -469,10 +423,10 @@ class EtcdKV:
     @staticmethod
     def _watch_response(item: dict[str, Any], start_revision: int, next_rev: int,
                         on_event: Callable[[WatchEvent], None]) -> int:
-        error = _grpc_error(item)
+        error = grpc_error(item)
         if error is not None:
-            if _is_auth_error(*error) and "token" in error[0]:
-                raise _TokenRejected("")
+            if is_auth_error(*error) and "token" in error[0]:
+                raise TokenRejected("")
             raise DCSError(f"etcd watch failed: {error[0]}")
         result = item.get("result", item)
         header_rev = _int(result.get("header", {}), "revision")
@@ -506,9 +460,9 @@ class EtcdKV:
                                           headers=self._headers())
                 data = json.loads(resp.data)
             except (HTTPError, ValueError, DCSError) as exc:
-                out[endpoint] = _reason(exc, self.timeout) if not isinstance(exc, DCSError) else str(exc)
+                out[endpoint] = reason(exc, self.timeout) if not isinstance(exc, DCSError) else str(exc)
                 continue
-            error = _grpc_error(data)
+            error = grpc_error(data)
             if resp.status != 200 or error is not None or not isinstance(data, dict):
                 out[endpoint] = error[0] if error else f"HTTP {resp.status}"
             elif not _int(data, "leader"):
@@ -531,21 +485,6 @@ class EtcdKV:
     def close(self) -> None:
         self._pool.clear()
         self._watch_pool.clear()
-
-
-class _TokenRejected(DCSError):
-    """A member rejected our auth token (expired, or issued before a restart): log in again."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__("etcd rejected the auth token")
-        self.token = token
-
-
-def _is_auth_error(message: str, code: int) -> bool:
-    text = message.lower()
-    return code == _GRPC_UNAUTHENTICATED or any(
-        s in text for s in ("auth token", "authentication failed", "user name is empty", "permission denied",
-                            "user name not found"))
 
 
 def _shutdown(resp: urllib3.BaseHTTPResponse) -> None:

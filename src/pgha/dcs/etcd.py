@@ -166,9 +166,7 @@ class EtcdKV:
         return [(first + i) % n for i in range(n)]
 
     def _demote(self, idx: int) -> None:
-        """Endpoint ``idx`` failed: the next request starts at the one after it (not at the dead one
-        again: a write that timed out there is not retried elsewhere, and a partitioned member
-        costs a full timeout per request)."""
+        """Endpoint ``idx`` failed: later requests start at the next one (a partitioned member costs one timeout)."""
         with self._lock:
             if self._preferred == idx:
                 self._preferred = (idx + 1) % len(self.endpoints)

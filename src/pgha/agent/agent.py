@@ -223,6 +223,7 @@ class Agent:
             lease_deadline=self.lease.deadline, lease_id=self.lease.lease_id, tags=self.config.tags,
             config=self.cluster_config, params_key=self.params_key(),
             pre_promote_hook=bool(self.config.callbacks.pre_promote), wall_now=self.ports.clock.time(),
+            adopt=self.config.bootstrap.adopt,
         )
 
     # --- publish -------------------------------------------------------------------------

@@ -358,17 +358,22 @@ class Agent:
 
     def shutdown(self) -> None:
         """Fence before releasing: stop PostgreSQL, drop the VIP, then the leader key and lease."""
-        log.info("shutting down: stopping PostgreSQL")
+        log.info("shutting down")
         leading = self.view is not None and self.view.leader is not None and \
             self.view.leader.name == self.config.name
         pg = self.ports.pg
         self.remember([M.StoppedOnPurpose(self.ports.clock.monotonic())])
-        try:
-            pg.stop("fast", 60)
-        except Exception as exc:
-            log.error("could not stop PostgreSQL cleanly (%s); stopping immediately", exc)
-            with contextlib.suppress(Exception):
-                pg.stop("immediate", 10)
+        if self.view is not None and self.view.config.pause:
+            # Maintenance mode: pgha hands PostgreSQL back to the operator (a rollback, a move to
+            # another manager) and leaves it running, as it takes an adopted one over running.
+            log.warning("maintenance mode: leaving PostgreSQL running")
+        else:
+            try:
+                pg.stop("fast", 60)
+            except Exception as exc:
+                log.error("could not stop PostgreSQL cleanly (%s); stopping immediately", exc)
+                with contextlib.suppress(Exception):
+                    pg.stop("immediate", 10)
         with contextlib.suppress(Exception):
             self.remember(self.set_vip(False))
         if self.ports.watchdog is not None:

@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -157,6 +158,25 @@ def start_adopt(demo: DemoCluster, name: str) -> None:
     demo._save()
 
 
+@contextmanager
+def client_writing(demo: DemoCluster) -> Iterator[Probe]:
+    """A client writing through the multi-host DSN (psycopg defaults, target_session_attrs=read-write,
+    a deadline per statement) before, during and after the block; then no acknowledged write may be
+    missing, and at no sample were two members writable."""
+    probe = Probe(multi_host_dsn(demo), interval=0.01)
+    probe.start()
+    try:
+        with SplitBrainWatch(demo, interval=0.05) as watch:
+            wait_for("probe writes", lambda: probe.acknowledged > 50, timeout=30)
+            yield probe
+            before = probe.acknowledged
+            wait_for("writes after the change", lambda: probe.acknowledged > before + 50, timeout=30)
+    finally:
+        report = probe.stop()
+    assert report.missing == 0, report.to_text()
+    assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
+
+
 def agent_log(demo: DemoCluster, name: str) -> str:
     return (Path(demo.node(name).config).parent / "agent.log").read_text()
 
@@ -174,22 +194,12 @@ def test_adopt_in_place_then_switchover(adopted: tuple[DemoCluster, PlainCluster
     r = adopt_check(demo, "node1")
     assert r.returncode == 0 and "as the leader of new cluster" in r.stderr, r.stderr
 
-    probe = Probe(multi_host_dsn(demo), interval=0.01)
-    probe.start()
-    try:
-        with SplitBrainWatch(demo, interval=0.05) as watch:
-            wait_for("probe writes", lambda: probe.acknowledged > 50, timeout=30)
-            start_adopt(demo, "node1")
-            wait_for("node1 to lead", lambda: demo.view().leader is not None, timeout=60)
-            for name in ("node2", "node3"):
-                demo.start_agent(name)  # `pgha agent` with bootstrap.adopt: true in the node file
-            view = demo.wait_healthy(timeout=90)
-            before = probe.acknowledged
-            wait_for("writes after the adoption", lambda: probe.acknowledged > before + 50, timeout=30)
-    finally:
-        report = probe.stop()
-    assert report.missing == 0, report.to_text()
-    assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
+    with client_writing(demo):
+        start_adopt(demo, "node1")
+        wait_for("node1 to lead", lambda: demo.view().leader is not None, timeout=60)
+        for name in ("node2", "node3"):
+            demo.start_agent(name)  # `pgha agent` with bootstrap.adopt: true in the node file
+        view = demo.wait_healthy(timeout=90)
 
     assert view.leader is not None and view.leader.name == "node1"
     for name in NAMES:
@@ -211,19 +221,11 @@ def test_adopt_in_place_then_switchover(adopted: tuple[DemoCluster, PlainCluster
     assert [rows[n][1:3] for n in ("node2", "node3")] == [["Replica", "streaming"]] * 2, listing.output
 
     # A switchover works on the adopted cluster, losing nothing.
-    probe = Probe(multi_host_dsn(demo), interval=0.01)
-    probe.start()
-    try:
-        wait_for("probe writes", lambda: probe.acknowledged > 50, timeout=30)
+    with client_writing(demo):
         r2 = pgha(demo, "switchover", "--candidate", "node2", "--force")
         assert r2.exit_code == 0, r2.output
         wait_new_leader(demo, "node1")
         demo.wait_healthy(timeout=90)
-        before = probe.acknowledged
-        wait_for("writes through the new leader", lambda: probe.acknowledged > before + 50, timeout=30)
-    finally:
-        report = probe.stop()
-    assert report.missing == 0, report.to_text()
     assert demo.view().leader.name == "node2"  # type: ignore[union-attr]
     assert (Path(data["node3"]) / "adopt-test-marker").exists()
 

@@ -344,7 +344,7 @@ CASES: list[Case] = [
         ["Follow", "DisarmWatchdog", "SetVip", "RepointPgBouncer", "RunCallback"],
     ),
     Case(
-        "a primary pgha never managed while another member leads: not fenced, the operator decides",
+        "adopting a primary while another member leads: not fenced, the operator decides",
         healthy(),
         local("c", pg_primary(unmanaged_conf=True), adopt=True),
         "unmanaged-primary-conflict",
@@ -356,6 +356,13 @@ CASES: list[Case] = [
         local("a", pg_primary(unmanaged_conf=True), lease_left=None, adopt=True),
         "dcs-down-wait",
         [],
+    ),
+    Case(
+        "a primary whose files were replaced, adopt not asked for: still pgha's, fenced",
+        healthy(),
+        local("c", pg_primary(unmanaged_conf=True)),
+        "fence-not-leader",
+        ["Fence", "SetVip", "DisarmWatchdog"],
     ),
     Case(
         "running on another system's data: stop and leave it alone",

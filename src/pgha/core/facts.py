@@ -148,9 +148,10 @@ class Facts:
 
     @property
     def unmanaged(self) -> bool:
-        """Our server runs from files pgha never wrote: it is not pgha's (yet), so pgha neither fences
-        it nor moves the VIP to it; adopting it (bootstrap.adopt) rewrites the files."""
-        return self.data_valid and self.local.pg.unmanaged_conf
+        """We were asked to adopt (bootstrap.adopt) and our server still runs from files pgha never
+        wrote: it is not pgha's yet, so pgha neither fences it nor gives it the VIP until the files
+        are rewritten.  Without adopt, a server is always treated as pgha's."""
+        return self.local.adopt and self.data_valid and self.local.pg.unmanaged_conf
 
     @property
     def config_stale(self) -> bool:

@@ -100,9 +100,9 @@ def adopt_wait_detail(f: Facts) -> str:
 
 RULES: tuple[Rule, ...] = (
     # ===== safety first: these hold whatever else is going on =====
-    # A primary pgha never managed (``f.unmanaged``: files not written by pgha, an adoption not
-    # done yet) is not pgha's to fence or to give the VIP: it was fenced at once when the DCS was
-    # unreachable as its agent started, a production outage caused by installing pgha.
+    # A primary being adopted (``f.unmanaged``: bootstrap.adopt, files not written by pgha yet) is
+    # not pgha's to fence or to give the VIP: it was fenced at once when the DCS was unreachable
+    # as its agent started, a production outage caused by installing pgha.
     Rule("fence-lease-expiring", "safety",
          "A primary whose lease may expire within fence_margin stops accepting writes now.",
          lambda f: (f.is_primary and (f.i_lead or not f.dcs_ok) and f.must_fence and not f.view.config.pause
@@ -195,8 +195,7 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.foreign_data and f.local.adopt,
          lambda f: []),
     Rule("unmanaged-primary-conflict", "data",
-         "A primary pgha never managed runs while another member leads: touch nothing, the operator must "
-         "stop one of them.",
+         "Adopting a primary while another member leads: touch nothing, the operator must stop one of them.",
          lambda f: f.is_primary and f.unmanaged and f.other_leads,
          lambda f: []),
     Rule("data-foreign", "data",

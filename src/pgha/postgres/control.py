@@ -76,6 +76,8 @@ def initdb(config: NodeConfig, layout: Layout, binaries: Binaries) -> str:
     if r.returncode != 0:
         raise PostgresError(f"initdb failed: {last_line(r.stderr, f'exit code {r.returncode}')}")
     os.replace(layout.conf, layout.base_conf)
+    # pgha writes its own pg_hba.conf next; initdb's is not an operator's file to keep aside.
+    conf.remove(layout.hba)
     cd = controldata(binaries, layout)
     if cd is None or cd.system_id is None:
         raise PostgresError(f"initdb finished but pg_controldata cannot read {layout.data}")
@@ -178,8 +180,8 @@ def _needs_restart(config: NodeConfig, layout: Layout, standby: bool) -> bool:
         log.warning("cannot tell whether the new settings need a restart: %s", db.one_line(exc))
         return False
     # Only what the role needs forces a restart (where to stream from); every other setting
-    # that needs one shows as pending_restart (`pgha list`, /patroni-like status) for the
-    # operator's `pgha restart`: an adopted server keeps running.
+    # that needs one shows as pending restart (`pgha list`) until the operator's `pgha restart`:
+    # an adopted server keeps running.
     role_names = [n for n in names if n in ("primary_conninfo", "primary_slot_name")]
     if names:
         log.info("pending restart for: %s", ", ".join(names))

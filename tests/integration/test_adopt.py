@@ -118,8 +118,11 @@ def adopted() -> Iterator[tuple[DemoCluster, PlainCluster]]:
         os.chmod(demo.dir, 0o755)
         try:
             etcd_pid = demo._start_etcd()
+            # What `demo up` does before it starts the agents (which it would let initdb and clone).
             demo.state = DemoState(cluster=demo.cluster, etcd=demo.etcd_url, etcd_pid=etcd_pid, dir=str(demo.dir),
-                                   client_netns=None, vip=None)
+                                   client_netns=None, vip=None, api_netrc=str(demo.api_netrc),
+                                   api_ca=str(demo.api_ca) if demo.api_tls else "")
+            demo._write_api_credentials()
             password, repl_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
             for i in range(1, 4):
                 demo.state.nodes.append(demo._write_node(i, password, repl_password))

@@ -404,7 +404,8 @@ class Agent:
         self._wake.set()
 
     def shutdown(self) -> None:
-        """Fence before releasing: stop PostgreSQL, drop the VIP, then the leader key and lease."""
+        """Fence before releasing: stop PostgreSQL (not in maintenance mode), drop the VIP, then the leader
+        key and lease."""
         log.info("shutting down")
         leading = self.view is not None and self.view.leader is not None and \
             self.view.leader.name == self.config.name

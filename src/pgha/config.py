@@ -178,6 +178,13 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class BootstrapConfig:
+    # Take over a PostgreSQL cluster pgha did not create (its primary and replicas, in place):
+    # the primary's agent claims the cluster with the existing system identifier, never initdb.
+    adopt: bool = False
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = ""
@@ -198,6 +205,7 @@ class NodeConfig:
     callbacks: CallbacksConfig = CallbacksConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     log: LogConfig = LogConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
 
     @property
     def etcd(self) -> LegacyEtcdConfig:

@@ -276,6 +276,8 @@ class Observation:
     pre_promote_hook: bool
     # Wall-clock now (epoch seconds), only for operator schedules.
     wall_now: float
+    # bootstrap.adopt in the node file.
+    adopt: bool = False
 
 
 def peers_fresh(memory: AgentMemory, config: ClusterConfig, now: float) -> bool:
@@ -348,5 +350,6 @@ def advance(memory: AgentMemory, outcomes: Iterable[Outcome], obs: Observation,
         announced_role=m.announced_role,
         config_applied=not m.params_applied or m.params_applied == obs.params_key,
         not_streaming_since=not_streaming_since,
+        adopt=obs.adopt,
     )
     return m, local

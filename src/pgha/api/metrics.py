@@ -68,6 +68,16 @@ class AgentMetrics:
         self.switchover_seconds = Histogram(
             "pgha_switchover_duration_seconds", "Seen by the new leader: from the switchover request to its "
             "first loop as the leading primary", buckets=TRANSITION_BUCKETS, registry=registry)
+        self.lag_seconds = Gauge("pgha_replication_lag_seconds",
+                                 "Seconds since the leader's published WAL position passed this replica's "
+                                 "(estimated from the positions members publish; NaN: unknown)", registry=registry)
+        self.lag_limit = Gauge("pgha_maximum_lag_on_failover_bytes",
+                               "The cluster's maximum_lag_on_failover: a replica further behind is not promoted",
+                               registry=registry)
+        self.sync = Gauge("pgha_sync_standby", "1 when this node is a synchronous standby", registry=registry)
+        self.member_info = Gauge("pgha_member_info", "This agent's cluster and member name (always 1)",
+                                 ["cluster", "member"], registry=registry)
+        self._info: tuple[str, str] | None = None
         self.recorder = ClusterRecorder()
         self.last: NodeSnapshot | None = None
 
@@ -93,14 +103,26 @@ class AgentMetrics:
         if dcs_ok:
             self.dcs_last_seen.set(time.time())
         self.paused.set(1 if s.cluster_config.pause else 0)
+        self.lag_limit.set(s.cluster_config.maximum_lag_on_failover)
+        self.sync.set(1 if views.is_sync(s) else 0)
         self.last_loop.set(s.at)
         self.loops.inc()
         rule = s.decision.rule_id if s.decision is not None else ""
         if rule:
             self.decisions.labels(rule).inc()
         self.last = s
-        for t in self.recorder.observe(s, time.time()):
+        now = time.time()
+        for t in self.recorder.observe(s, now):
             (self.switchover_seconds if t.kind == "switchover" else self.failover_seconds).observe(t.seconds)
+        lsn = views.my_lsn(s)
+        behind = None if not views.is_replica(s) or lsn is None else self.recorder.lag_seconds(lsn, now)
+        self.lag_seconds.set(0.0 if views.is_leader_primary(s) else float("nan") if behind is None else behind)
+        info = (s.view.name if s.view is not None else "", views.me(s))
+        if info != self._info and all(info):
+            if self._info is not None:
+                self.member_info.remove(*self._info)
+            self.member_info.labels(*info).set(1)
+            self._info = info
         with self._lock:
             if rule != self._rule:
                 if self._rule:

@@ -105,7 +105,7 @@ class ClusterRecorder:
         if is_ is not None and is_ in new.members and is_ in old.members:
             tl_old, tl_new = old.members[is_].timeline, new.members[is_].timeline
             if tl_old is not None and tl_new is not None and tl_new != tl_old:
-                self._add(now, "timeline", is_, f"timeline {tl_old} -> {tl_new}")
+                self._add(now, "timeline", is_, f"{is_}: timeline {tl_old} -> {tl_new}")
 
     def _diff_members(self, old: ClusterView, new: ClusterView, now: float) -> None:
         for name in sorted(set(old.members) | set(new.members)):

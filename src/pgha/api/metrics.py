@@ -52,6 +52,10 @@ class AgentMetrics:
         self.loops = Counter("pgha_loops", "HA loops run", registry=registry)
         self.actions = Counter("pgha_actions", "Actions executed", ["action"], registry=registry)
         self.errors = Counter("pgha_action_errors", "Actions that failed", ["action"], registry=registry)
+        for name in ("Fence", "Promote"):
+            # Exported from 0, so that increase() sees the first one (alerts.yml: PghaFenced).
+            self.actions.labels(name)
+            self.errors.labels(name)
         self.decisions = Counter("pgha_decisions", "HA loops that followed each rule", ["rule_id"],
                                  registry=registry)
         self.dcs_last_seen = Gauge("pgha_dcs_last_seen_timestamp_seconds",

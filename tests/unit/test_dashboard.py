@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pgha.api import AgentMetrics
@@ -14,6 +17,7 @@ from pgha.api.metrics import patroni_values
 from pgha.api.recorder import ClusterRecorder
 from pgha.config import MetricsConfig
 from pgha.core.model import Leader, MemberInfo, Switchover
+from pgha.demo import DemoNode, DemoState
 from tests.unit.test_api_helpers import LEADER_LSN, MEMBERS, SECRETS, VIEW, make_handle, make_snapshot, serving
 
 PATRONI_NAMES = {
@@ -177,3 +181,20 @@ def test_role_change_moves_member_info_and_lag_seconds() -> None:
     text = generate_latest(registry).decode()
     assert "pgha_replication_lag_seconds 0.0" in text and 'pgha_member_info{cluster="main",member="n2"}' in text
     assert registry.get_sample_value("pgha_lease_remaining_seconds") == 0.0
+
+
+def test_demo_up_prints_each_members_dashboard_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pgha.cli.commands_demo import _echo_dashboard
+
+    nodes = []
+    for i, tls in ((1, False), (2, True)):
+        cfg = tmp_path / f"node{i}.yaml"
+        api: dict[str, object] = {"listen": f"127.0.0.1:154{i}1"}
+        if tls:
+            api["tls"] = {"certfile": "/c.pem", "keyfile": "/k.pem"}
+        cfg.write_text(yaml.safe_dump({"cluster": "demo", "name": f"node{i}", "api": api,
+                                       "postgresql": {"data_dir": f"/tmp/n{i}"}}))
+        nodes.append(DemoNode(f"node{i}", 15410 + 10 * i, 15411 + 10 * i, str(cfg), f"/tmp/n{i}", ""))
+    _echo_dashboard(DemoState("demo", "http://127.0.0.1:15400", 0, str(tmp_path), nodes))
+    out = capsys.readouterr().out
+    assert "  node1: http://127.0.0.1:15411/ui\n" in out and "  node2: https://127.0.0.1:15421/ui\n" in out

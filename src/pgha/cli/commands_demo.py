@@ -76,10 +76,25 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
         click.echo("Through each node's PgBouncer (it always points at the primary):")
         for n in state.nodes:
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
+    _echo_dashboard(state)
     click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
     if state.client_netns:
         _echo_lab(state, d.dir)
+
+
+def _echo_dashboard(state: DemoState) -> None:
+    from pgha.config import ConfigError, load
+
+    urls = []
+    for n in state.nodes:
+        try:
+            urls.append(f"  {n.name}: {load(n.config).api.url}/ui")
+        except (ConfigError, OSError):
+            continue
+    if urls:
+        click.echo("\nDashboard in a browser (every member serves it):")
+        click.echo("\n".join(urls))
 
 
 def _echo_lab(state: DemoState, directory: Path) -> None:

@@ -49,6 +49,16 @@ def member(page: Any, name: str) -> Any:
     return page.find_element("css selector", f'.member[data-member="{name}"]')
 
 
+# The page redraws every second: read every member box in one script, so nothing goes stale midway.
+MEMBERS_JS = """return Array.from(document.querySelectorAll('.member')).map((e) => ({
+  name: e.dataset.member, down: e.dataset.down, leader: e.dataset.leader, text: e.innerText,
+  nested: e.parentElement.parentElement.closest('ul') !== document.getElementById('members')}));"""
+
+
+def members(page: Any) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in page.execute_script(MEMBERS_JS)}
+
+
 def text(page: Any, element_id: str) -> str:
     return str(page.find_element("id", element_id).text)
 
@@ -65,16 +75,15 @@ def test_page_renders_every_member(demo: DemoCluster, page: Any, screenshots: Pa
         e.get_attribute("data-member") for e in page.find_elements("css selector", ".member")) == names, deadline)
     poll("the leader in the header", lambda: text(page, "leader") == lead, deadline)
     assert text(page, "served-by") == page.served and text(page, "served-role") == "replica"
+    boxes = members(page)
     for name in names:
-        box = member(page, name)
-        assert box.get_attribute("data-down") == "false", box.text
-        assert box.get_attribute("data-leader") == str(name == lead).lower()
-    # The replicas hang under the leader in the tree; each shows its rule and lag.
-    nested = page.find_elements("css selector", "ul.tree > li > ul .member")
-    assert sorted(e.get_attribute("data-member") for e in nested) == sorted(n for n in names if n != lead)
+        assert boxes[name]["down"] == "false", boxes[name]["text"]
+        assert boxes[name]["leader"] == str(name == lead).lower()
+        # The replicas hang under the leader in the tree.
+        assert boxes[name]["nested"] == (name != lead)
     poll("the replicas' lag", lambda: all(member(page, n).find_element("css selector", ".lag").text.endswith("B")
                                          for n in names if n != lead), deadline)
-    assert "last rule" in member(page, lead).text and "cluster initialized" in text(page, "history")
+    assert "last rule" in boxes[lead]["text"] and "cluster initialized" in text(page, "history")
     assert not page.find_element("id", "banner-dcs").is_displayed()
     shot(page, screenshots, "1-cluster")
 
@@ -136,7 +145,7 @@ def _kill_node(demo: DemoCluster, name: str) -> None:
 def test_killed_node_turns_red_within_ttl_plus_2s(demo: DemoCluster, page: Any, screenshots: Path) -> None:
     victim = next(n.name for n in demo.state.nodes  # type: ignore[union-attr]
                   if n.name not in (leader_name(demo), page.served))
-    assert member(page, victim).get_attribute("data-down") == "false"
+    assert members(page)[victim]["down"] == "false"
     _kill_node(demo, victim)
     killed = time.monotonic()
     poll(f"{victim} red on the page", lambda: member(page, victim).get_attribute("data-down") == "true",
@@ -144,7 +153,7 @@ def test_killed_node_turns_red_within_ttl_plus_2s(demo: DemoCluster, page: Any, 
     took = time.monotonic() - killed
     print(f"\n{victim} turned red {took:.1f}s after SIGKILL (ttl {TTL:.0f}s)")
     poll("the event", lambda: f"{victim} is gone" in text(page, "events"), time.monotonic() + 3)
-    assert "gone" in member(page, victim).text
+    assert "gone" in members(page)[victim]["text"]
     shot(page, screenshots, "5-node-killed")
 
 

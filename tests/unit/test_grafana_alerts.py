@@ -121,6 +121,12 @@ def test_alert_rules_structure() -> None:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
-def test_promtool_check_rules() -> None:
-    out = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+def test_promtool_check_rules(tmp_path: Path) -> None:
+    # The dashboard's expressions too, as recording rules (Grafana's $cluster given a value).
+    recorded = [{"record": f"pgha:panel{i}", "expr": expr.replace("$cluster", "demo")}
+                for i, (_, expr) in enumerate(dashboard_exprs())]
+    panels = tmp_path / "panels.yml"
+    panels.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": recorded}]}))
+    out = subprocess.run(["promtool", "check", "rules", str(ALERTS), str(panels)], capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

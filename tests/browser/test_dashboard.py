@@ -70,20 +70,22 @@ def shot(page: Any, screenshots: Path, name: str) -> None:
 def test_page_renders_every_member(demo: DemoCluster, page: Any, screenshots: Path) -> None:
     names = sorted(n.name for n in demo.state.nodes)  # type: ignore[union-attr]
     lead = leader_name(demo)
-    deadline = time.monotonic() + 15
-    poll("three members on the page", lambda: sorted(
-        e.get_attribute("data-member") for e in page.find_elements("css selector", ".member")) == names, deadline)
+    deadline = time.monotonic() + 30
+    poll("three members on the page", lambda: sorted(members(page)) == names, deadline)
     poll("the leader in the header", lambda: text(page, "leader") == lead, deadline)
     assert text(page, "served-by") == page.served and text(page, "served-role") == "replica"
-    boxes = members(page)
-    for name in names:
-        assert boxes[name]["down"] == "false", boxes[name]["text"]
-        assert boxes[name]["leader"] == str(name == lead).lower()
-        # The replicas hang under the leader in the tree.
-        assert boxes[name]["nested"] == (name != lead)
-    poll("the replicas' lag", lambda: all(member(page, n).find_element("css selector", ".lag").text.endswith("B")
-                                         for n in names if n != lead), deadline)
-    assert "last rule" in boxes[lead]["text"] and "cluster initialized" in text(page, "history")
+
+    def settled() -> bool:
+        boxes = members(page)
+        for name in names:
+            box = boxes[name]
+            # Green, the leader flagged, the replicas under the leader in the tree, lag shown.
+            ok = (box["down"], box["leader"], box["nested"]) == ("false", str(name == lead).lower(), name != lead)
+            assert ok and "last rule" in box["text"] and "lag \u2013" not in box["text"], box
+        return True
+
+    poll("the tree to settle", settled, deadline)
+    assert "cluster initialized" in text(page, "history")
     assert not page.find_element("id", "banner-dcs").is_displayed()
     shot(page, screenshots, "1-cluster")
 
@@ -114,13 +116,15 @@ def test_switchover_from_the_page(demo: DemoCluster, page: Any, screenshots: Pat
     page.find_element("id", "login-password").send_keys(PASSWORD)
     page.find_element("id", "login-button").click()
     assert "signed in as admin" in text(page, "login-status")
-    page.find_element("css selector", f'#switchover-candidate option[value="{target}"]').click()
+    poll(f"{target} in the candidate list", lambda: page.find_element(
+        "css selector", f'#switchover-candidate option[value="{target}"]'), time.monotonic() + 5)
+    page.execute_script("document.getElementById('switchover-candidate').value = arguments[0];", target)
     page.find_element("id", "switchover-button").click()
     deadline = time.monotonic() + 60
     poll("the switchover to be accepted", lambda: f"to {target}" in text(page, "message"), deadline)
     shot(page, screenshots, "3-switchover-requested")
     poll(f"the page to show {target} as leader", lambda: text(page, "leader") == target
-         and member(page, target).get_attribute("data-leader") == "true", deadline)
+         and members(page)[target]["leader"] == "true", deadline)
     assert leader_name(demo) == target
     assert page.execute_script("return window.pghaNoReload;") == 42, "the page was reloaded"
     events = text(page, "events")
@@ -128,8 +132,8 @@ def test_switchover_from_the_page(demo: DemoCluster, page: Any, screenshots: Pat
     wait_for("the old leader back as a streaming replica", lambda: demo.view().members[old].state == "streaming",
              timeout=60)
     poll("every member green and the old leader streaming on the page", lambda: all(
-        e.get_attribute("data-down") == "false" for e in page.find_elements("css selector", ".member"))
-        and member(page, old).find_element("css selector", ".state").text == "streaming", time.monotonic() + 15)
+        m["down"] == "false" for m in members(page).values())
+        and "state streaming" in members(page)[old]["text"], time.monotonic() + 15)
     poll("the new timeline in the history", lambda: "switchover" in text(page, "history"), time.monotonic() + 10)
     shot(page, screenshots, "4-after-switchover")
 
@@ -148,7 +152,7 @@ def test_killed_node_turns_red_within_ttl_plus_2s(demo: DemoCluster, page: Any, 
     assert members(page)[victim]["down"] == "false"
     _kill_node(demo, victim)
     killed = time.monotonic()
-    poll(f"{victim} red on the page", lambda: member(page, victim).get_attribute("data-down") == "true",
+    poll(f"{victim} red on the page", lambda: members(page)[victim]["down"] == "true",
          killed + TTL + 2)
     took = time.monotonic() - killed
     print(f"\n{victim} turned red {took:.1f}s after SIGKILL (ttl {TTL:.0f}s)")

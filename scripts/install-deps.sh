@@ -3,7 +3,8 @@
 set -euo pipefail
 
 packages=(postgresql-15 etcd-server etcd-client pgbouncer haproxy iproute2 iputils-arping python3-venv util-linux procps
-          chromium chromium-driver)
+          openssl systemd   # systemd: systemd-analyze verify checks packaging/systemd in the tests
+          chromium chromium-driver)  # the dashboard's browser tests (tests/browser)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

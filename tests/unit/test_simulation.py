@@ -34,7 +34,9 @@ def agent_logs() -> Iterator[None]:
 def cluster(
     n: int = 3, mode: SyncMode = "off", seed: int = 0, tags: dict[str, Tags] | None = None, **cfg: Any
 ) -> Cluster:
-    c = Cluster(n, ClusterConfig(synchronous_mode=mode, **cfg), seed=seed, tags=tags)
+    # The timings the scenarios were written for (ttl 10, a loop a second), unless a test sets its own.
+    timing = {"ttl": 10.0, "loop_wait": 1.0, **cfg}
+    c = Cluster(n, ClusterConfig(synchronous_mode=mode, **timing), seed=seed, tags=tags)
     c.start()
     return c
 

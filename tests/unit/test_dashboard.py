@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pgha.api import AgentMetrics
@@ -183,18 +181,13 @@ def test_role_change_moves_member_info_and_lag_seconds() -> None:
     assert registry.get_sample_value("pgha_lease_remaining_seconds") == 0.0
 
 
-def test_demo_up_prints_each_members_dashboard_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_up_prints_each_members_dashboard_url(capsys: pytest.CaptureFixture[str]) -> None:
     from pgha.cli.commands_demo import _echo_dashboard
 
-    nodes = []
-    for i, tls in ((1, False), (2, True)):
-        cfg = tmp_path / f"node{i}.yaml"
-        api: dict[str, object] = {"listen": f"127.0.0.1:154{i}1"}
-        if tls:
-            api["tls"] = {"certfile": "/c.pem", "keyfile": "/k.pem"}
-        cfg.write_text(yaml.safe_dump({"cluster": "demo", "name": f"node{i}", "api": api,
-                                       "postgresql": {"data_dir": f"/tmp/n{i}"}}))
-        nodes.append(DemoNode(f"node{i}", 15410 + 10 * i, 15411 + 10 * i, str(cfg), f"/tmp/n{i}", ""))
-    _echo_dashboard(DemoState("demo", "http://127.0.0.1:15400", 0, str(tmp_path), nodes))
+    nodes = [DemoNode(f"node{i}", 15410 + 10 * i, 15411 + 10 * i, f"/d/node{i}/pgha.yaml", f"/d/node{i}/data", "",
+                      api_url=f"https://127.0.0.1:{15411 + 10 * i}") for i in (1, 2)]
+    _echo_dashboard(DemoState("demo", "http://127.0.0.1:15400", 0, "/d", nodes, api_netrc="/d/api.netrc",
+                              api_ca="/d/api-ca.crt"))
     out = capsys.readouterr().out
-    assert "  node1: http://127.0.0.1:15411/ui\n" in out and "  node2: https://127.0.0.1:15421/ui\n" in out
+    assert "  node1: https://127.0.0.1:15421/ui\n" in out and "  node2: https://127.0.0.1:15431/ui\n" in out
+    assert "/d/api.netrc" in out and "/d/api-ca.crt" in out

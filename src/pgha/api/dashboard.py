@@ -127,7 +127,7 @@ def state_json(handle: AgentHandle, s: NodeSnapshot, now: float) -> dict[str, An
         "history_fresh": history_fresh,
         "events": [to_jsonable(e) for e in events[-100:]],
         "ttl": s.cluster_config.ttl,
-        "auth_required": handle.config.api.auth is not None,
+        "auth_required": handle.config.api.credentials is not None,
     }
 
 

@@ -93,17 +93,14 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
 
 
 def _echo_dashboard(state: DemoState) -> None:
-    from pgha.config import ConfigError, load
-
-    urls = []
+    click.echo("\nDashboard in a browser (every member serves it):")
     for n in state.nodes:
-        try:
-            urls.append(f"  {n.name}: {load(n.config).api.url}/ui")
-        except (ConfigError, OSError):
-            continue
-    if urls:
-        click.echo("\nDashboard in a browser (every member serves it):")
-        click.echo("\n".join(urls))
+        click.echo(f"  {n.name}: {n.api_url}/ui")
+    if state.api_netrc:
+        click.echo(f"  its buttons ask for the API user and password in {state.api_netrc}")
+    if state.api_ca:
+        click.echo(f"  the API's certificate is signed by the demo's own CA ({state.api_ca}): import it "
+                   "or accept the browser's warning")
 
 
 def _echo_lab(state: DemoState, directory: Path) -> None:

@@ -3,15 +3,11 @@ expression of the Grafana dashboard and the alert rules, and a switchover is tim
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from pgha.config import load
 from pgha.demo import DemoCluster
 from tests.support.cluster import leader_name, running_cluster, wait_for
 from tests.support.promql import exported_names, metric_names
@@ -20,30 +16,18 @@ from tests.unit.test_grafana_alerts import alert_rules, dashboard_exprs
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "admin", "metrics-secret-1"
-
-
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
-    extra = {"*": {"api": {"auth": {"username": USER, "password": PASSWORD}}},
-             "node1": {"metrics": {"patroni_compat": True}}}
-    with running_cluster(nodes=2, ttl=6.0, extra_node_config=extra) as cluster:
+    # The demo's defaults: generated API credentials, HTTPS with its own CA.
+    with running_cluster(nodes=2, ttl=6.0, extra_node_config={"node1": {"metrics": {"patroni_compat": True}}}) \
+            as cluster:
         yield cluster
 
 
-def api(demo: DemoCluster, name: str, path: str, body: object = None) -> bytes:
-    url = load(demo.node(name).config).api.url + path
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                 method="POST" if body is not None else "GET")
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return bytes(r.read())
-
-
 def scrape(demo: DemoCluster, name: str) -> str:
-    return api(demo, name, "/metrics").decode()
+    status, data = demo.api_call(name, "GET", "/metrics", auth=False)
+    assert status == 200
+    return bytes(data).decode()
 
 
 def value(text: str, sample: str) -> float:
@@ -79,7 +63,8 @@ def test_the_new_leader_times_the_switchover(demo: DemoCluster) -> None:
     old = leader_name(demo)
     new = "node2" if old == "node1" else "node1"
     assert value(scrape(demo, new), "pgha_switchover_duration_seconds_count") == 0
-    api(demo, old, "/switchover", {"leader": old, "candidate": new})
+    status, body = demo.api_call(old, "POST", "/switchover", {"leader": old, "candidate": new})
+    assert status == 200, body
     wait_for(f"{new} to lead", lambda: leader_name(demo) == new, timeout=60)
     text = wait_for("the duration to be counted", lambda: (
         t if value(t := scrape(demo, new), "pgha_switchover_duration_seconds_count") == 1 else None), timeout=20)

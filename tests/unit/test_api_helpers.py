@@ -105,7 +105,8 @@ class FakeHandle:
     store: ClusterStore
     registry: CollectorRegistry
     snap: NodeSnapshot
-    metrics: AgentMetrics
+    # The dashboard reads its recorder (lag samples, events).
+    metrics: AgentMetrics = field(default_factory=lambda: AgentMetrics(CollectorRegistry()))
     wakes: int = 0
     confirms: list[str] = field(default_factory=list)
     confirm_leader: str = "n1"

@@ -318,7 +318,13 @@ def advance(memory: AgentMemory, outcomes: Iterable[Outcome], obs: Observation,
     else:
         not_streaming_since = None
     vetoed = veto_holds(m, obs.view, obs.name, obs.config, now)
+    # Slots live in the data directory of a primary; a node that ran as anything else (rewound,
+    # cloned, restarted as a replica) may have lost them, so it makes them again when it leads.
+    # Fix (found by the fault suite, docs/faults-findings.md #3): a leader that lost its slots while it
+    # was a replica never made them again, and its replicas could not stream.
+    primary = running and pg.in_recovery is False
     m = replace(m, down_since=down_since, not_streaming_since=not_streaming_since,
+                slots_applied=m.slots_applied if primary else None,
                 promote_vetoed_at=m.promote_vetoed_at if vetoed else None)
     fresh = peers_fresh(m, obs.config, now)
     local = LocalState(

@@ -45,8 +45,6 @@ class DemoNode:
 
 
 @dataclass
-
-
 class DemoState:
     cluster: str
     etcd: str

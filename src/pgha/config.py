@@ -185,6 +185,12 @@ class BootstrapConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Also export Patroni's metric names (patroni_primary, patroni_xlog_location…) at /metrics.
+    patroni_compat: bool = False
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = ""
@@ -204,6 +210,7 @@ class NodeConfig:
     pgbouncer: PgBouncerConfig | None = None
     callbacks: CallbacksConfig = CallbacksConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
 

@@ -87,6 +87,7 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
         click.echo("Through each node's PgBouncer (it always points at the primary):")
         for n in state.nodes:
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
+    _echo_dashboard(state)
     if state.etcd_members:
         click.echo(f"\nSee the cluster:  .venv/bin/pgha -c {state.nodes[0].config} list")
         _echo_etcd_members(state, d.dir)
@@ -99,6 +100,17 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
     if state.client_netns:
         _echo_lab(state, d.dir)
+
+
+def _echo_dashboard(state: DemoState) -> None:
+    click.echo("\nDashboard in a browser (every member serves it):")
+    for n in state.nodes:
+        click.echo(f"  {n.name}: {n.api_url}/ui")
+    if state.api_netrc:
+        click.echo(f"  its buttons ask for the API user and password in {state.api_netrc}")
+    if state.api_ca:
+        click.echo(f"  the API's certificate is signed by the demo's own CA ({state.api_ca}): import it "
+                   "or accept the browser's warning")
 
 
 def _echo_lab(state: DemoState, directory: Path) -> None:

@@ -1,0 +1,78 @@
+"""`pgha-faults`: the fault suite CI runs, and a soak as long as asked.
+
+    pgha-faults suite [--seed S] [--results DIR]     # 30 faults in sync mode, then 10 in async mode
+    pgha-faults soak --faults N [--seed S] [--sync] [--kinds a,b] [--results DIR]
+
+Needs root (network namespaces, nftables), PostgreSQL 15 and etcd (scripts/install-deps.sh).
+Exit code 0 when every verdict passes, 1 otherwise, 2 on a bad flag or a missing prerequisite.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pgha.demo import netlab
+from pgha.faults import netfault
+from pgha.faults.runner import FaultRun, RunConfig
+
+
+def _prerequisites() -> None:
+    why = netlab.unavailable() or netfault.unavailable()
+    if why:
+        raise click.UsageError(f"{why}; the fault suite runs the --netns lab as root")
+
+
+def _seed(seed: int | None) -> int:
+    return seed if seed is not None else random.SystemRandom().randrange(1, 10**9)
+
+
+def _kinds(kinds: str | None) -> list[str] | None:
+    return [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+
+
+def _results(path: str | None, what: str) -> Path:
+    return Path(path or f"results/faults-{what}-{time.strftime('%Y%m%d-%H%M%S')}").absolute()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Jepsen-style fault runs against a `pgha demo --netns --vip` cluster."""
+
+
+@main.command()
+@click.option("--seed", type=int, help="replay a run: the same faults in the same order")
+@click.option("--results", "results", help="results directory (default results/faults-suite-<time>)")
+@click.option("--sync-faults", type=click.IntRange(0), default=30, show_default=True)
+@click.option("--async-faults", type=click.IntRange(0), default=10, show_default=True)
+def suite(seed: int | None, results: str | None, sync_faults: int, async_faults: int) -> None:
+    """The CI suite: faults in synchronous mode (must lose nothing), then in asynchronous mode."""
+    _prerequisites()
+    seed = _seed(seed)
+    root = _results(results, "suite")
+    ok = True
+    for sync, n in ((True, sync_faults), (False, async_faults)):
+        if n:
+            run = FaultRun(RunConfig(faults=n, seed=seed, sync=sync, results=root / ("sync" if sync else "async")))
+            ok = run.execute().ok and ok
+    click.echo(f"pgha-faults suite: {'PASS' if ok else 'FAIL'} (seed {seed}; results in {root})")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--faults", "n", type=click.IntRange(1), required=True, help="how many faults")
+@click.option("--seed", type=int, help="replay a run: the same faults in the same order")
+@click.option("--sync/--async", default=False, help="synchronous_mode on (default: asynchronous)")
+@click.option("--kinds", help="only these fault kinds, comma-separated (default: all)")
+@click.option("--ttl", type=click.FloatRange(2), default=4.0, show_default=True)
+@click.option("--results", "results", help="results directory (default results/faults-soak-<time>)")
+def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, results: str | None) -> None:
+    """As many faults as asked, on one cluster (a new one only when one does not recover)."""
+    _prerequisites()
+    run = FaultRun(RunConfig(faults=n, seed=_seed(seed), sync=sync, results=_results(results, "soak"),
+                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=_kinds(kinds)))
+    sys.exit(0 if run.execute().ok else 1)

@@ -10,6 +10,7 @@ Exit code 0 when every verdict passes, 1 otherwise, 2 on a bad flag or a missing
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ from pgha.faults.runner import FaultRun, RunConfig
 
 
 def _prerequisites() -> None:
+    # Clean up (cluster, namespaces, clients) on SIGTERM and on Ctrl-C, even when started in the
+    # background of a script, where SIGINT arrives ignored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     why = netlab.unavailable() or netfault.unavailable()
     if why:
         raise click.UsageError(f"{why}; the fault suite runs the --netns lab as root")

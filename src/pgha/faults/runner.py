@@ -174,10 +174,9 @@ class FaultRun:
     def execute(self) -> check.Verdict:
         cfg = self.cfg
         cfg.results.mkdir(parents=True, exist_ok=True)
-        for name in ("history.jsonl", "nemesis.jsonl"):
-            (cfg.results / name).unlink(missing_ok=True)
-        for old in cfg.results.glob("monitor-*.jsonl"):
-            old.unlink()
+        for pattern in ("*.jsonl", "agent-*.log", "*.txt", "faults.json", "demo.log"):
+            for old in cfg.results.glob(pattern):
+                old.unlink()
         cfg.say(f"pgha-faults: {cfg.title}, {cfg.faults} faults, seed {cfg.seed} "
                 f"(replay: --seed {cfg.seed}), ttl {cfg.ttl:g}s; results in {cfg.results}")
         try:

@@ -54,15 +54,24 @@ def main() -> None:
 @click.option("--results", "results", help="results directory (default results/faults-suite-<time>)")
 @click.option("--sync-faults", type=click.IntRange(0), default=30, show_default=True)
 @click.option("--async-faults", type=click.IntRange(0), default=10, show_default=True)
-def suite(seed: int | None, results: str | None, sync_faults: int, async_faults: int) -> None:
+@click.option("--minutes", type=click.FloatRange(1), default=15.0, show_default=True,
+              help="time budget: no fault starts that could end past it (shared in proportion to the counts)")
+def suite(seed: int | None, results: str | None, sync_faults: int, async_faults: int, minutes: float) -> None:
     """The CI suite: faults in synchronous mode (must lose nothing), then in asynchronous mode."""
     _prerequisites()
     seed = _seed(seed)
     root = _results(results, "suite")
     ok = True
+    # Budget: what is left of the sync share carries over to the async run.  Each run also needs
+    # about a minute to boot its cluster and read the table back.
+    start = time.monotonic()
+    total = max(1, sync_faults + async_faults)
     for sync, n in ((True, sync_faults), (False, async_faults)):
         if n:
-            run = FaultRun(RunConfig(faults=n, seed=seed, sync=sync, results=root / ("sync" if sync else "async")))
+            share = (sync_faults if sync else total) / total
+            deadline = start + minutes * 60 * share - 60
+            run = FaultRun(RunConfig(faults=n, seed=seed, sync=sync, results=root / ("sync" if sync else "async"),
+                                     deadline=deadline))
             ok = run.execute().ok and ok
     click.echo(f"pgha-faults suite: {'PASS' if ok else 'FAIL'} (seed {seed}; results in {root})")
     sys.exit(0 if ok else 1)

@@ -50,6 +50,7 @@ class RunConfig:
     recovery_limit: float = 60.0
     clients_per_route: int = 2
     settle: float = 1.0  # steady writes before each fault
+    deadline: float | None = None  # monotonic time after which no new fault starts (a time budget)
     say: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
     @property
@@ -146,9 +147,12 @@ class FaultRun:
         self.problems: list[str] = []
         self.tails: list[str] = []
         self.epochs: list[tuple[int, float, float]] = []  # (number, start, end)
+        self.skipped = 0  # faults left out by the time budget
 
     # --- records ------------------------------------------------------------------------
     def nemesis_log(self, event: dict[str, Any]) -> None:
+        # The wall clock too, to find the moment in the agents' logs.
+        event["wall"] = time.strftime("%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
         with open(self.cfg.results / "nemesis.jsonl", "a") as fh:
             fh.write(json.dumps(event) + "\n")
 
@@ -213,6 +217,10 @@ class FaultRun:
             if k not in kinds:
                 raise DemoError(f"unknown fault kind {k!r}; known: {', '.join(sorted(kinds))}")
         for i in range(left):
+            if self._out_of_time():
+                self.skipped = left - i
+                cfg.say(f"  time budget reached: {self.skipped} faults not run")
+                return left
             index = len(self.faults) + 1
             kind = self.rng.choice(names)
             time.sleep(cfg.settle)
@@ -244,6 +252,13 @@ class FaultRun:
                 self.tails.append(f"fault #{index} {kind}:\n" + agent_log_tails(epoch.demo))
                 return i + 1
         return left
+
+    def _out_of_time(self) -> bool:
+        """Whether one more fault (as long as the longest so far) would end past the deadline."""
+        if self.cfg.deadline is None:
+            return False
+        longest = max((f.end - f.start for f in self.faults), default=self.cfg.ttl * 4)
+        return time.monotonic() + self.cfg.settle + longest > self.cfg.deadline
 
     def _fault_line(self, rec: check.FaultRecord, detail: str) -> str:
         rec_s = f"recovered in {rec.recovery:.1f}s" if rec.recovery is not None else "NOT RECOVERED"
@@ -297,6 +312,8 @@ class FaultRun:
         counts = Counter(op.type for op in ops)
         kinds = check.summarise(self.faults)
         text = summary_text(f"pgha-faults {self.cfg.title}", self.cfg.seed, self.faults, kinds, verdict, dict(counts))
+        if self.skipped:
+            text += f"\n  ({self.skipped} faults left out: time budget reached)"
         res = self.cfg.results
         (res / "summary.txt").write_text(text + "\n")
         (res / "faults.json").write_text(json.dumps({

@@ -1,0 +1,24 @@
+"""Findings of the fault suite in the decision core, as table cases (docs/faults-findings.md).
+
+A finding whose fix belongs to the core's owner is an ``xfail(strict=True)`` case: it documents the
+wrong decision today and turns into a failure (XPASS) the day the fix lands, to drop the marker.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pgha.core.model import TaskKind, TaskState
+from tests.unit.core_builders import local, pg_replica, replica, run, view
+
+
+@pytest.mark.xfail(strict=True, reason="finding 2: leader-promote repeats on a stale observation (core, open)")
+def test_no_second_promotion_on_an_observation_older_than_the_promotion() -> None:
+    """Soak seed 30654185, fault #19 (and suite seed 311628564, #24): the promote task had ended, but the
+    loop decided on an observation taken during the promotion (still in recovery, yet already on the new
+    timeline's first WAL segment).  leader-promote ran again and its AppendHistory recorded a fork at the
+    new timeline, which made every member "behind the latest timeline" for good."""
+    v = view(replica("n1", None, tl=13), replica("n2", "n1", tl=12), replica("n3", "n1", tl=12), leader="n1")
+    stale = pg_replica(None, tl=13, streaming=False)
+    decision = run(v, local("n1", pg=stale, task=TaskState(TaskKind.PROMOTE, running=False, ok=True)))
+    assert not any(a.name in ("AppendHistory", "Promote") for a in decision.actions), decision

@@ -19,8 +19,10 @@ log = logging.getLogger("pgha.lease")
 
 
 class LeaseKeeper:
-    def __init__(self, kv: KV, ttl: float, on_renewed: Callable[[float], None] | None = None) -> None:
+    def __init__(self, kv: KV, ttl: float, on_renewed: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.kv = kv
+        self.clock = clock
         self.ttl = ttl
         self._lock = threading.Lock()
         self._lease = 0
@@ -45,7 +47,7 @@ class LeaseKeeper:
     def adopt_or_grant(self, existing: int = 0) -> int:
         """Keep ``existing`` alive if it still lives (agent restart while leading), else grant anew."""
         if existing:
-            sent = time.monotonic()
+            sent = self.clock()
             try:
                 granted = self.kv.keepalive(existing)
                 self._set(existing, sent + granted)
@@ -56,7 +58,7 @@ class LeaseKeeper:
         return self._grant()
 
     def _grant(self) -> int:
-        sent = time.monotonic()
+        sent = self.clock()
         lease = self.kv.grant(max(round(self.ttl), 2))
         self._set(lease, sent + self.ttl)
         return lease
@@ -70,7 +72,7 @@ class LeaseKeeper:
 
     def renew_once(self) -> None:
         lease = self.lease_id
-        sent = time.monotonic()
+        sent = self.clock()
         try:
             if not lease:
                 self._grant()
@@ -97,11 +99,11 @@ class LeaseKeeper:
     def start(self, interval: Callable[[], float]) -> None:
         def run() -> None:
             while not self._stop.is_set():
-                started = time.monotonic()
+                started = self.clock()
                 self.renew_once()
                 # Renew often: a third of the TTL, or faster while failing.
                 wait = interval() if self.last_error is None else 0.5
-                self._stop.wait(max(0.05, wait - (time.monotonic() - started)))
+                self._stop.wait(max(0.05, wait - (self.clock() - started)))
 
         self._thread = threading.Thread(target=run, name="lease-keeper", daemon=True)
         self._thread.start()

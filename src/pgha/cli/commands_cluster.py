@@ -21,6 +21,7 @@ from pgha.cli.main import cli
 from pgha.cli.render import config_yaml, format_lsn, iso, table
 from pgha.config import ConfigError, build
 from pgha.core.model import ClusterConfig, ClusterView, MemberInfo
+from pgha.core.rules import RULES_BY_ID
 from pgha.dcs.codec import to_jsonable
 
 CHANGED_MEANWHILE = "the configuration was changed by someone else meanwhile; nothing was written, run again"
@@ -209,6 +210,12 @@ def edit_config(session: Session, settings: tuple[str, ...], params: tuple[str, 
 # --- maintenance mode --------------------------------------------------------------------------
 
 
+def in_pause_section(rule_id: str) -> bool:
+    """Whether the member's last rule is one of maintenance mode's."""
+    rule = RULES_BY_ID.get(rule_id)
+    return rule is not None and rule.section == "pause"
+
+
 def _pause_progress(want: bool, written: int = 0) -> Callable[[ClusterView], str | None]:
     """Who has not yet reported the change written at revision ``written``.
 
@@ -220,7 +227,7 @@ def _pause_progress(want: bool, written: int = 0) -> Callable[[ClusterView], str
         return m.config_revision == 0 or m.config_revision >= written
 
     def check(view: ClusterView) -> str | None:
-        waiting = sorted(n for n, m in view.members.items() if m.rule_id.startswith("paused") != want
+        waiting = sorted(n for n, m in view.members.items() if in_pause_section(m.rule_id) != want
                          or not seen(m))
         if not waiting:
             return None

@@ -289,3 +289,5 @@ class Decision:
     reason: str
     # Seconds until the agent should run the next loop at the latest.
     wake_in: float | None = None
+    # Keep a finished background task's result for the next loops (Rule.keeps_task_result).
+    keeps_task_result: bool = False

@@ -27,5 +27,10 @@ def decide(view: ClusterView, local: LocalState, config: ClusterConfig, now: flo
                 until_fence = local.lease_deadline - config.fence_margin - now
                 wake = min(wake if wake is not None else config.loop_wait, max(until_fence, 0.05))
             reason = rule.comment if rule.detail is None else f"{rule.comment} ({rule.detail(f)})"
-            return Decision(actions=actions, rule_id=rule.id, reason=reason, wake_in=wake)
+            return Decision(actions=actions, rule_id=rule.id, reason=reason, wake_in=wake,
+                            keeps_task_result=rule.keeps_task_result)
     raise AssertionError("the last rule always matches")  # pragma: no cover
+
+
+# The decision an agent publishes for a loop that raised before deciding (the next loop retries).
+LOOP_FAILED = Decision(actions=(), rule_id="error", reason="the HA loop failed; see the agent's log")

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pgha.core import election, syncrep
+from pgha.core import election
 from pgha.core.actions import (
     AcquireLeader,
     Action,
-    AppendHistory,
     ArmWatchdog,
     Checkpoint,
     ClaimInitialize,
@@ -27,30 +26,22 @@ from pgha.core.actions import (
     Clone,
     CompleteIntent,
     DisarmWatchdog,
-    Fence,
     Follow,
     HandoffLeader,
     InitDB,
     PausePgBouncer,
     PollPeers,
-    PrePromote,
     Promote,
     PublishInitialized,
     ReleaseLeader,
-    ReloadPostgres,
-    RepointPgBouncer,
     RequestFailsafe,
-    RestartPostgres,
-    ResumePgBouncer,
     RevokeDeadLeader,
     Rewind,
-    RunCallback,
     SeedConfig,
     SetSwitchoverPhase,
     SetVip,
     StartPostgres,
     StopPostgres,
-    SyncSlots,
     WipeDataDir,
 )
 from pgha.core.facts import (
@@ -60,6 +51,24 @@ from pgha.core.facts import (
     Facts,
 )
 from pgha.core.model import PgRunState, Role
+from pgha.core.switchover import (
+    sw_candidate,
+    sw_caught_up,
+    sw_in,
+    sw_polled,
+    sw_refused,
+    sw_stale,
+    switchover_target,
+)
+from pgha.core.upkeep import (
+    bouncer_upkeep,
+    demote_now,
+    poll_if_quorum_unseen,
+    promote,
+    stale_poll_window,
+    upkeep_leader,
+    upkeep_replica,
+)
 
 
 @dataclass(frozen=True)
@@ -71,199 +80,13 @@ class Rule:
     then: Callable[[Facts], list[Action]]
     # Optional facts appended to the reason (e.g. the election ranking), for operators.
     detail: Callable[[Facts], str] | None = None
-
-
-# --- upkeep shared by the steady rows -----------------------------------------------
-
-
-def announce(f: Facts, role: str) -> list[Action]:
-    """on_start the first time, on_role_change whenever the role we serve changes."""
-    if f.local.announced_role == role:
-        return []
-    event = "on_start" if f.local.announced_role is None else "on_role_change"
-    return [RunCallback(event, role)]  # type: ignore[arg-type]
-
-
-def leader_serves(f: Facts) -> bool:
-    """The leader runs as primary.  Fix: when we lead, ask our own PostgreSQL; our member key says
-    "promoting" until the end of the loop after the promotion, which kept our PgBouncer paused
-    one loop longer than every other."""
-    if f.i_lead:
-        return f.is_primary
-    return f.leader_member is not None and f.leader_member.role == Role.PRIMARY
-
-
-def bouncer_resume(f: Facts) -> list[Action]:
-    """Resume a PgBouncer paused for a switchover that is over, once the leader runs as primary
-    (until then its clients keep waiting rather than fail)."""
-    sw = f.view.switchover
-    paused = f.local.pgbouncer_paused_for
-    if paused and (sw is None or sw.id != paused) and leader_serves(f):
-        return [ResumePgBouncer(f.leader_name)]
-    return []
-
-
-def bouncer_upkeep(f: Facts) -> list[Action]:
-    """Resume a PgBouncer paused for a switchover that is over; else keep it pointed at the leader."""
-    sw = f.view.switchover
-    paused = f.local.pgbouncer_paused_for
-    if paused and (sw is None or sw.id != paused):
-        resume = bouncer_resume(f)
-        if resume or sw is None:
-            return resume
-    if sw is not None and sw.phase in ("pausing", "demoting") and paused != sw.id:
-        return [PausePgBouncer(sw.id)]
-    if paused:
-        return []
-    return [RepointPgBouncer(f.leader_name)]
-
-
-def intents(f: Facts) -> list[Action]:
-    """Operator intents for this member: restart, reload (reinitialize is a rule of its own)."""
-    intent = f.view.intents.get(f.me)
-    if intent is None or intent.id in f.local.done_intents or intent.action == "reinitialize":
-        return []
-    if intent.scheduled_at is not None and intent.scheduled_at > f.local.wall_now:
-        return []
-    role = "primary" if f.is_primary else "replica"
-    if intent.role is not None and intent.role != role:
-        return [CompleteIntent(intent.id, f"skipped: role is {role}, not {intent.role}")]
-    if intent.action == "reload":
-        return [ReloadPostgres(), RunCallback("on_reload", role), CompleteIntent(intent.id, "reloaded")]
-    if intent.only_if_pending and not f.local.pg.pending_restart:
-        return [CompleteIntent(intent.id, "skipped: no restart pending")]
-    return [RestartPostgres(), CompleteIntent(intent.id, "restarted")]
-
-
-def upkeep_leader(f: Facts) -> list[Action]:
-    others = tuple(sorted(n for n in f.view.members if n != f.me))
-    acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others)]
-    if not f.local.config_applied:
-        acts.append(ReloadPostgres())
-    acts += syncrep.plan(f)
-    acts += bouncer_upkeep(f)
-    acts += announce(f, "primary")
-    acts += intents(f)
-    return acts
-
-
-def upkeep_replica(f: Facts) -> list[Action]:
-    acts: list[Action] = [DisarmWatchdog(), SetVip(False)]
-    if not f.local.config_applied:
-        acts.append(ReloadPostgres())
-    acts += bouncer_upkeep(f)
-    acts += announce(f, "replica")
-    acts += intents(f)
-    return acts
-
-
-def demote_now(f: Facts, reason: str) -> list[Action]:
-    """Stop writes first, then give up everything that makes us look like the primary."""
-    return [Fence(reason), SetVip(False), DisarmWatchdog()]
-
-
-def promote(f: Facts, reason: str) -> list[Action]:
-    """The pre_promote hook first, then history (it records the timeline that ends here), then the
-    promotion itself.
-
-    Fix: the hook used to run inside the promotion, after the history entry was written, so a
-    vetoed promotion left a fork on record that never happened: every replica then looked
-    "behind the latest timeline" and the cluster stayed without a primary.
-    """
-    if f.local.pre_promote_hook and not f.last_task_ok("pre_promote"):
-        return [PrePromote()]
-    sw = f.view.switchover
-    if sw is not None and sw.phase == "demoting":
-        reason = f"switchover from {sw.leader or f.view.last_leader}"
-        return [AppendHistory(reason), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
-    if sw is not None and sw.kind == "failover" and sw.candidate == f.me:
-        return [AppendHistory("manual failover"), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
-    return [AppendHistory(reason), Promote()]
-
-
-def poll_if_quorum_unseen(f: Facts) -> list[Action]:
-    """Fix: in quorum mode eligibility depends on which synchronous standbys answer polls, and
-    this row comes before elect-poll; without polling here no candidate ever sees the others."""
-    reason = election.why_not_candidate(f) or ""
-    return [PollPeers()] if reason.startswith("quorum:") else []
-
-
-def stale_poll_window(f: Facts) -> float:
-    """Fix: how long another member may still act on a poll taken before our agent restarted.
-
-    An agent restarted within ttl keeps its lease and leader key.  A replica that polled it
-    while it was down (API and PostgreSQL refused) can still revoke that very key
-    (replica-leader-dead) for as long as its poll is fresh (max(1 s, loop_wait) in the
-    agent) plus one DCS round trip (retry_timeout).  Starting PostgreSQL as primary inside
-    that window let another member be promoted while ours was writable.
-    """
-    return max(1.0, f.config.loop_wait) + f.config.retry_timeout
-
-
-# --- switchover (leader side) ---------------------------------------------------------
-
-
-def switchover_target(f: Facts) -> tuple[str | None, str | None]:
-    """(candidate, refusal): the member to hand over to, or why the request is refused."""
-    sw = f.view.switchover
-    assert sw is not None
-    if sw.leader not in (None, f.me):
-        return None, f"switchover names leader {sw.leader}, but {f.me} is the leader"
-    if sw.candidate:
-        # What the candidate answered just now comes first: a frozen agent's member key is stale.
-        why = election.why_poll_refuses(f, sw.candidate) if sw.phase == "requested" else None
-        return sw.candidate, why or election.why_not_switchover_target(f, sw.candidate)
-    picked = election.pick_switchover_target(f)
-    if picked is None and sw.phase != "requested":
-        # Fix: once we shut down, no replica streams any more, so none passes the "healthy
-        # streaming replica" test and sw_candidate() failed its assertion inside a guard,
-        # crashing every loop.  After the shutdown, take the most advanced polled replica.
-        picked = election.pick_polled_replica(f)
-    return picked, None if picked else "no healthy replica can take over"
-
-
-def sw_refused(f: Facts) -> bool:
-    if f.view.switchover is None or not f.switchover_due or f.view.switchover.phase != "requested":
-        return False
-    return switchover_target(f)[1] is not None
-
-
-def sw_polled(f: Facts) -> bool:
-    """We asked the other members since the request was written (or there is nobody to ask):
-    the candidate's live position, and a frozen candidate, are known before we judge it and
-    shut down for it.  Fix: a poll from just before the request (another switchover refused a
-    moment ago) showed the candidate as it was then, alive and lagging."""
-    if not any(n != f.me for n in f.view.members):
-        return True
-    return bool(f.local.peers) and f.local.peers_revision >= f.view.switchover_revision
-
-
-def sw_candidate(f: Facts) -> str:
-    cand = switchover_target(f)[0]
-    assert cand is not None
-    return cand
-
-
-def sw_caught_up(f: Facts) -> bool:
-    cand = switchover_target(f)[0]
-    if cand is None:
-        return False  # nobody answered yet: sw-wait-catchup polls, sw-abort ends it
-    poll = f.local.peers.get(cand)
-    return poll is not None and poll.lsn is not None and poll.lsn >= f.my_lsn
+    # The rule acts on the result of the last background task, which must stay visible to the
+    # next loops (e.g. a failed pg_rewind keeps the member stopped); otherwise the agent drops a
+    # finished task's result once a decision has seen it.
+    keeps_task_result: bool = False
 
 
 # --- the table --------------------------------------------------------------------------
-
-def _sw(f: Facts, phase: str) -> bool:
-    sw = f.view.switchover
-    return f.i_lead and sw is not None and f.switchover_due and sw.phase == phase and sw.leader in (None, f.me)
-
-
-def sw_stale(f: Facts) -> bool:
-    """A switchover that another leader started (and did not finish) is not ours to continue."""
-    sw = f.view.switchover
-    return f.i_lead and sw is not None and sw.phase != "requested" and sw.leader not in (None, f.me)
-
 
 RULES: tuple[Rule, ...] = (
     # ===== safety first: these hold whatever else is going on =====
@@ -358,7 +181,7 @@ RULES: tuple[Rule, ...] = (
     # ===== we hold the leader key =====
     Rule("sw-poll-candidate", "switchover",
          "Switchover due: ask the members how far they got and whether they live, before judging the candidate.",
-         lambda f: _sw(f, "requested") and f.is_primary and not sw_polled(f),
+         lambda f: sw_in(f, "requested") and f.is_primary and not sw_polled(f),
          lambda f: [PollPeers()]),
     Rule("sw-refuse", "switchover",
          "A due switchover names an unusable candidate (or none is healthy): refuse it with the reason.",
@@ -370,31 +193,31 @@ RULES: tuple[Rule, ...] = (
          lambda f: [ClearSwitchover("obsolete: started by a former leader")]),
     Rule("sw-begin", "switchover",
          "Switchover due: checkpoint while writable, pause PgBouncer, and ask the others to pause theirs.",
-         lambda f: _sw(f, "requested") and f.is_primary,
+         lambda f: sw_in(f, "requested") and f.is_primary,
          lambda f: [Checkpoint(), SetSwitchoverPhase("pausing"), PausePgBouncer(f.view.switchover.id)]),  # type: ignore[union-attr]
     Rule("sw-demote", "switchover",
          "Every PgBouncer paused (or 2 s passed): drop the VIP, shut down cleanly (shipping all WAL), "
          "then ask the candidate how far it got.",
-         lambda f: _sw(f, "pausing") and f.is_primary and (f.bouncers_paused or f.phase_age > BOUNCER_PAUSE_TIMEOUT),
+         lambda f: sw_in(f, "pausing") and f.is_primary and (f.bouncers_paused or f.phase_age > BOUNCER_PAUSE_TIMEOUT),
          # Probing right after the shutdown lets the next loop hand over at once (no loop in between).
          lambda f: [SetSwitchoverPhase("demoting"), SetVip(False), DisarmWatchdog(), StopPostgres("fast"),
                     PollPeers()]),
     Rule("sw-handoff", "switchover",
          "We are shut down and the candidate received everything: hand it the leader key.",
-         lambda f: _sw(f, "demoting") and f.stopped and sw_caught_up(f),
+         lambda f: sw_in(f, "demoting") and f.stopped and sw_caught_up(f),
          lambda f: [HandoffLeader(sw_candidate(f))]),
     Rule("sw-wait-catchup", "switchover",
          "We are shut down; ask the candidate how far it got.",
-         lambda f: _sw(f, "demoting") and f.stopped and f.phase_age <= SWITCHOVER_PHASE_TIMEOUT,
+         lambda f: sw_in(f, "demoting") and f.stopped and f.phase_age <= SWITCHOVER_PHASE_TIMEOUT,
          lambda f: [PollPeers()]),
     Rule("sw-abort", "switchover",
          "The switchover stalled past its timeout: resume as primary and drop the request.",
-         lambda f: (_sw(f, "pausing") or _sw(f, "demoting")) and f.phase_age > SWITCHOVER_PHASE_TIMEOUT,
+         lambda f: (sw_in(f, "pausing") or sw_in(f, "demoting")) and f.phase_age > SWITCHOVER_PHASE_TIMEOUT,
          lambda f: ([StartPostgres("primary")] if f.stopped else [])
          + [ClearSwitchover("aborted: candidate did not catch up in time")]),
     Rule("sw-wait-stop", "switchover",
          "Switchover in progress (waiting for PgBouncers or for the shutdown): keep going.",
-         lambda f: (_sw(f, "pausing") or _sw(f, "demoting")),
+         lambda f: (sw_in(f, "pausing") or sw_in(f, "demoting")),
          lambda f: []),
     Rule("leader-steady", "leader",
          "We hold the leader key and run as primary: keep slots, sync standbys and routing right.",
@@ -451,15 +274,18 @@ RULES: tuple[Rule, ...] = (
     Rule("replica-rewind-failed-clone", "replica",
          "pg_rewind failed and clone_on_rewind_failure is on: move the data aside to clone afresh.",
          lambda f: f.other_leads and f.stopped and f.last_task_failed("rewind") and f.config.clone_on_rewind_failure,
-         lambda f: [WipeDataDir("pg_rewind failed; clone_on_rewind_failure is on")]),
+         lambda f: [WipeDataDir("pg_rewind failed; clone_on_rewind_failure is on")],
+         keeps_task_result=True),
     Rule("replica-rewind-failed-stay", "replica",
          "pg_rewind failed and clone_on_rewind_failure is off: stay stopped for the operator.",
          lambda f: f.other_leads and f.stopped and f.last_task_failed("rewind"),
-         lambda f: []),
+         lambda f: [],
+         keeps_task_result=True),
     Rule("replica-start-rewound", "replica",
          "pg_rewind just succeeded: start as a replica of the leader.",
          lambda f: f.other_leads and f.stopped and f.last_task_ok("rewind"),
-         lambda f: [StartPostgres("replica", f.leader_name)]),
+         lambda f: [StartPostgres("replica", f.leader_name)],
+         keeps_task_result=True),
     Rule("replica-rewind", "replica",
          "Stopped on an older timeline than the leader: pg_rewind (a no-op unless our WAL diverged).",
          lambda f: (f.other_leads and f.stopped and f.behind_leader_timeline and f.config.use_pg_rewind

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pgha.core.actions import Action, PublishSync, SetSyncStandbys
 from pgha.core.facts import Facts
-from pgha.core.model import Role
+from pgha.core.model import ClusterConfig, ClusterView, Role
 
 
 def eligible_standbys(f: Facts) -> list[str]:
@@ -135,3 +135,15 @@ def render_names(standbys: tuple[str, ...], quorum: int, kind: str) -> str:
     if kind == "any":
         return f"ANY {quorum} ({quoted})"
     return f"FIRST {len(standbys)} ({quoted})"
+
+
+def names_for_primary(view: ClusterView, config: ClusterConfig, me: str) -> str:
+    """synchronous_standby_names a primary starts with: the published synchronous set, or '*' to
+    block commits until one is published ('' when synchronous replication is off)."""
+    mode = config.synchronous_mode
+    if mode == "off":
+        return ""
+    sync = view.sync
+    if sync is not None and sync.leader == me and sync.standbys:
+        return render_names(sync.standbys, sync.quorum, "any" if mode == "quorum" else "first")
+    return "*"

@@ -273,8 +273,9 @@ class ClusterStore:
         """Create /switchover; False if one is already pending."""
         return self.kv.create(self.key("switchover"), codec.encode_switchover(switchover))
 
-    def update_switchover_phase(self, switchover_id: str, phase: str, leader: str | None = None) -> bool:
-        """Set the phase (and phase_at, wall clock) of the pending switchover with this id.
+    def update_switchover_phase(self, switchover_id: str, phase: str, leader: str | None = None,
+                                at: float | None = None) -> bool:
+        """Set the phase (and phase_at: ``at``, default now, wall clock) of the pending switchover with this id.
 
         ``leader`` records which leader is carrying it out, so that another member
         that becomes leader later knows the request is not its own.
@@ -288,7 +289,8 @@ class ClusterStore:
             return False
         if switchover.id != switchover_id:
             return False
-        updated = replace(switchover, phase=phase, phase_at=time.time(), leader=leader or switchover.leader)
+        updated = replace(switchover, phase=phase, phase_at=time.time() if at is None else at,
+                          leader=leader or switchover.leader)
         return self.kv.replace(current.key, codec.encode_switchover(updated), current.mod_revision)
 
     def clear_switchover(self, switchover_id: str | None = None) -> None:

@@ -1,0 +1,223 @@
+"""Executor handlers for the PostgreSQL actions; the long ones run as background tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from pgha.agent.executor import NONE, ActionFailed, Executor, Outcomes, handles
+from pgha.core import actions as A
+from pgha.core import memory as M
+from pgha.core.model import ClusterView, LocalState, TaskKind
+from pgha.core.syncrep import names_for_primary, render_names
+from pgha.postgres.node import PostgresError
+
+log = logging.getLogger("pgha.agent")
+
+
+@handles(A.InitDB)
+def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    pg = agent.ports.pg
+
+    def work() -> str:
+        sid = pg.initdb()
+        # No standby exists yet, so nothing can be acknowledged elsewhere: start asynchronous
+        # (with '*' creating the replication role would wait forever); the sync plan takes over.
+        pg.configure(agent.parameters(), None, "")
+        agent.report(M.SyncNamesSet(""), M.ParamsApplied(agent.params_key()))
+        pg.start(agent.start_timeout())
+        pg.bootstrap_roles()
+        return f"system identifier {sid}"
+
+    return ex.task(TaskKind.INITDB, work)
+
+
+@handles(A.Clone)
+def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    pg = agent.ports.pg
+    source = ex.upstream(view, a.source)
+    assert source is not None
+
+    def work() -> str:
+        try:
+            pg.clone(source, agent.clone_progress)
+        except PostgresError:
+            agent.report(M.CloneFailed(ex.now))
+            raise
+        pg.configure(agent.parameters(), source)
+        agent.report(M.ParamsApplied(agent.params_key()), M.CloneProgressed(""))
+        pg.start(agent.start_timeout())
+        return f"cloned from {source.name}"
+
+    return ex.task(TaskKind.CLONE, work)
+
+
+@handles(A.WipeDataDir)
+def _wipe(ex: Executor, a: A.WipeDataDir, view: ClusterView, local: LocalState) -> Outcomes:
+    ex.agent.ports.pg.stop("immediate", 10)
+    where = ex.agent.ports.pg.wipe()
+    log.warning("moved the data directory aside to %s: %s", where, a.reason)
+    ex.agent.ports.tasks.forget()
+    return NONE
+
+
+@handles(A.Rewind)
+def _rewind(ex: Executor, a: A.Rewind, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    pg = agent.ports.pg
+    source = ex.upstream(view, a.source)
+    assert source is not None
+
+    def work() -> str:
+        pg.rewind(source)
+        pg.configure(agent.parameters(), source)
+        return f"rewound against {source.name}"
+
+    return ex.task(TaskKind.REWIND, work)
+
+
+@handles(A.StartPostgres)
+def _start(ex: Executor, a: A.StartPostgres, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    pg = agent.ports.pg
+    upstream = ex.upstream(view, a.upstream) if a.role == "replica" else None
+    sync = names_for_primary(view, agent.cluster_config, local.name) if a.role == "primary" else ""
+
+    def work() -> str:
+        pg.configure(agent.parameters(), upstream, sync, standby=a.role == "replica")
+        agent.report(M.ParamsApplied(agent.params_key()))
+        pg.start(agent.start_timeout())
+        return f"started as {a.role}" + (f" following {upstream.name}" if upstream else "")
+
+    outcomes = [M.SyncNamesSet(sync)] if a.role == "primary" else []
+    ex.task(TaskKind.START, work)
+    return outcomes
+
+
+@handles(A.StopPostgres)
+def _stop(ex: Executor, a: A.StopPostgres, view: ClusterView, local: LocalState) -> Outcomes:
+    pg = ex.agent.ports.pg
+    if a.checkpoint_first:
+        pg.checkpoint()
+    ex.agent.remember([ex.stopping()])
+    pg.stop(a.mode, ex.agent.cluster_config.retry_timeout * 10)
+    return NONE
+
+
+@handles(A.Checkpoint)
+def _checkpoint(ex: Executor, a: A.Checkpoint, view: ClusterView, local: LocalState) -> Outcomes:
+    ex.agent.ports.pg.checkpoint()
+    return NONE
+
+
+@handles(A.RestartPostgres)
+def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    pg = agent.ports.pg
+    upstream = ex.upstream(view, view.leader.name) if (local.pg.in_recovery and view.leader
+                                                        and view.leader.name != local.name) else None
+    sync = agent.memory.sync_names if not local.pg.in_recovery else ""
+
+    def work() -> str:
+        agent.report(ex.stopping())
+        pg.stop("fast", agent.cluster_config.retry_timeout * 10)
+        pg.configure(agent.parameters(), upstream, sync, standby=bool(local.pg.in_recovery))
+        agent.report(M.ParamsApplied(agent.params_key()))
+        pg.start(agent.start_timeout())
+        return "restarted"
+
+    return ex.task(TaskKind.RESTART, work)
+
+
+@handles(A.ReloadPostgres)
+def _reload(ex: Executor, a: A.ReloadPostgres, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    upstream = ex.upstream(view, local.pg.configured_upstream) if local.pg.in_recovery and \
+        local.pg.configured_upstream in view.members else None
+    agent.ports.pg.configure(agent.parameters(), upstream, agent.memory.sync_names,
+                             standby=bool(local.pg.in_recovery))
+    agent.ports.pg.reload()
+    return [M.ParamsApplied(agent.params_key())]
+
+
+@handles(A.Fence)
+def _fence(ex: Executor, a: A.Fence, view: ClusterView, local: LocalState) -> Outcomes:
+    log.warning("fencing: %s; stopping PostgreSQL immediately", a.reason)
+    pg = ex.agent.ports.pg
+    ex.agent.remember([ex.stopping()])
+    try:
+        pg.stop("immediate", 5)
+    except PostgresError as exc:
+        pid = pg.postmaster_pid()
+        log.error("immediate stop failed (%s); killing postmaster %s", exc, pid)
+        if pid:
+            from pgha.agent.watchdog import fence_postmaster
+
+            fence_postmaster(pid)
+    return NONE
+
+
+@handles(A.PrePromote)
+def _pre_promote(ex: Executor, a: A.PrePromote, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+
+    def work() -> str:
+        if not agent.ports.callbacks.pre_promote("primary"):
+            agent.report(M.PromoteVetoed(ex.now))
+            raise ActionFailed("the pre_promote hook vetoed the promotion")
+        return "the pre_promote hook allows the promotion"
+
+    ex.task(TaskKind.PRE_PROMOTE, work)
+    return [M.PrePromoteStarted()]
+
+
+@handles(A.Promote)
+def _promote(ex: Executor, a: A.Promote, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    pg = agent.ports.pg
+    sync = agent.cluster_config.synchronous_mode != "off"
+
+    def work() -> str:
+        if sync:
+            # Until /sync names our standbys, block commits rather than acknowledge them alone.
+            pg.configure(agent.parameters(), None, "*", standby=True)
+            pg.reload()
+        pg.promote(agent.cluster_config.retry_timeout * 10)
+        return "promoted"
+
+    ex.task(TaskKind.PROMOTE, work)
+    return [M.SyncNamesSet("*")] if sync else NONE
+
+
+@handles(A.Follow)
+def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    upstream = ex.upstream(view, a.upstream)
+    needs_restart = agent.ports.pg.configure(agent.parameters(), upstream, "", standby=True)
+    log.info("now following %s", a.upstream)
+    if needs_restart:
+        return _restart(ex, A.RestartPostgres(), view, local)
+    agent.ports.pg.reload()
+    return NONE
+
+
+@handles(A.SyncSlots)
+def _slots(ex: Executor, a: A.SyncSlots, view: ClusterView, local: LocalState) -> Outcomes:
+    if ex.agent.memory.slots_applied == a.members:
+        return NONE
+    ex.agent.ports.pg.sync_slots(a.members)
+    return [M.SlotsApplied(a.members)]
+
+
+@handles(A.SetSyncStandbys)
+def _set_sync(ex: Executor, a: A.SetSyncStandbys, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    value = "*" if a.standbys == ("*",) else render_names(a.standbys, a.quorum, a.mode)
+    agent.remember([M.SyncNamesSet(value)])
+    agent.ports.pg.configure(agent.parameters(), None, value)
+    agent.ports.pg.reload()
+    log.info("synchronous_standby_names = %r", value)
+    return NONE
+
+

@@ -1,0 +1,154 @@
+"""The actions the steady rows share: routine upkeep of a healthy leader or replica (slots,
+synchronous standbys, routing, hooks, intents), demotion and promotion sequences."""
+
+from __future__ import annotations
+
+from pgha.core import election, syncrep
+from pgha.core.actions import (
+    Action,
+    AppendHistory,
+    ArmWatchdog,
+    ClearSwitchover,
+    CompleteIntent,
+    DisarmWatchdog,
+    Fence,
+    PausePgBouncer,
+    PollPeers,
+    PrePromote,
+    Promote,
+    ReloadPostgres,
+    RepointPgBouncer,
+    RestartPostgres,
+    ResumePgBouncer,
+    RunCallback,
+    SetVip,
+    SyncSlots,
+)
+from pgha.core.facts import Facts
+from pgha.core.model import Role
+
+
+def announce(f: Facts, role: str) -> list[Action]:
+    """on_start the first time, on_role_change whenever the role we serve changes."""
+    if f.local.announced_role == role:
+        return []
+    event = "on_start" if f.local.announced_role is None else "on_role_change"
+    return [RunCallback(event, role)]  # type: ignore[arg-type]
+
+
+def leader_serves(f: Facts) -> bool:
+    """The leader runs as primary.  Fix: when we lead, ask our own PostgreSQL; our member key says
+    "promoting" until the end of the loop after the promotion, which kept our PgBouncer paused
+    one loop longer than every other."""
+    if f.i_lead:
+        return f.is_primary
+    return f.leader_member is not None and f.leader_member.role == Role.PRIMARY
+
+
+def bouncer_resume(f: Facts) -> list[Action]:
+    """Resume a PgBouncer paused for a switchover that is over, once the leader runs as primary
+    (until then its clients keep waiting rather than fail)."""
+    sw = f.view.switchover
+    paused = f.local.pgbouncer_paused_for
+    if paused and (sw is None or sw.id != paused) and leader_serves(f):
+        return [ResumePgBouncer(f.leader_name)]
+    return []
+
+
+def bouncer_upkeep(f: Facts) -> list[Action]:
+    """Resume a PgBouncer paused for a switchover that is over; else keep it pointed at the leader."""
+    sw = f.view.switchover
+    paused = f.local.pgbouncer_paused_for
+    if paused and (sw is None or sw.id != paused):
+        resume = bouncer_resume(f)
+        if resume or sw is None:
+            return resume
+    if sw is not None and sw.phase in ("pausing", "demoting") and paused != sw.id:
+        return [PausePgBouncer(sw.id)]
+    if paused:
+        return []
+    return [RepointPgBouncer(f.leader_name)]
+
+
+def intents(f: Facts) -> list[Action]:
+    """Operator intents for this member: restart, reload (reinitialize is a rule of its own)."""
+    intent = f.view.intents.get(f.me)
+    if intent is None or intent.id in f.local.done_intents or intent.action == "reinitialize":
+        return []
+    if intent.scheduled_at is not None and intent.scheduled_at > f.local.wall_now:
+        return []
+    role = "primary" if f.is_primary else "replica"
+    if intent.role is not None and intent.role != role:
+        return [CompleteIntent(intent.id, f"skipped: role is {role}, not {intent.role}")]
+    if intent.action == "reload":
+        return [ReloadPostgres(), RunCallback("on_reload", role), CompleteIntent(intent.id, "reloaded")]
+    if intent.only_if_pending and not f.local.pg.pending_restart:
+        return [CompleteIntent(intent.id, "skipped: no restart pending")]
+    return [RestartPostgres(), CompleteIntent(intent.id, "restarted")]
+
+
+def upkeep_leader(f: Facts) -> list[Action]:
+    others = tuple(sorted(n for n in f.view.members if n != f.me))
+    acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others)]
+    if not f.local.config_applied:
+        acts.append(ReloadPostgres())
+    acts += syncrep.plan(f)
+    acts += bouncer_upkeep(f)
+    acts += announce(f, "primary")
+    acts += intents(f)
+    return acts
+
+
+def upkeep_replica(f: Facts) -> list[Action]:
+    acts: list[Action] = [DisarmWatchdog(), SetVip(False)]
+    if not f.local.config_applied:
+        acts.append(ReloadPostgres())
+    acts += bouncer_upkeep(f)
+    acts += announce(f, "replica")
+    acts += intents(f)
+    return acts
+
+
+def demote_now(f: Facts, reason: str) -> list[Action]:
+    """Stop writes first, then give up everything that makes us look like the primary."""
+    return [Fence(reason), SetVip(False), DisarmWatchdog()]
+
+
+def promote(f: Facts, reason: str) -> list[Action]:
+    """The pre_promote hook first, then history (it records the timeline that ends here), then the
+    promotion itself.
+
+    Fix: the hook used to run inside the promotion, after the history entry was written, so a
+    vetoed promotion left a fork on record that never happened: every replica then looked
+    "behind the latest timeline" and the cluster stayed without a primary.
+    """
+    if f.local.pre_promote_hook and not f.last_task_ok("pre_promote"):
+        return [PrePromote()]
+    sw = f.view.switchover
+    if sw is not None and sw.phase == "demoting":
+        reason = f"switchover from {sw.leader or f.view.last_leader}"
+        return [AppendHistory(reason), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
+    if sw is not None and sw.kind == "failover" and sw.candidate == f.me:
+        return [AppendHistory("manual failover"), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
+    return [AppendHistory(reason), Promote()]
+
+
+def poll_if_quorum_unseen(f: Facts) -> list[Action]:
+    """Fix: in quorum mode eligibility depends on which synchronous standbys answer polls, and
+    this row comes before elect-poll; without polling here no candidate ever sees the others."""
+    reason = election.why_not_candidate(f) or ""
+    return [PollPeers()] if reason.startswith("quorum:") else []
+
+
+def stale_poll_window(f: Facts) -> float:
+    """Fix: how long another member may still act on a poll taken before our agent restarted.
+
+    An agent restarted within ttl keeps its lease and leader key.  A replica that polled it
+    while it was down (API and PostgreSQL refused) can still revoke that very key
+    (replica-leader-dead) for as long as its poll is fresh (max(1 s, loop_wait) in the
+    agent) plus one DCS round trip (retry_timeout).  Starting PostgreSQL as primary inside
+    that window let another member be promoted while ours was writable.
+    """
+    return max(1.0, f.config.loop_wait) + f.config.retry_timeout
+
+

@@ -8,7 +8,7 @@ import pytest
 from pgha.faults import check, netfault
 from pgha.faults.check import FaultRecord, Op, Writable
 from pgha.faults.workload import classify
-from pgha.probe import StatementTimeout
+from pgha.probe.client import StatementTimeout
 
 
 def op(value: int, type_: str, complete: float = 1.0) -> Op:

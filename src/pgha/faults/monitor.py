@@ -28,7 +28,8 @@ from typing import IO, Any
 
 import psycopg
 
-from pgha.probe import Watchdog, _close, _guarded, probe_conninfo
+from pgha.probe import probe_conninfo
+from pgha.probe.client import Watchdog, _close, _guarded
 
 TABLE = "pgha_faults_monitor"
 UPSERT = (f"INSERT INTO {TABLE} (node, n) VALUES (%s, 1) ON CONFLICT (node) DO UPDATE SET n = {TABLE}.n + 1")

@@ -34,7 +34,8 @@ from typing import IO, Any
 
 import psycopg
 
-from pgha.probe import StatementTimeout, Watchdog, _close, _guarded, error_line, probe_conninfo
+from pgha.probe import error_line, probe_conninfo
+from pgha.probe.client import StatementTimeout, Watchdog, _close, _guarded
 
 TABLE = "pgha_faults_set"
 CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE} (value bigint PRIMARY KEY, at timestamptz DEFAULT now())"

@@ -19,14 +19,26 @@ import click
 
 from pgha.demo import netlab
 from pgha.faults import netfault
-from pgha.faults.runner import FaultRun, RunConfig
+from pgha.faults.runner import STOP, FaultRun, RunConfig
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM or Ctrl-C: finish the fault under way, check and summarise (the run's ``stop``); a
+    second one: clean up (cluster, namespaces, clients) and exit at once.  Also when started in the
+    background of a script, where SIGINT arrives ignored."""
+
+    def handler(signum: int, frame: object) -> None:
+        if STOP.is_set():
+            sys.exit(128 + signum)
+        STOP.set()
+        click.echo("pgha-faults: stopping after the fault under way (again to stop at once)", err=True)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _prerequisites() -> None:
-    # Clean up (cluster, namespaces, clients) on SIGTERM and on Ctrl-C, even when started in the
-    # background of a script, where SIGINT arrives ignored.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _stop_on_signals()
     why = netlab.unavailable() or netfault.unavailable()
     if why:
         raise click.UsageError(f"{why}; the fault suite runs the --netns lab as root")

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from pgha.faults.nemesis import Nemesis, heal_network
 from pgha.faults.report import agent_log_tails, log_tail, summary_text
 from pgha.preflight import port_free
 
+# Set (by a signal handler) to end a run after the fault under way, with its checks and summary.
+STOP = threading.Event()
 EPOCH_VALUES = 10**13  # each epoch's clients write values from epoch * EPOCH_VALUES
 
 
@@ -217,9 +220,9 @@ class FaultRun:
             if k not in kinds:
                 raise DemoError(f"unknown fault kind {k!r}; known: {', '.join(sorted(kinds))}")
         for i in range(left):
-            if self._out_of_time():
+            if self._out_of_time() or STOP.is_set():
                 self.skipped = left - i
-                cfg.say(f"  time budget reached: {self.skipped} faults not run")
+                cfg.say(f"  {'stopped' if STOP.is_set() else 'time budget reached'}: {self.skipped} faults not run")
                 return left
             index = len(self.faults) + 1
             kind = self.rng.choice(names)
@@ -313,7 +316,7 @@ class FaultRun:
         kinds = check.summarise(self.faults)
         text = summary_text(f"pgha-faults {self.cfg.title}", self.cfg.seed, self.faults, kinds, verdict, dict(counts))
         if self.skipped:
-            text += f"\n  ({self.skipped} faults left out: time budget reached)"
+            text += f"\n  ({self.skipped} faults left out: stopped, or time budget reached)"
         res = self.cfg.results
         (res / "summary.txt").write_text(text + "\n")
         (res / "faults.json").write_text(json.dumps({

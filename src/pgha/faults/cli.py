@@ -2,6 +2,7 @@
 
     pgha-faults suite [--seed S] [--results DIR]     # 30 faults in sync mode, then 10 in async mode
     pgha-faults soak --faults N [--seed S] [--sync] [--kinds a,b] [--results DIR]
+    pgha-faults summarise DIR [--sync]                 # the summary of an interrupted run
 
 Needs root (network namespaces, nftables), PostgreSQL 15 and etcd (scripts/install-deps.sh).
 Exit code 0 when every verdict passes, 1 otherwise, 2 on a bad flag or a missing prerequisite.
@@ -102,3 +103,19 @@ def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, re
     run = FaultRun(RunConfig(faults=n, seed=_seed(seed), sync=sync, results=_results(results, "soak"),
                              ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=_kinds(kinds)))
     sys.exit(0 if run.execute().ok else 1)
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option("--sync/--async", default=False, help="the run's mode (synchronous runs must lose nothing)")
+@click.option("--seed", type=int, default=0, help="the run's seed, for the summary line")
+def summarise(results: str, sync: bool, seed: int) -> None:
+    """Summarise a run from its results directory (one that was interrupted, for instance)."""
+    run = FaultRun(RunConfig(faults=0, seed=seed, sync=sync, results=Path(results).absolute()))
+    try:
+        run.load()
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.UsageError(f"{results}: cannot read nemesis.jsonl ({exc}); "
+                               "is it a pgha-faults results directory?") from None
+    sys.exit(0 if run.finish().ok else 1)
+

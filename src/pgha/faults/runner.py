@@ -249,7 +249,8 @@ class FaultRun:
                 rec.note = str(exc)
             self.nemesis_log({"index": index, "event": "recovered" if rec.recovered else "unrecovered",
                               "t": rec.recovered or time.monotonic(), "leader": rec.leader_after,
-                              "lost": len(rec.lost), "note": rec.note})
+                              "lost": len(rec.lost), "lost_values": rec.lost[:100],
+                              "fail_present": rec.fail_present[:100], "note": rec.note})
             cfg.say(self._fault_line(rec, target.detail))
             if rec.recovered is None:
                 self.tails.append(f"fault #{index} {kind}:\n" + agent_log_tails(epoch.demo))
@@ -298,6 +299,26 @@ class FaultRun:
             self._check_lost(epoch, extra)
             self.faults[-1].lost += extra.lost
             self.faults[-1].fail_present += extra.fail_present
+
+    def load(self) -> None:
+        """The faults of a run from its nemesis log (to summarise a run that was interrupted)."""
+        events = [json.loads(line) for line in (self.cfg.results / "nemesis.jsonl").read_text().splitlines()]
+        by_index: dict[int, check.FaultRecord] = {}
+        for e in events:
+            i = e["index"]
+            if e["event"] == "start":
+                by_index[i] = check.FaultRecord(i, e["kind"], e.get("target"), e["t"], e["t"], None,
+                                                leader_before=e.get("leader"))
+            elif i in by_index and e["event"] == "heal":
+                by_index[i].healed = e["t"]
+            elif i in by_index:
+                f = by_index[i]
+                f.recovered = e["t"] if e["event"] == "recovered" else None
+                f.leader_after, f.note = e.get("leader"), e.get("note", "")
+                f.lost = e.get("lost_values") or [-1] * int(e.get("lost", 0))
+                f.fail_present = e.get("fail_present", [])
+        # A fault without its outcome was cut short by the interruption: not counted.
+        self.faults = [f for f in by_index.values() if f.recovered is not None or f.note]
 
     def finish(self) -> check.Verdict:
         ops = self.ops()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from pgha.core.model import TaskKind, TaskState
-from tests.unit.core_builders import local, pg_replica, replica, run, view
+from pgha.core.memory import AgentMemory, Observation, advance
+from pgha.core.model import ClusterConfig, Tags, TaskKind, TaskState
+from tests.unit.core_builders import NOW, local, pg_replica, primary, replica, run, view
 
 
 @pytest.mark.xfail(strict=True, reason="finding 2: leader-promote repeats on a stale observation (core, open)")
@@ -22,3 +23,17 @@ def test_no_second_promotion_on_an_observation_older_than_the_promotion() -> Non
     stale = pg_replica(None, tl=13, streaming=False)
     decision = run(v, local("n1", pg=stale, task=TaskState(TaskKind.PROMOTE, running=False, ok=True)))
     assert not any(a.name in ("AppendHistory", "Promote") for a in decision.actions), decision
+
+
+@pytest.mark.xfail(strict=True, reason="finding 3: slots_applied outlives a demotion (agent memory, open)")
+def test_slots_are_made_again_after_the_node_was_a_replica() -> None:
+    """Soak seed 30654185, fault #76 (switchover while a replica is cut off): node1 led before, lost
+    its slots while it was a replica, led again with the same members, and SyncSlots did nothing
+    because memory said they were applied: its replicas were refused ("replication slot "node2" does
+    not exist") until the agent restarted, and in synchronous mode no commit could complete."""
+    m = AgentMemory(slots_applied=("n1", "n2", "n3"))
+    obs = Observation(name="n1", view=view(replica("n1", "n2"), primary("n2"), leader="n2"),
+                      pg=pg_replica("n2"), task=None, lease_deadline=None, lease_id=1, tags=Tags(),
+                      config=ClusterConfig(), params_key="", pre_promote_hook=False, wall_now=0.0)
+    memory, _ = advance(m, (), obs, NOW)
+    assert memory.slots_applied is None

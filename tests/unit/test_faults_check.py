@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
+from click.testing import CliRunner
 
-from pgha.faults import check, netfault
+from pgha.faults import check, cli, netfault
 from pgha.faults.check import FaultRecord, Op, Writable
 from pgha.faults.workload import classify
 from pgha.probe.client import StatementTimeout
@@ -76,3 +79,10 @@ def test_nft_ruleset_drops_only_what_is_named_on_eth0() -> None:
     assert 'iifname "eth0" ip saddr { 198.19.1.1, 198.19.1.11 } drop' in text
     assert "daddr" not in text
     assert text.count("policy accept") == 2
+
+
+def test_cli_refuses_unknown_kinds_and_non_results_dirs(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli.main, ["soak", "--faults", "1", "--kinds", "bogus,freeze-host"])
+    assert res.exit_code == 2 and "unknown fault kind bogus; known: failover-to-cut-replica" in res.output
+    res = CliRunner().invoke(cli.main, ["summarise", str(tmp_path)])
+    assert res.exit_code == 2 and "is it a pgha-faults results directory?" in res.output

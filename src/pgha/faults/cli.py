@@ -20,6 +20,7 @@ import click
 
 from pgha.demo import netlab
 from pgha.faults import netfault
+from pgha.faults.nemesis import KINDS
 from pgha.faults.runner import STOP, FaultRun, RunConfig
 
 
@@ -50,7 +51,12 @@ def _seed(seed: int | None) -> int:
 
 
 def _kinds(kinds: str | None) -> list[str] | None:
-    return [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+    unknown = sorted(set(chosen or ()) - set(KINDS))
+    if unknown:
+        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: {', '.join(sorted(KINDS))}",
+                                 param_hint="--kinds")
+    return chosen
 
 
 def _results(path: str | None, what: str) -> Path:
@@ -99,9 +105,10 @@ def suite(seed: int | None, results: str | None, sync_faults: int, async_faults:
 @click.option("--results", "results", help="results directory (default results/faults-soak-<time>)")
 def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, results: str | None) -> None:
     """As many faults as asked, on one cluster (a new one only when one does not recover)."""
+    chosen = _kinds(kinds)
     _prerequisites()
     run = FaultRun(RunConfig(faults=n, seed=_seed(seed), sync=sync, results=_results(results, "soak"),
-                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=_kinds(kinds)))
+                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=chosen))
     sys.exit(0 if run.execute().ok else 1)
 
 

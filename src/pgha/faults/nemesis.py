@@ -199,26 +199,29 @@ class Nemesis:
         return {}
 
     def kinds(self) -> dict[str, Callable[[], Target]]:
-        return {
-            "part-leader-all": self.part_leader_all,
-            "part-leader-etcd": self.part_leader_etcd,
-            "part-leader-peers": self.part_leader_peers,
-            "part-leader-clients": self.part_leader_clients,
-            "part-leader-etcd+peer": self.part_leader_etcd_and_one_peer,
-            "part-replica": self.part_replica,
-            "part-asymmetric": self.part_asymmetric,
-            "kill-agent": self.kill_agent,
-            "stop-agent": self.stop_agent,
-            "kill-postmaster": self.kill_postmaster,
-            "freeze-host": self.freeze_host,
-            "kill-host": self.kill_host,
-            "freeze-replica-host": self.freeze_replica_host,
-            "stop-etcd": self.stop_etcd,
-            "switchover+replica-cut": self.switchover_replica_cut,
-            "failover-to-cut-replica": self.failover_to_cut_replica,
-            "switchover+etcd-blip": self.switchover_leader_etcd_blip,
-            **self.etcd_member_faults(),
-        }
+        return {kind: getattr(self, method) for kind, method in KINDS.items()} | self.etcd_member_faults()
+
+
+# Fault kind -> the Nemesis method that starts it.
+KINDS = {
+    "part-leader-all": "part_leader_all",
+    "part-leader-etcd": "part_leader_etcd",
+    "part-leader-peers": "part_leader_peers",
+    "part-leader-clients": "part_leader_clients",
+    "part-leader-etcd+peer": "part_leader_etcd_and_one_peer",
+    "part-replica": "part_replica",
+    "part-asymmetric": "part_asymmetric",
+    "kill-agent": "kill_agent",
+    "stop-agent": "stop_agent",
+    "kill-postmaster": "kill_postmaster",
+    "freeze-host": "freeze_host",
+    "kill-host": "kill_host",
+    "freeze-replica-host": "freeze_replica_host",
+    "stop-etcd": "stop_etcd",
+    "switchover+replica-cut": "switchover_replica_cut",
+    "failover-to-cut-replica": "failover_to_cut_replica",
+    "switchover+etcd-blip": "switchover_leader_etcd_blip",
+}
 
 
 def heal_network(demo: DemoCluster) -> None:

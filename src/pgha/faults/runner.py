@@ -144,8 +144,7 @@ class FaultRun:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.workdir = Path(tempfile.mkdtemp(prefix="pgha-faults-", dir="/tmp"))
-        self.workdir.chmod(0o755)
+        self.workdir = Path("/nonexistent")  # made by execute(): the clusters' directories
         self.faults: list[check.FaultRecord] = []
         self.problems: list[str] = []
         self.tails: list[str] = []
@@ -184,6 +183,8 @@ class FaultRun:
         for pattern in ("*.jsonl", "agent-*.log", "*.txt", "faults.json", "demo.log"):
             for old in cfg.results.glob(pattern):
                 old.unlink()
+        self.workdir = Path(tempfile.mkdtemp(prefix="pgha-faults-", dir="/tmp"))
+        self.workdir.chmod(0o755)
         cfg.say(f"pgha-faults: {cfg.title}, {cfg.faults} faults, seed {cfg.seed} "
                 f"(replay: --seed {cfg.seed}), ttl {cfg.ttl:g}s; results in {cfg.results}")
         try:

@@ -1,19 +1,16 @@
 """Findings of the fault suite in the decision core, as table cases (docs/faults-findings.md).
 
-A finding whose fix belongs to the core's owner is an ``xfail(strict=True)`` case: it documents the
-wrong decision today and turns into a failure (XPASS) the day the fix lands, to drop the marker.
+Each case is the wrong decision a run found, now fixed in the core (leader-promote-settling, and
+advance() forgetting slots_applied), kept as a regression.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from pgha.core.memory import AgentMemory, Observation, advance
 from pgha.core.model import ClusterConfig, Tags, TaskKind, TaskState
 from tests.unit.core_builders import NOW, local, pg_replica, primary, replica, run, view
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: leader-promote repeats on a stale observation (core, open)")
 def test_no_second_promotion_on_an_observation_older_than_the_promotion() -> None:
     """Soak seed 30654185, fault #19 (and suite seed 311628564, #24): the promote task had ended, but the
     loop decided on an observation taken during the promotion (still in recovery, yet already on the new
@@ -25,7 +22,6 @@ def test_no_second_promotion_on_an_observation_older_than_the_promotion() -> Non
     assert not any(a.name in ("AppendHistory", "Promote") for a in decision.actions), decision
 
 
-@pytest.mark.xfail(strict=True, reason="finding 3: slots_applied outlives a demotion (agent memory, open)")
 def test_slots_are_made_again_after_the_node_was_a_replica() -> None:
     """Soak seed 30654185, fault #76 (switchover while a replica is cut off): node1 led before, lost
     its slots while it was a replica, led again with the same members, and SyncSlots did nothing

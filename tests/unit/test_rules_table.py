@@ -669,6 +669,14 @@ CASES: list[Case] = [
         [A.AppendHistory("leader key acquired"), A.Promote()],
     ),
     Case(
+        "promotion succeeded but the observation still says replica (taken during it): look again, "
+        "no second promotion or fork (fault suite finding #2)",
+        healthy(),
+        local("a", pg_replica(None, tl=2, streaming=False), task=TaskState(TaskKind.PROMOTE, running=False, ok=True)),
+        "leader-promote-settling",
+        [],
+    ),
+    Case(
         "pre_promote vetoed: give the key back",
         healthy(),
         local("a", pg_replica(None, streaming=False), promote_vetoed=True),

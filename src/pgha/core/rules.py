@@ -84,6 +84,8 @@ class Rule:
     # next loops (e.g. a failed pg_rewind keeps the member stopped); otherwise the agent drops a
     # finished task's result once a decision has seen it.
     keeps_task_result: bool = False
+    # Seconds until the next loop at the latest when this row decides (None: the section's pace).
+    recheck_in: float | None = None
 
 
 # --- the table --------------------------------------------------------------------------
@@ -223,6 +225,17 @@ RULES: tuple[Rule, ...] = (
          "We hold the leader key and run as primary: keep slots, sync standbys and routing right.",
          lambda f: f.i_lead and f.is_primary,
          upkeep_leader),
+    Rule("leader-promote-settling", "leader",
+         "We hold the key and our promotion just succeeded, yet PostgreSQL looks like a replica: a stale "
+         "observation; look again instead of promoting (and recording a fork) a second time.",
+         # Fix (found by the fault suite, docs/faults-findings.md #2): a loop that observed PostgreSQL
+         # during the promotion (in recovery, already on the new timeline's first segment) ran
+         # leader-promote again; its AppendHistory recorded a fork at the new timeline, and every member
+         # was "behind the latest timeline" for good.  pg_promote(wait => true) succeeded, so the server
+         # is out of recovery; any later task replaces the result this row waits on.
+         lambda f: f.i_lead and f.is_replica and f.last_task_ok("promote"),
+         lambda f: [],
+         keeps_task_result=True, recheck_in=0.1),
     Rule("leader-promote", "leader",
          "We hold the leader key and run as a replica (failover or handoff): pre_promote hook, then promote.",
          lambda f: f.i_lead and f.is_replica and not f.local.promote_vetoed,

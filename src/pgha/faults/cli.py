@@ -20,7 +20,7 @@ import click
 
 from pgha.demo import netlab
 from pgha.faults import netfault
-from pgha.faults.nemesis import KINDS
+from pgha.faults.nemesis import ETCD_MEMBER_KINDS, KINDS
 from pgha.faults.runner import STOP, FaultRun, RunConfig
 
 
@@ -52,9 +52,11 @@ def _seed(seed: int | None) -> int:
 
 def _kinds(kinds: str | None) -> list[str] | None:
     chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
-    unknown = sorted(set(chosen or ()) - set(KINDS))
+    known = KINDS | ETCD_MEMBER_KINDS
+    unknown = sorted(set(chosen or ()) - set(known))
     if unknown:
-        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: {', '.join(sorted(KINDS))}",
+        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: {', '.join(sorted(known))} "
+                                 f"({', '.join(sorted(ETCD_MEMBER_KINDS))} need --etcd-members 3)",
                                  param_hint="--kinds")
     return chosen
 
@@ -102,13 +104,16 @@ def suite(seed: int | None, results: str | None, sync_faults: int, async_faults:
 @click.option("--sync/--async", default=False, help="synchronous_mode on (default: asynchronous)")
 @click.option("--kinds", help="only these fault kinds, comma-separated (default: all)")
 @click.option("--ttl", type=click.FloatRange(2), default=4.0, show_default=True)
+@click.option("--etcd-members", type=click.IntRange(1, 7), default=1, show_default=True,
+              help="an etcd cluster of this many members, each in its own namespace (adds etcd member faults)")
 @click.option("--results", "results", help="results directory (default results/faults-soak-<time>)")
-def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, results: str | None) -> None:
+def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, etcd_members: int,
+         results: str | None) -> None:
     """As many faults as asked, on one cluster (a new one only when one does not recover)."""
     chosen = _kinds(kinds)
     _prerequisites()
     run = FaultRun(RunConfig(faults=n, seed=_seed(seed), sync=sync, results=_results(results, "soak"),
-                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=chosen))
+                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=chosen, etcd_members=etcd_members))
     sys.exit(0 if run.execute().ok else 1)
 
 

@@ -13,7 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pgha.core.model import Switchover
 from pgha.demo import DemoCluster, pid_alive
@@ -35,8 +35,6 @@ class Nemesis:
     demo: DemoCluster
     rng: random.Random
     hold: float
-    # etcd members beyond the demo's single one (the 3-member lab): none yet, see etcd_member_faults.
-    etcd_members: list[str] = field(default_factory=list)
 
     # --- where things are -------------------------------------------------------------
     @property
@@ -55,9 +53,10 @@ class Nemesis:
         return ns
 
     @property
-    def etcd_address(self) -> str:
-        assert self.demo.lab is not None
-        return self.demo.lab.gateway
+    def etcd_addresses(self) -> list[str]:
+        """etcd's addresses: the bridge's (one member in the root namespace), or every member's."""
+        assert self.demo.lab is not None and self.demo.state is not None
+        return [m.address for m in self.demo.state.etcd_members] or [self.demo.lab.gateway]
 
     @property
     def client_address(self) -> str:
@@ -85,7 +84,7 @@ class Nemesis:
         return Target(name, lambda: netfault.heal(ns), detail)
 
     def _everyone(self, name: str) -> list[str]:
-        return [self.etcd_address, self.client_address, *self.peers(name)]
+        return [*self.etcd_addresses, self.client_address, *self.peers(name)]
 
     def part_leader_all(self) -> Target:
         n = self.leader()
@@ -93,7 +92,7 @@ class Nemesis:
 
     def part_leader_etcd(self) -> Target:
         n = self.leader()
-        return self._cut(n, [self.etcd_address], [self.etcd_address], "etcd")
+        return self._cut(n, self.etcd_addresses, self.etcd_addresses, "etcd")
 
     def part_leader_peers(self) -> Target:
         n = self.leader()
@@ -116,7 +115,7 @@ class Nemesis:
         """A bridge: the leader still reaches one replica, which still reaches etcd."""
         n = self.leader()
         cut_peer = self.rng.choice(sorted(p for p in self.nodes if p != n))
-        dropped = [self.etcd_address, self.address(cut_peer)]
+        dropped = [*self.etcd_addresses, self.address(cut_peer)]
         return self._cut(n, dropped, dropped, f"etcd and {cut_peer}")
 
     # --- processes --------------------------------------------------------------------
@@ -155,10 +154,11 @@ class Nemesis:
         return Target(n, lambda: signal_all(pids, signal.SIGCONT), "every process SIGSTOP, SIGCONT at heal")
 
     def stop_etcd(self) -> Target:
+        """All of etcd stops answering (every member, when there are several)."""
         assert self.demo.state is not None
-        pid = self.demo.state.etcd_pid
-        os.kill(pid, signal.SIGSTOP)
-        return Target(None, lambda: os.kill(pid, signal.SIGCONT), "etcd SIGSTOP, SIGCONT at heal")
+        pids = [m.pid for m in self.demo.state.etcd_members] or [self.demo.state.etcd_pid]
+        signal_all(pids, signal.SIGSTOP)
+        return Target(None, lambda: signal_all(pids, signal.SIGCONT), "etcd SIGSTOP, SIGCONT at heal")
 
     # --- operator requests during faults ------------------------------------------------
     def _request(self, kind: str, candidate: str | None) -> str:
@@ -193,13 +193,31 @@ class Nemesis:
         return t
 
     # --- etcd members (the 3-member etcd lab) -------------------------------------------
-    def etcd_member_faults(self) -> dict[str, Callable[[], Target]]:
-        """Hook for `pgha demo up --netns --etcd-members 3` (branch etcdlab): kill or partition one
-        member.  The demo runs one etcd today, so there is nothing to add yet."""
-        return {}
+    # --- etcd members (`--etcd-members 3`: one namespace per member) ---------------------
+    def _member(self) -> tuple[str, str, int]:
+        assert self.demo.state is not None
+        m = self.rng.choice(self.demo.state.etcd_members)
+        return m.name, m.netns, m.pid
+
+    def stop_etcd_member(self) -> Target:
+        name, _, pid = self._member()
+        os.kill(pid, signal.SIGSTOP)
+        return Target(None, lambda: os.kill(pid, signal.SIGCONT), f"{name} SIGSTOP, SIGCONT at heal")
+
+    def part_etcd_member(self) -> Target:
+        """One member cut from the other members and every node (packets dropped in its namespace)."""
+        assert self.demo.state is not None
+        name, netns, _ = self._member()
+        others = [m.address for m in self.demo.state.etcd_members if m.name != name]
+        everyone = [*others, *(self.address(n) for n in self.nodes)]
+        netfault.cut(netns, everyone, everyone)
+        return Target(None, lambda: netfault.heal(netns), f"{name} cut from its peers and the nodes")
 
     def kinds(self) -> dict[str, Callable[[], Target]]:
-        return {kind: getattr(self, method) for kind, method in KINDS.items()} | self.etcd_member_faults()
+        """Every kind this cluster can have: the etcd member faults need `--etcd-members` > 1."""
+        assert self.demo.state is not None
+        table = KINDS | (ETCD_MEMBER_KINDS if len(self.demo.state.etcd_members) > 1 else {})
+        return {kind: getattr(self, method) for kind, method in table.items()}
 
 
 # Fault kind -> the Nemesis method that starts it.
@@ -223,10 +241,16 @@ KINDS = {
     "switchover+etcd-blip": "switchover_leader_etcd_blip",
 }
 
+# Only on a cluster with several etcd members (`pgha-faults ... --etcd-members 3`).
+ETCD_MEMBER_KINDS = {
+    "stop-etcd-member": "stop_etcd_member",
+    "part-etcd-member": "part_etcd_member",
+}
+
 
 def heal_network(demo: DemoCluster) -> None:
     """Remove every drop table (after a crash of the runner, or before a rebuild)."""
     if demo.state is not None:
-        for n in demo.state.nodes:
-            if n.netns:
-                netfault.heal(n.netns)
+        for ns in [n.netns for n in demo.state.nodes] + [m.netns for m in demo.state.etcd_members]:
+            if ns:
+                netfault.heal(ns)

@@ -53,6 +53,7 @@ class RunConfig:
     recovery_limit: float = 60.0
     clients_per_route: int = 2
     settle: float = 1.0  # steady writes before each fault
+    etcd_members: int = 1  # > 1: an etcd cluster, one namespace per member (adds the etcd member faults)
     deadline: float | None = None  # monotonic time after which no new fault starts (a time budget)
     say: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
@@ -81,6 +82,7 @@ class Epoch:
         vip = str(netlab.free_subnet().network_address + 100)
         self.demo = DemoCluster(run.workdir / f"cluster{number}", nodes=3, port_base=free_port_base(3),
                                 ttl=cfg.ttl, loop_wait=cfg.loop_wait, sync=cfg.sync, netns=True, vip=vip,
+                                etcd_members=cfg.etcd_members,
                                 say=lambda s: print(s, file=self.log, flush=True))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.reported: set[int] = set()

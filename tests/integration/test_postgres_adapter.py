@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from pgha.core.model import DataDir, LocalPostgres, PgRunState
+from pgha.postgres import rewind
 from pgha.postgres.node import PostgresError, PostgresNode, Upstream
 from tests.support.pg import PgSandbox
 
@@ -152,6 +153,10 @@ def test_clone_stream_slots_promote_and_rewind(pg_sandbox: PgSandbox) -> None:
     # The old primary diverges, then is rewound onto the new one and follows it on timeline 2.
     sql(primary, "INSERT INTO t SELECT generate_series(1, 5000)")
     primary.stop("immediate", 30)
+    # pg_rewind 15 reads the source's timeline from its pg_control: the new primary checkpoints
+    # on timeline 2 first (else "no rewind required", and the old primary cannot follow).
+    rewind.checkpoint_source(primary.config, primary.layout, upstream(replica))
+    assert sql(replica, "SELECT timeline_id FROM pg_control_checkpoint()") == [(2,)]
     assert primary.observe().control_state == "in production"
     primary.rewind(upstream(replica))
     assert primary.configure(primary.config.postgresql.parameters, upstream(replica)) is False

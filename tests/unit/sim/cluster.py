@@ -367,14 +367,16 @@ class Cluster:
         return "quorum" if ssn.startswith("ANY") else "sync"
 
     def watchdogs(self) -> None:
+        """As the watchdog process: once its deadline passes while armed it kills the postmaster it was
+        armed with (whether or not it still runs) and drops the VIP."""
         for node in self.nodes.values():
             wd = node.watchdog
-            if node.alive and wd is not None and wd.deadline is not None and self.now >= wd.deadline \
-                    and node.pg.running:
+            if node.alive and wd is not None and wd.deadline is not None and self.now >= wd.deadline:
                 self.log(f"WATCHDOG fences {node.name}")
-                node.pg.halt(clean=False)
+                if node.pg.running and node.pg.pid == wd.armed_pid:
+                    node.pg.halt(clean=False)
                 wd.disarm()
-                node.vip = False  # the watchdog drops the VIP when it fences
+                node.vip = False
 
     # --- invariants ---------------------------------------------------------------------------------
     def check(self) -> None:

@@ -44,6 +44,8 @@ class PostgresNode:
         }
         # (postmaster identity, highest timeline seen while it runs as a standby).
         self._replica_timeline: tuple[str, int] | None = None
+        # The connection and pg_control reading kept between loops.
+        self._observer = observe.Observer(config, self.layout)
 
     @property
     def binaries(self) -> Binaries:
@@ -65,7 +67,7 @@ class PostgresNode:
             binaries = self.binaries
         except PostgresError:
             return observe.observe_files_only(self.layout)
-        pg = observe.observe(self.config, self.layout, binaries)
+        pg = self._observer.observe(binaries)
         pm = observe.read_postmaster(self.layout)
         pg, self._replica_timeline = observe.carry_replica_timeline(pg, pm.identity if pm else None,
                                                                     self._replica_timeline)
@@ -134,6 +136,7 @@ class PostgresNode:
 
     def stop(self, mode: str, timeout: float) -> None:
         """Stop as pg_ctl stop -m fast|immediate does; returns once the postmaster is gone (no-op when stopped)."""
+        self._observer.close()  # our own session must not hold up a smart shutdown
         control.stop(self.layout, mode, timeout)
 
     def reload(self) -> None:

@@ -44,8 +44,9 @@ _GRPC_NOT_FOUND = 5
 _GRPC_OUT_OF_RANGE = 11
 # How long a watch stream may stay silent before it is reopened (seconds).
 WATCH_IDLE = 30.0
-# How often a waiting watch checks ``stop`` (seconds).
-WATCH_POLL = 0.1
+# How often a waiting watch checks ``stop`` (seconds): an idle agent's watch thread wakes this
+# often, so not more than once a second (an agent that stops does not wait for its watch).
+WATCH_POLL = 1.0
 
 FIX = "start etcd or fix etcd.endpoints"
 

@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-down test deps venv lint typecheck bench unit
+.PHONY: demo demo-down test deps venv lint typecheck bench unit wheel
 
 deps:
 	@MAKE_TARGET=$(MAKECMDGOALS) scripts/install-deps.sh
@@ -34,6 +34,13 @@ test: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
+
+# dist/pgha-VERSION-py3-none-any.whl, for `pip install` on a database host (docs/operations.md).
+wheel: venv
+	rm -rf build dist/pgha-*.whl
+	$(VENV)/bin/pip wheel -q --disable-pip-version-check --no-deps -w dist .
+	rm -rf build
+	@ls dist/pgha-*.whl
 
 bench: venv
 	$(VENV)/bin/python bench/bootstrap

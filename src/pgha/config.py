@@ -9,6 +9,7 @@ and the fix.  Environment checks (ports in use, data-dir ownership) live in
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from pgha.core.model import ClusterConfig, Tags
+from pgha.core.model import PROFILES, ClusterConfig, Tags
 
 
 class ConfigError(Exception):
@@ -72,6 +73,8 @@ class PostgresConfig:
 class TLSConfig:
     certfile: str
     keyfile: str
+    # The CA of the members' certificates: verifies client certificates (verify_client) and the
+    # other members' APIs when this agent calls them (/failsafe).
     cafile: str = ""
     verify_client: bool = False
 
@@ -81,8 +84,15 @@ class ApiConfig:
     listen: str = "127.0.0.1:8008"
     # URL the other members use to reach this API; default derived from listen.
     connect_url: str = ""
-    auth: Credentials | None = None
+    # Basic auth on the mutating endpoints (POST, PATCH, DELETE).  Required: credentials, or
+    # the explicit string "none" to leave them open (the agent then warns at every start).
+    auth: Credentials | Literal["none"] | None = None
     tls: TLSConfig | None = None
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The configured user and password (None with ``auth: none``)."""
+        return self.auth if isinstance(self.auth, Credentials) else None
 
     @property
     def host(self) -> str:
@@ -242,6 +252,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    if cls is ClusterConfig:
+        data = with_profile(data, path)
     assert dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -263,6 +275,15 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     return typing.cast(T, obj)
 
 
+def with_profile(data: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Cluster settings with the timing keys they leave out taken from their ``profile``."""
+    profile = data.get("profile", "default")
+    if not isinstance(profile, str) or profile not in PROFILES:
+        names = " or ".join(repr(p) for p in PROFILES)
+        raise ConfigError(f"{_join(path, 'profile')}: must be {names}, got {profile!r}")
+    return {**PROFILES[profile], **data}
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -281,6 +302,13 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("postgresql.data_dir: must be an absolute path, e.g. /var/lib/pgha/data")
     if ":" not in cfg.api.listen or not cfg.api.listen.rsplit(":", 1)[1].isdigit():
         raise ConfigError(f"api.listen: expected host:port, got {cfg.api.listen!r}")
+    if cfg.api.auth is None:
+        raise ConfigError("api.auth: missing; set credentials (auth: {username: pgha, password: ...}) to protect "
+                          "the mutating endpoints, or write 'auth: none' to leave them open")
+    creds = cfg.api.credentials
+    if creds is not None and not (creds.username and creds.password):
+        raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
+                          "'auth: none'")
     if not cfg.etcd.endpoints:
         raise ConfigError("etcd.endpoints: list at least one URL, e.g. http://127.0.0.1:2379")
     for ep in cfg.etcd.endpoints:
@@ -298,21 +326,28 @@ def parse(data: Any, source: str = "") -> NodeConfig:
 
 
 def load(path: str | Path) -> NodeConfig:
-    """Read and validate a node configuration file; raise ConfigError with one line."""
+    """Read and validate a node configuration file ("-": standard input); raise ConfigError with one line."""
     p = Path(path)
+    if str(path) == "-":
+        return loads(sys.stdin.read(), "<stdin>")
     try:
         text = p.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{p}: file not found; pass the path of the node's YAML file with -c") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read it ({exc.strerror}); check the path and permissions") from None
+    return loads(text, str(p))
+
+
+def loads(text: str, source: str) -> NodeConfig:
+    """Validate a node configuration's YAML text; errors name ``source``."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from None
+        raise ConfigError(f"{source}: not valid YAML{where}; fix the syntax") from None
     try:
-        return parse(data, str(p))
+        return parse(data, source)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None

@@ -1,10 +1,9 @@
 """Issue 4: every REST endpoint of real agents, on the leader and on a replica of a 3-node cluster
-(synchronous mode, so /sync and /async have one member each), with basic auth configured."""
+(synchronous mode, so /sync and /async have one member each), with the demo's defaults: basic auth
+with a generated password, and HTTPS with the demo's CA."""
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -16,32 +15,15 @@ from tests.support.cluster import leader_name, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "admin", "api-secret-1"
-
-
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
-    auth = {"*": {"api": {"auth": {"username": USER, "password": PASSWORD}}}}
-    with running_cluster(nodes=3, ttl=6.0, sync=True, extra_node_config=auth) as cluster:
+    with running_cluster(nodes=3, ttl=6.0, sync=True) as cluster:
         yield cluster
 
 
 def call(demo: DemoCluster, name: str, method: str, path: str, body: Any = None,
          auth: bool = False, raw: bytes | None = None) -> tuple[int, Any]:
-    node = demo.node(name)
-    conn = http.client.HTTPConnection("127.0.0.1", node.api_port, timeout=5)
-    headers = {"Content-Type": "application/json"}
-    if auth:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        r = conn.getresponse()
-        payload = r.read()
-    finally:
-        conn.close()
-    ctype = r.getheader("Content-Type") or ""
-    return r.status, json.loads(payload) if payload and ctype.startswith("application/json") else payload
+    return demo.api_call(name, method, path, body, raw=raw, auth=auth)
 
 
 def roles(demo: DemoCluster) -> tuple[str, str, str]:
@@ -95,7 +77,7 @@ def test_state_endpoints(demo: DemoCluster) -> None:
     assert status == 200 and "/switchover" in spec["paths"]
     # No secret is served: not the API password, not PostgreSQL's.
     for payload in (json.dumps(cluster), json.dumps(config), text):
-        assert PASSWORD not in payload and "password" not in payload.lower()
+        assert demo.api_password not in payload and "password" not in payload.lower()
 
 
 def test_actions_need_authentication_and_validate_their_body(demo: DemoCluster) -> None:

@@ -123,7 +123,7 @@ def test_query_a_real_postgres(cluster: Cluster, pg_sandbox: PgSandbox, tmp_path
         "cluster": cluster.name, "name": "node1",
         "postgresql": {"data_dir": pg.data_dir, "port": pg.port,
                        "superuser": {"username": pg.superuser.username, "password": pg.superuser.password}},
-        "etcd": {"endpoints": [cluster.url]}}))
+        "etcd": {"endpoints": [cluster.url]}, "api": {"auth": "none"}}))
     def query(*args: str) -> Result:
         return CliRunner().invoke(cli, ["query", *args, "-c", str(cfg)], env={"PGPASSWORD": None})
 

@@ -180,7 +180,8 @@ def test_haproxy_from_generated_config_routes_writes_to_the_leader_and_reads_to_
     rw, ro = free_port(), free_port()
     res = subprocess.run([sys.executable, "-m", "pgha", "haproxy-config", "--dcs", demo.etcd_url,
                           "--cluster", demo.cluster, "--rw-port", str(rw), "--ro-port", str(ro),
-                          "--bind", "127.0.0.1", "--check-interval", "200ms", "--lag", "16MB"],
+                          "--bind", "127.0.0.1", "--check-interval", "200ms", "--lag", "16MB",
+                          "--ca-file", demo.state.api_ca],  # type: ignore[union-attr]
                          capture_output=True, text=True, check=False, timeout=30)
     assert res.returncode == 0, res.stderr
     cfg = tmp_path / "haproxy.cfg"

@@ -300,7 +300,8 @@ def test_refused_while_paused(demo: DemoCluster) -> None:
     assert pgha(demo, "pause").exit_code == 0
     try:
         line = refusal(pgha(demo, "switchover", "--force"))
-        assert line == "pgha: the cluster is paused (maintenance mode); run 'pgha resume' first"
+        assert line == ("pgha: the cluster is paused (maintenance mode) and the agents carry out no request; "
+                        "resume it first (pgha resume, POST /resume)")
     finally:
         # No --wait: the next test's 'pause --wait' must not take this pause for its own.
         assert pgha(demo, "resume").exit_code == 0

@@ -21,7 +21,7 @@ def write_config(tmp: Path, **overrides: Any) -> Path:
         "cluster": "main",
         "name": "node1",
         "postgresql": {"data_dir": str(tmp / "data"), "port": free_port()},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "api": {"listen": f"127.0.0.1:{free_port()}", "auth": "none"},
     }
     for key, value in overrides.items():
         section, _, field = key.partition("__")

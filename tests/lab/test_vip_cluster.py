@@ -72,6 +72,48 @@ def test_demo_records_the_lab(demo: DemoCluster) -> None:
             assert conn.execute("SELECT current_setting('cluster_name')").fetchone() == (n.name,)
 
 
+# One request from the client namespace: prints the HTTP status.
+_REQUEST = """
+import json, sys, urllib3
+url, method, creds, ca = sys.argv[1:5]
+headers = urllib3.make_headers(basic_auth=creds) if creds else {}
+http = urllib3.PoolManager(retries=False, timeout=5, ca_certs=ca)
+print(http.request(method, url, body=b"{}", headers={**headers, "Content-Type": "application/json"}).status)
+"""
+
+
+def test_the_api_refuses_the_client_namespace_without_credentials(demo: DemoCluster) -> None:
+    """Issue 9: on a default --netns demo, POST /restart from the client namespace got 202 without
+    credentials.  Now every node answers 401 over HTTPS (verified with the demo's CA), and 202 to
+    the credentials the demo wrote."""
+    import netrc
+    import subprocess
+    import sys
+
+    state = demo.state
+    assert state is not None and state.client_netns and state.api_ca
+    login = netrc.netrc(state.api_netrc).authenticators("any")
+    assert login is not None
+
+    def status(url: str, method: str, creds: str) -> int:
+        res = subprocess.run([*netlab.in_netns(state.client_netns), sys.executable, "-c", _REQUEST, url, method,
+                              creds, state.api_ca], capture_output=True, text=True, timeout=30, check=False)
+        assert res.returncode == 0, res.stderr
+        return int(res.stdout)
+
+    before = demo.view()
+    for n in state.nodes:
+        assert n.api_url.startswith(f"https://{n.address}:")
+        for path in ("/restart", "/reinitialize", "/switchover"):
+            assert status(n.api_url + path, "POST", "") == 401
+            assert status(n.api_url + path, "POST", f"{login[0]}:wrong") == 401
+    after = demo.view()
+    assert (after.intents, after.switchover, after.leader) == (before.intents, before.switchover, before.leader)
+    replica = next(n for n in state.nodes if before.leader is None or n.name != before.leader.name)
+    assert status(replica.api_url + "/reload", "POST", f"{login[0]}:{login[2]}") == 202
+    wait_for("the reload to be carried out", lambda: replica.name not in demo.view().intents, timeout=30)
+
+
 def test_switchover_moves_the_vip(demo: DemoCluster, watch: VipWatch) -> None:
     old = ready(demo)
     with VipWriter(demo) as writer:

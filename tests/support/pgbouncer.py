@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from pgha.config import PgBouncerConfig
-from pgha.demo.pgbouncer_process import PgBouncerProcess, render_pgbouncer_ini, render_userlist
+from pgha.demo.pgbouncer_process import PgBouncerProcess, pgbouncer_version, render_pgbouncer_ini, render_userlist
 from pgha.routing.pgbouncer import PgBouncer
 from tests.support.procs import PG_BIN, chown_postgres, free_port, postgres_user_kwargs, stop_pid
 
@@ -116,12 +116,14 @@ class Bouncer:
                                dbname="postgres", **kw)
 
 
-def start_bouncer(target: PgServer, databases: tuple[str, ...] = ("*",)) -> Bouncer:
+def start_bouncer(target: PgServer, databases: tuple[str, ...] = ("*",), **settings: Any) -> Bouncer:
+    """A PgBouncer in front of ``target``; ``settings`` override render_pgbouncer_ini's."""
+    settings.setdefault("version", pgbouncer_version())
     d = scratch_dir("pgha-bouncer-")
     port = free_port()
     ini = d / "pgbouncer.ini"
     ini.write_text(render_pgbouncer_ini(listen_port=port, target_host="127.0.0.1", target_port=target.port,
-                                        dir=str(d), admin_users=(ADMIN_USER,), databases=databases))
+                                        dir=str(d), admin_users=(ADMIN_USER,), databases=databases, **settings))
     users = d / "userlist.txt"
     users.write_text(render_userlist({APP_USER: APP_PASSWORD, ADMIN_USER: ADMIN_PASSWORD}))
     for p in (ini, users):

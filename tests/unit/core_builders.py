@@ -33,8 +33,12 @@ NOW = 1000.0
 SYSTEM_ID = "7300000000000000001"
 
 
+# The timings the table cases were written for, unless a case sets its own.
+TIMING: dict[str, Any] = {"ttl": 10.0, "loop_wait": 1.0}
+
+
 def config(**kw: Any) -> ClusterConfig:
-    return ClusterConfig(**kw)
+    return ClusterConfig(**{**TIMING, **kw})
 
 
 # --- members (what other agents published) -------------------------------------------
@@ -80,7 +84,7 @@ def view(
         # The same lease id as local()'s: a leader key names us only when bound to our lease.
         leader=Leader(leader, lease_id=1, mod_revision=42) if leader else None,
         members={m.name: m for m in members},
-        config=cfg or ClusterConfig(),
+        config=cfg or config(),
         **kw,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -62,10 +63,31 @@ def test_right_credentials_are_accepted_and_reads_need_none(leader: tuple[FakeHa
         assert c.get(path, auth=None).status == 200
 
 
-def test_without_auth_configured_actions_are_open() -> None:
+def test_with_auth_none_actions_are_open() -> None:
     h = make_handle("leader")
+    assert h.config.api.auth == "none"
     with serving(h) as c:
         assert c.post("/reload", auth=None).status == 202
+
+
+def test_a_config_built_without_api_auth_opens_nothing() -> None:
+    """pgha.config refuses a file without api.auth; one built in code without it lets nobody in."""
+    h = make_handle("leader")
+    h.config = dataclasses.replace(h.config, api=dataclasses.replace(h.config.api, auth=None))
+    with serving(h) as c:
+        assert c.post("/reload", auth=None).status == 401
+        assert c.post("/reload", auth=("", "")).status == 401
+    assert h.store.read().intents == {}
+
+
+def test_the_api_refuses_until_the_agent_read_the_cluster(replica: tuple[FakeHandle, Client]) -> None:
+    h, c = replica
+    h.snap = dataclasses.replace(h.snap, view=None)
+    for path, body in (("/switchover", {}), ("/failover", {"candidate": "n2"}), ("/restart", {}),
+                       ("/reload", {}), ("/reinitialize", {})):
+        r = c.post(path, body)
+        assert r.status == 503 and r.error == "the agent has not read the cluster state yet; retry in a moment"
+    assert h.store.read().intents == {} and h.store.read().switchover is None
 
 
 # --- bodies ------------------------------------------------------------------------------
@@ -82,8 +104,6 @@ def test_without_auth_configured_actions_are_open() -> None:
     (b'{"scheduled_at": true}', "scheduled_at: expected an ISO-8601 time"),
     (b'{"scheduled_at": "tomorrow"}', "scheduled_at: 'tomorrow' is not an ISO-8601 time"),
     (b'{"scheduled_at": "2030-01-01T10:00:00"}', "has no timezone"),
-    (b'{"scheduled_at": "2001-01-01T10:00:00+00:00"}', "is in the past"),
-    (b'{"scheduled_at": 5}', "is in the past"),
     (b'{"scheduled_at": 1e300}', "out of range"),
     (b'{"a":' * 40 + b"1" + b"}" * 40, "nested"),
 ])
@@ -120,7 +140,10 @@ def test_large_and_chunked_bodies_are_refused(leader: tuple[FakeHandle, Client])
 
 # --- switchover and failover --------------------------------------------------------------
 @pytest.mark.parametrize(("body", "message"), [
-    ({"leader": "n2"}, "leader: n2 is not the current leader (n1)"),
+    ({"leader": "n2"}, "n2 is not the leader; the leader is n1"),
+    ({"scheduled_at": "2001-01-01T10:00:00+00:00"}, "the scheduled time is in the past; give a future time, or "
+                                                   "none for now"),
+    ({"scheduled_at": 5}, "the scheduled time is in the past; give a future time, or none for now"),
     ({"candidate": "n9"}, "candidate n9 is not a member of the cluster"),
     ({"candidate": "n1"}, "candidate n1 is already the leader"),
     ({"candidate": "n3"}, "candidate n3 lags 52428800 bytes, more than maximum_lag_on_failover"),
@@ -148,7 +171,7 @@ def test_switchover_without_leader_points_to_failover(leader: tuple[FakeHandle, 
     h, c = leader
     with_view(h, leader=None)
     r = c.post("/switchover", {"candidate": "n2"})
-    assert r.status == 412 and "use POST /failover" in r.error
+    assert r.status == 412 and "POST /failover" in r.error
 
 
 def test_switchover_accepted_then_409_then_cancelled(replica: tuple[FakeHandle, Client]) -> None:
@@ -172,7 +195,7 @@ def test_pending_switchover_in_the_view_is_409(replica: tuple[FakeHandle, Client
     h, c = replica
     with_view(h, switchover=Switchover(id="abc"))
     r = c.post("/switchover", {"candidate": "n2"})
-    assert r.status == 409 and "(id abc)" in r.error
+    assert r.status == 409 and "id abc)" in r.error
 
 
 @pytest.mark.parametrize("when", ["iso", "z", "epoch", "epoch-string"])
@@ -190,13 +213,14 @@ def test_scheduled_switchover_is_202(leader: tuple[FakeHandle, Client], when: st
 def test_failover(leader: tuple[FakeHandle, Client]) -> None:
     h, c = leader
     for cand, message in (("n1", "already the leader"), ("n5", "tagged nofailover"),
-                          ("n9", "not a member"), ("n4", "tagged nofailover")):
+                          ("n9", "not a member"), ("n4", "tagged nofailover"),
+                          ("n3", "lags 52428800 bytes")):
         r = c.post("/failover", {"candidate": cand})
         assert r.status == 412 and message in r.error, cand
-    r = c.post("/failover", {"candidate": "n3"})
+    r = c.post("/failover", {"candidate": "n2"})
     assert r.status == 200
     sw = h.store.read().switchover
-    assert sw is not None and sw.kind == "failover" and sw.candidate == "n3" and sw.leader == "n1"
+    assert sw is not None and sw.kind == "failover" and sw.candidate == "n2" and sw.leader == "n1"
 
 
 def test_failover_without_a_leader(replica: tuple[FakeHandle, Client]) -> None:
@@ -271,7 +295,7 @@ def test_config_merge_patch(leader: tuple[FakeHandle, Client]) -> None:
     ({"ttl": "long"}, "ttl: expected a number, got 'long'"),
     ({"pause": "yes"}, "pause: expected true or false"),
     ({"synchronous_mode": "always"}, "synchronous_mode: must be"),
-    ({"loop_wait": 9}, "loop_wait: 9.0 must be positive and at most half of ttl"),
+    ({"loop_wait": 16}, "loop_wait: 16.0 must be positive and at most half of ttl"),
     ({"colour": "red"}, "colour: unknown key"),
     ({"parameters": ["a"]}, "parameters: expected a mapping"),
     ({"parameters": {"x": [1]}}, "parameters.x: expected"),
@@ -299,7 +323,7 @@ def test_config_patch_conflict_is_409(leader: tuple[FakeHandle, Client], monkeyp
         return config, revision
 
     monkeypatch.setattr(h.store, "get_config", stale)
-    r = c.request("PATCH", "/config", {"ttl": 30})
+    r = c.request("PATCH", "/config", {"ttl": 25})
     assert r.status == 409 and "changed concurrently" in r.error
 
 

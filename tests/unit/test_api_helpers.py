@@ -88,7 +88,7 @@ def node_config(name: str, auth: bool = False, tls: Mapping[str, Any] | None = N
             "superuser": {"username": "postgres", "password": SUPERUSER_PASSWORD},
             "replication": {"username": "replicator", "password": REPLICATION_PASSWORD},
         },
-        "api": {"listen": "127.0.0.1:0"},
+        "api": {"listen": "127.0.0.1:0", "auth": "none"},
     }
     if auth:
         data["api"]["auth"] = {"username": API_USER, "password": API_PASSWORD}

@@ -24,7 +24,7 @@ def test_edit_config_sets_keys_and_parameters(world: World) -> None:
     r = world.run("edit-config", "-s", "ttl=20", "-s", "synchronous_mode=on", "-p", "work_mem=64MB",
                   "-p", "wal_log_hints=on", "-p", "max_connections=200", input="y\n")
     assert r.exit_code == 0, r.output
-    assert "-ttl: 10.0\n+ttl: 20.0" in r.output
+    assert "-ttl: 30.0\n+ttl: 20.0" in r.output
     assert "+  work_mem: 64MB" in r.output
     assert "Apply these changes? [y/N]" in r.output
     cfg = stored(world)
@@ -43,7 +43,7 @@ def test_edit_config_yaml_scalars_and_resets(world: World) -> None:
 
 
 def test_edit_config_no_changes(world: World) -> None:
-    r = world.run("edit-config", "-s", "ttl=10", "-p", "max_connections=100")
+    r = world.run("edit-config", "-s", "ttl=30", "-p", "max_connections=100")
     assert r.exit_code == 0
     assert r.output.strip() == "No changes."
     r = world.run("edit-config")
@@ -51,10 +51,10 @@ def test_edit_config_no_changes(world: World) -> None:
 
 
 def test_edit_config_declined_changes_nothing(world: World) -> None:
-    r = world.run("edit-config", "-s", "ttl=30", input="n\n")
+    r = world.run("edit-config", "-s", "ttl=40", input="n\n")
     assert r.exit_code == 1
     assert refusal(r) == "pgha: aborted; nothing was changed"
-    assert stored(world).ttl == 10
+    assert stored(world).ttl == 30
 
 
 def test_edit_config_bad_values(world: World) -> None:
@@ -109,7 +109,7 @@ class RacingKV(MemoryKV):
 def test_edit_config_conflict_is_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     kv = RacingKV()
     monkeypatch.setattr(context, "KV_FACTORY", lambda endpoints, timeout: kv)
-    kv.put("/pgha/main/config", b'{"ttl": 10}')
+    kv.put("/pgha/main/config", b'{"ttl": 25}')
     r = world.run("edit-config", "-s", "ttl=20", "--force")
     assert r.exit_code == 1
     assert refusal(r) == ("pgha: the configuration was changed by someone else meanwhile; "
@@ -234,7 +234,7 @@ def test_query_connection_refused_never_prints_the_password(world: World, tmp_pa
         "cluster": "main", "name": "node1",
         "postgresql": {"data_dir": str(tmp_path / "d"),
                        "superuser": {"username": "admin", "password": "s3cret"}},
-        "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}))
+        "etcd": {"endpoints": ["http://127.0.0.1:2379"]}, "api": {"auth": "none"}}))
     r = world.runner.invoke(cli, ["query", "select 1", "-c", str(cfg)])
     assert r.exit_code == 1
     assert refusal(r).startswith(f"pgha: cannot connect to node1 at 127.0.0.1:{port}: ")

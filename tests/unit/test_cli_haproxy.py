@@ -81,3 +81,24 @@ def test_an_unusable_api_url_is_one_line(world: World) -> None:
     assert r.exit_code == 1
     assert refusal(r) == ("pgha: node1: the API host 'api.example' differs from '127.0.0.1'; "
                           "use the same host or an IP address in the API URL")
+
+
+def test_https_apis_are_checked_with_tls_verified_against_the_ca_file(world: World, tmp_path: Path) -> None:
+    from pgha.demo.certs import make_ca
+
+    for i, name in enumerate(("node1", "node2", "node3"), start=1):
+        world.change(name, api_url=f"https://127.0.0.1:80{i:02d}")
+    r = world.run("haproxy-config")
+    assert r.exit_code == 0, r.output
+    assert "    server node1 127.0.0.1:5432 check port 8001 check-ssl verify none" in r.output
+    ca = make_ca(tmp_path / "ca")
+    r = world.run("haproxy-config", "--ca-file", str(ca.cert))
+    assert r.exit_code == 0, r.output
+    assert f"    server node2 127.0.0.1:5433 check port 8002 check-ssl verify required ca-file {ca.cert}" in r.output
+    if shutil.which("haproxy") is not None:
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(r.output)
+        res = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+    r = world.run("haproxy-config", "--ca-file", "/my certs/ca.crt")
+    assert r.exit_code == 2 and "has a space" in r.output

@@ -132,15 +132,18 @@ def test_switchover_scheduled_in_the_past_or_unparsable(world: World) -> None:
      "candidate node2 lags 10485760 bytes, more than maximum_lag_on_failover"),
     (None, ["--leader", "node2", "--candidate", "node2"], "node2 is not the leader; the leader is node1"),
     ("no-leader", ["--candidate", "node2"],
-     "the cluster has no leader; use 'pgha failover --candidate NAME'"),
-    ("pending", ["--candidate", "node2"], "a switchover to node3 is already pending (in phase requested); "
-                                          "wait for it to finish"),
-    ("paused", ["--candidate", "node2"], "the cluster is paused (maintenance mode); run 'pgha resume' first"),
+     "the cluster has no leader; fail over to a named candidate instead (pgha failover --candidate NAME, "
+     "POST /failover)"),
+    ("pending", ["--candidate", "node2"], "a switchover to node3 is already pending (in phase requested, id x); "
+                                          "wait for it to finish, or cancel it (DELETE /switchover)"),
+    ("paused", ["--candidate", "node2"], "the cluster is paused (maintenance mode) and the agents carry out no "
+                                         "request; resume it first (pgha resume, POST /resume)"),
     ("unhealthy", [],
      "no member can take over: candidate node2 is not a streaming replica (state: starting); "
      "candidate node3 is tagged nofailover"),
-    ("leader-down", ["--candidate", "node2"], "the leader node1 is not running as primary (crashed); "
-                                              "use 'pgha failover'"),
+    ("leader-down", ["--candidate", "node2"], "the leader node1 is not running as primary (crashed); fail over "
+                                              "to a named candidate instead (pgha failover --candidate NAME, "
+                                              "POST /failover)"),
 ])
 def test_switchover_refusals(world: World, setup: str | None, args: list[str], message: str) -> None:
     from pgha.core.model import Switchover

@@ -49,8 +49,8 @@ def test_cluster_options_before_the_command(world: World) -> None:
 
 
 def test_list_shows_maintenance_mode_and_pending_requests(world: World) -> None:
-    assert world.run("pause").exit_code == 0
     assert world.run("restart", "node2", "--force").exit_code == 0
+    assert world.run("pause").exit_code == 0
     r = world.run("list")
     assert r.output.splitlines()[1] == "Maintenance mode: on"
     assert "Pending restart of node2" in r.output
@@ -136,7 +136,7 @@ def test_show_config_is_the_stored_config_as_yaml(world: World) -> None:
     assert r.exit_code == 0, r.output
     data = yaml.safe_load(r.output)
     assert data["parameters"] == {"max_connections": 100}
-    assert data["ttl"] == 10.0 and data["pause"] is False
+    assert data["ttl"] == 30.0 and data["pause"] is False
 
 
 def test_version_without_and_with_a_cluster(world: World) -> None:
@@ -171,7 +171,7 @@ def test_config_file_gives_cluster_and_endpoints(world: World, tmp_path: Path,
     cfg = tmp_path / "node.yaml"
     cfg.write_text(yaml.safe_dump({
         "cluster": "main", "name": "node1", "postgresql": {"data_dir": str(tmp_path / "data")},
-        "etcd": {"endpoints": ["http://127.0.0.1:23790", "http://127.0.0.1:23791"]}}))
+        "etcd": {"endpoints": ["http://127.0.0.1:23790", "http://127.0.0.1:23791"]}, "api": {"auth": "none"}}))
     r = world.runner.invoke(cli, ["list", "-c", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "Cluster: main" in r.output

@@ -19,6 +19,7 @@ def base(tmp: Path) -> dict[str, Any]:
         "name": "node1",
         "etcd": {"endpoints": ["http://127.0.0.1:2379"]},
         "postgresql": {"data_dir": str(tmp / "data"), "port": 5432},
+        "api": {"auth": {"username": "pgha", "password": "api-s3cret"}},
     }
 
 
@@ -26,7 +27,7 @@ def test_minimal_config_parses_with_defaults(tmp_path: Path) -> None:
     cfg = parse(base(tmp_path))
     assert cfg.cluster == "main"
     assert cfg.postgresql.bin_dir == "/usr/lib/postgresql/15/bin"
-    assert cfg.cluster_config.ttl == 10.0
+    assert cfg.cluster_config.ttl == 30.0
     assert cfg.api.url == "http://127.0.0.1:8008"
 
 
@@ -57,10 +58,16 @@ BAD: list[tuple[str, str, Any, str]] = [
     ("port range", "postgresql.port", 70000, "not a TCP port"),
     ("bad literal", "cluster_config.synchronous_mode", "always", "synchronous_mode: must be"),
     ("ttl too short", "cluster_config.ttl", 1, "ttl: 1.0 is too short"),
-    ("loop_wait vs ttl", "cluster_config.loop_wait", 8, "loop_wait"),
+    ("loop_wait vs ttl", "cluster_config.loop_wait", 16, "loop_wait"),
     ("bad endpoint", "etcd.endpoints", ["127.0.0.1:2379"], "must start with http://"),
     ("bad api listen", "api.listen", "localhost", "api.listen: expected host:port"),
     ("bad name", "name", "no spaces please", "name: use letters"),
+    ("api.auth missing", "api.auth", "<drop>", "api.auth: missing; set credentials (auth: {username: pgha, "
+                                               "password: ...}) to protect the mutating endpoints, or write "
+                                               "'auth: none' to leave them open"),
+    ("api.auth misspelled", "api.auth", "off", "api.auth: expected a mapping or 'none'"),
+    ("api.auth empty password", "api.auth.password", "", "api.auth: username and password must both be "
+                                                         "non-empty"),
 ]
 
 
@@ -105,4 +112,25 @@ def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
     data = base(tmp_path)
     data["postgresql"]["superuser"] = {"username": "postgres", "password": "s3cret-pw"}
     cfg = parse(data)
-    assert "s3cret-pw" not in repr(cfg)
+    assert "s3cret-pw" not in repr(cfg) and "api-s3cret" not in repr(cfg)
+
+
+def test_api_auth_none_is_explicit(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["api"]["auth"] = "none"
+    cfg = parse(data)
+    assert cfg.api.auth == "none" and cfg.api.credentials is None
+    assert parse(base(tmp_path)).api.credentials is not None
+
+
+def test_validate_names_the_api_auth_fix(tmp_path: Path) -> None:
+    _register()
+    data = base(tmp_path)
+    del data["api"]
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line] == [
+        f"pgha: {path}: api.auth: missing; set credentials (auth: {{username: pgha, password: ...}}) to protect the "
+        "mutating endpoints, or write 'auth: none' to leave them open"]

@@ -45,3 +45,34 @@ def test_missing_pgbouncer_is_one_line_naming_the_package(tmp_path: Path, monkey
     assert r.output.strip().splitlines() == [
         f"pgha: {tmp_path / 'no-pgbouncer'} not found; install the Debian package pgbouncer (or run 'make demo')"]
     assert not (tmp_path / "d").exists()
+
+
+def ini_for(version: tuple[int, int] | None) -> str:
+    from pgha.demo.pgbouncer_process import render_pgbouncer_ini
+
+    return render_pgbouncer_ini(listen_port=6432, target_host="127.0.0.1", target_port=5432, dir="/run/b",
+                                version=version)
+
+
+@pytest.mark.parametrize("version", [(1, 21), (1, 22), (2, 0)])
+def test_pgbouncer_1_21_and_later_keep_prepared_statements(version: tuple[int, int]) -> None:
+    lines = ini_for(version).splitlines()
+    assert "max_prepared_statements = 200" in lines
+    assert lines.index("max_prepared_statements = 200") > lines.index("[pgbouncer]")
+
+
+@pytest.mark.parametrize("version", [(1, 18), (1, 20), None])
+def test_older_or_unknown_pgbouncer_gets_no_max_prepared_statements(version: tuple[int, int] | None) -> None:
+    ini = ini_for(version)
+    assert "max_prepared_statements" not in ini  # 1.18 refuses to start on an unknown key
+    assert "docs/configuration.md#pgbouncer names each client's setting" in ini
+
+
+def test_the_version_comes_from_pgbouncer_version(tmp_path: Path) -> None:
+    from pgha.demo.pgbouncer_process import pgbouncer_version
+
+    fake = tmp_path / "pgbouncer"
+    fake.write_text("#!/bin/sh\necho 'PgBouncer 1.22.1'\necho 'libevent 2.1.12-stable'\n")
+    fake.chmod(0o755)
+    assert pgbouncer_version(str(fake)) == (1, 22)
+    assert pgbouncer_version(str(tmp_path / "missing")) is None

@@ -34,7 +34,9 @@ def agent_logs() -> Iterator[None]:
 def cluster(
     n: int = 3, mode: SyncMode = "off", seed: int = 0, tags: dict[str, Tags] | None = None, **cfg: Any
 ) -> Cluster:
-    c = Cluster(n, ClusterConfig(synchronous_mode=mode, **cfg), seed=seed, tags=tags)
+    # The timings the scenarios were written for (ttl 10, a loop a second), unless a test sets its own.
+    timing = {"ttl": 10.0, "loop_wait": 1.0, **cfg}
+    c = Cluster(n, ClusterConfig(synchronous_mode=mode, **timing), seed=seed, tags=tags)
     c.start()
     return c
 
@@ -290,6 +292,7 @@ def schedules(draw: st.DrawFn) -> tuple[int, SyncMode, int, list[tuple[float, st
     return n, mode, lag, sorted(events)
 
 
+@pytest.mark.timeout(1200)  # about 30 CPU-seconds; more on a machine shared with other test runs
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
 # The leader cut from etcd while its postmaster crashed, back 0.4 s before its lease ended: it

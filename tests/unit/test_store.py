@@ -154,9 +154,9 @@ class StoreContract:
         assert store.set_config(ClusterConfig(pause=True), mod_revision=0)  # 0: only while absent
         assert not store.set_config(ClusterConfig(), mod_revision=0)
         _, revision = store.get_config()
-        assert store.set_config(ClusterConfig(ttl=15, parameters={"work_mem": "8MB"}), revision)
+        assert store.set_config(ClusterConfig(ttl=25, parameters={"work_mem": "8MB"}), revision)
         assert not store.set_config(ClusterConfig(ttl=40), revision)  # stale
-        assert store.read().config == ClusterConfig(ttl=15, parameters={"work_mem": "8MB"})
+        assert store.read().config == ClusterConfig(ttl=25, parameters={"work_mem": "8MB"})
         assert store.set_config(ClusterConfig(ttl=40))  # unconditional
         assert store.get_config()[0].ttl == 40
 
@@ -260,13 +260,13 @@ class StoreContract:
         for store, sysid in ((one, "111"), (two, "222")):
             assert store.claim_initialize("n1", lease)
             store.publish_initialized(sysid, "n1")
-            assert store.seed_config(ClusterConfig(ttl=12 if store is one else 14))
+            assert store.seed_config(ClusterConfig(ttl=22 if store is one else 24))
             assert store.acquire_leader("n1", lease)
             store.publish_member(MemberInfo("n1"), lease)
         assert two.set_switchover(Switchover(id="only-in-two"))
         view1, view2 = one.read(), two.read()
         assert (view1.system_id, view2.system_id) == ("111", "222")
-        assert (view1.config.ttl, view2.config.ttl) == (12, 14)
+        assert (view1.config.ttl, view2.config.ttl) == (22, 24)
         assert view1.switchover is None and view2.switchover is not None
         assert {name, name + "x"} <= set(ClusterStore.list_clusters(backend.kv))
         assert one.release_leader("n1")

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from pgha import __version__
 from pgha.agent.executor import Executor
+from pgha.agent.exits import walreceiver_pid
 from pgha.agent.lease import LeaseKeeper
 from pgha.agent.member import member_info
 from pgha.agent.ports import Ports, build_ports
@@ -38,7 +39,7 @@ from pgha.config import NodeConfig
 from pgha.core import memory as M
 from pgha.core.actions import Decision
 from pgha.core.decide import LOOP_FAILED, decide
-from pgha.core.model import ClusterConfig, ClusterView, LocalState, MemberInfo, TaskKind
+from pgha.core.model import ClusterConfig, ClusterView, LocalPostgres, LocalState, MemberInfo, PgRunState, TaskKind
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 
@@ -49,6 +50,8 @@ log = logging.getLogger("pgha.agent")
 
 # Seconds between two checks that the VIP is still where we left it (someone may remove it by hand).
 VIP_RECHECK = 10.0
+# Seconds a cached view may be used when the DCS cannot tell us its revision cheaply.
+VIEW_MAX_AGE = 60.0
 
 
 class Agent:
@@ -80,6 +83,12 @@ class Agent:
 
         # Caches of the DCS adapter side (no decision depends on them).
         self.view: ClusterView | None = None
+        # While the DCS watch runs, a view stays current until it reports a change: an idle
+        # reconcile then costs the DCS no request.  Set by the watch, cleared by a full read.
+        self.watching = False
+        self._view_stale = threading.Event()
+        self._view_stale.set()
+        self._read_at = 0.0
         self._history_key: tuple[int, int] | None = None
         self._forks: dict[int, int] = {}
         self._last_leader: str | None = None
@@ -198,10 +207,33 @@ class Agent:
             return self._snapshot
 
     # --- observe ----------------------------------------------------------------------
+    def on_dcs_change(self) -> None:
+        """The DCS watch saw a change (or broke): the next loop reads the cluster again, now."""
+        self._view_stale.set()
+        self.wake()
+
+    def _cached_view_current(self) -> bool:
+        """Whether the last read still describes the cluster, without asking the DCS."""
+        view = self.view
+        if not self.watching or view is None or self._view_stale.is_set() or self.lease.last_error is not None:
+            return False
+        seen = getattr(self.ports.kv, "seen_revision", None)
+        if isinstance(seen, int):
+            # Every answer (a lease keepalive too) carries the store's revision: anything newer than
+            # our read that the watch has not reported yet means we read again.
+            return seen <= view.revision
+        return self.ports.clock.monotonic() - self._read_at < VIEW_MAX_AGE
+
     def read_view(self) -> ClusterView:
+        if self._cached_view_current():
+            assert self.view is not None
+            return self.view
+        self._view_stale.clear()
         try:
             view = self.store.read()
+            self._read_at = self.ports.clock.monotonic()
         except DCSError as exc:
+            self._view_stale.set()
             last = self.view or ClusterView(name=self.config.cluster)
             return replace(last, dcs_error=str(exc))
         key = (view.leader.mod_revision if view.leader else 0, len(view.members))
@@ -218,12 +250,25 @@ class Agent:
     def observe(self, view: ClusterView) -> M.Observation:
         # The task first: a task that ends between the two reads leaves PostgreSQL as it left it.
         task = self.ports.tasks.state
+        pg = self.ports.pg.observe()
+        if self.ports.exits is not None:
+            self.ports.exits.watch(self._processes(pg))
         return M.Observation(
-            name=self.config.name, view=view, pg=self.ports.pg.observe(), task=task,
+            name=self.config.name, view=view, pg=pg, task=task,
             lease_deadline=self.lease.deadline, lease_id=self.lease.lease_id, tags=self.config.tags,
             config=self.cluster_config, params_key=self.params_key(),
             pre_promote_hook=bool(self.config.callbacks.pre_promote), wall_now=self.ports.clock.time(),
         )
+
+    def _processes(self, pg: LocalPostgres) -> set[int]:
+        """The postmaster, and the WAL receiver of a replica: their exit wakes the loop at once."""
+        if pg.run_state != PgRunState.RUNNING:
+            return set()
+        pid = self.ports.pg.postmaster_pid()
+        if not pid:
+            return set()
+        receiver = walreceiver_pid(pid) if pg.in_recovery else None
+        return {pid} | ({receiver} if receiver else set())
 
     # --- publish -------------------------------------------------------------------------
     def member_info(self, local: LocalState, decision: Decision | None) -> MemberInfo:
@@ -319,13 +364,15 @@ class Agent:
 
     def _watch(self) -> None:
         revision = 0
+        self.watching = True
         while not self._stop.is_set():
             try:
                 if revision == 0:
                     revision = self.store.read().revision + 1
-                revision = self.store.watch(revision, self.wake, self._stop)
+                revision = self.store.watch(revision, self.on_dcs_change, self._stop)
             except DCSError:
                 revision = 0
+                self.on_dcs_change()
                 self._stop.wait(1.0)
 
     def run(self) -> None:
@@ -385,6 +432,8 @@ class Agent:
             # (bounded by callbacks.timeout) does not delay the next leader.
             self.ports.callbacks.run("on_stop", role)
         self.ports.poller.close()
+        if self.ports.exits is not None:
+            self.ports.exits.close()
         if self.api is not None:
             self.api.stop()
         log.info("stopped")

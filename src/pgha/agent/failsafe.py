@@ -8,16 +8,18 @@ from collections.abc import Sequence
 
 import urllib3
 
-from pgha.config import Credentials
+from pgha.config import ApiConfig
 from pgha.core.model import MemberInfo
 
 log = logging.getLogger("pgha.agent")
 
 
 class HttpFailsafe:
-    def __init__(self, auth: Credentials | None) -> None:
-        self.auth = auth
-        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=1.0))
+    def __init__(self, api: ApiConfig) -> None:
+        # Our own API credentials (every member has the same), and the CA of the members' certificates.
+        self.auth = api.credentials
+        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=0.5, read=1.0),
+                                        ca_certs=(api.tls.cafile or None) if api.tls is not None else None)
 
     def confirm_all(self, members: Sequence[MemberInfo], leader: str) -> bool:
         """POST /failsafe to each member; True only if every one of them confirms ``leader``."""

@@ -121,6 +121,14 @@ class Bouncer(Protocol):
     def repoint(self, host: str, port: int) -> object: ...
 
 
+class Exits(Protocol):
+    """Wakes the agent when one of the given processes exits (``pgha.agent.exits``)."""
+
+    def watch(self, pids: set[int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Callbacks(Protocol):
     def fire(self, event: str, role: str) -> None: ...
 
@@ -140,6 +148,7 @@ class Ports:
     watchdog: WatchdogPort | None = None
     vip: VipPort | None = None
     bouncer: Bouncer | None = None
+    exits: Exits | None = None
     clock: Clock = SystemClock()
 
 
@@ -147,6 +156,7 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
     """The real adapters for one node (``wake`` runs the next loop early: a task ended)."""
     import logging
 
+    from pgha.agent.exits import ExitWatcher
     from pgha.agent.failsafe import HttpFailsafe
     from pgha.agent.peers import PeerPoller
     from pgha.agent.tasks import TaskRunner
@@ -161,9 +171,10 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
         pg=PostgresNode(config),
         tasks=TaskRunner(wake),
         poller=PeerPoller(),
-        failsafe=HttpFailsafe(config.api.auth),
+        failsafe=HttpFailsafe(config.api),
         callbacks=CallbackRunner(config.callbacks, config.cluster, logging.getLogger("pgha.agent")),
         watchdog=Watchdog(vip_cidr) if config.watchdog.mode == "on" else None,
+        exits=ExitWatcher(wake),
     )
     if config.vip is not None:
         from pgha.routing.vip import Vip

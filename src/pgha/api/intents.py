@@ -8,106 +8,54 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from pgha import intents as validate
 from pgha.api import views
 from pgha.api.request import Reply, Request, error
 from pgha.api.schema import BadRequest, merge_patch, parse_time
 from pgha.config import ConfigError, build
-from pgha.core.election import pick_switchover_target, why_not_switchover_target
-from pgha.core.facts import Facts
-from pgha.core.model import (
-    ClusterConfig,
-    ClusterView,
-    LocalPostgres,
-    LocalState,
-    MemberIntent,
-    PgRunState,
-    Role,
-    Switchover,
-    Tags,
-)
+from pgha.core.model import ClusterConfig, MemberIntent, Switchover
 from pgha.dcs.codec import to_jsonable
-
-NOT_READ = "the agent has not read the cluster state yet; retry in a moment"
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _view(req: Request) -> ClusterView | None:
-    return req.snapshot.view
-
-
-def leader_facts(req: Request, view: ClusterView, leader: str) -> Facts:
-    """Facts as the leader sees them: its own LocalState here, else its published member key."""
+def requester(req: Request) -> validate.Requester:
     s = req.snapshot
-    if s.local is not None and s.local.name == leader:
-        local = s.local
-    else:
-        m = view.members.get(leader)
-        pg = LocalPostgres(run_state=PgRunState.RUNNING, in_recovery=False,
-                           timeline=m.timeline if m else None, wal_lsn=m.lsn if m else None)
-        local = LocalState(name=leader, pg=pg, tags=m.tags if m else Tags())
-    return Facts(view=view, local=local, config=view.config, now=s.at)
+    return validate.Requester(wall_now=req.wall_now, mono_now=s.at, local=s.local, holds_lease=s.holds_lease)
+
+
+def refused(r: validate.Refusal) -> Reply:
+    return error(int(r.kind), r.message)
+
+
+def _time(req: Request, name: str) -> float | None:
+    value = req.body.get(name)
+    return parse_time(name, value) if value is not None else None
+
+
+def _me(req: Request) -> str:
+    return views.me(req.snapshot) or req.handle.config.name
 
 
 # --- switchover and failover ------------------------------------------------------------------
 def switchover(req: Request) -> Reply:
-    view = _view(req)
-    if view is None:
-        return error(503, NOT_READ)
-    leader = view.leader.name if view.leader is not None else None
-    if leader is None:
-        return error(412, "the cluster has no leader; use POST /failover with a candidate")
-    wanted_leader = req.body.get("leader")
-    if wanted_leader is not None and wanted_leader != leader:
-        return error(412, f"leader: {wanted_leader} is not the current leader ({leader})")
-    scheduled = req.body.get("scheduled_at")
-    at = parse_time("scheduled_at", scheduled, req.wall_now) if scheduled is not None else None
-    facts = leader_facts(req, view, leader)
-    candidate = req.body.get("candidate")
-    if candidate is not None:
-        why = why_not_switchover_target(facts, candidate)
-        if why is not None:
-            return error(412, why)
-    elif pick_switchover_target(facts) is None:
-        reasons = "; ".join(r for n in sorted(view.members) if n != leader
-                            if (r := why_not_switchover_target(facts, n)) is not None)
-        return error(412, f"no member can take over: {reasons or 'the leader is the only member'}")
-    if view.switchover is not None:
-        return _pending(view.switchover)
-    sw = Switchover(id=_new_id(), kind="switchover", leader=leader, candidate=candidate, scheduled_at=at)
+    sw = validate.switchover(req.snapshot.view, requester(req), id=_new_id(), leader=req.body.get("leader"),
+                             candidate=req.body.get("candidate"), scheduled_at=_time(req, "scheduled_at"))
     return _write_switchover(req, sw)
 
 
 def failover(req: Request) -> Reply:
-    view = _view(req)
-    if view is None:
-        return error(503, NOT_READ)
-    candidate = str(req.body["candidate"])
-    m = view.members.get(candidate)
-    leader = view.leader.name if view.leader is not None else None
-    if m is None:
-        return error(412, f"candidate {candidate} is not a member of the cluster")
-    if candidate == leader:
-        return error(412, f"candidate {candidate} is already the leader")
-    if m.tags.nofailover:
-        return error(412, f"candidate {candidate} is tagged nofailover")
-    if m.role != Role.REPLICA or m.state not in ("streaming", "running"):
-        return error(412, f"candidate {candidate} is not a running replica (state: {m.state})")
-    if view.switchover is not None:
-        return _pending(view.switchover)
-    sw = Switchover(id=_new_id(), kind="failover", leader=leader, candidate=candidate)
+    sw = validate.failover(req.snapshot.view, requester(req), id=_new_id(), candidate=str(req.body["candidate"]))
     return _write_switchover(req, sw)
 
 
-def _pending(sw: Switchover) -> Reply:
-    return error(409, f"a {sw.kind} is already pending (id {sw.id}); cancel it with DELETE /switchover first")
-
-
-def _write_switchover(req: Request, sw: Switchover) -> Reply:
+def _write_switchover(req: Request, sw: Switchover | validate.Refusal) -> Reply:
+    if isinstance(sw, validate.Refusal):
+        return refused(sw)
     if not req.handle.store.set_switchover(sw):
-        return error(409, "a switchover is already pending; cancel it with DELETE /switchover first")
+        return refused(validate.switchover_race())
     req.handle.wake()
     target = sw.candidate or "the best replica"
     if sw.scheduled_at is not None:
@@ -117,60 +65,57 @@ def _write_switchover(req: Request, sw: Switchover) -> Reply:
 
 
 def cancel_switchover(req: Request) -> Reply:
-    view = req.handle.store.read()
-    if view.switchover is None:
-        return error(404, "no switchover is pending")
-    req.handle.store.clear_switchover(view.switchover.id)
+    sw = validate.cancel_switchover(req.handle.store.read())
+    if isinstance(sw, validate.Refusal):
+        return refused(sw)
+    req.handle.store.clear_switchover(sw.id)
     req.handle.wake()
-    return Reply(200, {"message": f"{view.switchover.kind} {view.switchover.id} cancelled"})
+    return Reply(200, {"message": f"{sw.kind} {sw.id} cancelled"})
 
 
 # --- member intents ---------------------------------------------------------------------------
-def _set_intent(req: Request, intent: MemberIntent, what: str) -> Reply:
-    name = views.me(req.snapshot) or req.handle.config.name
+def _set_intent(req: Request, name: str, intent: MemberIntent | validate.Refusal, what: str) -> Reply:
+    if isinstance(intent, validate.Refusal):
+        return refused(intent)
     if not req.handle.store.set_intent(name, intent):
-        return error(409, f"another intent is already pending on {name}; wait for it or cancel it")
+        return refused(validate.intent_race(name))
     req.handle.wake()
     return Reply(202, {**to_jsonable(intent), "member": name, "message": f"{what} of {name} requested"})
 
 
 def restart(req: Request) -> Reply:
-    schedule = req.body.get("schedule")
-    at = parse_time("schedule", schedule, req.wall_now) if schedule is not None else None
-    intent = MemberIntent(action="restart", id=_new_id(), scheduled_at=at,
-                          only_if_pending=bool(req.body.get("pending_restart", False)),
-                          role=req.body.get("role"))
-    return _set_intent(req, intent, "restart")
+    name = _me(req)
+    intent = validate.restart(req.snapshot.view, requester(req), member=name, id=_new_id(),
+                              scheduled_at=_time(req, "schedule"),
+                              only_if_pending=bool(req.body.get("pending_restart", False)),
+                              role=req.body.get("role"))
+    return _set_intent(req, name, intent, "restart")
 
 
 def cancel_restart(req: Request) -> Reply:
-    name = views.me(req.snapshot) or req.handle.config.name
-    intent = req.handle.store.read().intents.get(name)
-    if intent is None or intent.action != "restart":
-        return error(404, f"no restart is pending on {name}")
+    name = _me(req)
+    intent = validate.cancel_restart(req.handle.store.read(), name)
+    if isinstance(intent, validate.Refusal):
+        return refused(intent)
     req.handle.store.clear_intent(name, intent.id)
     req.handle.wake()
     return Reply(200, {"message": f"restart {intent.id} of {name} cancelled"})
 
 
 def reload(req: Request) -> Reply:
-    return _set_intent(req, MemberIntent(action="reload", id=_new_id()), "reload")
+    name = _me(req)
+    return _set_intent(req, name, validate.reload(req.snapshot.view, requester(req), member=name, id=_new_id()),
+                       "reload")
 
 
 def reinitialize(req: Request) -> Reply:
-    s = req.snapshot
-    view = s.view
-    if view is None:
-        return error(503, NOT_READ)
-    name = views.me(s)
-    if s.holds_lease or views.leader_name(s) == name:
-        return error(409, f"{name} is the leader; reinitialize a replica, or switch over first")
-    if view.leader is None:
-        return error(412, "the cluster has no leader to clone from")
-    if req.body.get("force") and name in view.intents:
+    name, view = _me(req), req.snapshot.view
+    force = bool(req.body.get("force"))
+    intent = validate.reinitialize(view, requester(req), member=name, id=_new_id(),
+                                   from_leader=bool(req.body.get("from_leader")), replace_pending=force)
+    if force and view is not None and name in view.intents and not isinstance(intent, validate.Refusal):
         req.handle.store.clear_intent(name, view.intents[name].id)
-    intent = MemberIntent(action="reinitialize", id=_new_id(), from_leader=bool(req.body.get("from_leader")))
-    return _set_intent(req, intent, "reinitialization")
+    return _set_intent(req, name, intent, "reinitialization")
 
 
 # --- cluster configuration ----------------------------------------------------------------------

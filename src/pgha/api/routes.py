@@ -23,7 +23,7 @@ HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # Responses every route may give, besides its own.
 COMMON = {400: "Bad request: unknown query parameter, malformed body (JSON {error})"}
-AUTH = {401: "Authentication required or wrong credentials (when api.auth is configured)"}
+AUTH = {401: "Authentication required or wrong credentials (unless api.auth is none)"}
 DCS = {503: "The DCS could not be reached (JSON {error})"}
 
 

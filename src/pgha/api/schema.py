@@ -161,8 +161,9 @@ def validate_body(body: Body, value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def parse_time(name: str, value: Any, now: float) -> float:
-    """An ISO-8601 time with timezone, or epoch seconds, not in the past -> epoch seconds."""
+def parse_time(name: str, value: Any) -> float:
+    """An ISO-8601 time with timezone, or epoch seconds -> epoch seconds (whether it is in the past
+    is the request's validator's question: ``pgha.intents``)."""
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"\d+(\.\d+)?", text):
@@ -183,8 +184,6 @@ def parse_time(name: str, value: Any, now: float) -> float:
         epoch = float(value)
     if not math.isfinite(epoch) or epoch > 1e11:
         raise BadRequest(f"{name}: {_short(value)} is out of range")
-    if epoch < now - 60:
-        raise BadRequest(f"{name}: {_short(value)} is in the past")
     return epoch
 
 

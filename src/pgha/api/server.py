@@ -138,9 +138,13 @@ class ApiServer:
         self.handle = handle
         self.config: ApiConfig = handle.config.api
         self.tls: ssl.SSLContext | None = None
-        auth = self.config.auth
+        creds = self.config.credentials
+        # None: the mutating endpoints are open (api.auth: none); otherwise (user, password).
+        # A config without api.auth never gets here (pgha.config refuses it); built in code
+        # without one, nobody can authenticate.
+        self._open = self.config.auth == "none"
         self._auth: tuple[bytes, bytes] | None = (
-            (auth.username.encode(), auth.password.encode()) if auth is not None else None)
+            (creds.username.encode(), creds.password.encode()) if creds is not None else None)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -181,6 +185,9 @@ class ApiServer:
                                         name="api", daemon=True)
         self._thread.start()
         log.info("REST API listening on %s", self.url)
+        if self._open:
+            log.warning("api.auth is none: anyone who reaches %s can switch over, restart and reinitialize "
+                        "members; set api.auth credentials", self.url)
 
     def stop(self) -> None:
         """Stop accepting, close every open connection and release the port."""
@@ -202,8 +209,10 @@ class ApiServer:
         self._server = self._thread = None
 
     def authorized(self, header: str | None) -> bool:
-        if self._auth is None:
+        if self._open:
             return True
+        if self._auth is None:
+            return False
         scheme, _, value = (header or "").partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -212,9 +221,10 @@ class ApiServer:
         except (binascii.Error, ValueError):
             return False
         user, sep, password = decoded.partition(b":")
+        # Both compared in constant time, always both: no early exit tells a right user name.
         ok_user = hmac.compare_digest(user, self._auth[0])
         ok_password = hmac.compare_digest(password, self._auth[1])
-        return bool(sep) and ok_user and ok_password
+        return bool(sep) & ok_user & ok_password
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -9,11 +9,12 @@ from pgha.cli.main import cli
 
 
 @cli.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(), help="Node YAML file.")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(),
+              help="Node YAML file; - reads standard input.")
 def validate(config_path: str) -> None:
     """Check a node configuration and this machine against it; create nothing."""
     cfg = load_checked(config_path)
-    click.echo(f"{config_path}: OK (cluster {cfg.cluster}, node {cfg.name})")
+    click.echo(f"{'<stdin>' if config_path == '-' else config_path}: OK (cluster {cfg.cluster}, node {cfg.name})")
 
 
 @cli.command()

@@ -35,7 +35,9 @@ def demo() -> None:
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 @click.option("--port-base", default=15400, show_default=True, type=click.IntRange(1024, 65000))
-@click.option("--ttl", default=10.0, show_default=True, type=click.FloatRange(2, 300))
+@click.option("--profile", type=click.Choice(["default", "fast"]), default="default", show_default=True,
+              help="Timing preset: default (ttl 30 s, cheap at rest) or fast (ttl 3 s).")
+@click.option("--ttl", type=click.FloatRange(2, 300), help="Lease ttl in seconds (overrides the profile's).")
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
 @click.option("--netns", is_flag=True, expose_value=False, callback=_lab_option,
               help="Each node in its own network namespace on a bridge (needs root).")
@@ -44,13 +46,16 @@ def demo() -> None:
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 @click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
               "by its agent.")
-def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, timeout: float,
-            pgbouncer: bool) -> None:
+@click.option("--api-tls/--no-api-tls", default=True, show_default=True,
+              help="Serve the REST API over HTTPS, with certificates from a CA made for the demo.")
+def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float | None, sync: bool,
+            timeout: float, pgbouncer: bool, api_tls: bool) -> None:
     """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
-    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync)
+    d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync, profile=profile,
+                    api_tls=api_tls)
     d.pgbouncer = pgbouncer
     try:
         d.netns, d.vip = _lab_options()
@@ -77,6 +82,10 @@ def demo_up(nodes: int, directory: str, port_base: int, ttl: float, sync: bool, 
         for n in state.nodes:
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
     click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
+    first = state.nodes[0]
+    ca = f" --cacert {state.api_ca}" if state.api_ca else ""
+    click.echo(f"REST API (credentials in {state.api_netrc}):  curl --netrc-file {state.api_netrc}{ca} "
+               f"-X POST {first.api_url}/reload")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
     if state.client_netns:
         _echo_lab(state, d.dir)

@@ -9,6 +9,7 @@ list is read once: run the command again after adding or removing a member.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 
@@ -43,9 +44,12 @@ def haproxy_members(session: Session) -> list[Member]:
 @click.option("--stats-port", type=click.IntRange(1, 65535), help="Also serve HAProxy's statistics page here.")
 @click.option("--check-interval", default="1s", show_default=True, metavar="TIME",
               help="How often HAProxy asks each member's API (HAProxy time: 500ms, 1s…).")
+@click.option("--ca-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="CA of the members' API certificates: HAProxy verifies them (default: HTTPS checks "
+                   "without verification).")
 @with_cluster
 def haproxy_config_cmd(session: Session, rw_port: int, ro_port: int, bind_address: str, lag: str,
-                       stats_port: int | None, check_interval: str) -> None:
+                       stats_port: int | None, check_interval: str, ca_file: str | None) -> None:
     """Print an haproxy.cfg routing to the primary (read-write) and the replicas (read-only)."""
     from pgha.api.schema import BadRequest
     from pgha.api.views import parse_size
@@ -57,13 +61,17 @@ def haproxy_config_cmd(session: Session, rw_port: int, ro_port: int, bind_addres
     if not _TIME.fullmatch(check_interval):
         raise click.BadParameter(f"{check_interval!r} is not an HAProxy time; use e.g. 500ms or 1s",
                                  param_hint="--check-interval")
+    if ca_file is not None and (not ca_file.strip() or any(ch.isspace() for ch in ca_file)):
+        raise click.BadParameter(f"{ca_file!r} has a space; HAProxy needs a path without one",
+                                 param_hint="--ca-file")
     ports = [rw_port, ro_port, *([stats_port] if stats_port else [])]
     if len(set(ports)) != len(ports):
         raise click.UsageError("--rw-port, --ro-port and --stats-port must all differ")
     try:
         text = render_haproxy_config(haproxy_members(session), rw_port, ro_port, max_lag=lag,
                                      stats_port=stats_port, check_interval=check_interval,
-                                     bind_address=bind_address)
+                                     bind_address=bind_address,
+                                     ca_file=str(Path(ca_file).absolute()) if ca_file else None)
     except ValueError as exc:
         raise Refused(str(exc)) from None
     click.echo(text, nl=False)

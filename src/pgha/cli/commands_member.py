@@ -1,47 +1,39 @@
-"""Per-member requests: `pgha restart`, `pgha reload`, `pgha reinit` (intents the agents carry out)."""
+"""Per-member requests: `pgha restart`, `pgha reload`, `pgha reinit` (intents the agents carry out).
+
+Each member's request is checked by ``pgha.intents`` (the REST API's checks too) before any is written.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import time
 import uuid
-from typing import Literal
+from collections.abc import Callable
 
 import click
 
-from pgha.cli.context import Refused, ScheduleTime, Session, check_future, confirm, with_cluster
+from pgha import intents as validate
+from pgha.cli.context import Refused, ScheduleTime, Session, confirm, requester, valid, with_cluster
 from pgha.cli.main import cli
 from pgha.cli.render import iso
 from pgha.core.model import ClusterView, MemberIntent, Role
 
-Action = Literal["restart", "reinitialize", "reload"]
-
-
-def _known(view: ClusterView, member: str) -> None:
-    if member not in view.members:
-        known = ", ".join(sorted(view.members)) or "none publishing"
-        raise Refused(f"{member} is not a member of cluster {view.name} (members: {known})")
+Validator = Callable[[str], "MemberIntent | validate.Refusal"]
 
 
 def _targets(view: ClusterView, member: str | None) -> list[str]:
     if member is not None:
-        _known(view, member)
         return [member]
     if not view.members:
         raise Refused(f"cluster {view.name} has no members publishing their status")
     return sorted(view.members)
 
 
-def _record(session: Session, view: ClusterView, names: list[str], make: MemberIntent) -> None:
-    """Write one intent per member (each with its own id); refuse if one is already pending."""
-    for name in names:
-        pending = view.intents.get(name)
-        if pending is not None:
-            raise Refused(f"a {pending.action} of {name} is already pending; wait for it to finish")
-    for name in names:
-        intent = dataclasses.replace(make, id=uuid.uuid4().hex)
+def _record(session: Session, names: list[str], check: Validator) -> None:
+    """Validate one intent per member (each with its own id), then write them all."""
+    planned = [(name, valid(check(name))) for name in names]
+    for name, intent in planned:
         if not session.store.set_intent(name, intent):
-            raise Refused(f"a request for {name} is already pending; wait for it to finish")
+            raise Refused(validate.intent_race(name).message)
+    make = planned[0][1]
     when = f" at {iso(make.scheduled_at)}" if make.scheduled_at else ""
     click.echo(f"{make.action.capitalize()} of {', '.join(names)} requested{when}.")
 
@@ -57,8 +49,15 @@ def restart_cmd(session: Session, member: str | None, pending: bool, role: str |
                 scheduled: float | None, force: bool) -> None:
     """Restart PostgreSQL on MEMBER (default: every member)."""
     view = session.read()
-    check_future(scheduled, time.time())
+    who = requester()
+
+    def check(name: str) -> MemberIntent | validate.Refusal:
+        return validate.restart(view, who, member=name, id=uuid.uuid4().hex, scheduled_at=scheduled,
+                                only_if_pending=pending, role=role)
+
     names = _targets(view, member)
+    if member is not None:
+        valid(check(member))
     if role is not None:
         names = [n for n in names if view.members[n].role == Role(role)]
         if not names:
@@ -70,8 +69,7 @@ def restart_cmd(session: Session, member: str | None, pending: bool, role: str |
             return
     when = f" at {iso(scheduled)}" if scheduled is not None else ""
     confirm(f"Restart PostgreSQL on {', '.join(names)}{when}?", force)
-    _record(session, view, names,
-            MemberIntent("restart", "", scheduled_at=scheduled, only_if_pending=pending, role=role))
+    _record(session, names, check)
 
 
 @cli.command("reload")
@@ -80,7 +78,9 @@ def restart_cmd(session: Session, member: str | None, pending: bool, role: str |
 def reload_cmd(session: Session, member: str | None) -> None:
     """Reload PostgreSQL's configuration on MEMBER (default: every member)."""
     view = session.read()
-    _record(session, view, _targets(view, member), MemberIntent("reload", ""))
+    who = requester()
+    _record(session, _targets(view, member),
+            lambda name: validate.reload(view, who, member=name, id=uuid.uuid4().hex))
 
 
 @cli.command("reinit")
@@ -91,11 +91,12 @@ def reload_cmd(session: Session, member: str | None) -> None:
 def reinit_cmd(session: Session, member: str, from_leader: bool, force: bool) -> None:
     """Wipe MEMBER's data directory and clone it again (never the leader)."""
     view = session.read()
-    _known(view, member)
-    if view.leader is None:
-        raise Refused("the cluster has no leader to clone from; wait for one, or use 'pgha failover'")
-    if view.leader.name == member:
-        raise Refused(f"{member} is the leader; switch over first, then reinitialize it")
+    who = requester()
+
+    def check(name: str) -> MemberIntent | validate.Refusal:
+        return validate.reinitialize(view, who, member=name, id=uuid.uuid4().hex, from_leader=from_leader)
+
+    valid(check(member))
     source = "the leader" if from_leader else "a replica or the leader"
     confirm(f"Reinitialize {member}? Its data directory is wiped and cloned again from {source}.", force)
-    _record(session, view, [member], MemberIntent("reinitialize", "", from_leader=from_leader))
+    _record(session, [member], check)

@@ -20,16 +20,18 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Concatenate, ParamSpec
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
+from pgha import intents
 from pgha.config import ConfigError, NodeConfig, load
 from pgha.core.model import ClusterView
 from pgha.dcs.base import KV, DCSError
 from pgha.dcs.store import ClusterStore
 
 P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "/pgha"
 DEFAULT_TIMEOUT = 2.0
@@ -260,7 +262,13 @@ class ScheduleTime(click.ParamType):  # type: ignore[type-arg]
         return when.timestamp()
 
 
-def check_future(scheduled_at: float | None, now: float) -> None:
-    """Refuse a schedule in the past (a request for "now" needs no --scheduled)."""
-    if scheduled_at is not None and scheduled_at < now:
-        raise Refused("the scheduled time is in the past; give a future time, or omit --scheduled for now")
+def requester() -> intents.Requester:
+    """The CLI asks as an outsider: it sees what the members published, now."""
+    return intents.Requester(wall_now=time.time(), mono_now=time.monotonic())
+
+
+def valid(result: T | intents.Refusal) -> T:
+    """What a validator of ``pgha.intents`` returned, or its refusal as ``pgha: <message>`` (exit 1)."""
+    if isinstance(result, intents.Refusal):
+        raise Refused(result.message)
+    return result

@@ -27,7 +27,13 @@ def cli(ctx: click.Context, config_path: str | None, dcs: str | None, cluster: s
 def _register() -> None:
     # Each module adds its commands to `cli` when imported.
     import pgha.cli.commands_cluster  # noqa: F401  (operator commands; it imports the others)
-    from pgha.cli import commands_agent, commands_demo, commands_haproxy, commands_probe  # noqa: F401
+    from pgha.cli import (  # noqa: F401
+        commands_agent,
+        commands_demo,
+        commands_generate,
+        commands_haproxy,
+        commands_probe,
+    )
 
 
 def main() -> None:

@@ -36,6 +36,9 @@ from pgha.core.model import (
 
 # Seconds after a failed clone before the next attempt (the leader may still be starting).
 CLONE_BACKOFF = 10.0
+# Seconds poll answers count as "now".  A poll wakes the loop at once, so its answers are used
+# within moments; this bound is not tied to loop_wait, which may be long (a reconcile interval).
+POLL_FRESH = 2.0
 # A stop the agent asked for this many seconds before PostgreSQL was first seen down still
 # counts as on purpose (the loop notices the stop a little after it happened).
 STOP_GRACE = 1.0
@@ -276,8 +279,8 @@ class Observation:
 
 
 def peers_fresh(memory: AgentMemory, config: ClusterConfig, now: float) -> bool:
-    """Polls answer "now" for about one loop; older answers are not acted on."""
-    return memory.peers_at is not None and now - memory.peers_at < max(1.0, config.loop_wait)
+    """Polls answer "now" for POLL_FRESH seconds; older answers are not acted on."""
+    return memory.peers_at is not None and now - memory.peers_at < POLL_FRESH
 
 
 def veto_holds(memory: AgentMemory, view: ClusterView, name: str, config: ClusterConfig, now: float) -> bool:

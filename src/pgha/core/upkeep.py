@@ -25,6 +25,7 @@ from pgha.core.actions import (
     SyncSlots,
 )
 from pgha.core.facts import Facts
+from pgha.core.memory import POLL_FRESH
 from pgha.core.model import Role
 
 
@@ -145,10 +146,10 @@ def stale_poll_window(f: Facts) -> float:
 
     An agent restarted within ttl keeps its lease and leader key.  A replica that polled it
     while it was down (API and PostgreSQL refused) can still revoke that very key
-    (replica-leader-dead) for as long as its poll is fresh (max(1 s, loop_wait) in the
-    agent) plus one DCS round trip (retry_timeout).  Starting PostgreSQL as primary inside
+    (replica-leader-dead) for as long as its poll is fresh (POLL_FRESH) plus one DCS round
+    trip (retry_timeout).  Starting PostgreSQL as primary inside
     that window let another member be promoted while ours was writable.
     """
-    return max(1.0, f.config.loop_wait) + f.config.retry_timeout
+    return POLL_FRESH + f.config.retry_timeout
 
 

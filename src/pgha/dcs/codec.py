@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar
 
-from pgha.core.model import ClusterConfig, MemberInfo, MemberIntent, Switchover, SyncState
+from pgha.core.model import PROFILES, ClusterConfig, MemberInfo, MemberIntent, Switchover, SyncState
 
 T = TypeVar("T")
 
@@ -199,10 +199,16 @@ def encode_config(config: ClusterConfig) -> bytes:
     return encode(config)
 
 
+def _profiled(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The timing settings a stored config leaves out come from its profile."""
+    profile = obj.get("profile")
+    return {**PROFILES.get(profile if isinstance(profile, str) else "default", PROFILES["default"]), **obj}
+
+
 def decode_config(data: bytes) -> ClusterConfig:
     """A stored config, strictly: any bad field or inconsistent setting raises ValueError (one line)."""
     try:
-        config = decode(ClusterConfig, data)
+        config = decode(ClusterConfig, _profiled(loads_object(data)))
     except ValueError as exc:
         raise ValueError(f"invalid cluster config: {exc}") from None
     problem = config.problem()
@@ -223,8 +229,13 @@ def decode_config_lenient(data: bytes) -> tuple[ClusterConfig, list[str]]:
         obj = loads_object(data)
     except ValueError as exc:
         return ClusterConfig(), [f"config: {exc}; using the defaults"]
+    obj = _profiled(obj)
     typed, problems = decode_lenient(ClusterConfig, obj)
     config = ClusterConfig()
+    given = {f.name: getattr(typed, f.name) for f in dataclasses.fields(ClusterConfig) if f.name in obj}
+    whole = dataclasses.replace(config, **given)
+    if whole.problem() is None:
+        return whole, [f"config: {p}" for p in problems]
     for f in dataclasses.fields(ClusterConfig):
         if f.name not in obj:
             continue

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import urllib3
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -43,9 +44,15 @@ _UNAVAILABLE_CODES = {1, 4, 8, 10, 13, 14}  # canceled, deadline, exhausted, abo
 _GRPC_NOT_FOUND = 5
 _GRPC_OUT_OF_RANGE = 11
 # How long a watch stream may stay silent before it is reopened (seconds).
-WATCH_IDLE = 30.0
-# How often a waiting watch checks ``stop`` (seconds): an idle agent's watch thread wakes this
-# often, so not more than once a second (an agent that stops does not wait for its watch).
+WATCH_IDLE = 3600.0
+KEEPALIVE_OPTIONS = [
+    *HTTPConnection.default_socket_options,
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+]
+# How often a waiting watch checks ``stop`` (seconds).
 WATCH_POLL = 1.0
 
 FIX = "start etcd or fix etcd.endpoints"
@@ -122,10 +129,15 @@ class EtcdKV:
             num_pools=max(4, len(self.endpoints)), maxsize=8, retries=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
         )
+        # A watch can be silent for as long as nothing changes: TCP keepalives, not a read timeout,
+        # find a dead peer (about 25 s), so an idle watch costs etcd no requests.
         self._watch_pool = urllib3.PoolManager(
-            num_pools=max(4, len(self.endpoints)), maxsize=4, retries=False)
+            num_pools=max(4, len(self.endpoints)), maxsize=4, retries=False, socket_options=KEEPALIVE_OPTIONS)
         self._lock = threading.Lock()
         self._preferred = 0
+        # The newest store revision any answer carried (a lease keepalive too): a reader that
+        # caches what a watch told it compares this with the revision it knows.
+        self.seen_revision = 0
 
     def __repr__(self) -> str:
         return f"EtcdKV({', '.join(self.endpoints)})"
@@ -166,9 +178,12 @@ class EtcdKV:
                 continue
             error = _grpc_error(data)
             if resp.status == 200 and error is None:
+                result = data.get("result", data) if isinstance(data, dict) else {}
+                header = result.get("header") if isinstance(result, dict) else None
                 with self._lock:
                     self._preferred = idx
-                result = data.get("result", data) if isinstance(data, dict) else {}
+                    if isinstance(header, dict):
+                        self.seen_revision = max(self.seen_revision, _int(header, "revision"))
                 return result if isinstance(result, dict) else {}
             message, code = error or (f"HTTP {resp.status}", 0)
             if code == _GRPC_NOT_FOUND and "lease not found" in message:

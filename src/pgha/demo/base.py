@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import netrc
+import secrets
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import urllib3
+
 from pgha.core.model import ClusterView
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
 from pgha.demo import netlab
+from pgha.demo.certs import CA
 from pgha.demo.procs import stop_pid
 from pgha.demo.state import DemoNode, DemoState
 
@@ -24,17 +29,19 @@ if TYPE_CHECKING:
 class DemoBase:
     """Settings and the bookkeeping every part of DemoCluster uses (nodes, demo.json, PIDs)."""
 
-    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float = 10.0,
+    def __init__(self, directory: str | Path, nodes: int = 3, port_base: int = 15400, ttl: float | None = 10.0,
                  sync: bool = False, cluster: str = "demo", loop_wait: float | None = None,
                  extra_cluster_config: dict[str, Any] | None = None,
                  netns: bool = False, vip: str | None = None,
                  extra_node_config: dict[str, dict[str, Any]] | None = None,
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
-                 pgbouncer: bool = False) -> None:
+                 pgbouncer: bool = False, profile: str | None = None, api_tls: bool = True) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
+        # A timing profile (cluster_config.profile); an explicit ttl (and loop_wait) overrides its timings.
+        self.profile = profile
         self.ttl = ttl
         self.sync = sync
         self.cluster = cluster
@@ -54,6 +61,11 @@ class DemoBase:
         self.pgbouncer = pgbouncer
         self.bouncer_admin_password = ""
         self.bouncer_procs: dict[int, PgBouncerProcess] = {}
+        # The REST API: basic auth with a generated password (always) and TLS with a demo CA.
+        self.api_tls = api_tls
+        self.api_user = "pgha"
+        self.api_password = secrets.token_urlsafe(16)
+        self.ca: CA | None = None
         self.state: DemoState | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -78,6 +90,43 @@ class DemoBase:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+
+    @property
+    def api_netrc(self) -> Path:
+        """The API credentials, as a netrc file (``curl --netrc-file``), mode 0600."""
+        return self.dir / "api.netrc"
+
+    @property
+    def api_ca(self) -> Path:
+        return self.dir / "certs" / "ca.crt"
+
+    def api_call(self, name: str, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                 auth: tuple[str, str] | bool = True, timeout: float = 5.0) -> tuple[int, Any]:
+        """One request to node ``name``'s API, with the demo's credentials (``auth=True``), others, or
+        none; verified against the demo's CA.  Returns (status, JSON body or raw bytes)."""
+        assert self.state is not None
+        if auth is True:
+            creds = netrc.netrc(self.state.api_netrc).authenticators("pgha")
+            assert creds is not None and creds[0] is not None
+            auth = (creds[0], creds[2] or "")
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+        http = urllib3.PoolManager(retries=False, timeout=timeout, ca_certs=self.state.api_ca or None)
+        try:
+            r = http.request(method, self.node(name).api_url + path, headers=headers,
+                             body=raw if raw is not None else json.dumps(body).encode() if body is not None
+                             else None)
+        finally:
+            http.clear()
+        data = r.data
+        if data and (r.headers.get("Content-Type") or "").startswith("application/json"):
+            return r.status, json.loads(data)
+        return r.status, data
+
+    def api_tls_files(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of node ``name``'s API."""
+        return self.dir / name / "api.crt", self.dir / name / "api.key"
 
     def node(self, name: str) -> DemoNode:
         assert self.state is not None

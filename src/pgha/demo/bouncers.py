@@ -39,7 +39,7 @@ class BouncerMixin(DemoBase):
         Clients log in as postgres with the superuser password (userlist.txt, scram-sha-256), and
         PgBouncer logs in to PostgreSQL with it; the agent uses the admin user ``pgbouncer``.
         """
-        from pgha.demo.pgbouncer_process import render_pgbouncer_ini, render_userlist
+        from pgha.demo.pgbouncer_process import pgbouncer_version, render_pgbouncer_ini, render_userlist
 
         assert self.state is not None
         lines = []
@@ -52,7 +52,7 @@ class BouncerMixin(DemoBase):
             ini = d / "pgbouncer.ini"
             ini.write_text(render_pgbouncer_ini(listen_port=port, target_host="127.0.0.1",
                                                 target_port=node.pg_port, dir=str(d), admin_users=("pgbouncer",),
-                                                databases=DEMO_BOUNCER_DATABASES))
+                                                databases=DEMO_BOUNCER_DATABASES, version=pgbouncer_version()))
             users = d / "userlist.txt"
             users.write_text(render_userlist({"postgres": password, "pgbouncer": self.bouncer_admin_password}))
             for f in (ini, users):

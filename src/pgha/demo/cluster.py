@@ -24,6 +24,7 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
 from pgha.demo import netlab
 from pgha.demo.bouncers import BouncerMixin
+from pgha.demo.certs import CertError, make_ca, make_cert
 from pgha.demo.lab import LabMixin, _recorded_lab
 from pgha.demo.procs import pid_alive, stop_pid
 from pgha.demo.state import (
@@ -49,9 +50,10 @@ class DemoCluster(LabMixin, BouncerMixin):
         node_dir = self.dir / self.node_name(i)
         pg_port = self.port_base + 10 * i
         api_port = pg_port + 1
-        cluster_config: dict[str, Any] = {"ttl": self.ttl, "loop_wait": self.loop_wait or min(1.0, self.ttl / 4),
-                                          "retry_timeout": min(3.0, self.ttl / 3),
-                                          "fence_margin": min(2.0, self.ttl / 4)}
+        cluster_config: dict[str, Any] = {"profile": self.profile} if self.profile else {}
+        if self.ttl is not None:
+            cluster_config.update({"ttl": self.ttl, "loop_wait": self.loop_wait or min(1.0, self.ttl / 4),
+                                   "retry_timeout": min(3.0, self.ttl / 3), "fence_margin": min(2.0, self.ttl / 4)})
         if self.sync:
             cluster_config["synchronous_mode"] = "on"
         cluster_config.update(self.extra_cluster_config)
@@ -68,11 +70,15 @@ class DemoCluster(LabMixin, BouncerMixin):
                 "replication": {"username": "replicator", "password": repl_password},
                 "parameters": {"shared_buffers": "32MB", "max_connections": 50},
             },
-            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "api": {"listen": f"127.0.0.1:{api_port}",
+                    "auth": {"username": self.api_user, "password": self.api_password}},
             "cluster_config": cluster_config,
             "log": {"level": "INFO"},
             **({"pgbouncer": self._pgbouncer_config(i)} if self.pgbouncer else {}),
         }
+        if self.api_tls:
+            certfile, keyfile = self.api_tls_files(self.node_name(i))
+            cfg["api"]["tls"] = {"certfile": str(certfile), "keyfile": str(keyfile), "cafile": str(self.api_ca)}
         if self.lab is not None:
             self._lab_node_config(cfg, i)
         for key in ("*", self.node_name(i)):
@@ -102,8 +108,10 @@ class DemoCluster(LabMixin, BouncerMixin):
             self._teardown_lab()
             raise
         self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir),
-                               client_netns=self.lab.namespaces[-1] if self.lab else None, vip=self.vip)
+                               client_netns=self.lab.namespaces[-1] if self.lab else None, vip=self.vip,
+                               api_netrc=str(self.api_netrc), api_ca=str(self.api_ca) if self.api_tls else "")
         self._save()
+        self._write_api_credentials()
         password = secrets.token_urlsafe(12)
         repl_password = secrets.token_urlsafe(12)
         passfile = self.dir / "pgpass"
@@ -168,6 +176,26 @@ class DemoCluster(LabMixin, BouncerMixin):
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
+    def _write_api_credentials(self) -> None:
+        """The API password where the operator (curl --netrc-file) and the tests find it."""
+        self.api_netrc.write_text("")
+        os.chmod(self.api_netrc, 0o600)
+        self.api_netrc.write_text(f"default login {self.api_user} password {self.api_password}\n")
+
+    def _make_api_cert(self, name: str, address: str | None) -> None:
+        """Node ``name``'s API certificate, signed by the demo's CA (made with the first one)."""
+        cert, key = self.api_tls_files(name)
+        try:
+            if self.ca is None:
+                self.ca = make_ca(self.api_ca.parent)
+                os.chmod(self.api_ca.parent, 0o755)
+            made = make_cert(self.ca, cert.parent, "api", ["127.0.0.1", *([address] if address else [])])
+        except CertError as exc:
+            raise DemoError(f"cannot make the API's TLS certificates: {exc}") from None
+        assert made == (cert, key)
+        _chown(cert)
+        _chown(key)
+
     def _write_node(self, i: int, password: str, repl_password: str) -> DemoNode:
         name = self.node_name(i)
         node_dir = self.dir / name
@@ -182,9 +210,12 @@ class DemoCluster(LabMixin, BouncerMixin):
         pg_port = cfg["postgresql"]["port"]
         api_port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
         address = self.lab.address(NODE_HOST_BASE + i) if self.lab else None
+        if self.api_tls:
+            self._make_api_cert(name, address)
         dsn = (f"host={address or '127.0.0.1'} port={pg_port} user=postgres dbname=postgres "
                f"passfile={self.dir / 'pgpass'}")
-        return DemoNode(name=name, pg_port=pg_port, api_port=api_port, config=str(path),
+        api_url = f"{'https' if self.api_tls else 'http'}://{address or '127.0.0.1'}:{api_port}"
+        return DemoNode(name=name, pg_port=pg_port, api_port=api_port, config=str(path), api_url=api_url,
                         data_dir=cfg["postgresql"]["data_dir"], dsn=dsn,
                         netns=self.lab.namespaces[i - 1] if self.lab else None, address=address)
 
@@ -245,7 +276,7 @@ class DemoCluster(LabMixin, BouncerMixin):
         port_base = int(state.etcd.rsplit(":", 1)[1])
         demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
                    external_etcd=None if state.etcd_pid else state.etcd,
-                   netns=any(n.netns for n in state.nodes), vip=state.vip)
+                   netns=any(n.netns for n in state.nodes), vip=state.vip, api_tls=bool(state.api_ca))
         demo.state = state
         demo.lab = _recorded_lab(state)
         return demo

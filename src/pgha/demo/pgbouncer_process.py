@@ -6,8 +6,10 @@ The agent itself only manages a PgBouncer someone else runs (``pgha.routing.pgbo
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
+import re
 import socket
 import subprocess
 import time
@@ -17,6 +19,32 @@ from typing import Any
 
 from pgha.demo.procs import stop_pid
 from pgha.routing.pgbouncer import PGBOUNCER_BIN, PgBouncerError
+
+# From this version on PgBouncer tracks clients' protocol-level prepared statements in transaction
+# pooling (max_prepared_statements); before it they fail there (docs/configuration.md#pgbouncer).
+PREPARED_STATEMENTS_SINCE = (1, 21)
+MAX_PREPARED_STATEMENTS = 200
+
+
+@functools.lru_cache(maxsize=4)
+def pgbouncer_version(binary: str = PGBOUNCER_BIN) -> tuple[int, int] | None:
+    """(major, minor) from ``pgbouncer --version`` ("PgBouncer 1.18.0"), or None if it does not say."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"PgBouncer (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def prepared_statements_lines(version: tuple[int, int] | None) -> str:
+    """The ini lines for clients' prepared statements, for a PgBouncer of ``version``."""
+    if version is not None and version >= PREPARED_STATEMENTS_SINCE:
+        return ("; clients' protocol-level prepared statements survive transaction pooling\n"
+                f"max_prepared_statements = {MAX_PREPARED_STATEMENTS}\n")
+    shown = ".".join(map(str, version)) if version else "unknown"
+    return (f"; PgBouncer {shown} < 1.21: clients must not use protocol-level prepared statements in\n"
+            "; transaction mode (docs/configuration.md#pgbouncer names each client's setting)\n")
 
 
 def render_pgbouncer_ini(
@@ -32,8 +60,12 @@ def render_pgbouncer_ini(
     pool_mode: str = "transaction",
     default_pool_size: int = 20,
     max_client_conn: int = 200,
+    version: tuple[int, int] | None = None,
 ) -> str:
-    """A pgbouncer.ini for one node; its files (userlist.txt, log, pid, socket) live in ``dir``."""
+    """A pgbouncer.ini for one node; its files (userlist.txt, log, pid, socket) live in ``dir``.
+
+    ``version`` is the PgBouncer's (``pgbouncer_version()``): from 1.21 on, max_prepared_statements is set.
+    """
     if auth_type not in ("scram-sha-256", "md5"):
         raise ValueError(f"auth_type {auth_type!r}: use 'scram-sha-256' or 'md5'")
     entries = "".join(
@@ -55,6 +87,7 @@ def render_pgbouncer_ini(
         f"pool_mode = {pool_mode}\n"
         f"default_pool_size = {default_pool_size}\n"
         f"max_client_conn = {max_client_conn}\n"
+        f"{prepared_statements_lines(version)}"
         "ignore_startup_parameters = extra_float_digits,options\n"
         "server_login_retry = 1\n"
         "server_connect_timeout = 5\n"

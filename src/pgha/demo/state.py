@@ -40,11 +40,11 @@ class DemoNode:
     netns: str | None = None
     address: str | None = None
     pgbouncer_pid: int | None = None
+    # The node's REST API (https when the demo's API TLS is on).
+    api_url: str = ""
 
 
 @dataclass
-
-
 class DemoState:
     cluster: str
     etcd: str
@@ -53,6 +53,9 @@ class DemoState:
     nodes: list[DemoNode] = field(default_factory=list)
     client_netns: str | None = None
     vip: str | None = None
+    # The API credentials (a netrc file, mode 0600) and the CA of the API certificates ("": no TLS).
+    api_netrc: str = ""
+    api_ca: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,7 +73,7 @@ class DemoState:
         nodes = [DemoNode(**n) for n in data.get("nodes", [])]
         return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
                    dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
-                   vip=data.get("vip"))
+                   vip=data.get("vip"), api_netrc=data.get("api_netrc", ""), api_ca=data.get("api_ca", ""))
 
 
 def _pg_owner() -> tuple[int, int] | None:

@@ -78,6 +78,23 @@ def _pw(uid: int) -> pwd.struct_passwd | None:
         return None
 
 
+# Under systemd the agent holds CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities (for the VIP), and
+# ambient capabilities pass to every program it runs. PostgreSQL needs neither (a superuser's COPY TO
+# PROGRAM could change the host's addresses), so its programs start through setpriv without them.
+DROP_CAPABILITIES = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--")
+
+
+def holds_ambient_capabilities() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapAmb:"):
+                    return int(line.split()[1], 16) != 0
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 class Binaries:
     """Locates PostgreSQL's programs and runs them as the right user with a clean environment."""
 
@@ -107,6 +124,11 @@ class Binaries:
         env.update(extra or {})
         return env
 
+    def argv(self, name: str, args: Sequence[str]) -> list[str]:
+        """The command line for ``name``: without our ambient capabilities when we hold any."""
+        drop = DROP_CAPABILITIES if holds_ambient_capabilities() else ()
+        return [*drop, self.path(name), *args]
+
     def _cwd(self) -> str:
         return str(self.cwd) if self.cwd.is_dir() else "/"
 
@@ -122,7 +144,7 @@ class Binaries:
         """Run a program to completion; output is captured as text.  Never raises for a non-zero exit."""
         try:
             return subprocess.run(
-                [self.path(name), *args],
+                self.argv(name, args),
                 env=self.env(env),
                 cwd=self._cwd(),
                 capture_output=True,
@@ -151,7 +173,7 @@ class Binaries:
         """Start a program and return it (the caller reads its output and waits)."""
         try:
             return subprocess.Popen(
-                [self.path(name), *args],
+                self.argv(name, args),
                 env=self.env(env),
                 cwd=self._cwd(),
                 stdin=subprocess.DEVNULL,

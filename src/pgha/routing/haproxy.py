@@ -23,14 +23,16 @@ from urllib.parse import urlsplit
 Member = tuple[str, str, int, str]
 
 
-def _server_lines(members: Sequence[Member]) -> list[str]:
+def _server_lines(members: Sequence[Member], ca_file: str | None) -> list[str]:
     lines = []
     for name, host, pg_port, api_url in members:
         url = urlsplit(api_url)
         if url.scheme not in ("http", "https") or url.port is None:
             raise ValueError(f"{name}: API URL {api_url!r} must look like http://host:port")
         safe = re.sub(r"[^A-Za-z0-9_.:-]", "_", name)
-        tls = " check-ssl verify none" if url.scheme == "https" else ""
+        tls = ""
+        if url.scheme == "https":
+            tls = f" check-ssl verify required ca-file {ca_file}" if ca_file else " check-ssl verify none"
         check_addr = ""
         if url.hostname and url.hostname != host:
             # HAProxy checks another address only when it is given as an IP.
@@ -52,13 +54,17 @@ def render_haproxy_config(
     stats_port: int | None = None,
     check_interval: str = "1s",
     bind_address: str = "*",
+    ca_file: str | None = None,
 ) -> str:
-    """haproxy.cfg text: a read-write listen (checked on /primary) and a read-only one (/replica)."""
+    """haproxy.cfg text: a read-write listen (checked on /primary) and a read-only one (/replica).
+
+    HTTPS APIs are checked with TLS: verified against ``ca_file`` when given, else unverified
+    (the checks are read-only GETs without credentials)."""
     if not members:
         raise ValueError("members: list at least one member")
     default_server = (f"    default-server inter {check_interval} fall 2 rise 1 "
                       "on-marked-down shutdown-sessions")
-    servers = _server_lines(members)
+    servers = _server_lines(members, ca_file)
     out = [
         "# Written by pgha: clients to the primary (read-write) or the replicas (read-only).",
         "global",

@@ -184,6 +184,8 @@ class Cluster:
             watchdog=node.watchdog, vip=SimVip(node), clock=self.clock,
         )
         node.agent = Agent(self.node_config(node), ports)
+        # The cluster plays the agent's DCS watch (see step), so the agent may use a cached view.
+        node.agent.watching = True
         node.begun = False
         self.try_begin(node)
 
@@ -433,7 +435,9 @@ class Cluster:
         revision = self.kv.revision
         for node in list(self.nodes.values()):
             if node.agent_runs and revision > node.seen_revision and not node.dcs_cut:
-                # The agent's DCS watch fires: it runs its next loop now.
+                # The agent's DCS watch fires: it reads the cluster again and runs its next loop now.
+                assert node.agent is not None
+                node.agent.on_dcs_change()
                 node.next_loop = min(node.next_loop, self.now)
             if node.agent_runs and self.now >= node.next_loop - 1e-9:
                 self.loop(node)

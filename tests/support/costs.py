@@ -97,32 +97,21 @@ def per_minute(value: float, seconds: float) -> float:
     return value * 60.0 / seconds
 
 
-# The fast settings bench/failover calls safe, passed explicitly while the demo has no profiles.
+# The fast settings of bench/failover before the demo had profiles (ttl 4 s, loop_wait 0.25 s).
 FAST = {"ttl": 4.0, "loop_wait": 0.25, "retry_timeout": 1.0, "fence_margin": 1.0}
 
 
 def profile_kwargs(profile: str | None) -> dict[str, object]:
-    """DemoCluster arguments for a profile: the demo's own ``profile`` when it has one, else the
-    fast settings spelled out (and nothing for the defaults)."""
+    """DemoCluster arguments for a profile, as `pgha demo up --profile` passes them (no explicit ttl,
+    which would override the profile's timings); None: the demo's default profile.  A demo without
+    profiles gets the fast settings spelled out (and nothing for the defaults)."""
     import inspect
 
     from pgha.demo import DemoCluster
 
-    if profile is None:
-        return {}
     if "profile" in inspect.signature(DemoCluster.__init__).parameters:
-        return {"profile": profile}
-    if profile == "default":
+        return {"profile": profile or "default", "ttl": None}
+    if profile in (None, "default"):
         return {}
     extra = dict(FAST)
     return {"ttl": extra.pop("ttl"), "extra_cluster_config": extra}
-
-
-def compile_sources() -> None:
-    """Byte-compile pgha as pip does on install, so agents started from this tree do not compile
-    their modules at every start (that leaves ~1 MB more resident than an installed agent)."""
-    import compileall
-
-    import pgha
-
-    compileall.compile_dir(str(Path(pgha.__file__).parent), quiet=1)

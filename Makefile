@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-down test deps venv lint typecheck bench unit wheel
+.PHONY: demo demo-down test deps venv lint typecheck bench unit wheel fault-suite
 
 deps:
 	@MAKE_TARGET=$(MAKECMDGOALS) scripts/install-deps.sh
@@ -34,6 +34,12 @@ test: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pgha-faults suite --results results/fault-suite
+
+# Jepsen-style: ~30 random faults in synchronous mode, then 10 in asynchronous mode (~13 min, root).
+# Replay a run with: .venv/bin/pgha-faults suite --seed SEED
+fault-suite: venv
+	$(VENV)/bin/pgha-faults suite --results results/fault-suite
 
 # dist/pgha-VERSION-py3-none-any.whl, for `pip install` on a database host (docs/operations.md).
 wheel: venv

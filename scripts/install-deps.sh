@@ -2,8 +2,10 @@
 # Install what pgha needs on Debian, only what is missing; safe to run again.
 set -euo pipefail
 
-packages=(postgresql-15 etcd-server etcd-client pgbouncer haproxy iproute2 iputils-arping python3-venv util-linux procps
-          openssl systemd stress-ng)  # systemd: systemd-analyze verify checks packaging/systemd in the tests
+packages=(postgresql-15 etcd-server etcd-client zookeeperd pgbouncer haproxy iproute2 iputils-arping python3-venv
+          util-linux procps openssl nftables stress-ng
+          systemd                    # systemd-analyze verify checks packaging/systemd in the tests
+          chromium chromium-driver)  # the dashboard's browser tests (tests/browser)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.support.fixtures",
     "tests.support.netns",
     "tests.support.etcd",
+    "tests.support.zookeeper",
     "tests.support.pg",
     "tests.support.pgbouncer",
     "tests.support.postmortem",

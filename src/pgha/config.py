@@ -35,8 +35,37 @@ class Credentials:
 @dataclass(frozen=True)
 class EtcdConfig:
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    # CA bundle the https endpoints are verified against (empty: the system's CAs).
+    cacert: str = ""
+    # Client certificate and its key, for etcd's --client-cert-auth.
+    cert: str = ""
+    key: str = ""
+    # etcd authentication (etcdctl auth enable); the password is never logged or shown.
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class ZooKeeperConfig:
+    hosts: tuple[str, ...] = ("127.0.0.1:2181",)
+
+
+@dataclass(frozen=True)
+class DcsConfig:
+    type: Literal["etcd", "zookeeper"] = "etcd"
     prefix: str = "/pgha"
-    # Seconds one request to etcd may take before the agent tries the next endpoint.
+    # Seconds one request may take before the next endpoint is tried.
+    request_timeout: float = 2.0
+    etcd: EtcdConfig = EtcdConfig()
+    zookeeper: ZooKeeperConfig = ZooKeeperConfig()
+
+
+@dataclass(frozen=True)
+class LegacyEtcdConfig:
+    """The old top-level ``etcd:`` section (still accepted; it maps onto ``dcs:``)."""
+
+    endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    prefix: str = "/pgha"
     request_timeout: float = 2.0
 
 
@@ -149,6 +178,19 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class BootstrapConfig:
+    # Take over a PostgreSQL cluster pgha did not create (its primary and replicas, in place):
+    # the primary's agent claims the cluster with the existing system identifier, never initdb.
+    adopt: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Also export Patroni's metric names (patroni_primary, patroni_xlog_location…) at /metrics.
+    patroni_compat: bool = False
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = ""
@@ -159,7 +201,7 @@ class NodeConfig:
     cluster: str
     name: str
     postgresql: PostgresConfig
-    etcd: EtcdConfig = EtcdConfig()
+    dcs: DcsConfig = DcsConfig()
     api: ApiConfig = ApiConfig()
     # Seeds /pgha/<cluster>/config when this node initializes the cluster.
     cluster_config: ClusterConfig = ClusterConfig()
@@ -168,7 +210,14 @@ class NodeConfig:
     pgbouncer: PgBouncerConfig | None = None
     callbacks: CallbacksConfig = CallbacksConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+
+    @property
+    def etcd(self) -> LegacyEtcdConfig:
+        """The old view (endpoints, prefix, request_timeout) for callers not yet on ``dcs``."""
+        return LegacyEtcdConfig(self.dcs.etcd.endpoints, self.dcs.prefix, self.dcs.request_timeout)
 
 
 T = TypeVar("T")
@@ -309,18 +358,69 @@ def _check_semantics(cfg: NodeConfig) -> None:
     if creds is not None and not (creds.username and creds.password):
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
-    if not cfg.etcd.endpoints:
-        raise ConfigError("etcd.endpoints: list at least one URL, e.g. http://127.0.0.1:2379")
-    for ep in cfg.etcd.endpoints:
-        if not ep.startswith(("http://", "https://")):
-            raise ConfigError(f"etcd.endpoints: {ep!r} must start with http:// or https://")
+    check_dcs(cfg.dcs)
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")
 
 
+def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:
+    """The ``dcs:`` section's rules beyond types: URLs, host:port pairs, TLS and auth pairs, files."""
+    if not dcs.prefix.startswith("/") or dcs.prefix.rstrip("/") == "":
+        raise ConfigError(f"{path}.prefix: {dcs.prefix!r} must be an absolute key path, e.g. /pgha")
+    if not 0 < dcs.request_timeout <= 60:
+        raise ConfigError(f"{path}.request_timeout: {dcs.request_timeout:g} is out of range; use 0.1-60 seconds")
+    etcd, where = dcs.etcd, f"{path}.etcd"
+    if dcs.type == "etcd":
+        _check_endpoints(etcd.endpoints, f"{where}.endpoints")
+    if etcd.key and not etcd.cert:
+        raise ConfigError(f"{where}.key: a client key needs its certificate; set {where}.cert too")
+    if etcd.cert and not etcd.key:
+        raise ConfigError(f"{where}.cert: a client certificate needs its key; set {where}.key too")
+    if etcd.username and not etcd.password:
+        raise ConfigError(f"{where}.username: etcd authentication needs {where}.password too")
+    if etcd.password and not etcd.username:
+        raise ConfigError(f"{where}.password: set {where}.username too (or remove the password)")
+    if dcs.type == "etcd":
+        for name in ("cacert", "cert", "key"):
+            value = getattr(etcd, name)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
+    if dcs.type == "zookeeper":
+        zk = f"{path}.zookeeper.hosts"
+        if not dcs.zookeeper.hosts:
+            raise ConfigError(f"{zk}: list at least one host:port, e.g. 127.0.0.1:2181")
+        for host in dcs.zookeeper.hosts:
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ConfigError(f"{zk}: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+
+
+def _check_endpoints(endpoints: tuple[str, ...], path: str) -> None:
+    if not endpoints:
+        raise ConfigError(f"{path}: list at least one URL, e.g. http://127.0.0.1:2379")
+    for ep in endpoints:
+        if not ep.startswith(("http://", "https://")) or not ep.split("://", 1)[1].strip("/"):
+            raise ConfigError(f"{path}: {ep!r} must start with http:// or https:// and name host:port")
+
+
+def _legacy_etcd(data: Any) -> Any:
+    """Map the old top-level ``etcd:`` section onto ``dcs:`` (type etcd); both at once is an error."""
+    if not isinstance(data, dict) or "etcd" not in data:
+        return data
+    if "dcs" in data:
+        raise ConfigError("etcd: and dcs: are both given; move etcd.endpoints to dcs.etcd.endpoints "
+                          "(and prefix, request_timeout to dcs) and remove the etcd: section")
+    old = build(LegacyEtcdConfig, data["etcd"], "etcd")
+    _check_endpoints(old.endpoints, "etcd.endpoints")
+    data = {k: v for k, v in data.items() if k != "etcd"}
+    data["dcs"] = {"type": "etcd", "prefix": old.prefix, "request_timeout": old.request_timeout,
+                   "etcd": {"endpoints": list(old.endpoints)}}
+    return data
+
+
 def parse(data: Any, source: str = "") -> NodeConfig:
-    cfg = build(NodeConfig, data)
+    cfg = build(NodeConfig, _legacy_etcd(data))
     _check_semantics(cfg)
     return cfg
 

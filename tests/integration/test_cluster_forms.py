@@ -121,7 +121,7 @@ def _unreachable_etcd_scenario(tmp: Path) -> None:
                  and "retrying" in log.read_text(), timeout=20)
         time.sleep(1.0)
         assert not Path(node.data_dir).exists(), "the agent created a data directory without etcd"
-        demo.state.etcd_pid = demo._start_etcd()
+        demo.state.etcd_pid = demo._start_dcs()
         demo.wait_healthy(timeout=90)
         assert demo.view().system_id is not None
     finally:

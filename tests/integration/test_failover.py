@@ -213,7 +213,7 @@ def _stop_etcd(demo: DemoCluster) -> None:
 
 def _start_etcd(demo: DemoCluster) -> None:
     assert demo.state is not None
-    demo.state.etcd_pid = demo._start_etcd()
+    demo.state.etcd_pid = demo._start_dcs()
 
 
 def test_etcd_outage_without_failsafe_fences_the_primary() -> None:

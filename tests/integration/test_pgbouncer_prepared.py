@@ -63,8 +63,8 @@ def test_prepared_mode_fails_through_pgbouncer_1_18(bouncer: tuple[PgServer, Bou
         pytest.skip("PgBouncer >= 1.21 with max_prepared_statements: prepared mode works")
     server, b = bouncer
     res = select_only(b.port, "prepared")
-    assert res.returncode != 0
-    assert "Run was aborted" in res.stderr
+    # The failing clients abort (pgbench's exit status depends on whether every client did); what
+    # always shows is PostgreSQL's error about a statement another client prepared, or never did.
     assert 'ERROR:  prepared statement "P_0" does not exist' in res.stderr or \
         'ERROR:  prepared statement "P_0" already exists' in res.stderr, res.stderr
     # The same run straight to PostgreSQL works: the pooler, not the server, is the problem.

@@ -26,6 +26,16 @@ class TestStoreOnEtcd(StoreContract):
         backend.close()
 
 
+class TestStoreOnSecureEtcd(StoreContract):
+    """The same contract through TLS, a client certificate and etcd auth."""
+
+    @pytest.fixture
+    def backend(self, etcd_secure: EtcdServer) -> Iterator[Backend]:
+        backend = EtcdBackend(etcd_secure)
+        yield backend
+        backend.close()
+
+
 def test_store_survives_an_etcd_restart(etcd_fresh: EtcdServer) -> None:
     kv = EtcdKV((etcd_fresh.url,), 1.0)
     store = ClusterStore(kv, "restart")

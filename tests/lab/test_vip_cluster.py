@@ -20,9 +20,9 @@ import pytest
 
 from pgha.core.model import Switchover
 from pgha.demo import DemoCluster, netlab
-from tests.support.cluster import running_cluster, wait_for
+from tests.support.cluster import wait_for
 from tests.support.faults import kill_agent, restart_node, wait_new_leader
-from tests.support.vip import VipWatch, VipWriter, kill_lab_host
+from tests.support.vip import VipWatch, VipWriter, kill_lab_host, vip_cluster
 
 pytestmark = pytest.mark.lab
 
@@ -31,11 +31,7 @@ TTL = 6.0
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
-    why = netlab.unavailable()
-    if why:
-        pytest.skip(why)
-    vip = str(netlab.free_subnet().network_address + 100)
-    with running_cluster(nodes=3, ttl=TTL, netns=True, vip=vip) as d:
+    with vip_cluster(TTL) as d:
         yield d
 
 

@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
 import time
-from pathlib import Path
 from typing import Self
 
-from pgha.agent.watchdog import children_of
-from pgha.demo import DemoCluster, pid_alive
+from pgha.demo import DemoCluster
+from pgha.faults.procs import (  # noqa: F401  (re-exported for the tests)
+    freeze_host,
+    host_pids,
+    kill_agent,
+    kill_frozen,
+    kill_host,
+    postmaster_pid,
+    restart_node,
+    wait_new_leader,
+)
 from pgha.probe import probe_each
 from tests.support.cluster import connect
-
-
-def postmaster_pid(demo: DemoCluster, name: str) -> int | None:
-    try:
-        return int((Path(demo.node(name).data_dir) / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGSTOP first so nothing is restarted, then SIGKILL the process and its children."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGSTOP)
-    for child in children_of(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)
 
 
 def walsender_pid(demo: DemoCluster, primary: str, replica: str) -> int:
@@ -43,58 +28,6 @@ def walsender_pid(demo: DemoCluster, primary: str, replica: str) -> int:
         row = conn.execute("SELECT pid FROM pg_stat_replication WHERE application_name = %s", (replica,)).fetchone()
     assert row is not None, f"{primary} has no walsender for {replica}"
     return int(row[0])
-
-
-def kill_host(demo: DemoCluster, name: str) -> None:
-    """Everything of that node dies at once: agent, its watchdog, postmaster and backends (and its
-    PgBouncer, when the demo runs one)."""
-    node = demo.node(name)
-    agent = node.agent_pid
-    pm = postmaster_pid(demo, name)
-    _kill_tree(agent)
-    if pm is not None:
-        _kill_tree(pm)
-    if node.pgbouncer_pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(node.pgbouncer_pid, signal.SIGKILL)
-        demo.stop_pgbouncer(name)
-    demo.reap(agent, signal.SIGKILL, timeout=5)
-
-
-def host_pids(demo: DemoCluster, name: str) -> list[int]:
-    """Every process of a node: agent, its children (watchdog), postmaster and backends."""
-    agent = demo.node(name).agent_pid
-    pm = postmaster_pid(demo, name)
-    pids = [agent, *children_of(agent)]
-    if pm is not None:
-        pids += [pm, *children_of(pm)]
-    return pids
-
-
-def freeze_host(demo: DemoCluster, name: str) -> list[int]:
-    """A host that vanishes silently: every process stopped, so nothing refuses a connection
-    (the kernel still accepts TCP handshakes) and only the lease can tell it is gone."""
-    pids = host_pids(demo, name)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    return pids
-
-
-def kill_frozen(demo: DemoCluster, name: str, pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-    demo.reap(demo.node(name).agent_pid, signal.SIGKILL, timeout=5)
-
-
-def kill_agent(demo: DemoCluster, name: str) -> None:
-    """Only the agent dies (SIGKILL); its PostgreSQL is left to the watchdog."""
-    agent = demo.node(name).agent_pid
-    demo.reap(agent, signal.SIGKILL, timeout=5)
 
 
 def node_dsns(demo: DemoCluster) -> dict[str, str]:
@@ -167,27 +100,3 @@ class SplitBrainWatch(NodeSetWatch):
     @property
     def max_writable(self) -> int:
         return self.max_seen
-
-
-def wait_new_leader(demo: DemoCluster, old: str, timeout: float = 60.0) -> str:
-    """Wait until a member other than ``old`` holds the key and runs as primary."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            view = demo.view()
-            if view.leader is not None and view.leader.name != old:
-                m = view.members.get(view.leader.name)
-                if m is not None and m.role.value == "primary" and m.state == "running":
-                    return view.leader.name
-        time.sleep(0.1)
-    raise AssertionError(f"no new leader within {timeout:.0f}s after {old}")
-
-
-def restart_node(demo: DemoCluster, name: str) -> None:
-    """Bring a node back: stop leftovers of its previous life, start its agent again."""
-    node = demo.node(name)
-    if pid_alive(node.agent_pid):
-        demo.stop_agent(name)
-    if node.pgbouncer_port is not None and not pid_alive(node.pgbouncer_pid or 0):
-        demo.start_pgbouncer(name)
-    demo.start_agent(name)

@@ -8,30 +8,12 @@ repeat every loop), the last ``LINES`` of each node.
 from __future__ import annotations
 
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgha.demo import DemoCluster
-
-LINES = 40
-STEADY = ("[leader-steady]", "[replica-steady]")
-
-
-def agent_log_tails(demo: DemoCluster) -> str:
-    if demo.state is None:
-        return ""
-    out = []
-    for node in demo.state.nodes:
-        path = Path(node.config).parent / "agent.log"
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        kept = [line for line in lines if not any(s in line for s in STEADY)][-LINES:]
-        out.append(f"--- {node.name} ({path}) ---\n" + "\n".join(kept))
-    return "\n".join(out)
+from pgha.faults.report import agent_log_tails
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -19,10 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pgha.demo import DemoCluster, netlab
+from tests.support.cluster import running_cluster
 from tests.support.faults import NodeSetWatch, kill_host, restart_node
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -62,10 +64,12 @@ class VipWatch(NodeSetWatch):
 class VipWriter:
     """A client in the demo's client namespace writing through the VIP."""
 
-    def __init__(self, demo: DemoCluster, interval: float = 0.05) -> None:
+    def __init__(self, demo: DemoCluster, interval: float = 0.05, persistent: bool = False) -> None:
         assert demo.state is not None and demo.state.vip and demo.state.client_netns
         self.demo = demo
         self.interval = interval
+        # One connection kept open (a reconnect after an error) instead of a fresh one per write.
+        self.persistent = persistent
         self.dsn = (f"host={demo.state.vip} port={demo.lab_pg_port} user=postgres dbname=postgres "
                     f"passfile={demo.dir / 'pgpass'}")
         # (monotonic time acknowledged, member that acknowledged)
@@ -80,7 +84,8 @@ class VipWriter:
         with psycopg.connect(self.demo.node(leader).dsn, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (at timestamptz NOT NULL DEFAULT now())")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        argv = self.demo.client_exec([sys.executable, "-m", "tests.support.vip", self.dsn, str(self.interval)])
+        argv = self.demo.client_exec([sys.executable, "-m", "tests.support.vip", self.dsn, str(self.interval),
+                                        "persistent" if self.persistent else "fresh"])
         self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                       env=env, cwd=ROOT, start_new_session=True)
         self._reader = threading.Thread(target=self._read, name="vip-writer", daemon=True)
@@ -123,6 +128,19 @@ class VipWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def vip_cluster(ttl: float, **kw: Any) -> Iterator[DemoCluster]:
+    """A 3-node `--netns --vip` demo on a free lab subnet (skips the test where namespaces cannot be made)."""
+    import pytest
+
+    why = netlab.unavailable()
+    if why:
+        pytest.skip(why)
+    vip = str(netlab.free_subnet().network_address + 100)
+    with running_cluster(nodes=3, ttl=ttl, netns=True, vip=vip, **kw) as demo:
+        yield demo
 
 
 def _host_number(demo: DemoCluster, name: str) -> int:
@@ -178,5 +196,27 @@ def _write_forever(dsn: str, interval: float) -> None:
         time.sleep(interval)
 
 
+def _write_on_one_connection(dsn: str, interval: float) -> None:
+    """Each write on the same connection (opened again after an error), one after the other."""
+    import psycopg
+
+    sql = f"INSERT INTO {TABLE} DEFAULT VALUES RETURNING current_setting('cluster_name')"
+    conn: Any = None
+    while True:
+        try:
+            if conn is None:
+                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2, options="-c statement_timeout=2000")
+            row: Any = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+            print(f"{time.monotonic():.6f} {row[0]}", flush=True)
+        except psycopg.Error:
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+        time.sleep(interval)
+
+
 if __name__ == "__main__":
-    _write_forever(sys.argv[1], float(sys.argv[2]))
+    if sys.argv[3:] == ["persistent"]:
+        _write_on_one_connection(sys.argv[1], float(sys.argv[2]))
+    else:
+        _write_forever(sys.argv[1], float(sys.argv[2]))

@@ -194,7 +194,10 @@ def test_metrics_rule_label_follows_the_last_loop() -> None:
     assert h.snap.decision is not None
     m.observe_loop(replace(h.snap, decision=replace(h.snap.decision, rule_id="other")))
     text = generate_latest(registry).decode()
-    assert 'rule_id="other"' in text and 'rule_id="leader-renews"' not in text
+    assert 'pgha_last_rule_info{rule_id="other"}' in text
+    assert 'pgha_last_rule_info{rule_id="leader-renews"}' not in text
+    # The decision counter keeps every rule followed.
+    assert 'pgha_decisions_total{rule_id="leader-renews"} 1.0' in text
 
 
 def test_no_secret_in_any_read_response(clients: dict[str, tuple[FakeHandle, Client]]) -> None:

@@ -105,6 +105,8 @@ class FakeHandle:
     store: ClusterStore
     registry: CollectorRegistry
     snap: NodeSnapshot
+    # The dashboard reads its recorder (lag samples, events).
+    metrics: AgentMetrics = field(default_factory=lambda: AgentMetrics(CollectorRegistry()))
     wakes: int = 0
     confirms: list[str] = field(default_factory=list)
     confirm_leader: str = "n1"
@@ -143,7 +145,7 @@ def make_handle(kind: str, auth: bool = False, tls: Mapping[str, Any] | None = N
     metrics.observe_loop(snap)
     metrics.count_action("Promote", True)
     metrics.count_action("Rewind", False)
-    return FakeHandle(node_config(name, auth, tls), ClusterStore(MemoryKV(), "main"), registry, snap)
+    return FakeHandle(node_config(name, auth, tls), ClusterStore(MemoryKV(), "main"), registry, snap, metrics)
 
 
 @dataclass

@@ -108,7 +108,7 @@ class RacingKV(MemoryKV):
 
 def test_edit_config_conflict_is_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     kv = RacingKV()
-    monkeypatch.setattr(context, "KV_FACTORY", lambda endpoints, timeout: kv)
+    monkeypatch.setattr(context, "KV_FACTORY", lambda dcs: kv)
     kv.put("/pgha/main/config", b'{"ttl": 25}')
     r = world.run("edit-config", "-s", "ttl=20", "--force")
     assert r.exit_code == 1

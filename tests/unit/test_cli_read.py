@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from pgha.cli import context
 from pgha.cli.main import _register, cli
+from pgha.config import DcsConfig
 from pgha.dcs.memory import MemoryKV
 from tests.support.procs import free_port
 from tests.unit.test_cli_world import MIB, SYSTEM_ID, URL, World, refusal, world_fixture  # noqa: F401
@@ -163,8 +164,8 @@ def test_config_file_gives_cluster_and_endpoints(world: World, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, ...]] = []
 
-    def factory(endpoints: tuple[str, ...], timeout: float) -> MemoryKV:
-        seen.append(endpoints)
+    def factory(dcs: DcsConfig) -> MemoryKV:
+        seen.append(dcs.etcd.endpoints)
         return world.kv
 
     monkeypatch.setattr(context, "KV_FACTORY", factory)

@@ -73,7 +73,7 @@ def world_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     _register()
     kv = MemoryKV()
     w = World(kv)
-    monkeypatch.setattr(context, "KV_FACTORY", lambda endpoints, timeout: kv)
+    monkeypatch.setattr(context, "KV_FACTORY", lambda dcs: kv)
     monkeypatch.setattr(context, "SLEEP", lambda seconds: w.agent())
     yield w
 

@@ -134,3 +134,77 @@ def test_validate_names_the_api_auth_fix(tmp_path: Path) -> None:
     assert [line for line in result.output.splitlines() if line] == [
         f"pgha: {path}: api.auth: missing; set credentials (auth: {{username: pgha, password: ...}}) to protect the "
         "mutating endpoints, or write 'auth: none' to leave them open"]
+
+
+# --- the dcs: section ---------------------------------------------------------------------------
+def dcs_base(tmp: Path, dcs: dict[str, Any]) -> dict[str, Any]:
+    data = base(tmp)
+    del data["etcd"]
+    data["dcs"] = dcs
+    return data
+
+
+def test_dcs_section_for_etcd_with_tls_and_auth(tmp_path: Path) -> None:
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("x")
+    cfg = parse(dcs_base(tmp_path, {
+        "type": "etcd", "prefix": "/ha", "request_timeout": 1.5,
+        "etcd": {"endpoints": ["https://10.0.0.1:2379", "https://10.0.0.2:2379"],
+                 "cacert": str(tmp_path / "ca.pem"), "cert": str(tmp_path / "client.pem"),
+                 "key": str(tmp_path / "client.key"), "username": "pgha", "password": "etcd-s3cret"}}))
+    assert cfg.dcs.type == "etcd" and cfg.dcs.prefix == "/ha" and cfg.dcs.request_timeout == 1.5
+    assert cfg.dcs.etcd.endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
+    assert cfg.dcs.etcd.username == "pgha" and cfg.dcs.etcd.password == "etcd-s3cret"
+    assert "etcd-s3cret" not in repr(cfg)
+    assert cfg.etcd.prefix == "/ha" and cfg.etcd.endpoints == cfg.dcs.etcd.endpoints  # the old view
+
+
+def test_dcs_section_for_zookeeper(tmp_path: Path) -> None:
+    cfg = parse(dcs_base(tmp_path, {"type": "zookeeper", "zookeeper": {"hosts": ["127.0.0.1:2181", "h2:2181"]}}))
+    assert cfg.dcs.type == "zookeeper" and cfg.dcs.zookeeper.hosts == ("127.0.0.1:2181", "h2:2181")
+    assert cfg.dcs.prefix == "/pgha"
+
+
+def test_the_old_etcd_key_maps_onto_dcs(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["etcd"] = {"endpoints": ["http://a:2379", "http://b:2379"], "prefix": "/old", "request_timeout": 3}
+    cfg = parse(data)
+    assert cfg.dcs.type == "etcd" and cfg.dcs.prefix == "/old" and cfg.dcs.request_timeout == 3.0
+    assert cfg.dcs.etcd.endpoints == ("http://a:2379", "http://b:2379")
+
+
+def test_etcd_and_dcs_at_once_is_one_line(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["dcs"] = {"type": "etcd"}
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert str(info.value).startswith("etcd: and dcs: are both given; move etcd.endpoints to dcs.etcd.endpoints")
+
+
+BAD_DCS: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown type", {"type": "consul"}, "dcs.type: must be 'etcd' or 'zookeeper'"),
+    ("unknown key", {"etcd": {"endpoint": ["http://a:1"]}}, "dcs.etcd.endpoint: unknown key"),
+    ("no endpoints", {"etcd": {"endpoints": []}}, "dcs.etcd.endpoints: list at least one URL"),
+    ("bad endpoint", {"etcd": {"endpoints": ["a:2379"]}}, "dcs.etcd.endpoints: 'a:2379' must start with http://"),
+    ("key without cert", {"etcd": {"key": "/k"}}, "dcs.etcd.key: a client key needs its certificate"),
+    ("cert without key", {"etcd": {"cert": "/c"}}, "dcs.etcd.cert: a client certificate needs its key"),
+    ("user without password", {"etcd": {"username": "pgha"}}, "dcs.etcd.username: etcd authentication needs"),
+    ("password without user", {"etcd": {"password": "pw"}}, "dcs.etcd.password: set dcs.etcd.username too"),
+    ("missing cacert", {"etcd": {"cacert": "/nonexistent/ca.pem"}},
+     "dcs.etcd.cacert: file /nonexistent/ca.pem not found"),
+    ("missing cert", {"etcd": {"cert": "/nonexistent/c.pem", "key": "/nonexistent/c.key"}},
+     "dcs.etcd.cert: file /nonexistent/c.pem not found"),
+    ("bad prefix", {"prefix": "pgha"}, "dcs.prefix: 'pgha' must be an absolute key path"),
+    ("bad timeout", {"request_timeout": 0}, "dcs.request_timeout: 0 is out of range"),
+    ("no zk hosts", {"type": "zookeeper", "zookeeper": {"hosts": []}}, "dcs.zookeeper.hosts: list at least one"),
+    ("bad zk host", {"type": "zookeeper", "zookeeper": {"hosts": ["zk1"]}}, "dcs.zookeeper.hosts: 'zk1' must be"),
+    ("zk url", {"type": "zookeeper", "zookeeper": {"hosts": "zk1:2181"}}, "dcs.zookeeper.hosts: expected a list"),
+]
+
+
+@pytest.mark.parametrize(("case", "dcs", "expected"), BAD_DCS, ids=[b[0] for b in BAD_DCS])
+def test_bad_dcs_value_is_one_line(tmp_path: Path, case: str, dcs: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(dcs_base(tmp_path, dcs))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert "pw" not in str(info.value).replace("password", "")

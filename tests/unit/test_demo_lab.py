@@ -29,7 +29,7 @@ def test_node_config_inside_a_namespace(tmp_path: Path) -> None:
     assert pg["connect_address"] == "198.19.5.12:24010"
     assert cfg["api"]["listen"] == "198.19.5.12:24021"
     assert cfg["vip"] == {"address": "198.19.5.100", "prefix": 24, "interface": "eth0"}
-    assert cfg["etcd"]["endpoints"] == ["http://198.19.5.1:24000"]
+    assert cfg["dcs"] == {"type": "etcd", "etcd": {"endpoints": ["http://198.19.5.1:24000"]}}
 
 
 def test_extra_node_config_merges_per_node(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def fresh_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], W
         kv = MemoryKV()
         w = World(kv)
         SITUATIONS[situation](w)
-        monkeypatch.setattr(context, "KV_FACTORY", lambda endpoints, timeout: kv)
+        monkeypatch.setattr(context, "KV_FACTORY", lambda dcs: kv)
         return w
 
     yield make

@@ -310,7 +310,7 @@ class StoreContract:
         store.set_config(ClusterConfig(ttl=20))
         assert store.set_switchover(Switchover(id="s"))
         latest = store.read().revision
-        backend.kv.compact(latest)
+        backend.compact(latest)
         calls: list[int] = []
         assert store.watch(old, lambda: calls.append(1), threading.Event()) == 0
         assert calls == [1]

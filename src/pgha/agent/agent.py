@@ -258,6 +258,7 @@ class Agent:
             lease_deadline=self.lease.deadline, lease_id=self.lease.lease_id, tags=self.config.tags,
             config=self.cluster_config, params_key=self.params_key(),
             pre_promote_hook=bool(self.config.callbacks.pre_promote), wall_now=self.ports.clock.time(),
+            adopt=self.config.bootstrap.adopt,
         )
 
     def _processes(self, pg: LocalPostgres) -> set[int]:
@@ -383,7 +384,15 @@ class Agent:
         # The API answers (503 on every check) even before etcd is reachable.
         self.api = ApiServer(self)
         self.api.start()
-        self.begin(self.wait_for_dcs())
+        while True:
+            try:
+                self.begin(self.wait_for_dcs())
+                break
+            except DCSError as exc:
+                # Fix: the DCS stopped answering between the first read and the lease (or refused a
+                # new session); the agent died with a traceback instead of waiting like wait_for_dcs.
+                log.error("%s; retrying in 1s", exc)
+                self._stop.wait(1.0)
         self.lease.start(lambda: max(0.2, min(self.cluster_config.ttl / 3, self.cluster_config.loop_wait * 2)))
         if self.ports.watchdog is not None:
             self.ports.watchdog.start()
@@ -403,18 +412,24 @@ class Agent:
         self._wake.set()
 
     def shutdown(self) -> None:
-        """Fence before releasing: stop PostgreSQL, drop the VIP, then the leader key and lease."""
-        log.info("shutting down: stopping PostgreSQL")
+        """Fence before releasing: stop PostgreSQL (not in maintenance mode), drop the VIP, then the leader
+        key and lease."""
+        log.info("shutting down")
         leading = self.view is not None and self.view.leader is not None and \
             self.view.leader.name == self.config.name
         pg = self.ports.pg
         self.remember([M.StoppedOnPurpose(self.ports.clock.monotonic())])
-        try:
-            pg.stop("fast", 60)
-        except Exception as exc:
-            log.error("could not stop PostgreSQL cleanly (%s); stopping immediately", exc)
-            with contextlib.suppress(Exception):
-                pg.stop("immediate", 10)
+        if self.view is not None and self.view.config.pause:
+            # Maintenance mode: pgha hands PostgreSQL back to the operator (a rollback, a move to
+            # another manager) and leaves it running, as it takes an adopted one over running.
+            log.warning("maintenance mode: leaving PostgreSQL running")
+        else:
+            try:
+                pg.stop("fast", 60)
+            except Exception as exc:
+                log.error("could not stop PostgreSQL cleanly (%s); stopping immediately", exc)
+                with contextlib.suppress(Exception):
+                    pg.stop("immediate", 10)
         with contextlib.suppress(Exception):
             self.remember(self.set_vip(False))
         if self.ports.watchdog is not None:

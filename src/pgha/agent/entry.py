@@ -37,7 +37,11 @@ def load_checked(path: str) -> NodeConfig:
 
 def run_agent(config_path: str) -> None:
     """Run the HA agent in the foreground until SIGTERM/SIGINT."""
-    cfg = load_checked(config_path)
+    run_loaded(load_checked(config_path))
+
+
+def run_loaded(cfg: NodeConfig) -> None:
+    """Run the HA agent of an already checked configuration (``pgha agent``, ``pgha adopt``)."""
     from pgha.agent.agent import Agent, install_signal_handlers
     from pgha.api.server import ApiStartError
     from pgha.logging_setup import setup_logging

@@ -199,7 +199,7 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
     if needs_restart:
         return _restart(ex, A.RestartPostgres(), view, local)
     agent.ports.pg.reload()
-    return NONE
+    return [M.ParamsApplied(agent.params_key())]
 
 
 @handles(A.SyncSlots)

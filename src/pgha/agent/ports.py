@@ -161,13 +161,13 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
     from pgha.agent.peers import PeerPoller
     from pgha.agent.tasks import TaskRunner
     from pgha.agent.watchdog import Watchdog
-    from pgha.dcs.etcd import EtcdKV
+    from pgha.dcs.factory import open_kv
     from pgha.postgres.node import PostgresNode
     from pgha.routing.callbacks import CallbackRunner
 
     vip_cidr = (f"{config.vip.address}/{config.vip.prefix}", config.vip.interface) if config.vip else None
     ports = Ports(
-        kv=EtcdKV(config.etcd.endpoints, config.etcd.request_timeout),
+        kv=open_kv(config.dcs),
         pg=PostgresNode(config),
         tasks=TaskRunner(wake),
         poller=PeerPoller(),

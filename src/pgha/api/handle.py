@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -11,6 +11,9 @@ from pgha.config import NodeConfig
 from pgha.core.actions import Decision
 from pgha.core.model import ClusterConfig, ClusterView, LocalState, MemberInfo
 from pgha.dcs.store import ClusterStore
+
+if TYPE_CHECKING:
+    from pgha.api.metrics import AgentMetrics
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class AgentHandle(Protocol):
     config: NodeConfig
     store: ClusterStore
     registry: CollectorRegistry
+    # Its metrics, whose recorder keeps the dashboard's lag samples and events.
+    metrics: AgentMetrics
 
     def snapshot(self) -> NodeSnapshot: ...
 

@@ -1,18 +1,30 @@
 """Prometheus metrics of one agent, served at /metrics from the agent's registry.
 
 The agent creates ``AgentMetrics(registry)`` once and calls ``observe_loop``
-after every HA loop and ``count_action`` after every executed action.
+after every HA loop and ``count_action`` after every executed action.  Each
+loop's snapshot also feeds the dashboard's ClusterRecorder (lag samples, events,
+and the failover/switchover durations the histograms count).
+
+With ``metrics.patroni_compat: true``, /metrics also carries Patroni's names
+(``patroni_text``), computed at scrape time from the same snapshot.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pgha.api import views
 from pgha.api.handle import NodeSnapshot
+from pgha.api.recorder import ClusterRecorder
+from pgha.config import NodeConfig
 from pgha.core.model import Role
+
+# Seconds from a switchover request, or from the leader key's loss, to the new primary's first loop.
+TRANSITION_BUCKETS = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0)
 
 
 class AgentMetrics:
@@ -40,6 +52,44 @@ class AgentMetrics:
         self.loops = Counter("pgha_loops", "HA loops run", registry=registry)
         self.actions = Counter("pgha_actions", "Actions executed", ["action"], registry=registry)
         self.errors = Counter("pgha_action_errors", "Actions that failed", ["action"], registry=registry)
+        for name in ("Fence", "Promote"):
+            # Exported from 0, so that increase() sees the first one (alerts.yml: PghaFenced).
+            self.actions.labels(name)
+            self.errors.labels(name)
+        self.decisions = Counter("pgha_decisions", "HA loops that followed each rule", ["rule_id"],
+                                 registry=registry)
+        self.dcs_last_seen = Gauge("pgha_dcs_last_seen_timestamp_seconds",
+                                   "Epoch seconds of the last successful read of the DCS (0: never)",
+                                   registry=registry)
+        self.lease_remaining = Gauge("pgha_lease_remaining_seconds",
+                                     "Seconds this agent's lease is certainly alive for (0: no lease)",
+                                     registry=registry)
+        self.lease_remaining.set_function(self._lease_remaining)
+        self.failover_seconds = Histogram(
+            "pgha_failover_duration_seconds", "Seen by the new leader: from the old leader key's loss (or a "
+            "manual failover request) to its first loop as the leading primary", buckets=TRANSITION_BUCKETS,
+            registry=registry)
+        self.switchover_seconds = Histogram(
+            "pgha_switchover_duration_seconds", "Seen by the new leader: from the switchover request to its "
+            "first loop as the leading primary", buckets=TRANSITION_BUCKETS, registry=registry)
+        self.lag_seconds = Gauge("pgha_replication_lag_seconds",
+                                 "Seconds since the leader's published WAL position passed this replica's "
+                                 "(estimated from the positions members publish; NaN: unknown)", registry=registry)
+        self.lag_limit = Gauge("pgha_maximum_lag_on_failover_bytes",
+                               "The cluster's maximum_lag_on_failover: a replica further behind is not promoted",
+                               registry=registry)
+        self.sync = Gauge("pgha_sync_standby", "1 when this node is a synchronous standby", registry=registry)
+        self.member_info = Gauge("pgha_member_info", "This agent's cluster and member name (always 1)",
+                                 ["cluster", "member"], registry=registry)
+        self._info: tuple[str, str] | None = None
+        self.recorder = ClusterRecorder()
+        self.last: NodeSnapshot | None = None
+
+    def _lease_remaining(self) -> float:
+        s = self.last
+        if s is None or s.local is None or s.local.lease_deadline is None:
+            return 0.0
+        return max(0.0, s.local.lease_deadline - time.monotonic())
 
     def observe_loop(self, s: NodeSnapshot) -> None:
         role = views.status_json(s)["role"]
@@ -52,11 +102,31 @@ class AgentMetrics:
         tl = s.local.pg.timeline if s.local is not None else None
         self.timeline.set(tl or 0)
         self.pending_restart.set(1 if s.local is not None and s.local.pg.pending_restart else 0)
-        self.dcs_ok.set(1 if s.view is not None and s.view.dcs_error is None else 0)
+        dcs_ok = s.view is not None and s.view.dcs_error is None
+        self.dcs_ok.set(1 if dcs_ok else 0)
+        if dcs_ok:
+            self.dcs_last_seen.set(time.time())
         self.paused.set(1 if s.cluster_config.pause else 0)
+        self.lag_limit.set(s.cluster_config.maximum_lag_on_failover)
+        self.sync.set(1 if views.is_sync(s) else 0)
         self.last_loop.set(s.at)
         self.loops.inc()
         rule = s.decision.rule_id if s.decision is not None else ""
+        if rule:
+            self.decisions.labels(rule).inc()
+        self.last = s
+        now = time.time()
+        for t in self.recorder.observe(s, now):
+            (self.switchover_seconds if t.kind == "switchover" else self.failover_seconds).observe(t.seconds)
+        lsn = views.my_lsn(s)
+        behind = None if not views.is_replica(s) or lsn is None else self.recorder.lag_seconds(lsn, now)
+        self.lag_seconds.set(0.0 if views.is_leader_primary(s) else float("nan") if behind is None else behind)
+        info = (s.view.name if s.view is not None else "", views.me(s))
+        if info != self._info and all(info):
+            if self._info is not None:
+                self.member_info.remove(*self._info)
+            self.member_info.labels(*info).set(1)
+            self._info = info
         with self._lock:
             if rule != self._rule:
                 if self._rule:
@@ -69,3 +139,66 @@ class AgentMetrics:
         self.actions.labels(name).inc()
         if not ok:
             self.errors.labels(name).inc()
+
+
+# --- Patroni's names (metrics.patroni_compat) -------------------------------------------------
+def _postmaster_start_time(data_dir: str) -> float:
+    """Epoch seconds from postmaster.pid's third line (0 when PostgreSQL is not running)."""
+    try:
+        return float((Path(data_dir) / "postmaster.pid").read_text().split("\n")[2])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def patroni_values(s: NodeSnapshot, config: NodeConfig, dcs_last_seen: float) -> list[tuple[str, str, str, float]]:
+    """(name, type, help, value) of each Patroni metric, with Patroni's meaning."""
+    pg = s.local.pg if s.local is not None else None
+    run = views.running(s)
+    primary = views.is_leader_primary(s)
+    replica = run and views.in_recovery(s) is True
+    view = s.view
+    return [
+        ("patroni_postgres_running", "gauge", "Value is 1 if Postgres is running, 0 otherwise.", float(run)),
+        ("patroni_postmaster_start_time", "gauge", "Epoch seconds since Postgres started.",
+         _postmaster_start_time(config.postgresql.data_dir) if run else 0.0),
+        ("patroni_primary", "gauge", "Value is 1 if this node is the leader, 0 otherwise.", float(primary)),
+        ("patroni_xlog_location", "counter", "Current location of the Postgres transaction log, 0 if this "
+         "node is not the leader.", float(pg.wal_lsn or 0) if pg is not None and primary else 0.0),
+        ("patroni_replica", "gauge", "Value is 1 if this node is a replica, 0 otherwise.", float(replica)),
+        ("patroni_sync_standby", "gauge", "Value is 1 if this node is a sync standby, 0 otherwise.",
+         float(views.is_sync(s))),
+        ("patroni_xlog_received_location", "counter", "Current location of the received Postgres transaction "
+         "log, 0 if this node is not a replica.", float(pg.received_lsn or 0) if pg is not None and replica
+         else 0.0),
+        ("patroni_xlog_replayed_location", "counter", "Current location of the replayed Postgres transaction "
+         "log, 0 if this node is not a replica.", float(pg.replayed_lsn or 0) if pg is not None and replica
+         else 0.0),
+        ("patroni_cluster_unlocked", "gauge", "Value is 1 if the cluster is unlocked, 0 if locked.",
+         float(view is not None and view.leader is None)),
+        ("patroni_failsafe_mode_is_active", "gauge", "Value is 1 if failsafe mode is active, 0 if inactive.",
+         float(s.local is not None and s.local.failsafe_deadline is not None and view is not None
+               and view.dcs_error is not None)),
+        ("patroni_postgres_timeline", "counter", "Postgres timeline of this node (if running), 0 otherwise.",
+         float(pg.timeline or 0) if pg is not None and run else 0.0),
+        ("patroni_dcs_last_seen", "gauge", "Epoch timestamp when DCS was last contacted successfully by pgha.",
+         dcs_last_seen),
+        ("patroni_pending_restart", "gauge", "Value is 1 if the node needs a restart, 0 otherwise.",
+         float(pg is not None and pg.pending_restart)),
+        ("patroni_is_paused", "gauge", "Value is 1 if auto failover is disabled, 0 otherwise.",
+         float(s.cluster_config.pause)),
+        ("patroni_postgres_streaming", "gauge", "Value is 1 if Postgres is streaming, 0 otherwise.",
+         float(views.is_streaming(s))),
+    ]
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def patroni_text(s: NodeSnapshot, config: NodeConfig, dcs_last_seen: float) -> bytes:
+    """Prometheus text of Patroni's metrics, labelled {scope, name} as Patroni labels them."""
+    labels = f'{{scope="{_label(config.cluster)}",name="{_label(config.name)}"}}'
+    lines: list[str] = []
+    for name, kind, help_text, value in patroni_values(s, config, dcs_last_seen):
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{labels} {value!r}"]
+    return ("\n".join(lines) + "\n").encode()

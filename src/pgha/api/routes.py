@@ -12,7 +12,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pgha import __version__
-from pgha.api import intents, views
+from pgha.api import dashboard, intents, views
+from pgha.api.metrics import patroni_text
 from pgha.api.request import Reply, Request
 from pgha.api.schema import Body, Field, Param, body_schema, dataclass_patch_schema
 from pgha.core.model import ClusterConfig
@@ -63,7 +64,11 @@ def _cluster(req: Request) -> Reply:
 
 
 def _metrics(req: Request) -> Reply:
-    return Reply(200, raw=generate_latest(req.handle.registry), content_type=CONTENT_TYPE_LATEST)
+    text = generate_latest(req.handle.registry)
+    if req.handle.config.metrics.patroni_compat:
+        seen = req.handle.registry.get_sample_value("pgha_dcs_last_seen_timestamp_seconds") or 0.0
+        text += patroni_text(req.snapshot, req.handle.config, seen)
+    return Reply(200, raw=text, content_type=CONTENT_TYPE_LATEST)
 
 
 def _openapi(req: Request) -> Reply:
@@ -117,6 +122,10 @@ def _rows() -> tuple[Route, ...]:
               responses={200: "Cluster configuration (ETag: its revision)", **DCS}, tag="config"),
         Route("GET", "/metrics", _metrics, "Prometheus metrics", responses={200: "Prometheus text"},
               tag="status"),
+        Route("GET", "/ui", dashboard.ui, "The web dashboard (one HTML page; actions ask for api.auth)",
+              responses={200: "HTML page"}, tag="dashboard"),
+        Route("GET", "/ui/state", dashboard.ui_state, "What the dashboard shows: members, lag samples, "
+              "events, history", responses={200: "Dashboard state"}, tag="dashboard"),
         Route("GET", "/openapi.json", _openapi, "This document", responses={200: "OpenAPI 3 document"},
               tag="status"),
         Route("POST", "/switchover", intents.switchover, "Move the primary to another member", auth=True,

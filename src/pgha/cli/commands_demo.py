@@ -43,20 +43,26 @@ def demo() -> None:
               help="Each node in its own network namespace on a bridge (needs root).")
 @click.option("--vip", metavar="ADDR", expose_value=False, callback=_lab_option,
               help="With --netns: a virtual IP in 198.18.0.0/15 the agents move to the leader.")
+@click.option("--etcd-members", default=1, show_default=True, type=click.IntRange(1, 7),
+              help="With --netns: an etcd cluster of this many members (odd), each in its own namespace, "
+              "with TLS and authentication.")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 @click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
               "by its agent.")
+@click.option("--dcs", "dcs_type", type=click.Choice(["etcd", "zookeeper"]), default="etcd", show_default=True,
+              help="Which DCS the demo starts (on port P) and the agents use.")
 @click.option("--api-tls/--no-api-tls", default=True, show_default=True,
               help="Serve the REST API over HTTPS, with certificates from a CA made for the demo.")
 def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float | None, sync: bool,
-            timeout: float, pgbouncer: bool, api_tls: bool) -> None:
-    """Start etcd and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
+            timeout: float, pgbouncer: bool, api_tls: bool, etcd_members: int, dcs_type: str) -> None:
+    """Start etcd (or ZooKeeper) and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
     started = time.monotonic()
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync, profile=profile,
-                    api_tls=api_tls)
+                    api_tls=api_tls, dcs=dcs_type)
     d.pgbouncer = pgbouncer
+    d.etcd_members = etcd_members
     try:
         d.netns, d.vip = _lab_options()
         state = d.up(timeout=timeout)
@@ -81,7 +87,12 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
         click.echo("Through each node's PgBouncer (it always points at the primary):")
         for n in state.nodes:
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
-    click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
+    _echo_dashboard(state)
+    if state.etcd_members:
+        click.echo(f"\nSee the cluster:  .venv/bin/pgha -c {state.nodes[0].config} list")
+        _echo_etcd_members(state, d.dir)
+    else:
+        click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     first = state.nodes[0]
     ca = f" --cacert {state.api_ca}" if state.api_ca else ""
     click.echo(f"REST API (credentials in {state.api_netrc}):  curl --netrc-file {state.api_netrc}{ca} "
@@ -89,6 +100,17 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
     if state.client_netns:
         _echo_lab(state, d.dir)
+
+
+def _echo_dashboard(state: DemoState) -> None:
+    click.echo("\nDashboard in a browser (every member serves it):")
+    for n in state.nodes:
+        click.echo(f"  {n.name}: {n.api_url}/ui")
+    if state.api_netrc:
+        click.echo(f"  its buttons ask for the API user and password in {state.api_netrc}")
+    if state.api_ca:
+        click.echo(f"  the API's certificate is signed by the demo's own CA ({state.api_ca}): import it "
+                   "or accept the browser's warning")
 
 
 def _echo_lab(state: DemoState, directory: Path) -> None:
@@ -103,10 +125,20 @@ def _echo_lab(state: DemoState, directory: Path) -> None:
     click.echo("'pgha demo down' removes the namespaces and the bridge as well.")
 
 
+def _echo_etcd_members(state: DemoState, directory: Path) -> None:
+    """Where the etcd members run and how to reach them with etcdctl (as root; TLS and auth are on)."""
+    members = ", ".join(f"{m.name} {m.address} ({m.netns})" for m in state.etcd_members)
+    pki = directory / "etcd-pki"
+    click.echo(f"etcd members (TLS, client certificates, auth): {members}")
+    click.echo(f"  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={state.etcd} ETCDCTL_CACERT={pki}/ca.crt "
+               f"ETCDCTL_CERT={pki}/admin.crt ETCDCTL_KEY={pki}/admin.key")
+    click.echo(f"  etcdctl --user root member list < {pki}/root.password")
+
+
 @demo.command("down")
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 def demo_down(directory: str) -> None:
-    """Stop every process the demo started (agents, PostgreSQL, PgBouncers, etcd)."""
+    """Stop every process the demo started (agents, PostgreSQL, PgBouncers, etcd or ZooKeeper)."""
     from pgha.demo import DemoCluster, DemoError
 
     try:

@@ -1,9 +1,12 @@
 """Options every operator command shares: which DCS, which cluster, and how errors end.
 
-A command takes ``-c FILE`` (a node configuration: cluster name, etcd
-endpoints, prefix) or ``--dcs URL[,URL] --cluster NAME`` (``--prefix``
-defaults to /pgha).  ``@with_cluster()`` adds those options and passes the
-command a ``Session`` whose ``store`` is a ``ClusterStore`` over etcd.
+A command takes ``-c FILE`` (a node configuration: cluster name, its ``dcs:``
+section) or ``--dcs URL[,URL] --cluster NAME`` (``--prefix`` defaults to
+/pgha; ``zk://host:port,…`` names ZooKeeper, ``http(s)://…`` etcd, whose TLS
+files and user come from ``--dcs-cacert/-cert/-key/-user`` and the password
+from the environment only, ``PGHA_DCS_PASSWORD``, never a flag that ``ps``
+shows).  ``@with_cluster()`` adds those options and passes the command a
+``Session`` whose ``store`` is a ``ClusterStore`` over that DCS.
 
 Errors end the command with ONE line on stderr prefixed ``pgha: ``:
 ``Refused`` exits 1 (an invalid or refused request), ``Unreachable`` exits 3
@@ -17,17 +20,19 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
 from pgha import intents
-from pgha.config import ConfigError, NodeConfig, load
+from pgha.config import ConfigError, DcsConfig, NodeConfig, check_dcs, load
 from pgha.core.model import ClusterView
 from pgha.dcs.base import KV, DCSError
+from pgha.dcs.factory import dcs_url, open_kv, parse_dcs_url
 from pgha.dcs.store import ClusterStore
 
 P = ParamSpec("P")
@@ -37,14 +42,8 @@ DEFAULT_PREFIX = "/pgha"
 DEFAULT_TIMEOUT = 2.0
 
 
-def _etcd_kv(endpoints: tuple[str, ...], timeout: float) -> KV:
-    from pgha.dcs.etcd import EtcdKV
-
-    return EtcdKV(endpoints, timeout)
-
-
-# Builds the KV for (endpoints, request timeout).  Tests override it (e.g. with a MemoryKV).
-KV_FACTORY: Callable[[tuple[str, ...], float], KV] = _etcd_kv
+# Builds the KV for a DcsConfig.  Tests override it (e.g. with a MemoryKV).
+KV_FACTORY: Callable[[DcsConfig], KV] = open_kv
 
 
 class Refused(click.ClickException):
@@ -66,10 +65,8 @@ class Unreachable(Refused):
 class Session:
     """What a command runs against; the KV is opened on first use and closed at the end."""
 
-    endpoints: tuple[str, ...]
+    dcs: DcsConfig
     cluster: str
-    prefix: str = DEFAULT_PREFIX
-    timeout: float = DEFAULT_TIMEOUT
     # The node configuration when the command was given -c FILE.
     node: NodeConfig | None = None
     # Where the endpoints came from, for the "unreachable" hint: "--dcs" or "-c FILE".
@@ -80,7 +77,7 @@ class Session:
     @property
     def kv(self) -> KV:
         if self._kv is None:
-            self._kv = KV_FACTORY(self.endpoints, self.timeout)
+            self._kv = KV_FACTORY(self.dcs)
         return self._kv
 
     @property
@@ -101,18 +98,29 @@ class Session:
         return self.store.read()
 
     @property
+    def prefix(self) -> str:
+        return self.dcs.prefix
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.dcs.zookeeper.hosts if self.dcs.type == "zookeeper" else self.dcs.etcd.endpoints
+
+    @property
     def url(self) -> str:
-        return ",".join(self.endpoints)
+        return dcs_url(self.dcs)
 
     def unreachable(self, exc: BaseException) -> Unreachable:
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        fix = "fix --dcs" if self.source == "--dcs" else f"fix etcd.endpoints in {self.source}"
-        if detail.startswith("etcd unreachable at ") and "; start etcd" in detail:
-            # EtcdKV already names each endpoint and why it failed: keep that, with our own hint.
-            return Unreachable(f"{detail[:detail.rindex('; start etcd')]}; start etcd or {fix}")
-        if detail.startswith("etcd "):
+        name = "ZooKeeper" if self.dcs.type == "zookeeper" else "etcd"
+        start = f"; start {name}"
+        setting = "dcs.zookeeper.hosts" if self.dcs.type == "zookeeper" else "dcs.etcd.endpoints"
+        fix = "fix --dcs" if self.source == "--dcs" else f"fix {setting} in {self.source}"
+        if detail.startswith(f"{name} unreachable at ") and start in detail:
+            # The backend already names each endpoint and why it failed: keep that, with our own hint.
+            return Unreachable(f"{detail[:detail.rindex(start)]}{start} or {fix}")
+        if detail.startswith(f"{name} "):
             return Unreachable(detail)
-        return Unreachable(f"etcd unreachable at {self.url} ({detail}); start etcd or {fix}")
+        return Unreachable(f"{name} unreachable at {self.url} ({detail}){start} or {fix}")
 
     def close(self) -> None:
         if self._kv is not None:
@@ -122,18 +130,37 @@ class Session:
             self._store = None
 
 
-def _split_endpoints(text: str) -> tuple[str, ...]:
-    urls = tuple(u.strip().rstrip("/") for u in text.split(",") if u.strip())
-    if not urls:
-        raise click.BadParameter("give at least one URL, e.g. http://127.0.0.1:2379", param_hint="--dcs")
-    for u in urls:
-        if not u.startswith(("http://", "https://")):
-            raise click.BadParameter(f"{u!r} must start with http:// or https://", param_hint="--dcs")
-    return urls
+@dataclass(frozen=True)
+class EtcdFlags:
+    """--dcs-cacert/--dcs-cert/--dcs-key/--dcs-user (and PGHA_DCS_PASSWORD): etcd TLS and auth without -c FILE."""
+
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+
+    def apply(self, dcs: DcsConfig) -> DcsConfig:
+        etcd = dcs.etcd
+        password = os.environ.get("PGHA_DCS_PASSWORD", "")
+        if dcs.type != "etcd" or not (self.cacert or self.cert or self.key or self.user or password):
+            return dcs
+        dcs = replace(dcs, etcd=replace(
+            etcd, cacert=self.cacert or etcd.cacert, cert=self.cert or etcd.cert, key=self.key or etcd.key,
+            username=self.user or etcd.username, password=password or etcd.password))
+        try:
+            check_dcs(dcs)
+        except ConfigError as exc:
+            flag = {"cacert": "--dcs-cacert", "cert": "--dcs-cert", "key": "--dcs-key", "username": "--dcs-user",
+                    "password": "PGHA_DCS_PASSWORD"}
+            text = str(exc)
+            for setting, name in flag.items():
+                text = text.replace(f"dcs.etcd.{setting}", name)
+            raise click.UsageError(text) from None
+        return dcs
 
 
 def make_session(config_path: str | None, dcs: str | None, cluster: str | None, prefix: str | None,
-                 required: bool = True) -> Session | None:
+                 required: bool = True, flags: EtcdFlags | None = None) -> Session | None:
     """Resolve -c / --dcs / --cluster / --prefix into a Session (None when optional and absent)."""
     node: NodeConfig | None = None
     if config_path:
@@ -147,12 +174,19 @@ def make_session(config_path: str | None, dcs: str | None, cluster: str | None, 
         if required:
             raise click.UsageError("say where the cluster is: -c FILE, or --dcs URL --cluster NAME")
         return None
-    endpoints = _split_endpoints(dcs) if dcs else node.etcd.endpoints if node else ()
+    settings = node.dcs if node else DcsConfig(prefix=DEFAULT_PREFIX, request_timeout=DEFAULT_TIMEOUT)
+    if dcs:
+        try:
+            settings = parse_dcs_url(dcs, settings)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--dcs") from None
+    if prefix:
+        settings = replace(settings, prefix=prefix)
+    if flags is not None:
+        settings = flags.apply(settings)
     return Session(
-        endpoints=endpoints,
+        dcs=settings,
         cluster=cluster or (node.cluster if node else ""),
-        prefix=prefix or (node.etcd.prefix if node else DEFAULT_PREFIX),
-        timeout=node.etcd.request_timeout if node else DEFAULT_TIMEOUT,
         node=node,
         source="--dcs" if dcs else f"-c {config_path}",
     )
@@ -164,10 +198,17 @@ def dcs_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
                      help="Node YAML file (gives the cluster, the etcd endpoints and the prefix)."),
         click.option("--dcs", envvar="PGHA_DCS", metavar="URL[,URL]",
-                     help="etcd endpoints, e.g. http://127.0.0.1:2379 (env PGHA_DCS)."),
+                     help="etcd endpoints (http(s)://host:port,…) or ZooKeeper (zk://host:port,…) (env PGHA_DCS)."),
         click.option("--cluster", envvar="PGHA_CLUSTER", metavar="NAME",
                      help="Cluster name (env PGHA_CLUSTER)."),
-        click.option("--prefix", metavar="PATH", help=f"Key prefix in etcd (default {DEFAULT_PREFIX})."),
+        click.option("--prefix", metavar="PATH", help=f"Key prefix in the DCS (default {DEFAULT_PREFIX})."),
+        click.option("--dcs-cacert", envvar="PGHA_DCS_CACERT", metavar="FILE",
+                     help="CA the https etcd endpoints are verified against (env PGHA_DCS_CACERT)."),
+        click.option("--dcs-cert", envvar="PGHA_DCS_CERT", metavar="FILE",
+                     help="etcd client certificate (env PGHA_DCS_CERT)."),
+        click.option("--dcs-key", envvar="PGHA_DCS_KEY", metavar="FILE", help="Its key (env PGHA_DCS_KEY)."),
+        click.option("--dcs-user", envvar="PGHA_DCS_USER", metavar="NAME",
+                     help="etcd user (env PGHA_DCS_USER); the password comes from env PGHA_DCS_PASSWORD."),
     ]):
         fn = opt(fn)
     return fn
@@ -177,12 +218,15 @@ def _wrap(fn: Callable[..., None], required: bool) -> Callable[..., None]:
     @dcs_options
     @functools.wraps(fn)
     def wrapper(config_path: str | None, dcs: str | None, cluster: str | None, prefix: str | None,
+                dcs_cacert: str | None, dcs_cert: str | None, dcs_key: str | None, dcs_user: str | None,
                 *args: Any, **kwargs: Any) -> None:
         # The same options given before the command (pgha -c FILE list) fill in what is missing.
         ctx = click.get_current_context(silent=True)
         outer = (ctx.find_root().obj if ctx is not None else None) or {}
+        flags = EtcdFlags(dcs_cacert or outer.get("dcs_cacert"), dcs_cert or outer.get("dcs_cert"),
+                          dcs_key or outer.get("dcs_key"), dcs_user or outer.get("dcs_user"))
         session = make_session(config_path or outer.get("config_path"), dcs or outer.get("dcs"),
-                               cluster or outer.get("cluster"), prefix or outer.get("prefix"), required)
+                               cluster or outer.get("cluster"), prefix or outer.get("prefix"), required, flags)
         try:
             fn(session, *args, **kwargs)
         except DCSError as exc:

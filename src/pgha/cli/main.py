@@ -14,14 +14,14 @@ from pgha.cli.context import dcs_options
 @click.version_option(__version__, prog_name="pgha")
 @dcs_options
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, dcs: str | None, cluster: str | None,
-        prefix: str | None) -> None:
+def cli(ctx: click.Context, /, config_path: str | None, dcs: str | None, cluster: str | None,
+        prefix: str | None, **etcd_flags: str | None) -> None:
     """PostgreSQL high availability: agent, CLI and tools.
 
     Where the cluster is may be given before the command (pgha -c FILE list) or after it
     (pgha list -c FILE); after it wins.
     """
-    ctx.obj = {"config_path": config_path, "dcs": dcs, "cluster": cluster, "prefix": prefix}
+    ctx.obj = {"config_path": config_path, "dcs": dcs, "cluster": cluster, "prefix": prefix, **etcd_flags}
 
 
 def _register() -> None:

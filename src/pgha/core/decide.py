@@ -21,7 +21,7 @@ def decide(view: ClusterView, local: LocalState, config: ClusterConfig, now: flo
     for rule in RULES:
         if rule.when(f):
             actions = tuple(rule.then(f))
-            wake = _FAST_SECTIONS.get(rule.section)
+            wake = rule.recheck_in if rule.recheck_in is not None else _FAST_SECTIONS.get(rule.section)
             if f.is_primary and local.lease_deadline is not None:
                 # Wake in time to fence before the lease could expire.
                 until_fence = local.lease_deadline - config.fence_margin - now

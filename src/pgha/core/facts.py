@@ -142,6 +142,24 @@ class Facts:
         return self.local.pg.control_state in PRIMARY_CONTROL_STATES
 
     @property
+    def adoptable_primary(self) -> bool:
+        """bootstrap.adopt and our data is a primary's: running as one, or stopped after running as one."""
+        return self.local.adopt and self.data_valid and (self.is_primary or (self.stopped and self.primary_data))
+
+    @property
+    def unmanaged(self) -> bool:
+        """We were asked to adopt (bootstrap.adopt) and our server still runs from files pgha never
+        wrote: it is not pgha's yet, so pgha neither fences it nor gives it the VIP until the files
+        are rewritten.  Without adopt, a server is always treated as pgha's."""
+        return self.local.adopt and self.data_valid and self.local.pg.unmanaged_conf
+
+    @property
+    def config_stale(self) -> bool:
+        """The managed files are not what PostgreSQL should run with (parameters changed, or the
+        files are not pgha's yet: an adopted server)."""
+        return not self.local.config_applied or self.local.pg.unmanaged_conf
+
+    @property
     def crashed_for(self) -> float | None:
         since = self.local.pg.down_since_mono
         return None if since is None else self.now - since

@@ -276,6 +276,8 @@ class Observation:
     pre_promote_hook: bool
     # Wall-clock now (epoch seconds), only for operator schedules.
     wall_now: float
+    # bootstrap.adopt in the node file.
+    adopt: bool = False
 
 
 def peers_fresh(memory: AgentMemory, config: ClusterConfig, now: float) -> bool:
@@ -318,7 +320,13 @@ def advance(memory: AgentMemory, outcomes: Iterable[Outcome], obs: Observation,
     else:
         not_streaming_since = None
     vetoed = veto_holds(m, obs.view, obs.name, obs.config, now)
+    # Slots live in the data directory of a primary; a node that ran as anything else (rewound,
+    # cloned, restarted as a replica) may have lost them, so it makes them again when it leads.
+    # Fix (found by the fault suite, docs/faults-findings.md #3): a leader that lost its slots while it
+    # was a replica never made them again, and its replicas could not stream.
+    primary = running and pg.in_recovery is False
     m = replace(m, down_since=down_since, not_streaming_since=not_streaming_since,
+                slots_applied=m.slots_applied if primary else None,
                 promote_vetoed_at=m.promote_vetoed_at if vetoed else None)
     fresh = peers_fresh(m, obs.config, now)
     local = LocalState(
@@ -342,5 +350,6 @@ def advance(memory: AgentMemory, outcomes: Iterable[Outcome], obs: Observation,
         announced_role=m.announced_role,
         config_applied=not m.params_applied or m.params_applied == obs.params_key,
         not_streaming_since=not_streaming_since,
+        adopt=obs.adopt,
     )
     return m, local

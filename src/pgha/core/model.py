@@ -264,6 +264,8 @@ class LocalPostgres:
     synchronous_standby_names: str = ""
     # Monotonic time since when the postmaster has been down unexpectedly.
     down_since_mono: float | None = None
+    # The data directory holds a cluster whose postgresql.conf pgha did not write (not adopted yet).
+    unmanaged_conf: bool = False
 
 
 class TaskKind(StrEnum):
@@ -341,3 +343,5 @@ class LocalState:
     config_applied: bool = True
     # Monotonic time since when a running replica has not been streaming.
     not_streaming_since: float | None = None
+    # bootstrap.adopt: take over a cluster pgha did not create (never initdb, never stop it).
+    adopt: bool = False

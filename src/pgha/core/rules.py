@@ -31,7 +31,6 @@ from pgha.core.actions import (
     InitDB,
     PausePgBouncer,
     PollPeers,
-    Promote,
     PublishInitialized,
     ReleaseLeader,
     RequestFailsafe,
@@ -84,31 +83,48 @@ class Rule:
     # next loops (e.g. a failed pg_rewind keeps the member stopped); otherwise the agent drops a
     # finished task's result once a decision has seen it.
     keeps_task_result: bool = False
+    # Seconds until the next loop at the latest when this row decides (None: the section's pace).
+    recheck_in: float | None = None
+
+
+def adopt_wait_detail(f: Facts) -> str:
+    """What keeps an adopting member from claiming the cluster, for the operator."""
+    if f.data_empty:
+        return "our data directory is empty"
+    if f.is_replica:
+        return "our server runs as a replica and nobody leads yet"
+    if f.running or f.local.pg.run_state == PgRunState.STARTING:
+        return "our server runs but cannot be queried yet"
+    return f"our stopped data is not a primary's ({f.local.pg.control_state or 'no control data'})"
 
 
 # --- the table --------------------------------------------------------------------------
 
 RULES: tuple[Rule, ...] = (
     # ===== safety first: these hold whatever else is going on =====
+    # A primary being adopted (``f.unmanaged``: bootstrap.adopt, files not written by pgha yet) is
+    # not pgha's to fence or to give the VIP: it was fenced at once when the DCS was unreachable
+    # as its agent started, a production outage caused by installing pgha.
     Rule("fence-lease-expiring", "safety",
          "A primary whose lease may expire within fence_margin stops accepting writes now.",
-         lambda f: f.is_primary and (f.i_lead or not f.dcs_ok) and f.must_fence and not f.view.config.pause,
+         lambda f: (f.is_primary and (f.i_lead or not f.dcs_ok) and f.must_fence and not f.view.config.pause
+                    and not f.unmanaged),
          lambda f: demote_now(f, f"lease ends in {f.lease_left:.1f}s and cannot be renewed")),
     Rule("fence-not-leader", "safety",
          "A primary while another member holds the leader key stops accepting writes now.",
-         lambda f: f.is_primary and f.dcs_ok and f.other_leads,
+         lambda f: f.is_primary and f.dcs_ok and f.other_leads and not f.unmanaged,
          lambda f: demote_now(f, f"{f.leader_name} holds the leader key")),
     Rule("fence-foreign-lease", "safety",
          "A primary whose leader key is bound to a lease it does not renew stops accepting writes now.",
-         lambda f: f.is_primary and f.dcs_ok and f.leader_name == f.me and not f.i_lead,
+         lambda f: f.is_primary and f.dcs_ok and f.leader_name == f.me and not f.i_lead and not f.unmanaged,
          lambda f: demote_now(f, "the leader key names us but is bound to a lease we do not hold")),
     Rule("failsafe-confirm", "safety",
          "DCS down, failsafe_mode on: ask every member to confirm us as leader before the lease ends.",
-         lambda f: f.is_primary and not f.dcs_ok and f.config.failsafe_mode,
+         lambda f: f.is_primary and not f.dcs_ok and f.config.failsafe_mode and not f.unmanaged,
          lambda f: [RequestFailsafe(), SetVip(True), ArmWatchdog()]),
     Rule("dcs-down-primary-holds", "safety",
          "DCS down, lease still valid: keep serving writes and the VIP until fence_margin.",
-         lambda f: f.is_primary and not f.dcs_ok,
+         lambda f: f.is_primary and not f.dcs_ok and not f.unmanaged,
          lambda f: [SetVip(True), ArmWatchdog()]),
     Rule("dcs-down-wait", "safety",
          "DCS down: replicas keep replaying, stopped nodes wait; nobody changes role.",
@@ -137,32 +153,53 @@ RULES: tuple[Rule, ...] = (
          lambda f: ([SetVip(True)] if f.i_lead and f.is_primary else [SetVip(False)])),
 
     # ===== the cluster has no system identifier yet =====
+    # Only an empty data directory is initialized, and only with bootstrap.adopt is existing data
+    # claimed, and then only a primary's: a replica winning the race would be promoted beside the
+    # running primary.
     Rule("init-claim", "bootstrap",
-         "Uninitialized cluster, nobody racing: race for /initialize.",
-         lambda f: f.view.system_id is None and f.view.initializing is None and (f.data_empty or f.data_valid),
+         "Uninitialized cluster, nobody racing, empty data (or, to adopt, a primary's data): race for /initialize.",
+         lambda f: (f.view.system_id is None and f.view.initializing is None
+                    and ((f.data_empty and not f.local.adopt) or f.adoptable_primary)),
          lambda f: [ClaimInitialize()]),
     Rule("init-run-initdb", "bootstrap",
          "We won /initialize with an empty data directory: initdb and start as primary.",
-         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.data_empty,
+         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.data_empty and not f.local.adopt,
          lambda f: [AcquireLeader(), InitDB()]),
     Rule("init-existing-start", "bootstrap",
-         "We won /initialize over existing data: start it (as a replica, to be promoted with the lease).",
-         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.data_valid and f.stopped,
-         lambda f: [AcquireLeader(), StartPostgres("replica" if not f.primary_data else "primary")]),
-    Rule("init-existing-promote", "bootstrap",
-         "We won /initialize and our existing data runs as a replica: promote it.",
-         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.is_replica and f.i_lead,
-         lambda f: [Promote()]),
+         "We won /initialize to adopt a stopped primary's data: take the key and start it as primary.",
+         lambda f: f.view.system_id is None and f.view.initializing == f.me and f.adoptable_primary and f.stopped,
+         lambda f: [AcquireLeader(), StartPostgres("primary")]),
     Rule("init-publish", "bootstrap",
-         "Our new primary runs: publish the system identifier and seed the cluster configuration.",
+         "Our primary runs (new, or adopted as it runs): publish its system identifier and seed the configuration.",
          lambda f: f.view.system_id is None and f.view.initializing == f.me and f.is_primary,
          lambda f: [AcquireLeader(), PublishInitialized(f.local.pg.system_id or ""), SeedConfig()]),
+    # The agent on an existing replica (or an empty directory) waits for the primary's agent;
+    # after that the usual replica rows adopt it (same system identifier: follow, no clone).
+    Rule("init-adopt-wait", "bootstrap",
+         "Adopting, and our server is not a primary: wait for the primary's agent to adopt the cluster "
+         "(start pgha adopt on the primary).",
+         lambda f: f.view.system_id is None and f.local.adopt and f.view.initializing in (None, f.me),
+         lambda f: [],
+         adopt_wait_detail),
+    Rule("init-needs-adopt", "bootstrap",
+         "Uninitialized cluster and our data directory holds a cluster pgha did not create: touch nothing "
+         "until bootstrap.adopt is set (or pgha adopt runs).",
+         lambda f: f.view.system_id is None and not f.local.adopt and f.data_valid,
+         lambda f: []),
     Rule("init-wait", "bootstrap",
          "Another member is initializing the cluster: wait for it.",
          lambda f: f.view.system_id is None,
          lambda f: []),
 
     # ===== the data directory cannot be used =====
+    Rule("adopt-foreign", "data",
+         "Adopting, but our data's system identifier is not the cluster's: refuse, and leave PostgreSQL as it is.",
+         lambda f: f.foreign_data and f.local.adopt,
+         lambda f: []),
+    Rule("unmanaged-primary-conflict", "data",
+         "Adopting a primary while another member leads: touch nothing, the operator must stop one of them.",
+         lambda f: f.is_primary and f.unmanaged and f.other_leads,
+         lambda f: []),
     Rule("data-foreign", "data",
          "The data directory belongs to another system identifier: refuse to touch it.",
          lambda f: f.foreign_data,
@@ -223,6 +260,17 @@ RULES: tuple[Rule, ...] = (
          "We hold the leader key and run as primary: keep slots, sync standbys and routing right.",
          lambda f: f.i_lead and f.is_primary,
          upkeep_leader),
+    Rule("leader-promote-settling", "leader",
+         "We hold the key and our promotion just succeeded, yet PostgreSQL looks like a replica: a stale "
+         "observation; look again instead of promoting (and recording a fork) a second time.",
+         # Fix (found by the fault suite, docs/faults-findings.md #2): a loop that observed PostgreSQL
+         # during the promotion (in recovery, already on the new timeline's first segment) ran
+         # leader-promote again; its AppendHistory recorded a fork at the new timeline, and every member
+         # was "behind the latest timeline" for good.  pg_promote(wait => true) succeeded, so the server
+         # is out of recovery; any later task replaces the result this row waits on.
+         lambda f: f.i_lead and f.is_replica and f.last_task_ok("promote"),
+         lambda f: [],
+         keeps_task_result=True, recheck_in=0.1),
     Rule("leader-promote", "leader",
          "We hold the leader key and run as a replica (failover or handoff): pre_promote hook, then promote.",
          lambda f: f.i_lead and f.is_replica and not f.local.promote_vetoed,
@@ -306,7 +354,7 @@ RULES: tuple[Rule, ...] = (
     Rule("replica-follow", "replica",
          "Running replica pointed at someone other than the leader: follow the leader.",
          lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
-         lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f)]),
+         lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f, files_written=True)]),
     Rule("replica-switchover-wait", "replica",
          "Not streaming because the leader shuts down for a switchover: wait for the handoff, no polling "
          "(a poll would delay our next loop, and the candidate's promotion, by its duration).",

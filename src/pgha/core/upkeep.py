@@ -91,7 +91,7 @@ def intents(f: Facts) -> list[Action]:
 def upkeep_leader(f: Facts) -> list[Action]:
     others = tuple(sorted(n for n in f.view.members if n != f.me))
     acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others)]
-    if not f.local.config_applied:
+    if f.config_stale:
         acts.append(ReloadPostgres())
     acts += syncrep.plan(f)
     acts += bouncer_upkeep(f)
@@ -100,9 +100,11 @@ def upkeep_leader(f: Facts) -> list[Action]:
     return acts
 
 
-def upkeep_replica(f: Facts) -> list[Action]:
+def upkeep_replica(f: Facts, files_written: bool = False) -> list[Action]:
+    """``files_written``: the row rewrites the managed files itself (Follow), so no reload here
+    (one with this loop's observation would write the old upstream back)."""
     acts: list[Action] = [DisarmWatchdog(), SetVip(False)]
-    if not f.local.config_applied:
+    if f.config_stale and not files_written:
         acts.append(ReloadPostgres())
     acts += bouncer_upkeep(f)
     acts += announce(f, "replica")

@@ -9,6 +9,13 @@ timeout the next endpoint is tried, and when none answers ``DCSError`` says
 so in one line naming every endpoint and the fix.  A transaction that timed
 out or lost its connection is not retried, since it may have been applied.
 
+``https://`` endpoints are verified against ``cacert`` (the system's CAs when
+empty), and ``cert``/``key`` present a client certificate.  With ``username``
+the client logs in (``/v3/auth/authenticate``) and sends the token it gets in
+the ``Authorization`` header; when a member answers that the token is invalid
+or expired it logs in again once and repeats the request.  The password is
+kept out of ``repr``, logs and every error message.
+
 Watches stream over their own connection pool.  A reader thread parses the
 stream into a queue, and the calling thread waits on that queue in short
 steps, so ``stop`` is honoured promptly and ``on_event`` runs on the caller's
@@ -21,7 +28,6 @@ import base64
 import contextlib
 import json
 import queue
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -30,14 +36,13 @@ from typing import Any
 import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
-    ConnectTimeoutError,
     HTTPError,
-    NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
 )
 
 from pgha.dcs.base import Compacted, DCSError, KeyValue, LeaseNotFound, WatchEvent
+from pgha.dcs.etcd_errors import TokenRejected, grpc_error, is_auth_error, reason
 
 # gRPC status codes the gateway reports that mean "this member cannot serve now".
 _UNAVAILABLE_CODES = {1, 4, 8, 10, 13, 14}  # canceled, deadline, exhausted, aborted, internal, unavailable
@@ -91,56 +96,67 @@ def _keyvalue(kv: dict[str, Any]) -> KeyValue:
     )
 
 
-def _reason(exc: BaseException, timeout: float) -> str:
-    """A short lowercase reason for a failed request: 'connection refused', 'no answer within 2s'…"""
-    if isinstance(exc, ReadTimeoutError):
-        return f"no answer within {timeout:g}s"
-    if isinstance(exc, NewConnectionError):
-        match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-        return match.group(1).strip().lower() if match else "cannot connect"
-    if isinstance(exc, ConnectTimeoutError):
-        return f"no connection within {timeout:g}s"
-    if isinstance(exc, ProtocolError):
-        return "connection lost"
-    return " ".join(str(exc).split())[:120] or type(exc).__name__
-
-
-def _grpc_error(data: Any) -> tuple[str, int] | None:
-    """(message, gRPC code) of an error answer, in either of the gateway's two shapes."""
-    if not isinstance(data, dict):
-        return None
-    err = data.get("error")
-    if isinstance(err, dict):  # streaming endpoints: {"error": {"grpc_code", "message", ...}}
-        return str(err.get("message", "error")), int(err.get("grpc_code") or err.get("code") or 0)
-    if err:  # unary endpoints: {"error": "...", "message": "...", "code": N}
-        return str(data.get("message") or err), int(data.get("code") or 0)
-    return None
-
-
 class EtcdKV:
     """``KV`` on one etcd cluster reachable at any of ``endpoints`` (``http://host:port``)."""
 
-    def __init__(self, endpoints: tuple[str, ...], timeout: float = 2.0) -> None:
+    def __init__(self, endpoints: tuple[str, ...], timeout: float = 2.0, *, cacert: str = "",
+                 cert: str = "", key: str = "", username: str = "", password: str = "") -> None:
         if not endpoints:
             raise ValueError("etcd.endpoints is empty; list at least one http://host:port")
         self.endpoints = tuple(e.rstrip("/") for e in endpoints)
         self.timeout = timeout
+        self.username = username
+        self._password = password
+        self._token: str | None = None
+        tls: dict[str, Any] = {}
+        if cacert:
+            tls["ca_certs"] = cacert
+        if cert:
+            tls.update(cert_file=cert, key_file=key or None)
         self._pool = urllib3.PoolManager(
             num_pools=max(4, len(self.endpoints)), maxsize=8, retries=False,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls,
         )
         # A watch can be silent for as long as nothing changes: TCP keepalives, not a read timeout,
         # find a dead peer (about 25 s), so an idle watch costs etcd no requests.
         self._watch_pool = urllib3.PoolManager(
-            num_pools=max(4, len(self.endpoints)), maxsize=4, retries=False, socket_options=KEEPALIVE_OPTIONS)
+            num_pools=max(4, len(self.endpoints)), maxsize=4, retries=False, socket_options=KEEPALIVE_OPTIONS,
+            **tls)
         self._lock = threading.Lock()
+        self._auth_lock = threading.Lock()
         self._preferred = 0
         # The newest store revision any answer carried (a lease keepalive too): a reader that
         # caches what a watch told it compares this with the revision it knows.
         self.seen_revision = 0
 
     def __repr__(self) -> str:
-        return f"EtcdKV({', '.join(self.endpoints)})"
+        user = f", user {self.username}" if self.username else ""
+        return f"EtcdKV({', '.join(self.endpoints)}{user})"
+
+    # --- authentication -------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.username:
+            headers["Authorization"] = self._login()
+        return headers
+
+    def _login(self) -> str:
+        """The current auth token, logging in first when there is none (one login at a time)."""
+        with self._auth_lock:
+            if self._token is None:
+                body = {"name": self.username, "password": self._password}
+                result = self._call("/v3/auth/authenticate", body, authenticate=False)
+                token = result.get("token")
+                if not token:
+                    raise DCSError(f"etcd did not return an auth token for user {self.username}; "
+                                   "check that etcd auth is enabled")
+                self._token = str(token)
+            return self._token
+
+    def _forget_token(self, used: str | None) -> None:
+        with self._auth_lock:
+            if self._token == used:
+                self._token = None
 
     # --- transport ------------------------------------------------------------------------
     def _order(self) -> list[int]:
@@ -149,34 +165,52 @@ class EtcdKV:
         n = len(self.endpoints)
         return [(first + i) % n for i in range(n)]
 
+    def _demote(self, idx: int) -> None:
+        """Endpoint ``idx`` failed: later requests start at the next one (a partitioned member costs one timeout)."""
+        with self._lock:
+            if self._preferred == idx:
+                self._preferred = (idx + 1) % len(self.endpoints)
+
     def _unreachable(self, failures: list[tuple[str, str]]) -> DCSError:
         where = ", ".join(f"{ep} ({why})" for ep, why in failures)
         return DCSError(f"etcd unreachable at {where}; {FIX}")
 
-    def _call(self, path: str, body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+    def _call(self, path: str, body: dict[str, Any], *, idempotent: bool = True,
+              authenticate: bool = True) -> dict[str, Any]:
         """POST ``body`` to ``path`` on the first endpoint that answers; returns the answer object."""
+        try:
+            return self._call_once(path, body, idempotent, authenticate)
+        except TokenRejected as rejected:
+            # The token expired or this member does not know it: log in again, once.
+            self._forget_token(rejected.token)
+            return self._call_once(path, body, idempotent, authenticate)
+
+    def _call_once(self, path: str, body: dict[str, Any], idempotent: bool, authenticate: bool) -> dict[str, Any]:
         payload = json.dumps(body).encode()
+        headers = self._headers() if authenticate else {"Content-Type": "application/json"}
         failures: list[tuple[str, str]] = []
         for idx in self._order():
             endpoint = self.endpoints[idx]
             try:
-                resp = self._post(endpoint + path, payload, idempotent)
+                resp = self._post(endpoint + path, payload, headers, idempotent)
             except (ReadTimeoutError, ProtocolError) as exc:
+                self._demote(idx)
                 if not idempotent:
                     raise DCSError(
-                        f"etcd at {endpoint} did not answer {path} ({_reason(exc, self.timeout)}); "
+                        f"etcd at {endpoint} did not answer {path} ({reason(exc, self.timeout)}); "
                         "the write may or may not have been applied") from None
-                failures.append((endpoint, _reason(exc, self.timeout)))
+                failures.append((endpoint, reason(exc, self.timeout)))
                 continue
             except HTTPError as exc:
-                failures.append((endpoint, _reason(exc, self.timeout)))
+                self._demote(idx)
+                failures.append((endpoint, reason(exc, self.timeout)))
                 continue
             try:
                 data = json.loads(resp.data)
             except ValueError:
                 failures.append((endpoint, f"HTTP {resp.status}, not an etcd answer"))
                 continue
-            error = _grpc_error(data)
+            error = grpc_error(data)
             if resp.status == 200 and error is None:
                 result = data.get("result", data) if isinstance(data, dict) else {}
                 header = result.get("header") if isinstance(result, dict) else None
@@ -188,15 +222,32 @@ class EtcdKV:
             message, code = error or (f"HTTP {resp.status}", 0)
             if code == _GRPC_NOT_FOUND and "lease not found" in message:
                 raise LeaseNotFound(f"etcd: {message.removeprefix('etcdserver: ')}")
+            if is_auth_error(message, code):
+                raise self._auth_error(endpoint, path, message, headers)
             if code in _UNAVAILABLE_CODES or resp.status >= 500:
+                self._demote(idx)
                 failures.append((endpoint, message.removeprefix("etcdserver: ")))
                 continue
             raise DCSError(f"etcd at {endpoint} rejected {path}: {message} (code {code})")
         raise self._unreachable(failures)
 
-    def _post(self, url: str, payload: bytes, idempotent: bool) -> urllib3.BaseHTTPResponse:
+    def _auth_error(self, endpoint: str, path: str, message: str, headers: dict[str, str]) -> DCSError:
+        """The one-line error for an authentication answer (never with the password in it)."""
+        message = message.removeprefix("etcdserver: ")
+        token = headers.get("Authorization")
+        if token is not None and "token" in message:
+            return TokenRejected(token)
+        if path == "/v3/auth/authenticate":
+            return DCSError(f"etcd at {endpoint} refused the login of user {self.username}: {message}; "
+                            "fix dcs.etcd.username and dcs.etcd.password")
+        if "permission denied" in message and self.username:
+            return DCSError(f"etcd at {endpoint} refused {path} to user {self.username}: permission denied; "
+                            "grant the user's role readwrite on dcs.prefix")
+        return DCSError(f"etcd at {endpoint} requires authentication ({message}); "
+                        "set dcs.etcd.username and dcs.etcd.password")
+
+    def _post(self, url: str, payload: bytes, headers: dict[str, str], idempotent: bool) -> urllib3.BaseHTTPResponse:
         """One POST; an idempotent one is retried once when the connection broke under it."""
-        headers = {"Content-Type": "application/json"}
         try:
             return self._pool.request("POST", url, body=payload, headers=headers)
         except ProtocolError:
@@ -306,7 +357,8 @@ class EtcdKV:
                                   "progress_notify": True}
         if start_revision > 0:
             create["start_revision"] = str(start_revision)
-        resp = self._open_watch(json.dumps({"create_request": create}).encode())
+        headers = self._headers()
+        resp = self._open_watch(json.dumps({"create_request": create}).encode(), headers)
         items: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
         reader = threading.Thread(
             target=self._read_stream, args=(resp, items), name="etcd-watch", daemon=True)
@@ -320,7 +372,12 @@ class EtcdKV:
                     continue
                 if item is None or isinstance(item, BaseException):
                     return next_rev  # the stream ended or broke: the caller reopens it
-                next_rev = self._watch_response(item, start_revision, next_rev, on_event)
+                try:
+                    next_rev = self._watch_response(item, start_revision, next_rev, on_event)
+                except TokenRejected:
+                    # Log in again on the next open; the caller resumes from next_rev.
+                    self._forget_token(headers.get("Authorization"))
+                    return next_rev
             return next_rev
         finally:
             _shutdown(resp)
@@ -329,18 +386,18 @@ class EtcdKV:
                 # Only now may the (closed) connection go back to the pool for reuse.
                 resp.release_conn()
 
-    def _open_watch(self, payload: bytes) -> urllib3.BaseHTTPResponse:
+    def _open_watch(self, payload: bytes, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
         failures: list[tuple[str, str]] = []
         for idx in self._order():
             endpoint = self.endpoints[idx]
             try:
                 resp = self._watch_pool.request(
-                    "POST", endpoint + "/v3/watch", body=payload,
-                    headers={"Content-Type": "application/json"},
+                    "POST", endpoint + "/v3/watch", body=payload, headers=headers,
                     preload_content=False, timeout=urllib3.Timeout(connect=self.timeout, read=WATCH_IDLE),
                 )
             except HTTPError as exc:
-                failures.append((endpoint, _reason(exc, self.timeout)))
+                self._demote(idx)
+                failures.append((endpoint, reason(exc, self.timeout)))
                 continue
             if resp.status == 200:
                 return resp
@@ -364,8 +421,10 @@ class EtcdKV:
     @staticmethod
     def _watch_response(item: dict[str, Any], start_revision: int, next_rev: int,
                         on_event: Callable[[WatchEvent], None]) -> int:
-        error = _grpc_error(item)
+        error = grpc_error(item)
         if error is not None:
+            if is_auth_error(*error) and "token" in error[0]:
+                raise TokenRejected("")
             raise DCSError(f"etcd watch failed: {error[0]}")
         result = item.get("result", item)
         header_rev = _int(result.get("header", {}), "revision")
@@ -395,12 +454,13 @@ class EtcdKV:
         out: dict[str, str] = {}
         for endpoint in self.endpoints:
             try:
-                resp = self._pool.request("POST", endpoint + "/v3/maintenance/status", body=b"{}")
+                resp = self._pool.request("POST", endpoint + "/v3/maintenance/status", body=b"{}",
+                                          headers=self._headers())
                 data = json.loads(resp.data)
-            except (HTTPError, ValueError) as exc:
-                out[endpoint] = _reason(exc, self.timeout)
+            except (HTTPError, ValueError, DCSError) as exc:
+                out[endpoint] = reason(exc, self.timeout) if not isinstance(exc, DCSError) else str(exc)
                 continue
-            error = _grpc_error(data)
+            error = grpc_error(data)
             if resp.status != 200 or error is not None or not isinstance(data, dict):
                 out[endpoint] = error[0] if error else f"HTTP {resp.status}"
             elif not _int(data, "leader"):

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import urllib3
 
+from pgha.config import DcsConfig, EtcdConfig, ZooKeeperConfig
 from pgha.core.model import ClusterView
-from pgha.dcs.etcd import EtcdKV
+from pgha.dcs.base import KV
+from pgha.dcs.factory import dcs_url, open_kv
 from pgha.dcs.store import ClusterStore
 from pgha.demo import netlab
 from pgha.demo.certs import CA
@@ -36,7 +38,8 @@ class DemoBase:
                  extra_node_config: dict[str, dict[str, Any]] | None = None,
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
-                 pgbouncer: bool = False, profile: str | None = None, api_tls: bool = True) -> None:
+                 pgbouncer: bool = False, dcs: str = "etcd", etcd_members: int = 1,
+                 profile: str | None = None, api_tls: bool = True) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
@@ -59,29 +62,64 @@ class DemoBase:
         self.say = say
         # One PgBouncer per node (port P+10i+2), managed by that node's agent.
         self.pgbouncer = pgbouncer
+        # The DCS the demo starts and the agents use: "etcd" or "zookeeper" (its client port is P too).
+        if dcs not in ("etcd", "zookeeper"):
+            raise ValueError(f"dcs {dcs!r}: use etcd or zookeeper")
+        self.dcs = dcs
         self.bouncer_admin_password = ""
         self.bouncer_procs: dict[int, PgBouncerProcess] = {}
+        # --etcd-members N > 1: an etcd cluster with TLS and auth, one namespace per member (etcd_members.py).
+        self.etcd_members = etcd_members
+        self.member_netns: dict[str, str] = {}
+        self.pgha_etcd_password = ""
         # The REST API: basic auth with a generated password (always) and TLS with a demo CA.
         self.api_tls = api_tls
         self.api_user = "pgha"
         self.api_password = secrets.token_urlsafe(16)
         self.ca: CA | None = None
         self.state: DemoState | None = None
+        self._kv: KV | None = None
         # Children we started, kept so they can be reaped (no zombies, no ResourceWarning).
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # --- layout -----------------------------------------------------------------------
     @property
     def etcd_url(self) -> str:
-        # In a lab etcd listens on the bridge, the root namespace's address every namespace reaches.
-        host = self.lab.gateway if self.lab is not None else "127.0.0.1"
-        return self.external_etcd or f"http://{host}:{self.port_base}"
+        return self.external_etcd or f"http://{self.dcs_host}:{self.port_base}"
 
     def node_name(self, i: int) -> str:
         return f"node{i}"
 
+    @property
+    def dcs_host(self) -> str:
+        # In a lab the DCS listens on the bridge, the root namespace's address every namespace reaches.
+        return self.lab.gateway if self.lab is not None else "127.0.0.1"
+
+    @property
+    def dcs_url(self) -> str:
+        """What ``--dcs`` takes for this demo's DCS (http://… for etcd, zk://… for ZooKeeper)."""
+        return dcs_url(self.dcs_config())
+
+    def dcs_config(self, request_timeout: float = 2.0) -> DcsConfig:
+        """The ``dcs:`` settings the agents, the CLI and the demo itself use."""
+        if self.dcs == "zookeeper":
+            return DcsConfig(type="zookeeper", request_timeout=request_timeout,
+                             zookeeper=ZooKeeperConfig((f"{self.dcs_host}:{self.port_base}",)))
+        return DcsConfig(request_timeout=request_timeout, etcd=EtcdConfig(endpoints=(self.etcd_url,)))
+
+    def open_kv(self, request_timeout: float = 2.0) -> KV:
+        return open_kv(self.dcs_config(request_timeout))
+
     def store(self) -> ClusterStore:
-        return ClusterStore(EtcdKV((self.etcd_url,), 2.0), self.cluster)
+        """A store on the demo's one shared KV (a ZooKeeper client holds a session and threads: one is enough)."""
+        if self._kv is None:
+            self._kv = self.open_kv()
+        return ClusterStore(self._kv, self.cluster)
+
+    def close_kv(self) -> None:
+        kv, self._kv = self._kv, None
+        if kv is not None:
+            kv.close()
 
     def reap(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
         """Stop ``pid`` and, if we started it, collect its exit status."""

@@ -2,8 +2,10 @@
 
 ``make_ca(dir)`` writes ca.crt and ca.key; ``make_cert(ca, dir, name, ips)`` writes
 NAME.crt and NAME.key signed by it, valid for the IP addresses given, for ``localhost``
-and for NAME (server and client use).  Keys are mode 0600.  Not for production: the
-CA key sits next to the certificates.
+and for NAME (server and client use).  ``client=True`` makes a client-only certificate
+without CommonName: with auth enabled, etcd 3.4's JSON gateway answers 400 to a client
+certificate that carries one.  Keys are mode 0600.  Not for production: the CA key sits
+next to the certificates.
 """
 
 from __future__ import annotations
@@ -51,17 +53,21 @@ def make_ca(dir: Path) -> CA:
     return ca
 
 
-def make_cert(ca: CA, dir: Path, name: str, ips: Sequence[str]) -> tuple[Path, Path]:
-    """NAME.crt and NAME.key in ``dir``, signed by ``ca``, for ``ips``, localhost and NAME."""
+def make_cert(ca: CA, dir: Path, name: str, ips: Sequence[str], client: bool = False) -> tuple[Path, Path]:
+    """NAME.crt and NAME.key in ``dir``, signed by ``ca``, for ``ips``, localhost and NAME.
+
+    ``client``: for clients only, with no CommonName (subject O=pgha, OU=NAME).
+    """
     dir.mkdir(parents=True, exist_ok=True)
     cert, key, csr, ext = (dir / f"{name}.{suffix}" for suffix in ("crt", "key", "csr", "ext"))
     sans = ",".join([*(f"IP:{ip}" for ip in dict.fromkeys(ips)), "DNS:localhost", f"DNS:{name}"])
     ext.write_text(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\n"
                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                   "extendedKeyUsage=serverAuth,clientAuth\n"
+                   f"extendedKeyUsage={'clientAuth' if client else 'serverAuth,clientAuth'}\n"
                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
     try:
-        _openssl("req", "-new", *_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        _openssl("req", "-new", *_KEY, "-keyout", str(key), "-out", str(csr),
+                 "-subj", f"/O=pgha/OU={name}" if client else f"/CN={name}")
         os.chmod(key, 0o600)
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key), "-CAcreateserial",
                  "-out", str(cert), "-days", str(DAYS), "-extfile", str(ext))

@@ -1,4 +1,4 @@
-"""DemoCluster: `pgha demo up/down` — its own etcd, N agents, and optionally PgBouncers and a network lab.
+"""DemoCluster: `pgha demo up/down` — its own etcd (or ZooKeeper), N agents, optionally PgBouncers, a lab.
 
 The port layout and what the demo is for are described in the package docstring (pgha/demo/__init__.py).
 """
@@ -6,6 +6,7 @@ The port layout and what the demo is for are described in the package docstring 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -21,10 +22,10 @@ import yaml
 
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
-from pgha.dcs.etcd import EtcdKV
-from pgha.demo import netlab
+from pgha.demo import netlab, zkserver
 from pgha.demo.bouncers import BouncerMixin
 from pgha.demo.certs import CertError, make_ca, make_cert
+from pgha.demo.etcd_members import EtcdMembersMixin
 from pgha.demo.lab import LabMixin, _recorded_lab
 from pgha.demo.procs import pid_alive, stop_pid
 from pgha.demo.state import (
@@ -43,7 +44,7 @@ from pgha.demo.state import (
 )
 
 
-class DemoCluster(LabMixin, BouncerMixin):
+class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
     """A local cluster: etcd, N agents and, as asked, PgBouncers and a network lab."""
 
     def _node_config(self, i: int, password: str, repl_password: str) -> dict[str, Any]:
@@ -60,7 +61,7 @@ class DemoCluster(LabMixin, BouncerMixin):
         cfg: dict[str, Any] = {
             "cluster": self.cluster,
             "name": self.node_name(i),
-            "etcd": {"endpoints": [self.etcd_url]},
+            "dcs": self._dcs_section(),
             "postgresql": {
                 "data_dir": str(node_dir / "data"),
                 "bin_dir": PG_BIN,
@@ -85,16 +86,31 @@ class DemoCluster(LabMixin, BouncerMixin):
             _merge(cfg, self.extra_node_config.get(key, {}))
         return cfg
 
+    def _dcs_section(self) -> dict[str, Any]:
+        """The nodes' ``dcs:`` section: ``dcs_config()`` as YAML (defaults left out)."""
+        dcs = self.dcs_config()
+        section: dict[str, Any] = {"type": dcs.type}
+        if dcs.type == "zookeeper":
+            section["zookeeper"] = {"hosts": list(dcs.zookeeper.hosts)}
+        else:
+            etcd = {k: v for k, v in dataclasses.asdict(dcs.etcd).items() if v}
+            section["etcd"] = {**etcd, "endpoints": list(dcs.etcd.endpoints)}
+        return section
+
     # --- up ----------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> DemoState:
         if (self.dir / "demo.json").exists():
             old = DemoState.from_json(json.loads((self.dir / "demo.json").read_text()))
-            if pid_alive(old.etcd_pid) or any(pid_alive(n.agent_pid) for n in old.nodes):
+            if any(pid_alive(p) for p in [old.etcd_pid, *(n.agent_pid for n in old.nodes),
+                                          *(m.pid for m in old.etcd_members)]):
                 raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
         self._check_pgbouncer_binary()
-        for binary in (ETCD_BIN, f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
+        self._check_etcd_members()
+        for binary in ((ETCD_BIN,) if self.dcs == "etcd" else ()) + (f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
                 raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
+        if self.dcs == "zookeeper" and zkserver.missing_binaries():
+            raise DemoError(str(zkserver.missing_binaries()))
         lab_subnet = self._check_lab() if self.netns or self.vip else None
         self._check_ports()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -103,14 +119,19 @@ class DemoCluster(LabMixin, BouncerMixin):
         if lab_subnet is not None:
             self._create_lab(lab_subnet)
         try:
-            etcd_pid = 0 if self.external_etcd else self._start_etcd()
+            etcd_pid = 0 if self.external_etcd or self.etcd_members > 1 else self._start_dcs()
+            self.state = DemoState(cluster=self.cluster, etcd=self.dcs_url, etcd_pid=etcd_pid, dir=str(self.dir),
+                                   client_netns=self.lab.namespaces[self.n] if self.lab else None, vip=self.vip,
+                                   dcs=self.dcs, port_base=self.port_base, api_netrc=str(self.api_netrc),
+                                   api_ca=str(self.api_ca) if self.api_tls else "")
+            self._save()
+            if self.etcd_members > 1:
+                self._start_etcd_members()
         except BaseException:
+            if self.state is not None:
+                self._stop_etcd_members()
             self._teardown_lab()
             raise
-        self.state = DemoState(cluster=self.cluster, etcd=self.etcd_url, etcd_pid=etcd_pid, dir=str(self.dir),
-                               client_netns=self.lab.namespaces[-1] if self.lab else None, vip=self.vip,
-                               api_netrc=str(self.api_netrc), api_ca=str(self.api_ca) if self.api_tls else "")
-        self._save()
         self._write_api_credentials()
         password = secrets.token_urlsafe(12)
         repl_password = secrets.token_urlsafe(12)
@@ -129,7 +150,9 @@ class DemoCluster(LabMixin, BouncerMixin):
         for node in self.state.nodes:
             node.agent_pid = self.start_agent(node.name)
             self._save()
-        self.say(f"started etcd and {self.n} agents; waiting for a leader and {self.n - 1} streaming replicas")
+        members = f" ({self.etcd_members} members)" if self.etcd_members > 1 else ""
+        self.say(f"started {'ZooKeeper' if self.dcs == 'zookeeper' else 'etcd'}{members} and {self.n} agents; "
+                 f"waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
         if self.pgbouncer:
             self.wait_bouncers_at_leader(timeout)
@@ -138,7 +161,7 @@ class DemoCluster(LabMixin, BouncerMixin):
     def _check_ports(self) -> None:
         from pgha.preflight import port_free
 
-        ports = [] if self.external_etcd else [self.port_base, self.port_base + 1]
+        ports = [] if self.external_etcd or self.etcd_members > 1 else [self.port_base, self.port_base + 1]
         for i in range(1, self.n + 1):
             ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
             ports += [self.port_base + 10 * i + 2] if self.pgbouncer else []
@@ -146,24 +169,42 @@ class DemoCluster(LabMixin, BouncerMixin):
             if not port_free("127.0.0.1", p):
                 raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
 
-    def _start_etcd(self) -> int:
-        data = self.dir / "etcd"
-        peer = f"http://127.0.0.1:{self.port_base + 1}"
-        with open(self.dir / "etcd.log", "ab") as log:
-            proc = self._spawn_etcd(data, peer, log)
+    def _start_dcs(self) -> int:
+        """Start the demo's etcd or ZooKeeper and wait until it serves; its PID."""
+        name = "ZooKeeper" if self.dcs == "zookeeper" else "etcd"
+        log_path = self.dir / f"{self.dcs}.log"
+        proc: subprocess.Popen[bytes] | None = None
+        with open(log_path, "ab") as log:
+            if self.dcs == "zookeeper":
+                zk_dir = self.dir / "zookeeper"
+                zk_dir.mkdir(exist_ok=True)
+                try:
+                    proc = zkserver.spawn(zk_dir, self.port_base, log, host=self.dcs_host)
+                    self.procs[proc.pid] = proc
+                    # The JVM takes seconds to start (more on a busy machine): wait for it to serve first.
+                    zkserver.wait_ready(proc, self.port_base, log_path, host=self.dcs_host)
+                except zkserver.ZooKeeperStartError as exc:
+                    if proc is not None:
+                        self.reap(proc.pid)
+                    raise DemoError(str(exc)) from None
+            else:
+                proc = self._spawn_etcd(self.dir / "etcd", f"http://127.0.0.1:{self.port_base + 1}", log)
         self.procs[proc.pid] = proc
-        kv = EtcdKV((self.etcd_url,), 1.0)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise DemoError(f"etcd exited at start; see {self.dir / 'etcd.log'}")
-            try:
-                kv.get_prefix("/pgha-ping/")
-                return proc.pid
-            except DCSError:
-                time.sleep(0.1)
+        kv = self.open_kv(1.0)
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise DemoError(f"{name} exited at start; see {log_path}")
+                try:
+                    kv.get_prefix("/pgha-ping/")
+                    return proc.pid
+                except DCSError:
+                    time.sleep(0.1)
+        finally:
+            kv.close()
         self.reap(proc.pid)
-        raise DemoError(f"etcd did not become ready in 20 s; see {self.dir / 'etcd.log'}")
+        raise DemoError(f"{name} did not become ready in 30 s; see {log_path}")
 
     def _spawn_etcd(self, data: Path, peer: str, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -273,10 +314,12 @@ class DemoCluster(LabMixin, BouncerMixin):
         except FileNotFoundError:
             raise DemoError(f"no demo in {d} (no demo.json); start one with 'pgha demo up --dir {d}'") from None
         state = DemoState.from_json(data)
-        port_base = int(state.etcd.rsplit(":", 1)[1])
+        port_base = state.port_base or int(state.etcd.rsplit(":", 1)[1])
+        members = len(state.etcd_members) or 1
         demo = cls(d, nodes=len(state.nodes), port_base=port_base, cluster=state.cluster,
-                   external_etcd=None if state.etcd_pid else state.etcd,
-                   netns=any(n.netns for n in state.nodes), vip=state.vip, api_tls=bool(state.api_ca))
+                   external_etcd=None if state.etcd_pid or members > 1 else state.etcd,
+                   netns=any(n.netns for n in state.nodes), vip=state.vip, dcs=state.dcs, etcd_members=members,
+                   api_tls=bool(state.api_ca))
         demo.state = state
         demo.lab = _recorded_lab(state)
         return demo
@@ -288,8 +331,10 @@ class DemoCluster(LabMixin, BouncerMixin):
         for node in self.state.nodes:
             self.stop_pgbouncer(node.name)
             self._stop_leftovers(node)
+        self.close_kv()
         if self.state.etcd_pid:
             self.reap(self.state.etcd_pid, timeout=10)
+        self._stop_etcd_members()
         # Namespaces (and whatever still runs in them), their veths and the bridge.
         self._teardown_lab()
         if remove_files:

@@ -11,7 +11,7 @@ from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
 from pgha.demo import netlab
 from pgha.demo.base import DemoBase
-from pgha.demo.state import CLIENT_HOST, NODE_HOST_BASE, DemoError, DemoState
+from pgha.demo.state import CLIENT_HOST, ETCD_HOST_BASE, NODE_HOST_BASE, DemoError, DemoState
 
 
 class LabMixin(DemoBase):
@@ -63,9 +63,11 @@ class LabMixin(DemoBase):
         taken = {subnet.network_address, subnet.broadcast_address, subnet.network_address + 1,
                  subnet.network_address + CLIENT_HOST}
         taken |= {subnet.network_address + NODE_HOST_BASE + i for i in range(1, self.n + 1)}
+        taken |= {subnet.network_address + ETCD_HOST_BASE + i for i in range(1, self.etcd_members + 1)}
         if ipaddress.IPv4Address(self.vip) in taken:
             raise DemoError(f"--vip {self.vip}: that address is the lab's bridge, a node or the client "
-                            f"(.1, .{NODE_HOST_BASE + 1}-.{NODE_HOST_BASE + self.n}, .{CLIENT_HOST}); "
+                            f"(.1, .{NODE_HOST_BASE + 1}-.{NODE_HOST_BASE + self.n}, .{CLIENT_HOST}, etcd members "
+                            f".{ETCD_HOST_BASE + 1}-); "
                             f"pick another one in {subnet}, e.g. {subnet.network_address + 100}")
         return subnet
 
@@ -76,6 +78,7 @@ class LabMixin(DemoBase):
             for i in range(1, self.n + 1):
                 self.lab.add_host(self.node_name(i), NODE_HOST_BASE + i)
             self.lab.add_host("client", CLIENT_HOST)
+            self._add_member_hosts()
         except netlab.NetLabError as exc:
             self._teardown_lab()
             raise DemoError(f"--netns: {exc}") from None
@@ -84,6 +87,9 @@ class LabMixin(DemoBase):
             raise
         self.say(f"network lab {subnet}: bridge {self.lab.bridge} ({self.lab.gateway}), namespaces "
                  f"{', '.join(self.lab.namespaces)}" + (f", VIP {self.vip}" if self.vip else ""))
+
+    def _add_member_hosts(self) -> None:
+        """The etcd members' namespaces (EtcdMembersMixin; none by default)."""
 
     def _teardown_lab(self) -> None:
         if self.lab is not None:
@@ -126,4 +132,5 @@ def _recorded_lab(state: DemoState) -> netlab.Lab | None:
         return None
     subnet = netlab.subnet_of(address)
     names = [n.netns for n in state.nodes if n.netns] + ([state.client_netns] if state.client_netns else [])
+    names += [m.netns for m in state.etcd_members]
     return netlab.Lab(subnet, bridge=netlab.bridge_name(subnet), namespaces=names)

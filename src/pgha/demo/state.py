@@ -19,6 +19,8 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 # With --netns: node i is .(NODE_HOST_BASE + i) of the lab /24, the client namespace .CLIENT_HOST.
 NODE_HOST_BASE = 10
 CLIENT_HOST = 250
+# With --etcd-members N > 1: etcd member i is .(ETCD_HOST_BASE + i).
+ETCD_HOST_BASE = 200
 
 
 class DemoError(Exception):
@@ -26,8 +28,6 @@ class DemoError(Exception):
 
 
 @dataclass
-
-
 class DemoNode:
     name: str
     pg_port: int
@@ -45,14 +45,31 @@ class DemoNode:
 
 
 @dataclass
+class DemoEtcdMember:
+    """One member of a --etcd-members cluster: its namespace, address, process and data."""
+
+    name: str
+    netns: str
+    address: str
+    data_dir: str
+    pid: int = 0
+
+
+@dataclass
 class DemoState:
     cluster: str
+    # The --dcs URL of the demo's DCS (zk://host:port for ZooKeeper) and its server's PID (0: external).
     etcd: str
     etcd_pid: int
     dir: str
     nodes: list[DemoNode] = field(default_factory=list)
     client_netns: str | None = None
     vip: str | None = None
+    etcd_members: list[DemoEtcdMember] = field(default_factory=list)
+    # The demo's --port-base (etcd's port when it runs one etcd).
+    port_base: int = 0
+    # Which DCS the demo runs: etcd or zookeeper.
+    dcs: str = "etcd"
     # The API credentials (a netrc file, mode 0600) and the CA of the API certificates ("": no TLS).
     api_netrc: str = ""
     api_ca: str = ""
@@ -66,6 +83,8 @@ class DemoState:
         for key in ("client_netns", "vip"):
             if d[key] is None:
                 del d[key]
+        if not d["etcd_members"]:
+            del d["etcd_members"]
         return d
 
     @classmethod
@@ -73,7 +92,10 @@ class DemoState:
         nodes = [DemoNode(**n) for n in data.get("nodes", [])]
         return cls(cluster=data["cluster"], etcd=data["etcd"], etcd_pid=data.get("etcd_pid", 0),
                    dir=data.get("dir", ""), nodes=nodes, client_netns=data.get("client_netns"),
-                   vip=data.get("vip"), api_netrc=data.get("api_netrc", ""), api_ca=data.get("api_ca", ""))
+                   vip=data.get("vip"), dcs=data.get("dcs", "etcd"),
+                   etcd_members=[DemoEtcdMember(**m) for m in data.get("etcd_members", [])],
+                   port_base=data.get("port_base", 0), api_netrc=data.get("api_netrc", ""),
+                   api_ca=data.get("api_ca", ""))
 
 
 def _pg_owner() -> tuple[int, int] | None:

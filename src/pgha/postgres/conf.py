@@ -176,6 +176,18 @@ def without_upstream(text: str) -> str:
     return "\n".join(kept) + "\n"
 
 
+def without_managed_settings(text: str) -> tuple[str, list[str]]:
+    """postgresql.auto.conf without the settings pgha sets (PROTECTED), and their names."""
+    kept, removed = [], []
+    for line in text.splitlines():
+        name = line.split("=", 1)[0].strip().lower() if "=" in line and not line.lstrip().startswith("#") else ""
+        if name in PROTECTED:
+            removed.append(name)
+        else:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else ""), removed
+
+
 def render_hba(config: NodeConfig) -> str:
     pgc = config.postgresql
     lines = [f"{MARKER}: rewritten on every change; add lines with postgresql.pg_hba.", ""]

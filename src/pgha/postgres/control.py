@@ -9,6 +9,7 @@ import shutil
 import signal
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -16,7 +17,7 @@ from psycopg import sql
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
 from pgha.postgres import conf, db
-from pgha.postgres.binaries import Binaries, last_line
+from pgha.postgres.binaries import Binaries, RunAs, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
 from pgha.postgres.lsn import format_lsn, parse_lsn
@@ -75,6 +76,8 @@ def initdb(config: NodeConfig, layout: Layout, binaries: Binaries) -> str:
     if r.returncode != 0:
         raise PostgresError(f"initdb failed: {last_line(r.stderr, f'exit code {r.returncode}')}")
     os.replace(layout.conf, layout.base_conf)
+    # pgha writes its own pg_hba.conf next; initdb's is not an operator's file to keep aside.
+    conf.remove(layout.hba)
     cd = controldata(binaries, layout)
     if cd is None or cd.system_id is None:
         raise PostgresError(f"initdb finished but pg_controldata cannot read {layout.data}")
@@ -95,16 +98,7 @@ def configure(
     if data_dir_state(layout) != DataDir.VALID:
         raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; cannot configure it")
     run_as = binaries.run_as
-    if not layout.base_conf.exists():
-        # initdb's (or a copied) postgresql.conf that is not ours becomes the base file.
-        try:
-            current = layout.conf.read_text()
-        except FileNotFoundError:
-            current = ""
-        if current and not current.startswith(conf.MARKER):
-            os.replace(layout.conf, layout.base_conf)
-        else:
-            conf.write_atomic(layout.base_conf, "# initdb's settings were not available\n", run_as)
+    take_over_files(layout, run_as)
     conf.write_atomic(layout.passfile, conf.render_passfile(config), run_as)
     make_socket_dir(layout, binaries)
     conf.write_atomic(
@@ -118,6 +112,54 @@ def configure(
     else:
         conf.remove(layout.standby_signal)
     return _needs_restart(config, layout, standby)
+
+
+def take_over_files(layout: Layout, run_as: RunAs) -> None:
+    """Make the configuration files pgha's, keeping what was there (an adopted cluster).
+
+    A postgresql.conf pgha did not write becomes postgresql.base.conf, which pgha's includes; when
+    that exists already (Patroni keeps initdb's file there), the old file is kept as
+    postgresql.conf.pre-pgha.  pg_hba.conf is kept as pg_hba.conf.pre-pgha.  Settings pgha
+    manages are removed from postgresql.auto.conf (pg_basebackup -R puts primary_conninfo there,
+    and ALTER SYSTEM would override pgha's), the original kept as postgresql.auto.conf.pre-pgha.
+    """
+    current = _read(layout.conf)
+    if not layout.base_conf.exists():
+        if current and not current.startswith(conf.MARKER):
+            os.replace(layout.conf, layout.base_conf)
+        else:
+            conf.write_atomic(layout.base_conf, "# initdb's settings were not available\n", run_as)
+    elif current and not current.startswith(conf.MARKER):
+        _keep(layout.conf, current, run_as)
+    hba = _read(layout.hba)
+    if hba and not hba.startswith(conf.MARKER):
+        _keep(layout.hba, hba, run_as)
+    auto = _read(layout.auto_conf)
+    kept, removed = conf.without_managed_settings(auto)
+    if removed:
+        _keep(layout.auto_conf, auto, run_as)
+        conf.write_atomic(layout.auto_conf, kept, run_as)
+        log.warning("removed %s from %s: pgha sets them (the old file is kept as %s%s)",
+                    ", ".join(removed), layout.auto_conf.name, layout.auto_conf.name, PRE_PGHA)
+
+
+PRE_PGHA = ".pre-pgha"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
+
+
+def _keep(path: Path, text: str, run_as: RunAs) -> None:
+    """A copy of a file pgha is about to replace, next to it (only the first original is kept)."""
+    copy = path.with_name(path.name + PRE_PGHA)
+    if not copy.exists():
+        conf.write_atomic(copy, text, run_as)
+        log.warning("%s was not written by pgha: pgha manages it now; the original is kept as %s",
+                    path.name, copy.name)
 
 
 def _needs_restart(config: NodeConfig, layout: Layout, standby: bool) -> bool:
@@ -137,8 +179,14 @@ def _needs_restart(config: NodeConfig, layout: Layout, standby: bool) -> bool:
     except psycopg.Error as exc:
         log.warning("cannot tell whether the new settings need a restart: %s", db.one_line(exc))
         return False
+    # Only what the role needs forces a restart (where to stream from); every other setting
+    # that needs one shows as pending restart (`pgha list`) until the operator's `pgha restart`:
+    # an adopted server keeps running.
+    role_names = [n for n in names if n in ("primary_conninfo", "primary_slot_name")]
     if names:
-        log.info("restart needed for: %s", ", ".join(names))
+        log.info("pending restart for: %s", ", ".join(names))
+    if role_names:
+        log.info("restart needed for: %s", ", ".join(role_names))
         return True
     if row is not None and row[0] is False and standby:
         log.info("restart needed: a running primary becomes a standby")

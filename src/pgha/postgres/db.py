@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -11,17 +12,36 @@ from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
 
 
+def listening(config: NodeConfig, layout: Layout) -> tuple[str, int]:
+    """(socket directory, port) the running server listens on, from postmaster.pid; else the configured ones.
+
+    A server pgha adopted keeps its own socket directory and port until it restarts (both
+    need one), and so does one whose postgresql.port changed.
+    """
+    try:
+        lines = layout.pid_file.read_text().splitlines()
+        port, sock = lines[3].strip(), lines[4].strip()
+        if port.isdigit() and sock and Path(sock).is_dir():
+            return sock, int(port)
+    except (OSError, UnicodeDecodeError, IndexError):
+        pass
+    return str(layout.socket_dir), config.postgresql.port
+
+
 def local(
     config: NodeConfig, layout: Layout, statement_timeout_ms: int = 2000, connect_timeout: int = 2
 ) -> psycopg.Connection[tuple[Any, ...]]:
     """A superuser connection over the Unix socket; raises psycopg.Error.
 
     libpq's shortest connect_timeout is 2 s, and statements time out after
-    ``statement_timeout_ms``, so a hung server costs a bounded wait.
+    ``statement_timeout_ms``, so a hung server costs a bounded wait.  The password file
+    serves servers whose local connections need a password (pgha's pg_hba trusts the socket).
     """
+    sock, port = listening(config, layout)
     return psycopg.connect(
-        host=str(layout.socket_dir),
-        port=config.postgresql.port,
+        host=sock,
+        port=port,
+        passfile=str(layout.passfile),
         user=config.postgresql.superuser.username,
         dbname="postgres",
         connect_timeout=connect_timeout,

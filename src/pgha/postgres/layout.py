@@ -45,6 +45,10 @@ class Layout:
         return self.data / "postgresql.base.conf"
 
     @property
+    def auto_conf(self) -> Path:
+        return self.data / "postgresql.auto.conf"
+
+    @property
     def hba(self) -> Path:
         return self.data / "pg_hba.conf"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from pgha.config import NodeConfig
 from pgha.core.model import LocalPostgres
 from pgha.postgres import clone as _clone
-from pgha.postgres import control, observe, slots
+from pgha.postgres import conf, control, observe, slots
 from pgha.postgres import rewind as _rewind
 from pgha.postgres.binaries import Binaries, RunAs
 from pgha.postgres.common import PostgresError, Progress, Upstream
@@ -67,6 +67,10 @@ class PostgresNode:
             binaries = self.binaries
         except PostgresError:
             return observe.observe_files_only(self.layout)
+        if self.config.bootstrap.adopt and not self.layout.passfile.exists() and self.layout.parent.is_dir():
+            # A server being adopted may want a password on its Unix socket until pgha's
+            # pg_hba.conf is in place; the local connection reads it from here.
+            conf.write_atomic(self.layout.passfile, conf.render_passfile(self.config), binaries.run_as)
         pg = self._observer.observe(binaries)
         pm = observe.read_postmaster(self.layout)
         pg, self._replica_timeline = observe.carry_replica_timeline(pg, pm.identity if pm else None,

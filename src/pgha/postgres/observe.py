@@ -130,6 +130,15 @@ def controldata(binaries: Binaries, layout: Layout) -> ControlData | None:
     return parse(r.stdout)
 
 
+def unmanaged_conf(layout: Layout) -> bool:
+    """postgresql.conf exists and pgha did not write it (a cluster not adopted yet)."""
+    try:
+        with open(layout.conf) as f:
+            return not f.read(len(conf.MARKER)).startswith(conf.MARKER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def configured_upstream(layout: Layout) -> tuple[str | None, str | None]:
     try:
         return conf.read_upstream(layout.conf.read_text())
@@ -202,6 +211,7 @@ class Observer:
             system_id=cd.system_id if cd else None,
             control_state=cd.state if cd else None,
             configured_upstream=upstream,
+            unmanaged_conf=state == DataDir.VALID and unmanaged_conf(layout),
         )
         if pm is None:
             self._drop()
@@ -332,4 +342,5 @@ def observe_files_only(layout: Layout) -> LocalPostgres:
     run = (
         PgRunState.STARTING if pm else PgRunState.CRASHED if layout.pid_file.exists() else PgRunState.STOPPED
     )
-    return LocalPostgres(data_dir=state, run_state=run, configured_upstream=upstream)
+    return LocalPostgres(data_dir=state, run_state=run, configured_upstream=upstream,
+                         unmanaged_conf=state == DataDir.VALID and unmanaged_conf(layout))

@@ -4,6 +4,13 @@ pg_rewind copies the source's configuration files along with the changed
 data; pgha puts its own back afterwards.  PostgreSQL 15's pg_rewind first
 runs crash recovery in single-user mode when the target was not shut down
 cleanly, so a crashed old primary can be rewound directly.
+
+It also reads the source's timeline from the source's pg_control, which a just-promoted
+primary updates only at its first checkpoint (requested at promotion, and spread): until
+then pg_rewind sees both servers on one timeline, answers "no rewind required", and the
+target cannot start ("requested timeline 2 is not a child of this server's history").  So
+the source is asked for a checkpoint first when its pg_control lags its WAL timeline
+(pg_rewind 16 reads the timeline history instead).  Found by the fault suite.
 """
 
 from __future__ import annotations
@@ -11,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import psycopg
+
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf
+from pgha.postgres import conf, db
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -51,6 +60,7 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         application_name=f"{config.name}_rewind",
         connect_timeout=5,
     )
+    checkpoint_source(config, layout, source)
     log.info("rewind: pg_rewind against %s (%s:%s)", source.name, source.host, source.port)
     try:
         r = binaries.run(
@@ -66,6 +76,26 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         gist = errors[-1] if errors else last_line(out, f"exit code {r.returncode}")
         raise PostgresError(f"rewind against {source.name} failed: {gist}")
     log.info("rewind: %s", last_line(out, "done"))
+
+
+# The timeline of the source's last checkpoint, and the one it writes WAL on now.
+TIMELINES = (
+    "SELECT c.timeline_id, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+    " FROM pg_control_checkpoint() c"
+)
+
+
+def checkpoint_source(config: NodeConfig, layout: Layout, source: Upstream) -> None:
+    """A CHECKPOINT on the source if its pg_control still names an older timeline (see above)."""
+    try:
+        with db.remote(config, layout, source, config.postgresql.superuser.username) as conn:
+            row = conn.execute(TIMELINES).fetchone()
+            if row is not None and row[0] != row[1]:
+                log.info("rewind: %s has not checkpointed on timeline %s yet: CHECKPOINT first", source.name, row[1])
+                conn.execute("SET statement_timeout = '120s'")
+                conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:
+        log.info("rewind: cannot check the checkpoint timeline of %s (%s)", source.name, db.one_line(exc))
 
 
 def _restore(layout: Layout, binaries: Binaries, saved: dict[str, bytes]) -> None:

@@ -3,7 +3,9 @@
 A member's slot is named ``slot_name(member)`` (lowercase, [a-z0-9_]), so
 every primary computes the same names without a prefix.  pgha records the
 slots it created in ``pgha.slots`` in the data directory and only ever drops
-slots listed there: slots an operator made are never touched.  The record
+slots listed there: slots an operator made are never touched, except that a slot named
+after a current member is that member's (an adopted cluster's, or Patroni's, which names
+slots the same way) and is taken over.  The record
 travels with the data (clones copy it), so a new primary knows which slots
 were pgha's.  An active slot of a departed member is kept and dropped by a
 later call once its walsender has gone.
@@ -59,6 +61,16 @@ def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
                 owned.add(name)
                 log.info("created replication slot %s", name)
+            for name in sorted((wanted & existing.keys()) - owned):
+                # A member's slot made before pgha (an adopted cluster; Patroni names slots after
+                # members the same way): pgha keeps it and, from now on, manages it like its own.
+                owned.add(name)
+                log.info("adopted replication slot %s (it existed already)", name)
+            for name in sorted(existing.keys() - wanted - owned):
+                if not existing[name]:
+                    log.warning("replication slot %s is not a member's and nobody streams from it: it keeps "
+                                "WAL on this primary until dropped (SELECT pg_drop_replication_slot('%s'))",
+                                name, name)
             for name in sorted(owned - wanted):
                 if name not in existing:
                     owned.discard(name)

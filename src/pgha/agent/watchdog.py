@@ -21,98 +21,23 @@ fires after the agent's own fence would have, but before the lease can expire.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
-import signal
 import subprocess
 import sys
 import threading
-import time
+from pathlib import Path
+
+# The process body lives in a module that imports nothing from pgha (it runs as a bare script);
+# these names stay importable from here.
+from pgha.agent.watchdog_child import children_of, drop_vip, fence, fence_postmaster, serve
+
+__all__ = ["Watchdog", "children_of", "drop_vip", "fence", "fence_postmaster", "serve"]
 
 log = logging.getLogger("pgha.watchdog")
 
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # The command may contain spaces and parentheses: the ppid follows the last ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
-
-
-def fence_postmaster(pid: int) -> None:
-    """Stop the postmaster from restarting anything, kill its children, then it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGSTOP)
-    for child in children_of(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)
-
-
-def drop_vip(vip: tuple[str, str] | None) -> None:
-    """Remove the VIP (cidr, interface) after fencing; the address may already be gone."""
-    if vip is None:
-        return
-    try:
-        res = subprocess.run(["ip", "-4", "addr", "del", vip[0], "dev", vip[1]], capture_output=True, text=True,
-                             timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"pgha watchdog: could not remove the VIP {vip[0]}: {exc}", file=sys.stderr, flush=True)
-        return
-    if res.returncode == 0:
-        print(f"pgha watchdog: removed the VIP {vip[0]} from {vip[1]}", file=sys.stderr, flush=True)
-
-
-def fence(pid: int, vip: tuple[str, str] | None) -> None:
-    fence_postmaster(pid)
-    drop_vip(vip)
-
-
-def serve(stream: int, vip: tuple[str, str] | None = None) -> None:
-    """The watchdog process body: read commands from ``stream`` until EOF."""
-    armed_pid: int | None = None
-    deadline = 0.0
-    buf = b""
-    while True:
-        timeout = None if armed_pid is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([stream], [], [], timeout)
-        if not ready:
-            if armed_pid is not None:
-                print(f"pgha watchdog: deadline passed, fencing PostgreSQL (pid {armed_pid})",
-                      file=sys.stderr, flush=True)
-                fence(armed_pid, vip)
-                armed_pid = None
-            continue
-        chunk = os.read(stream, 4096)
-        if not chunk:
-            if armed_pid is not None:
-                print(f"pgha watchdog: agent gone while primary, fencing PostgreSQL (pid {armed_pid})",
-                      file=sys.stderr, flush=True)
-                fence(armed_pid, vip)
-            return
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            parts = line.decode().split()
-            if parts[:1] == ["arm"] and len(parts) == 3:
-                armed_pid, deadline = int(parts[1]), float(parts[2])
-            elif parts[:1] == ["disarm"]:
-                armed_pid = None
+# What the watchdog process runs: `python -I -S` loads no site-packages and no pgha package, only
+# watchdog_child from this directory (imported, not run as a script, so its compiled form is used).
+CHILD = f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]; import watchdog_child; watchdog_child.main()"
 
 
 class Watchdog:
@@ -127,7 +52,7 @@ class Watchdog:
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pgha.agent.watchdog", *(self.vip or ())],
+            [sys.executable, "-I", "-S", "-c", CHILD, *(self.vip or ())],
             stdin=subprocess.PIPE,
             # Not in the agent's process group: a signal to the group must not reach it.
             start_new_session=True,
@@ -168,9 +93,3 @@ class Watchdog:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
             self._proc = None
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(sys.stdin.fileno(), (sys.argv[1], sys.argv[2]) if len(sys.argv) == 3 else None)

@@ -180,7 +180,8 @@ class ApiServer:
                                     "addresses, 127.0.0.1 or 0.0.0.0") from None
             raise ApiStartError(f"{where}: cannot listen ({_reason(exc)})") from None
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        # An idle API wakes once a second (stop() wakes it at once; see there), not 20 times.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 1.0},
                                         name="api", daemon=True)
         self._thread.start()
         log.info("REST API listening on %s", self.url)
@@ -193,7 +194,14 @@ class ApiServer:
         server, thread = self._server, self._thread
         if server is None:
             return
-        server.shutdown()
+        # shutdown() waits for serve_forever to see its flag; a listening socket that is shut down
+        # reads as ready, so its select returns (accept then fails, which serve_forever ignores).
+        stopper = threading.Thread(target=server.shutdown, name="api-stop", daemon=True)
+        stopper.start()
+        while stopper.is_alive():
+            with contextlib.suppress(OSError):
+                server.socket.shutdown(socket.SHUT_RDWR)
+            stopper.join(0.05)
         server.drop_connections()
         server.server_close()
         if thread is not None:

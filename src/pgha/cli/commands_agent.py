@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
+from pgha.agent.entry import load_checked, run_loaded
 from pgha.cli.main import cli
-from pgha.config import ConfigError, NodeConfig, load
-from pgha.preflight import run_all
-
-
-def _load_checked(path: str) -> NodeConfig:
-    try:
-        cfg = load(path)
-        run_all(cfg)
-        return cfg
-    except ConfigError as exc:
-        click.echo(f"pgha: {exc}", err=True)
-        sys.exit(1)
 
 
 @cli.command()
@@ -27,7 +15,7 @@ def _load_checked(path: str) -> NodeConfig:
               help="Node YAML file; - reads standard input.")
 def validate(config_path: str) -> None:
     """Check a node configuration and this machine against it; create nothing."""
-    cfg = _load_checked(config_path)
+    cfg = load_checked(config_path)
     click.echo(f"{'<stdin>' if config_path == '-' else config_path}: OK (cluster {cfg.cluster}, node {cfg.name})")
 
 
@@ -35,7 +23,7 @@ def validate(config_path: str) -> None:
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(), help="Node YAML file.")
 def agent(config_path: str) -> None:
     """Run the HA agent in the foreground (for systemd); SIGTERM stops it cleanly."""
-    _run_agent(_load_checked(config_path))
+    run_loaded(load_checked(config_path))
 
 
 @cli.command()
@@ -57,7 +45,7 @@ def adopt(config_path: str, check: bool) -> None:
     from pgha.dcs.store import ClusterStore
     from pgha.postgres.node import PostgresNode
 
-    cfg = dataclasses.replace(_load_checked(config_path), bootstrap=BootstrapConfig(adopt=True))
+    cfg = dataclasses.replace(load_checked(config_path), bootstrap=BootstrapConfig(adopt=True))
     pg = PostgresNode(cfg).observe()
     try:
         view = ClusterStore(open_kv(cfg.dcs), cfg.cluster, cfg.dcs.prefix).read()
@@ -70,19 +58,4 @@ def adopt(config_path: str, check: bool) -> None:
         sys.exit(1)
     click.echo(f"pgha: {adoption.plan(cfg, pg, view)}" + (" (check only)" if check else ""), err=True)
     if not check:
-        _run_agent(cfg)
-
-
-def _run_agent(cfg: NodeConfig) -> None:
-    from pgha.agent.agent import Agent, install_signal_handlers
-    from pgha.api.server import ApiStartError
-    from pgha.logging_setup import setup_logging
-
-    setup_logging(cfg)
-    a = Agent(cfg)
-    install_signal_handlers(a)
-    try:
-        a.run()
-    except (ConfigError, ApiStartError) as exc:
-        logging.getLogger("pgha").error("%s", exc)
-        sys.exit(1)
+        run_loaded(cfg)

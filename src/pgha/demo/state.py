@@ -130,7 +130,7 @@ def orphan_watchdogs() -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"pgha.agent.watchdog" in cmd:
+        if any(b"import watchdog_child" in c or c == b"pgha.agent.watchdog" for c in cmd):
             out.append(pid)
     return out
 

@@ -44,6 +44,8 @@ class PostgresNode:
         }
         # (postmaster identity, highest timeline seen while it runs as a standby).
         self._replica_timeline: tuple[str, int] | None = None
+        # The connection and pg_control reading kept between loops.
+        self._observer = observe.Observer(config, self.layout)
 
     @property
     def binaries(self) -> Binaries:
@@ -69,7 +71,7 @@ class PostgresNode:
             # A server being adopted may want a password on its Unix socket until pgha's
             # pg_hba.conf is in place; the local connection reads it from here.
             conf.write_atomic(self.layout.passfile, conf.render_passfile(self.config), binaries.run_as)
-        pg = observe.observe(self.config, self.layout, binaries)
+        pg = self._observer.observe(binaries)
         pm = observe.read_postmaster(self.layout)
         pg, self._replica_timeline = observe.carry_replica_timeline(pg, pm.identity if pm else None,
                                                                     self._replica_timeline)
@@ -138,6 +140,7 @@ class PostgresNode:
 
     def stop(self, mode: str, timeout: float) -> None:
         """Stop as pg_ctl stop -m fast|immediate does; returns once the postmaster is gone (no-op when stopped)."""
+        self._observer.close()  # our own session must not hold up a smart shutdown
         control.stop(self.layout, mode, timeout)
 
     def reload(self) -> None:

@@ -7,8 +7,11 @@ read is left None.  The SQL part costs at most one bounded connection attempt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -143,36 +146,99 @@ def configured_upstream(layout: Layout) -> tuple[str | None, str | None]:
         return None, None
 
 
-def observe(config: NodeConfig, layout: Layout, binaries: Binaries) -> LocalPostgres:
-    state = data_dir_state(layout)
-    if state == DataDir.EMPTY:
-        return LocalPostgres(data_dir=DataDir.EMPTY)
-    upstream, upstream_addr = configured_upstream(layout)
-    cd = controldata(binaries, layout) if state == DataDir.VALID else None
-    pm = read_postmaster(layout)
-    base = LocalPostgres(
-        data_dir=state,
-        system_id=cd.system_id if cd else None,
-        control_state=cd.state if cd else None,
-        configured_upstream=upstream,
-        unmanaged_conf=state == DataDir.VALID and unmanaged_conf(layout),
-    )
-    if pm is None:
-        crashed = layout.pid_file.exists()
-        return replace(
-            base,
-            run_state=PgRunState.CRASHED if crashed else PgRunState.STOPPED,
-            timeline=cd.latest_timeline if cd else None,
-            wal_lsn=cd.checkpoint_lsn if cd else None,
+class Observer:
+    """Looks at the local PostgreSQL once per loop, keeping between loops what makes that cheap.
+
+    * One connection to the local server, reused while the same postmaster runs (a broken one
+      is replaced at once, in the same call), so a loop costs one round trip: ``OBSERVE_SQL``.
+    * pg_control's last reading: ``pg_controldata`` runs again only when the file changed or the
+      server is not up (stopped, crashed, starting), instead of one process per loop.
+    """
+
+    def __init__(self, config: NodeConfig, layout: Layout) -> None:
+        self.config = config
+        self.layout = layout
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._conn_of = ""  # identity of the postmaster the connection was opened to
+        self._control_key: tuple[str, int, int, int] | None = None
+        self._control: ControlData | None = None
+
+    def observe(self, binaries: Binaries) -> LocalPostgres:
+        with self._lock:
+            return self._observe(binaries)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def _controldata(self, binaries: Binaries, pm: Postmaster | None) -> ControlData | None:
+        if pm is None or pm.status not in ("ready", "standby"):
+            self._control_key = None
+            return controldata(binaries, self.layout)
+        try:
+            st = (self.layout.data / "global" / "pg_control").stat()
+        except OSError:
+            self._control_key = None
+            return controldata(binaries, self.layout)
+        key = (pm.identity, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key == self._control_key:
+            return self._control
+        cd = controldata(binaries, self.layout)
+        # A file written within the last second may be written again within the same timestamp
+        # tick, which the key would not see: read it again next time.
+        self._control_key = key if cd is not None and time.time() - st.st_mtime > 1.0 else None
+        self._control = cd
+        return cd
+
+    def _observe(self, binaries: Binaries) -> LocalPostgres:
+        layout = self.layout
+        state = data_dir_state(layout)
+        if state == DataDir.EMPTY:
+            self._drop()
+            return LocalPostgres(data_dir=DataDir.EMPTY)
+        upstream, upstream_addr = configured_upstream(layout)
+        pm = read_postmaster(layout)
+        cd = self._controldata(binaries, pm) if state == DataDir.VALID else None
+        base = LocalPostgres(
+            data_dir=state,
+            system_id=cd.system_id if cd else None,
+            control_state=cd.state if cd else None,
+            configured_upstream=upstream,
+            unmanaged_conf=state == DataDir.VALID and unmanaged_conf(layout),
         )
-    if pm.status in ("starting", "stopping"):
-        # Alive but not serving queries (recovering before consistency, or shutting down).
-        return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
-    try:
-        with db.local(config, layout, statement_timeout_ms=1000) as conn:
-            return _sql(conn, base, cd, upstream, upstream_addr)
-    except psycopg.Error as exc:
-        log.debug("observe: cannot query the local server: %s", db.one_line(exc))
+        if pm is None:
+            self._drop()
+            crashed = layout.pid_file.exists()
+            return replace(
+                base,
+                run_state=PgRunState.CRASHED if crashed else PgRunState.STOPPED,
+                timeline=cd.latest_timeline if cd else None,
+                wal_lsn=cd.checkpoint_lsn if cd else None,
+            )
+        if pm.status in ("starting", "stopping"):
+            # Alive but not serving queries (recovering before consistency, or shutting down).
+            self._drop()
+            return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
+        if self._conn_of != pm.identity or (self._conn is not None and self._conn.broken):
+            self._drop()
+        for fresh in (self._conn is None, True):
+            try:
+                if self._conn is None:
+                    self._conn = db.local(self.config, layout, statement_timeout_ms=1000)
+                    self._conn_of = pm.identity
+                return _sql(self._conn, base, cd, upstream, upstream_addr)
+            except psycopg.Error as exc:
+                self._drop()
+                if fresh:
+                    log.debug("observe: cannot query the local server: %s", db.one_line(exc))
+                    break
         return replace(base, run_state=PgRunState.STARTING, timeline=cd.latest_timeline if cd else None)
 
 
@@ -191,6 +257,28 @@ def live_lsn(config: NodeConfig, layout: Layout) -> int | None:
     return parse_lsn(row[0]) if row is not None and row[0] is not None else None
 
 
+# Everything a loop needs from a running server, in one statement.  Each branch only runs on
+# the side it is for (CASE evaluates lazily, and so do the sub-selects in it): the primary's WAL
+# position and walsenders; a standby's positions, the timelines it may be on, its WAL receiver.
+OBSERVE_SQL = """
+SELECT r.rec, current_setting('synchronous_standby_names'),
+  coalesce((SELECT bool_or(pending_restart) FROM pg_settings), false),
+  CASE WHEN NOT r.rec THEN pg_current_wal_lsn()::text END,
+  CASE WHEN NOT r.rec THEN pg_walfile_name(pg_current_wal_lsn()) END,
+  CASE WHEN NOT r.rec THEN (SELECT json_agg(json_build_array(application_name, state, sync_state,
+      flush_lsn::text, replay_lsn::text) ORDER BY application_name) FROM pg_stat_replication) END,
+  CASE WHEN r.rec THEN pg_last_wal_receive_lsn()::text END,
+  CASE WHEN r.rec THEN pg_last_wal_replay_lsn()::text END,
+  CASE WHEN r.rec THEN (SELECT timeline_id FROM pg_control_checkpoint()) END,
+  CASE WHEN r.rec THEN (SELECT min_recovery_end_timeline FROM pg_control_recovery()) END,
+  CASE WHEN r.rec THEN (SELECT max(name) FROM pg_ls_waldir()
+      WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$') END,
+  CASE WHEN r.rec THEN (SELECT json_build_array(status, received_tli, sender_host, sender_port)
+      FROM pg_stat_wal_receiver) END
+FROM (SELECT pg_is_in_recovery() AS rec) r
+"""
+
+
 def _sql(
     conn: psycopg.Connection[tuple[Any, ...]],
     base: LocalPostgres,
@@ -198,10 +286,7 @@ def _sql(
     upstream: str | None,
     upstream_addr: str | None,
 ) -> LocalPostgres:
-    row = conn.execute(
-        "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'),"
-        " coalesce((SELECT bool_or(pending_restart) FROM pg_settings), false)"
-    ).fetchone()
+    row = conn.execute(OBSERVE_SQL).fetchone()
     assert row is not None
     in_recovery, sync_names, pending = bool(row[0]), str(row[1]), bool(row[2])
     pg = replace(
@@ -212,18 +297,11 @@ def _sql(
         pending_restart=pending,
     )
     if not in_recovery:
-        r = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())"
-        ).fetchone()
-        assert r is not None
-        reps = conn.execute(
-            "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text"
-            " FROM pg_stat_replication ORDER BY application_name"
-        ).fetchall()
+        reps = row[5] or []
         return replace(
             pg,
-            wal_lsn=parse_lsn(r[0]),
-            timeline=timeline_of_walfile(r[1]),
+            wal_lsn=parse_lsn(row[3]),
+            timeline=timeline_of_walfile(row[4]),
             replication=tuple(
                 Replication(str(a), str(s), str(ss), parse_lsn(f), parse_lsn(rp)) for a, s, ss, f, rp in reps
             ),
@@ -235,28 +313,19 @@ def _sql(
     # its member key expired.  WAL segments in pg_wal are named by the timeline they were
     # received or recycled on, which the replica only does once it follows that timeline (a
     # diverged replica is refused the new timeline and never gets its segments).
-    r = conn.execute(
-        "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
-        " (SELECT timeline_id FROM pg_control_checkpoint()),"
-        " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
-        " (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$')"
-    ).fetchone()
-    assert r is not None
-    w = conn.execute(
-        "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
-    ).fetchone()
+    w = row[11]
     status = str(w[0]) if w else None
-    tls = [int(t) for t in (r[2], r[3], w[1] if w else None) if t]
-    if r[4]:
-        tls.append(timeline_of_walfile(str(r[4])))
+    tls = [int(t) for t in (row[8], row[9], w[1] if w else None) if t]
+    if row[10]:
+        tls.append(timeline_of_walfile(str(row[10])))
     following = None
     if status == "streaming" and upstream is not None:
         sender = f"{w[2]}:{w[3]}" if w and w[2] is not None else None
         following = upstream if upstream_addr is None or sender is None or sender == upstream_addr else None
     return replace(
         pg,
-        received_lsn=parse_lsn(r[0]),
-        replayed_lsn=parse_lsn(r[1]),
+        received_lsn=parse_lsn(row[6]),
+        replayed_lsn=parse_lsn(row[7]),
         timeline=max(tls) if tls else (cd.latest_timeline if cd else None),
         receiver_status=status,
         following=following,

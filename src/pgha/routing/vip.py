@@ -18,11 +18,13 @@ namespace (``Runner(prefix=("ip", "netns", "exec", "ns1"))``).
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pgha.config import VipConfig
+from pgha.routing import netlink
 from pgha.routing.errors import RoutingError
 
 log = logging.getLogger("pgha.routing.vip")
@@ -118,11 +120,24 @@ class Vip:
         return f"{self.cfg.address}/{self.cfg.prefix}"
 
     def held(self) -> bool:
-        """Whether the address is on the interface now."""
-        res = self.runner.run(["ip", "-o", "-4", "addr", "show", "dev", self.cfg.interface])
-        if res.returncode != 0:
-            raise RoutingError(self._describe("ip addr show", res))
-        return parse_held(res.stdout, self.cfg.address)
+        """Whether the address is on the interface now.
+
+        In the agent's own network namespace this is read over netlink (no process per check); a
+        runner with a prefix (``ip netns exec NS``) works elsewhere, so there `ip addr show` runs.
+        """
+        if self.runner.prefix:
+            res = self.runner.run(["ip", "-o", "-4", "addr", "show", "dev", self.cfg.interface])
+            if res.returncode != 0:
+                raise RoutingError(self._describe("ip addr show", res))
+            return parse_held(res.stdout, self.cfg.address)
+        try:
+            return self.cfg.address in netlink.ipv4_addresses(self.cfg.interface)
+        except OSError as exc:
+            if not _interface_exists(self.cfg.interface):
+                raise RoutingError(f"reading the addresses of {self.cfg.interface}: interface "
+                                   f"{self.cfg.interface!r} does not exist; set vip.interface to one shown by "
+                                   "`ip -br link`") from None
+            raise RoutingError(f"reading the addresses of {self.cfg.interface}: {exc}") from None
 
     def acquire(self) -> None:
         """Add the address (no-op if present), then announce it with gratuitous ARP in the background."""
@@ -176,6 +191,14 @@ def parse_held(ip_o_output: str, address: str) -> bool:
             if word == "inet" and words[i + 1].split("/", 1)[0] == address:
                 return True
     return False
+
+
+def _interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
 
 
 def _present(stderr: str) -> bool:

@@ -21,7 +21,6 @@ import yaml
 from pgha.api.routes import ROUTES
 from pgha.core.model import Role
 from pgha.demo import DemoCluster
-from pgha.demo.cluster import EtcdKV
 from tests.support.cluster import leader_name, replicas, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,7 +91,7 @@ def test_no_password_in_logs_api_answers_etcd_or_ps(demo: DemoCluster) -> None:
                      "/replica"):
             _, body = demo.api_call(n.name, "GET", path)
             places[f"{n.name} GET {path}"] = body.decode() if isinstance(body, bytes) else json.dumps(body)
-    _, kvs = EtcdKV((demo.etcd_url,), 2.0).get_prefix("/")
+    _, kvs = demo.open_kv().get_prefix("/")
     assert kvs, "etcd holds the cluster"
     for kv in kvs:
         places[f"etcd {kv.key}"] = kv.value.decode(errors="replace")

@@ -117,7 +117,7 @@ def adopted() -> Iterator[tuple[DemoCluster, PlainCluster]]:
         demo.dir.mkdir(parents=True)
         os.chmod(demo.dir, 0o755)
         try:
-            etcd_pid = demo._start_etcd()
+            etcd_pid = demo._start_dcs()
             # What `demo up` does before it starts the agents (which it would let initdb and clone).
             demo.state = DemoState(cluster=demo.cluster, etcd=demo.etcd_url, etcd_pid=etcd_pid, dir=str(demo.dir),
                                    client_netns=None, vip=None, api_netrc=str(demo.api_netrc),

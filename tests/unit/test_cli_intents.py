@@ -285,3 +285,16 @@ def test_reinit_refusals(world: World) -> None:
     assert world.store.release_leader("node1")
     assert refusal(world.run("reinit", "node3", "--force")).startswith("pgha: the cluster has no leader")
     assert world.store.read().intents == {}
+
+
+def test_switchover_to_a_lagging_synchronous_standby_is_not_judged_by_lag(world: World) -> None:
+    """In synchronous mode a synchronous standby holds every acknowledged commit: the positions
+    published up to ttl/3 ago may show it behind a busy leader, but only an asynchronous
+    candidate is refused for that."""
+    world.store.set_config(ClusterConfig(synchronous_mode="on"))
+    assert world.store.publish_sync("node1", ("node2",), 1)
+    world.change("node2", received_lsn=70 * MIB, replayed_lsn=70 * MIB)
+    r = world.run("switchover", "--candidate", "node2", "--force", "--no-wait")
+    assert r.exit_code == 0, r.output
+    sw = world.store.read().switchover
+    assert sw is not None and sw.candidate == "node2"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -26,11 +27,22 @@ def tcp_state(host: str, port: int, timeout: float = POLL_TIMEOUT) -> str:
 
 
 class PeerPoller:
-    def __init__(self) -> None:
+    """Polls the other members' ``/status``.
+
+    With ``ca_file`` (api.tls.cafile) their certificates are verified against it, as /failsafe
+    does. Without one, an HTTPS peer is read unverified and quietly: /status is public, read-only
+    and only speeds a failover up, so it must not fill the log with a warning per poll.
+    """
+
+    def __init__(self, ca_file: str | None = None) -> None:
+        if ca_file:
+            tls: dict[str, str] = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file}
+        else:
+            tls = {"cert_reqs": "CERT_NONE"}
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.http = urllib3.PoolManager(
             num_pools=16, maxsize=2, retries=False,
-            timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT),
-            cert_reqs="CERT_NONE",
+            timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT), **tls,
         )
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="poll")
 

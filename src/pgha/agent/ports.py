@@ -170,7 +170,7 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
         kv=open_kv(config.dcs),
         pg=PostgresNode(config),
         tasks=TaskRunner(wake),
-        poller=PeerPoller(),
+        poller=PeerPoller((config.api.tls.cafile or None) if config.api.tls is not None else None),
         failsafe=HttpFailsafe(config.api),
         callbacks=CallbackRunner(config.callbacks, config.cluster, logging.getLogger("pgha.agent")),
         watchdog=Watchdog(vip_cidr) if config.watchdog.mode == "on" else None,

@@ -35,14 +35,12 @@ class PeerPoller:
     """
 
     def __init__(self, ca_file: str | None = None) -> None:
-        if ca_file:
-            tls: dict[str, str] = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file}
-        else:
-            tls = {"cert_reqs": "CERT_NONE"}
+        if not ca_file:
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.http = urllib3.PoolManager(
             num_pools=16, maxsize=2, retries=False,
-            timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT), **tls,
+            timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT),
+            cert_reqs="CERT_REQUIRED" if ca_file else "CERT_NONE", ca_certs=ca_file or None,
         )
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="poll")
 

@@ -149,7 +149,12 @@ class Lab:
         lab = cls(subnet, bridge=bridge_name(subnet))
         if ip("link", "show", lab.bridge, check=False).returncode == 0:
             raise NetLabError(f"bridge {lab.bridge} already exists; is another demo running on {subnet}?")
-        ip("link", "add", lab.bridge, "type", "bridge")
+        # A bridge takes the lowest MAC address of its ports unless it has its own: a host that
+        # dies with the lowest one would change the gateway's MAC under every other host, which
+        # then cannot reach etcd until its ARP entry goes stale (seconds).  So it gets its own,
+        # locally administered (02:...) and derived from the subnet.
+        a, b, c, _ = subnet.network_address.packed
+        ip("link", "add", lab.bridge, "address", f"02:70:67:{a:02x}:{b:02x}:{c:02x}", "type", "bridge")
         try:
             ip("addr", "add", f"{lab.gateway}/24", "dev", lab.bridge)
             ip("link", "set", lab.bridge, "up")

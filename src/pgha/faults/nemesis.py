@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pgha.core.model import Switchover
+from pgha.core.model import ClusterView, Switchover
+from pgha.dcs.base import DCSError
 from pgha.demo import DemoCluster, pid_alive
 from pgha.faults import netfault
 from pgha.faults.procs import freeze_host, host_pids, kill_host, postmaster_pid, restart_node, signal_all
@@ -66,7 +67,7 @@ class Nemesis:
         return self.demo.lab.address(CLIENT_HOST)
 
     def leader(self) -> str:
-        view = self.demo.view()
+        view = settled_view(self.demo)
         assert view.leader is not None, "no leader to aim at"
         return view.leader.name
 
@@ -254,3 +255,16 @@ def heal_network(demo: DemoCluster) -> None:
         for ns in [n.netns for n in demo.state.nodes] + [m.netns for m in demo.state.etcd_members]:
             if ns:
                 netfault.heal(ns)
+
+
+def settled_view(demo: DemoCluster, timeout: float = 30.0) -> ClusterView:
+    """The cluster as the DCS holds it, read again while the DCS does not answer: an etcd member
+    fault just healed can leave etcd electing its leader for a moment ("leader changed")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return demo.view()
+        except DCSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -31,7 +31,7 @@ import psycopg
 from pgha.demo import DemoCluster, DemoError, netlab
 from pgha.demo.procs import stop_pid
 from pgha.faults import check, monitor, workload
-from pgha.faults.nemesis import Nemesis, heal_network
+from pgha.faults.nemesis import Nemesis, heal_network, settled_view
 from pgha.faults.report import agent_log_tails, log_tail, summary_text
 from pgha.preflight import port_free
 
@@ -277,7 +277,7 @@ class FaultRun:
         """A request still pending after recovery is dropped, so it cannot act in a later fault."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if epoch.demo.view().switchover is None:
+            if settled_view(epoch.demo).switchover is None:
                 return
             time.sleep(0.2)
         epoch.demo.store().clear_switchover()

@@ -55,7 +55,7 @@ def test_a_paused_etcd_times_out_and_the_next_endpoint_answers(etcd: EtcdServer,
                                                               etcd_fresh: EtcdServer) -> None:
     kv = EtcdKV((etcd_fresh.url, etcd.url), 0.5)
     store = ClusterStore(kv, "failover-endpoints")
-    store.publish_member(MemberInfo("n1"), 0)
+    store.publish_member(MemberInfo("n1"), kv.grant(30))
     etcd_fresh.pause()
     try:
         # The fresh server is paused: its reads time out and the shared one answers (it has no n1).

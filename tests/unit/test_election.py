@@ -281,3 +281,19 @@ def test_pick_switchover_target_prefers_most_advanced_then_priority() -> None:
 def test_pick_switchover_target_none_when_nobody_is_healthy() -> None:
     f = leader_facts(replica("b", "a", state="running"), replica("c", "a", tags=Tags(nofailover=True)))
     assert election.pick_switchover_target(f) is None
+
+
+@pytest.mark.parametrize(("lease_left", "lease_id", "rule"), [
+    (9.0, 1, "elect-win"),
+    (None, 1, "elect-no-lease"),  # the lease expired: the lease thread is granting a new one
+    (9.0, 0, "elect-no-lease"),  # a new lease is being granted: there is none to bind a key to
+    (0.5, 1, "elect-no-lease"),  # it would end within fence_margin: we would fence right after
+])
+def test_the_leader_key_is_only_taken_with_a_live_lease(lease_left: float | None, lease_id: int,
+                                                         rule: str) -> None:
+    """A leader key bound to no lease never expires: nobody could take over from its dead holder."""
+    v = view(orphan("b", 2000), orphan("c", 1000), cfg=config(fence_margin=2))
+    loc = local("b", pg_replica(None, 2000, streaming=False), lease_left=lease_left,
+                peers=polls(poll("c", 1000)))
+    loc = LocalState(**{**loc.__dict__, "lease_id": lease_id})
+    assert run(v, loc).rule_id == rule

@@ -1,18 +1,19 @@
-"""What the long-running processes load: the watchdog no pgha and almost no standard library,
-the agent no click (issue 10: every import stays resident for as long as a node runs)."""
+"""What the long-running processes load: the watchdog is bash and its builtins (no interpreter),
+the agent loads no click (issue 10: every import stays resident for as long as a node runs)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pgha.agent.entry import config_path_of
-from pgha.agent.watchdog import CHILD
+from pgha.agent.watchdog import BASH, SCRIPT
+from tests.support.cluster import wait_for
 
 
 @pytest.mark.parametrize(("args", "path"), [
@@ -30,26 +31,98 @@ def test_only_a_plain_agent_command_skips_click(args: list[str], path: str | Non
     assert config_path_of(args) == path
 
 
-def test_the_watchdog_process_imports_no_pgha_and_no_subprocess() -> None:
-    code = CHILD.replace("watchdog_child.main()", "print(' '.join(sorted(sys.modules)))")
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True,
-                         timeout=30).stdout.split()
-    assert "watchdog_child" in out
-    assert not [m for m in out if m.startswith(("pgha", "subprocess", "enum", "logging", "threading"))]
+def _dog() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([BASH, str(SCRIPT)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _postmaster() -> subprocess.Popen[bytes]:
+    """Stands in for the postmaster: a process with a child of its own."""
+    return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"])
+
+
+def _children(pid: int) -> list[int]:
+    from pgha.agent.fencing import children_of
+
+    return children_of(pid)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _send(dog: subprocess.Popen[bytes], line: str) -> None:
+    assert dog.stdin is not None
+    dog.stdin.write(line.encode() + b"\n")
+    dog.stdin.flush()
+
+
+def _cleanup(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+        for stream in (p.stdin, p.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_the_watchdog_process_is_bash_and_its_builtins() -> None:
+    """It must outlive a dead agent for as long as the node runs: no interpreter stays resident,
+    and it runs no program but `ip` (to drop the VIP after fencing)."""
+    text = SCRIPT.read_text()
+    assert text.startswith("#!/bin/bash")
+    commands = {line.split()[0] for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")}
+    assert not commands & {"sleep", "python3", "pkill", "ps", "cat", "date", "awk", "sed"}
 
 
 def test_the_watchdog_process_fences_when_its_agent_goes_away() -> None:
-    victim = subprocess.Popen(["sleep", "60"])  # stands in for the postmaster (no children)
-    dog = subprocess.Popen([sys.executable, "-I", "-S", "-c", CHILD], stdin=subprocess.PIPE)
+    victim, dog = _postmaster(), _dog()
     try:
+        wait_for("the stand-in's child", lambda: _children(victim.pid))
+        child = _children(victim.pid)[0]
+        _send(dog, f"arm {victim.pid} 60000")
         assert dog.stdin is not None
-        dog.stdin.write(f"arm {victim.pid} {time.monotonic() + 60:.3f}\n".encode())
-        dog.stdin.flush()
         dog.stdin.close()  # the agent died while its PostgreSQL was primary
         assert victim.wait(timeout=10) == -signal.SIGKILL
         assert dog.wait(timeout=10) == 0
+        wait_for("the child killed too", lambda: _gone(child))
+        assert dog.stderr is not None and b"agent gone while primary" in dog.stderr.read()
     finally:
-        for p in (victim, dog):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout=5)
+        _cleanup(victim, dog)
+
+
+def test_the_watchdog_process_fences_when_its_deadline_passes() -> None:
+    victim, dog = _postmaster(), _dog()
+    try:
+        _send(dog, f"arm {victim.pid} 300")  # the agent froze after this line
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert dog.poll() is None, "it keeps watching (a restarted agent arms it again)"
+        _send(dog, "disarm")
+        assert dog.stdin is not None
+        dog.stdin.close()
+        assert dog.wait(timeout=10) == 0
+        assert dog.stderr is not None and b"deadline passed, fencing PostgreSQL" in dog.stderr.read()
+    finally:
+        _cleanup(victim, dog)
+
+
+def test_a_renewed_or_disarmed_watchdog_fences_nothing() -> None:
+    victim, dog = _postmaster(), _dog()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # renewals every 0.1 s, each with 0.5 s to spare
+            _send(dog, f"arm {victim.pid} 500")
+            time.sleep(0.1)
+        _send(dog, "disarm")
+        time.sleep(0.8)
+        _send(dog, "arm nonsense 5")  # a garbled line is ignored, not obeyed
+        assert dog.stdin is not None
+        dog.stdin.close()  # a clean agent shutdown: disarmed, then the pipe closes
+        assert dog.wait(timeout=10) == 0
+        assert victim.poll() is None
+    finally:
+        _cleanup(victim, dog)

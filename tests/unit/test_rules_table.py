@@ -1010,6 +1010,13 @@ CASES: list[Case] = [
     ),
     # ===== election =====
     Case(
+        "no leader, our lease expired and is being granted again: take no key bound to no lease",
+        view(replica("b", None, state="running"), last_leader="a"),
+        local("a", pg_stopped(was_primary=True), lease_left=None),
+        "elect-no-lease",
+        [A.SetVip(False), A.DisarmWatchdog()],
+    ),
+    Case(
         "no leader key, we still run as primary: take it back",
         view(primary("a"), replica("b", "a")),
         local("a", pg_primary()),

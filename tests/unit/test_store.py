@@ -14,7 +14,7 @@ import pytest
 from pgha.core.model import ClusterConfig, MemberInfo, MemberIntent, Role, Switchover, SyncState, Tags
 from pgha.dcs import codec
 from pgha.dcs.base import DCSError
-from pgha.dcs.store import ClusterStore, HistoryEntry
+from pgha.dcs.store import ClusterStore, HistoryEntry, NoLease
 from tests.support.etcd import Backend, MemoryBackend
 
 
@@ -65,6 +65,18 @@ class StoreContract:
         assert (leader.name, leader.lease_id) == (f"n{winners[0]}", leases[winners[0]])
         assert leader.mod_revision > 0
         assert store.acquire_leader(f"n{winners[0]}", leases[winners[0]])  # already ours: still True
+
+    def test_keys_that_die_with_their_holder_are_never_written_without_a_lease(
+            self, store: ClusterStore) -> None:
+        """Lease 0 (ours expired, a new one is being granted) would make the key permanent."""
+        with pytest.raises(NoLease, match="no lease to bind /leader to yet"):
+            store.acquire_leader("n1", 0)
+        with pytest.raises(NoLease):
+            store.claim_initialize("n1", 0)
+        with pytest.raises(NoLease):
+            store.publish_member(MemberInfo(name="n1"), 0)
+        view = store.read()
+        assert view.leader is None and view.initializing is None and dict(view.members) == {}
 
     def test_leader_key_goes_with_its_lease(self, backend: Backend, store: ClusterStore) -> None:
         lease = backend.kv.grant(2)
@@ -291,7 +303,7 @@ class StoreContract:
         start = store.read().revision + 1
         thread = threading.Thread(target=lambda: result.append(store.watch(start, woken.release, stop)))
         thread.start()
-        ClusterStore(backend.kv, store.cluster + "-neighbour").publish_member(MemberInfo("x"), 0)
+        ClusterStore(backend.kv, store.cluster + "-neighbour").publish_member(MemberInfo("x"), backend.kv.grant(30))
         store.set_switchover(Switchover(id="s"))
         assert woken.acquire(timeout=20)
         stop.set()

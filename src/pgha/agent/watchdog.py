@@ -1,12 +1,11 @@
 """The watchdog: a separate process that fences a primary whose agent died or froze.
 
-The agent tells it "arm <postmaster pid> <deadline>" after every lease renewal
-while it runs a primary, and "disarm" otherwise.  The watchdog kills that
-PostgreSQL (postmaster stopped first, then every child, then the postmaster)
-when either
+The agent tells it "arm <postmaster pid> <ms>" after every lease renewal while it runs a
+primary, and "disarm" otherwise.  The watchdog kills that PostgreSQL (postmaster stopped
+first, then every child, then the postmaster) when either
 
-* the deadline passes without a newer one: the agent froze (SIGSTOP, a hang)
-  or cannot renew its lease, or
+* <ms> milliseconds pass without a newer line: the agent froze (SIGSTOP, a hang) or cannot
+  renew its lease, or
 * its pipe from the agent closes while armed: the agent died.
 
 When it fences, it also removes the VIP (``ip addr del``; it inherits the agent's
@@ -14,30 +13,23 @@ CAP_NET_ADMIN) if the agent told it the address at start: a dead or frozen agent
 cannot drop it any more, and a fenced node holding it would answer ARP for the
 address alongside the new leader.
 
-Deadlines are CLOCK_MONOTONIC seconds, which every process on the host shares.
-The agent arms with ``lease deadline - fence_margin / 2``, so the watchdog
-fires after the agent's own fence would have, but before the lease can expire.
+The agent arms with what is left until ``lease deadline - fence_margin / 2``, so the watchdog
+fires after the agent's own fence would have, but before the lease can expire.  The process is
+``watchdog.sh``: bash and its builtins only, about 3 MB resident (a Python interpreter is 8).
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 import threading
+import time
 from pathlib import Path
-
-# The process body lives in a module that imports nothing from pgha (it runs as a bare script);
-# these names stay importable from here.
-from pgha.agent.watchdog_child import children_of, drop_vip, fence, fence_postmaster, serve
-
-__all__ = ["Watchdog", "children_of", "drop_vip", "fence", "fence_postmaster", "serve"]
 
 log = logging.getLogger("pgha.watchdog")
 
-# What the watchdog process runs: `python -I -S` loads no site-packages and no pgha package, only
-# watchdog_child from this directory (imported, not run as a script, so its compiled form is used).
-CHILD = f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]; import watchdog_child; watchdog_child.main()"
+SCRIPT = Path(__file__).with_name("watchdog.sh")
+BASH = "/bin/bash"
 
 
 class Watchdog:
@@ -52,7 +44,7 @@ class Watchdog:
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", CHILD, *(self.vip or ())],
+            [BASH, str(SCRIPT), *(self.vip or ())],
             stdin=subprocess.PIPE,
             # Not in the agent's process group: a signal to the group must not reach it.
             start_new_session=True,
@@ -74,8 +66,9 @@ class Watchdog:
                 self.start()
 
     def arm(self, postmaster_pid: int, deadline: float) -> None:
+        """Fence ``postmaster_pid`` at ``deadline`` (CLOCK_MONOTONIC) unless armed again before."""
         self.armed_pid = postmaster_pid
-        self._send(f"arm {postmaster_pid} {deadline:.3f}")
+        self._send(f"arm {postmaster_pid} {int((deadline - time.monotonic()) * 1000)}")
 
     def disarm(self) -> None:
         if self.armed_pid is not None:

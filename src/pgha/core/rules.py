@@ -386,6 +386,14 @@ RULES: tuple[Rule, ...] = (
          lambda f: []),
 
     # ===== nobody leads: election =====
+    # Fix (found by the VIP host-death lab test): after etcd came back from a freeze that outlived
+    # every lease, an agent took the leader key while its lease thread was granting a new lease,
+    # bound to lease 0: a key that never expires, so when that leader's host died nobody could
+    # ever take over.  The leader key is only ever taken with a lease that outlives fence_margin.
+    Rule("elect-no-lease", "election",
+         "No leader, but our lease is gone or about to end (being granted again): take no key until it lives.",
+         lambda f: f.leader_name is None and (not f.local.lease_id or f.lease_left <= f.config.fence_margin),
+         lambda f: [SetVip(False), DisarmWatchdog()] if not f.is_primary else []),
     Rule("elect-primary-reclaim", "election",
          "No leader but we run as primary (e.g. the DCS came back): take the key back if we can.",
          lambda f: f.leader_name is None and f.is_primary,

@@ -45,6 +45,14 @@ from pgha.dcs.base import KV, Compacted, DCSError, KeyValue, LeaseNotFound, Watc
 log = logging.getLogger(__name__)
 
 
+class NoLease(DCSError):
+    """A key that must expire with its holder was about to be written bound to no lease (ours is
+    being granted again after it expired): such a key would outlive a dead holder forever."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no lease to bind {key} to yet (ours expired and is being granted again)")
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     # The timeline that ended and the LSN where it ended.
@@ -163,6 +171,8 @@ class ClusterStore:
 
     # --- initialization ----------------------------------------------------------
     def claim_initialize(self, name: str, lease: int) -> bool:
+        if lease <= 0:
+            raise NoLease("/initialize")
         value = json.dumps({"initializing": name}).encode()
         return self.kv.create(self.key("initialize"), value, lease)
 
@@ -210,6 +220,8 @@ class ClusterStore:
     # --- leadership --------------------------------------------------------------
     def acquire_leader(self, name: str, lease: int) -> bool:
         """Create /leader naming ``name`` bound to ``lease``; True too if it already is exactly that."""
+        if lease <= 0:
+            raise NoLease("/leader")
         key = self.key("leader")
         if self.kv.create(key, name.encode(), lease):
             return True
@@ -249,6 +261,8 @@ class ClusterStore:
     # --- members -----------------------------------------------------------------
     def publish_member(self, info: MemberInfo, lease: int) -> None:
         """Write members/<name> bound to ``lease`` (LeaseNotFound if that lease is gone)."""
+        if lease <= 0:
+            raise NoLease(f"members/{info.name}")
         value = codec.encode_member(replace(info, lease_id=lease))
         self.kv.put(self.key(f"members/{info.name}"), value, lease)
 

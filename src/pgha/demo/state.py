@@ -122,7 +122,7 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 
 def orphan_watchdogs() -> list[int]:
     """Watchdog processes whose agent is gone (reparented to init), found by their command line."""
-    from pgha.agent.watchdog import children_of
+    from pgha.agent.fencing import children_of
 
     out = []
     for pid in children_of(1):
@@ -130,7 +130,7 @@ def orphan_watchdogs() -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"import watchdog_child" in c or c == b"pgha.agent.watchdog" for c in cmd):
+        if any(c.endswith(b"/watchdog.sh") for c in cmd):
             out.append(pid)
     return out
 

@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from pgha.agent.watchdog import children_of
+from pgha.agent.fencing import children_of
 from pgha.demo import DemoCluster, pid_alive
 
 

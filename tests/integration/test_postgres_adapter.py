@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -245,6 +246,28 @@ def test_observe_stopped_empty_invalid_and_crashed(pg_sandbox: PgSandbox) -> Non
     node.start(60)
     pg_sandbox.track(node)
     assert node.observe().run_state == PgRunState.RUNNING
+
+    # Nor does one that names a process which still exists but is no running postgres: a killed
+    # postmaster not reaped yet (a zombie; PostgreSQL itself refuses to start while its PID
+    # exists), or after a reboot another program.
+    pid = node.postmaster_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for("the postmaster to die", lambda: not os.path.exists(f"/proc/{pid}"))
+    # Owned by the postgres user, as a dead postmaster is: PostgreSQL ignores PIDs it may not signal.
+    zombie = subprocess.Popen(["setpriv", "--reuid", "postgres", "--regid", "postgres", "--clear-groups", "true"])
+    try:
+        wait_for("a zombie", lambda: Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+        socket_lock = node.layout.socket_dir / f".s.PGSQL.{node.config.postgresql.port}.lock"
+        for lock in (node.layout.pid_file, socket_lock):  # both name the dead postmaster
+            lines = lock.read_text().split("\n")
+            lock.write_text("\n".join([str(zombie.pid), *lines[1:]]))
+        assert node.observe().run_state == PgRunState.CRASHED
+        node.start(60)
+        pg_sandbox.track(node)
+        assert node.observe().run_state == PgRunState.RUNNING
+    finally:
+        zombie.wait()
 
 
 def test_wipe_keeps_one_old_copy(pg_sandbox: PgSandbox) -> None:

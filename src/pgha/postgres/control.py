@@ -21,7 +21,7 @@ from pgha.postgres.binaries import Binaries, RunAs, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
 from pgha.postgres.lsn import format_lsn, parse_lsn
-from pgha.postgres.observe import controldata, data_dir_state, read_postmaster
+from pgha.postgres.observe import controldata, data_dir_state, postmaster_alive, read_postmaster
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,28 @@ def wait_ready(config: NodeConfig, layout: Layout, timeout: float) -> bool:
         time.sleep(0.2)
 
 
+def clear_stale_locks(layout: Layout, port: int) -> None:
+    """Remove postmaster.pid, and the socket's lock file, when they name no live postgres (the
+    caller saw no live postmaster for this data directory).
+
+    PostgreSQL refuses to start while the PID in either exists at all and is the postgres
+    user's: a postmaster that was SIGKILLed stays a zombie until its parent (init, as pg_ctl
+    has exited) reaps it, which took 2 to 3 s on a machine whose init reaps slowly, and after
+    a reboot the PID may be another program's.  Its own interlock stays: a new postmaster still
+    refuses while backends of the dead one hold its shared memory.
+    """
+    for lock in (layout.pid_file, layout.socket_dir / f".s.PGSQL.{port}.lock"):
+        try:
+            pid = lock.read_text().split("\n", 1)[0].strip()
+        except OSError:
+            continue
+        if pid.isdigit() and postmaster_alive(int(pid)):
+            continue  # the socket is another live postmaster's: PostgreSQL says so itself
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            log.info("removed the stale %s (PID %s is no running postgres)", lock.name, pid or "?")
+
+
 def start(config: NodeConfig, layout: Layout, binaries: Binaries, timeout: float) -> None:
     if data_dir_state(layout) != DataDir.VALID:
         raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; cannot start")
@@ -245,6 +267,7 @@ def start(config: NodeConfig, layout: Layout, binaries: Binaries, timeout: float
             return
         raise PostgresError(f"PostgreSQL is running but did not accept connections within {timeout:.0f} s")
     os.chmod(layout.data, 0o700)
+    clear_stale_locks(layout, config.postgresql.port)
     make_socket_dir(layout, binaries)
     if not layout.log_file.exists():
         conf.write_atomic(layout.log_file, "", binaries.run_as)

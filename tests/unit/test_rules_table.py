@@ -1010,6 +1010,27 @@ CASES: list[Case] = [
     ),
     # ===== election =====
     Case(
+        "no leader; our own last history entry forks timeline 90, but we never left it: retract it",
+        view(replica("b", None, tl=90, state="running"), forks={89: 100, 90: 2000}, last_leader="a"),
+        local("a", pg_replica(None, 2000, tl=90, streaming=False)),
+        "elect-void-fork",
+        [A.RetractHistory(90)],
+    ),
+    Case(
+        "no leader; our history entry forks timeline 90 and a member is past it: it happened",
+        view(replica("b", None, tl=91, state="running"), forks={90: 2000}, last_leader="a"),
+        local("a", pg_replica(None, 2000, tl=90, streaming=False)),
+        "elect-ineligible",
+        [A.SetVip(False), A.DisarmWatchdog()],
+    ),
+    Case(
+        "no leader; another member's history entry forks timeline 90 and nobody reached 91: not ours to retract",
+        view(replica("b", None, tl=90, state="running"), forks={90: 2000}, last_leader="b"),
+        local("a", pg_replica(None, 2000, tl=90, streaming=False)),
+        "elect-ineligible",
+        [A.SetVip(False), A.DisarmWatchdog()],
+    ),
+    Case(
         "no leader, our lease expired and is being granted again: take no key bound to no lease",
         view(replica("b", None, state="running"), last_leader="a"),
         local("a", pg_stopped(was_primary=True), lease_left=None),

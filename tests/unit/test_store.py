@@ -78,6 +78,17 @@ class StoreContract:
         view = store.read()
         assert view.leader is None and view.initializing is None and dict(view.members) == {}
 
+    def test_only_our_own_latest_history_entry_is_retracted(self, store: ClusterStore) -> None:
+        """A promotion recorded but never made is removed by the member it names, and only then."""
+        store.append_history(HistoryEntry(1, 100, 1.0, "failover", "n1", None))
+        store.append_history(HistoryEntry(2, 200, 2.0, "switchover from n1", "n2", "n1", "switchover"))
+        assert not store.retract_history(1, "n1")  # not the latest entry
+        assert not store.retract_history(2, "n1")  # not ours
+        assert not store.retract_history(3, "n2")  # another timeline
+        assert store.retract_history(2, "n2")
+        assert [e.timeline for e in store.history()] == [1]
+        assert not store.retract_history(2, "n2")  # gone already
+
     def test_leader_key_goes_with_its_lease(self, backend: Backend, store: ClusterStore) -> None:
         lease = backend.kv.grant(2)
         assert store.acquire_leader("n1", lease)

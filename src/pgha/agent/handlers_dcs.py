@@ -111,6 +111,14 @@ def _history(ex: Executor, a: A.AppendHistory, view: ClusterView, local: LocalSt
     return NONE
 
 
+@handles(A.RetractHistory)
+def _retract(ex: Executor, a: A.RetractHistory, view: ClusterView, local: LocalState) -> Outcomes:
+    if ex.agent.store.retract_history(a.timeline, local.name):
+        log.warning("removed our history entry for a promotion from timeline %s that never happened "
+                    "(still on timeline %s)", a.timeline, local.pg.timeline)
+    return NONE
+
+
 @handles(A.CompleteIntent)
 def _intent_done(ex: Executor, a: A.CompleteIntent, view: ClusterView, local: LocalState) -> Outcomes:
     ex.agent.remember([M.IntentDone(a.intent_id)])

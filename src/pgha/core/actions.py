@@ -109,6 +109,13 @@ class AppendHistory(Action):
 
 
 @dataclass(frozen=True)
+class RetractHistory(Action):
+    """Remove our own latest /history entry, a promotion to ``timeline + 1`` that never happened."""
+
+    timeline: int
+
+
+@dataclass(frozen=True)
 class CompleteIntent(Action):
     """Remove a member intent (restart, reinitialize, reload) once carried out or refused."""
 

@@ -191,6 +191,27 @@ class Facts:
         return max(tls, default=1)
 
     @property
+    def void_fork(self) -> int | None:
+        """The timeline our own latest /history entry says we ended by promoting, when that
+        promotion never happened: we are still on it, not primary, and no member is past it.
+
+        The entry is written before the promotion (so a crash after it leaves the fork known); a
+        decision that wrote it and then failed (its write timed out but was applied, then the
+        lease ran out) or a crash in between leaves it naming a timeline nobody reached, and
+        every member then looks "behind the latest timeline" for ever.  A promotion moves
+        PostgreSQL to the new timeline before it accepts a single write, so nothing exists there.
+        """
+        forks = self.view.forks
+        if not forks or self.view.last_leader != self.me or self.is_primary:
+            return None
+        ended = max(forks)
+        if self.local.pg.timeline != ended:
+            return None
+        if any((m.timeline or 0) > ended for m in self.view.members.values()):
+            return None
+        return ended
+
+    @property
     def behind_leader_timeline(self) -> bool:
         tl = self.local.pg.timeline
         lm = self.leader_member

@@ -34,6 +34,7 @@ from pgha.core.actions import (
     PublishInitialized,
     ReleaseLeader,
     RequestFailsafe,
+    RetractHistory,
     RevokeDeadLeader,
     Rewind,
     SeedConfig,
@@ -394,6 +395,15 @@ RULES: tuple[Rule, ...] = (
          "No leader, but our lease is gone or about to end (being granted again): take no key until it lives.",
          lambda f: f.leader_name is None and (not f.local.lease_id or f.lease_left <= f.config.fence_margin),
          lambda f: [SetVip(False), DisarmWatchdog()] if not f.is_primary else []),
+    # Fix (found by the 200-fault soak, seed 30654185, fault #171 switchover+etcd-blip): the
+    # candidate's leader-promote wrote /history, but the write timed out (applied all the same),
+    # so the decision stopped before Promote; its lease then ran out in the etcd cut.  The fork to
+    # timeline 91 was on record, nobody had reached it, and every member was "behind the latest
+    # timeline" for ever: no leader.  The member the entry names knows it never promoted.
+    Rule("elect-void-fork", "election",
+         "No leader, and our own latest history entry records a promotion we never made: remove it.",
+         lambda f: f.leader_name is None and f.void_fork is not None,
+         lambda f: [RetractHistory(f.void_fork or 0)]),
     Rule("elect-primary-reclaim", "election",
          "No leader but we run as primary (e.g. the DCS came back): take the key back if we can.",
          lambda f: f.leader_name is None and f.is_primary,

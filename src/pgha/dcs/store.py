@@ -333,6 +333,21 @@ class ClusterStore:
         if found == wanted or found is None:  # an undecodable value is cleared too
             self.kv.delete_if(key, current.mod_revision)
 
+    def retract_history(self, timeline: int, new_leader: str) -> bool:
+        """Delete the latest history entry if it records ``new_leader`` ending ``timeline``
+        (compare-and-delete: an entry appended meanwhile is kept); True if one was deleted."""
+        _, kvs = self.kv.get_prefix(self.key("history/"))
+        if not kvs:
+            return False
+        latest = max(kvs, key=lambda kv: (kv.create_revision, kv.key))
+        try:
+            entry = codec.decode(HistoryEntry, latest.value)
+        except ValueError:
+            return False
+        if entry.timeline != timeline or entry.new_leader != new_leader or entry.kind == "bootstrap":
+            return False
+        return self.kv.delete_if(latest.key, latest.mod_revision)
+
     def append_history(self, entry: HistoryEntry) -> None:
         """Add one history entry under a fresh key (never conflicts with a concurrent append)."""
         value = codec.encode(entry)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from pgha.dcs.store import ClusterStore
 from pgha.demo import DemoCluster
 from pgha.faults.report import agent_log_tails
 
@@ -34,20 +33,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def dcs_state(demo: DemoCluster) -> str:
     """The leader key (and how long its lease has left) and each member key, as the DCS holds them now."""
     try:
-        kv = demo.open_kv()
-        try:
-            view = ClusterStore(kv, demo.cluster).read()
-            lines = [f"revision {view.revision}"]
-            if view.leader is None:
-                lines.append("leader: none")
-            else:
-                ttl = kv.time_to_live(view.leader.lease_id) if view.leader.lease_id else None
-                lines.append(f"leader: {view.leader.name} (lease {view.leader.lease_id:x}, {ttl} s left)")
-            for m in view.members.values():
-                lines.append(f"member {m.name}: role {m.role}, state {m.state}, lease {m.lease_id:x}, "
-                             f"following {m.following}")
-            return "\n".join(lines)
-        finally:
-            kv.close()
+        view = demo.view()
+        lines = [f"revision {view.revision}"]
+        if view.leader is None:
+            lines.append("leader: none")
+        else:
+            lease = view.leader.lease_id
+            ttl = demo.store().kv.time_to_live(lease) if lease else None
+            lines.append(f"leader: {view.leader.name} (lease {lease:x}, {ttl} s left)")
+        for m in view.members.values():
+            lines.append(f"member {m.name}: role {m.role}, state {m.state}, lease {m.lease_id:x}, "
+                         f"following {m.following}")
+        return "\n".join(lines)
     except Exception as exc:  # a report must not fail the report
         return f"cannot read the DCS: {exc}"

@@ -142,7 +142,7 @@ def _rows() -> tuple[Route, ...]:
                          412: "Refused: the candidate cannot be promoted (JSON {error})",
                          503: "The cluster state was not read yet, or the DCS is unreachable"}),
         Route("POST", "/restart", intents.restart, "Restart PostgreSQL on this node", auth=True, body=RESTART,
-              responses={**ACCEPTED, **DCS}, tag="node"),
+              responses={**ACCEPTED, 412: "The scheduled time is in the past (JSON {error})", **DCS}, tag="node"),
         Route("DELETE", "/restart", intents.cancel_restart, "Cancel a pending restart of this node",
               auth=True, body=EMPTY, responses={200: "Cancelled", 404: "No restart is pending", **DCS},
               tag="node"),

@@ -116,14 +116,14 @@ def why_not_switchover_target(f: Facts, candidate: str) -> str | None:
         return f"candidate {candidate} is tagged nofailover"
     if not f.member_is_healthy_replica(candidate):
         return f"candidate {candidate} is not a streaming replica (state: {m.state})"
-    sync_mode = f.config.synchronous_mode in ("on", "strict") and f.view.sync is not None
-    if sync_mode and f.view.sync is not None and candidate not in f.view.sync.standbys:
+    sync = f.view.sync if f.config.synchronous_mode in ("on", "strict") else None
+    if sync is not None and candidate not in sync.standbys:
         return f"candidate {candidate} is not synchronous, and synchronous_mode is {f.config.synchronous_mode}"
     # A synchronous standby has flushed every acknowledged commit, and the leader's clean shutdown
     # hands it the rest before it promotes: its lag only lengthens the handover, so it is not
     # judged (the published positions it would be judged by may be ttl/3 old anyway).
     lag = f.my_lsn - switchover_lsn(f, candidate)
-    if not sync_mode and lag > f.config.maximum_lag_on_failover:
+    if sync is None and lag > f.config.maximum_lag_on_failover:
         return f"candidate {candidate} lags {lag} bytes, more than maximum_lag_on_failover"
     return None
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pgha.agent.entry import config_path_of
-from pgha.agent.watchdog import BASH, SCRIPT
+from pgha.agent.fencing import start_ticks
+from pgha.agent.watchdog import BASH, SCRIPT, Watchdog
 from tests.support.cluster import wait_for
 
 
@@ -126,3 +127,63 @@ def test_a_renewed_or_disarmed_watchdog_fences_nothing() -> None:
         assert victim.poll() is None
     finally:
         _cleanup(victim, dog)
+
+
+def test_a_watchdog_armed_for_an_exited_postmaster_kills_nothing() -> None:
+    """The pid comes with the postmaster's start time: once that process exited, whatever got its
+    pid since (pid_max is often 32768, and CI wraps it) is not fenced."""
+    bystander, dog = _postmaster(), _dog()
+    try:
+        start = start_ticks(bystander.pid)
+        assert start is not None
+        _send(dog, f"arm {bystander.pid} 200 {start + 1}")  # as if its pid had been reused
+        time.sleep(1.0)
+        assert bystander.poll() is None
+        _send(dog, f"arm {bystander.pid} 200 {start}")  # the real one is fenced
+        assert bystander.wait(timeout=10) == -signal.SIGKILL
+        assert dog.stdin is not None
+        dog.stdin.close()
+        assert dog.wait(timeout=10) == 0
+        assert dog.stderr is not None
+        err = dog.stderr.read().decode()
+        assert f"pid {bystander.pid} is not the postmaster it was armed for" in err
+        assert "no word from the agent for" in err and "since it armed with 200 ms" in err
+    finally:
+        _cleanup(bystander, dog)
+
+
+def test_lines_that_arm_nothing_do_not_push_the_deadline() -> None:
+    victim, dog = _postmaster(), _dog()
+    try:
+        _send(dog, f"arm {victim.pid} 500")
+        armed = time.monotonic()
+        while victim.poll() is None and time.monotonic() - armed < 3:
+            _send(dog, "arm nonsense 5000")  # garbled: ignored, and no renewal either
+            time.sleep(0.1)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert time.monotonic() - armed < 2
+    finally:
+        _cleanup(victim, dog)
+
+
+def test_the_agents_side_never_rearms_what_it_disarmed() -> None:
+    """The lease thread renews while the HA loop disarms: a renewal after the disarm must not arm
+    the watchdog again (it would fence at a deadline nobody renews any more)."""
+    victim = _postmaster()
+    wd = Watchdog()
+    wd.start()
+    try:
+        wd.arm(victim.pid, time.monotonic() + 0.5)
+        assert wd.armed_pid == victim.pid
+        wd.disarm()
+        wd.rearm(time.monotonic() + 0.3)  # the lease thread, a moment late
+        assert wd.armed_pid is None
+        time.sleep(1.0)
+        assert victim.poll() is None
+        victim.kill()
+        victim.wait(timeout=5)
+        wd.arm(victim.pid, time.monotonic() + 0.3)  # an exited postmaster: nothing to arm for
+        assert wd.armed_pid is None
+    finally:
+        wd.stop()
+        _cleanup(victim)

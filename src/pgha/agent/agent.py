@@ -181,10 +181,9 @@ class Agent:
 
     def _on_lease_renewed(self, deadline: float) -> None:
         wd = self.ports.watchdog
-        if wd is not None and wd.armed_pid is not None:
-            fd = self._fence_deadline()
-            if fd is not None:
-                wd.arm(wd.armed_pid, fd)
+        fd = self._fence_deadline()
+        if wd is not None and fd is not None:
+            wd.rearm(fd)
 
     # --- what the REST API calls (AgentHandle) -------------------------------------------
     def live_lsn(self) -> int | None:

@@ -81,6 +81,11 @@ class LeaseKeeper:
             granted = self.kv.keepalive(lease)
             self._set(lease, sent + granted)
             self.last_error = None
+            took = self.clock() - sent
+            if took > max(0.5, self.ttl / 6):
+                # Not an error, but what an operator needs when a watchdog fences or a leader
+                # steps down "for no reason": etcd answers slowly (a slow disk, an overloaded host).
+                log.warning("etcd took %.1f s to renew the lease (ttl %g s)", took, self.ttl)
         except LeaseNotFound:
             log.warning("lease %x is gone (expired or revoked); granting a new one", lease)
             with self._lock:
@@ -98,12 +103,17 @@ class LeaseKeeper:
 
     def start(self, interval: Callable[[], float]) -> None:
         def run() -> None:
+            due: float | None = None
             while not self._stop.is_set():
                 started = self.clock()
+                if due is not None and started - due > max(0.5, self.ttl / 6):
+                    log.warning("the lease renewal ran %.1f s late: this process was not scheduled "
+                                "(an overloaded or stalled host)", started - due)
                 self.renew_once()
                 # Renew often: a third of the TTL, or faster while failing.
-                wait = interval() if self.last_error is None else 0.5
-                self._stop.wait(max(0.05, wait - (self.clock() - started)))
+                wait = max(0.05, (interval() if self.last_error is None else 0.5) - (self.clock() - started))
+                due = self.clock() + wait
+                self._stop.wait(wait)
 
         self._thread = threading.Thread(target=run, name="lease-keeper", daemon=True)
         self._thread.start()

@@ -102,6 +102,9 @@ class WatchdogPort(Protocol):
 
     def arm(self, postmaster_pid: int, deadline: float) -> None: ...
 
+    def rearm(self, deadline: float) -> None:
+        """Move the deadline of what is armed (the lease was renewed); nothing when disarmed."""
+
     def disarm(self) -> None: ...
 
     def stop(self) -> None: ...

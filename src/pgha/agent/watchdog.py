@@ -1,7 +1,9 @@
 """The watchdog: a separate process that fences a primary whose agent died or froze.
 
-The agent tells it "arm <postmaster pid> <ms>" after every lease renewal while it runs a
-primary, and "disarm" otherwise.  The watchdog kills that PostgreSQL (postmaster stopped
+The agent tells it "arm <postmaster pid> <ms> <start ticks>" after every lease renewal while
+it runs a primary, and "disarm" otherwise.  The start time (from /proc) makes the pid a
+process identity: the watchdog fences nothing once that postmaster has exited, even if
+another process got its pid.  The watchdog kills that PostgreSQL (postmaster stopped
 first, then every child, then the postmaster) when either
 
 * <ms> milliseconds pass without a newer line: the agent froze (SIGSTOP, a hang) or cannot
@@ -26,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from pgha.agent.fencing import start_ticks
+
 log = logging.getLogger("pgha.watchdog")
 
 SCRIPT = Path(__file__).with_name("watchdog.sh")
@@ -33,14 +37,21 @@ BASH = "/bin/bash"
 
 
 class Watchdog:
-    """The agent's side: starts the watchdog process and feeds it."""
+    """The agent's side: starts the watchdog process and feeds it.
+
+    Two threads feed it: the HA loop arms and disarms, the lease thread pushes the deadline
+    on every renewal.  Each change of what is armed, and the line that says so, happen under
+    one lock, so a renewal can never re-arm what the loop just disarmed (the process would
+    then fence a postmaster the agent no longer watches, at a deadline nobody renews).
+    """
 
     def __init__(self, vip: tuple[str, str] | None = None) -> None:
         # (cidr, interface) of the VIP the watchdog removes when it fences.
         self.vip = vip
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
-        self.armed_pid: int | None = None
+        # (pid, start ticks) of the postmaster armed for, or None.
+        self._armed: tuple[int, int] | None = None
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
@@ -54,30 +65,61 @@ class Watchdog:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def _send(self, line: str) -> None:
-        if self._proc is None or self._proc.stdin is None:
-            return
-        with self._lock:
+    @property
+    def armed_pid(self) -> int | None:
+        armed = self._armed
+        return armed[0] if armed else None
+
+    def _write(self, line: str) -> None:
+        """Send one line (the caller holds the lock); a dead process is restarted and told again."""
+        for attempt in (1, 2):
+            if self._proc is None or self._proc.stdin is None:
+                return
             try:
                 self._proc.stdin.write(line.encode() + b"\n")
                 self._proc.stdin.flush()
+                return
             except (BrokenPipeError, ValueError):
+                if attempt == 2:
+                    log.error("the watchdog process exits at once; nothing guards this primary")
+                    return
                 log.error("the watchdog process is gone; restarting it")
                 self.start()
 
+    def _arm_line(self, deadline: float) -> str:
+        assert self._armed is not None
+        pid, start = self._armed
+        return f"arm {pid} {int((deadline - time.monotonic()) * 1000)} {start}"
+
     def arm(self, postmaster_pid: int, deadline: float) -> None:
         """Fence ``postmaster_pid`` at ``deadline`` (CLOCK_MONOTONIC) unless armed again before."""
-        self.armed_pid = postmaster_pid
-        self._send(f"arm {postmaster_pid} {int((deadline - time.monotonic()) * 1000)}")
+        start = start_ticks(postmaster_pid)
+        with self._lock:
+            if start is None:  # it exited: nothing to fence, and its pid may be reused
+                if self._armed is not None:
+                    self._armed = None
+                    self._write("disarm")
+                return
+            self._armed = (postmaster_pid, start)
+            self._write(self._arm_line(deadline))
+
+    def rearm(self, deadline: float) -> None:
+        """The lease was renewed: move the deadline of what is armed; nothing when disarmed."""
+        with self._lock:
+            if self._armed is not None:
+                self._write(self._arm_line(deadline))
 
     def disarm(self) -> None:
-        if self.armed_pid is not None:
-            self.armed_pid = None
-            self._send("disarm")
+        with self._lock:
+            if self._armed is not None:
+                self._armed = None
+                self._write("disarm")
 
     def stop(self) -> None:
         """Clean shutdown: disarm first so closing the pipe does not fence."""
-        self._send("disarm")
+        with self._lock:
+            self._armed = None
+            self._write("disarm")
         if self._proc is not None:
             if self._proc.stdin:
                 self._proc.stdin.close()

@@ -340,6 +340,10 @@ class SimWatchdog:
     def arm(self, postmaster_pid: int, deadline: float) -> None:
         self.armed_pid, self.deadline = postmaster_pid, deadline
 
+    def rearm(self, deadline: float) -> None:
+        if self.armed_pid is not None:
+            self.deadline = deadline
+
     def disarm(self) -> None:
         self.armed_pid, self.deadline = None, None
 

@@ -127,8 +127,9 @@ def test_switchover_from_the_page(demo: DemoCluster, page: Any, screenshots: Pat
          and members(page)[target]["leader"] == "true", deadline)
     assert leader_name(demo) == target
     assert page.execute_script("return window.pghaNoReload;") == 42, "the page was reloaded"
-    events = text(page, "events")
-    assert "switchover" in events and f"{target} is the leader" in events
+    # The feed adds an event when it sees the change, which may be one refresh after the table shows it.
+    poll("the switchover in the event feed", lambda: "switchover" in text(page, "events")
+         and f"{target} is the leader" in text(page, "events"), time.monotonic() + 5)
     wait_for("the old leader back as a streaming replica", lambda: demo.view().members[old].state == "streaming",
              timeout=60)
     poll("every member green and the old leader streaming on the page", lambda: all(
@@ -149,7 +150,8 @@ def _kill_node(demo: DemoCluster, name: str) -> None:
 def test_killed_node_turns_red_within_ttl_plus_2s(demo: DemoCluster, page: Any, screenshots: Path) -> None:
     victim = next(n.name for n in demo.state.nodes  # type: ignore[union-attr]
                   if n.name not in (leader_name(demo), page.served))
-    assert members(page)[victim]["down"] == "false"
+    poll(f"{victim} green before the kill", lambda: members(page)[victim]["down"] == "false",
+         time.monotonic() + 30)
     _kill_node(demo, victim)
     killed = time.monotonic()
     poll(f"{victim} red on the page", lambda: members(page)[victim]["down"] == "true",

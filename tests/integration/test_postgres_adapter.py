@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import pytest
 from pgha.core.model import DataDir, LocalPostgres, PgRunState
 from pgha.postgres import rewind
 from pgha.postgres.node import PostgresError, PostgresNode, Upstream
+from pgha.postgres.processes import children_of
 from tests.support.pg import PgSandbox
 
 pytestmark = [
@@ -302,3 +304,32 @@ def test_clone_and_rewind_failures_are_clear(pg_sandbox: PgSandbox) -> None:
     assert str(err.value).startswith("rewind against ghost failed: ") and "\n" not in str(err.value)
     assert (node.layout.data / "postgresql.conf").read_text() == before
     assert (node.layout.data / "standby.signal").exists()
+
+
+def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: PgSandbox) -> None:
+    """A fast shutdown cannot be called off: PostgreSQL refuses every connection until it ends.  One
+    that hangs (here the checkpointer is stopped, so the shutdown checkpoint never comes) is finished
+    as -m immediate would, and the error names each process with its state (T: stopped)."""
+    node = pg_sandbox.node("node1")
+    node.initdb()
+    node.configure({}, None)
+    node.start(60)
+    pg_sandbox.track(node)
+    pid = node.postmaster_pid()
+    assert pid
+    checkpointer = next(c for c in children_of(pid)
+                        if "checkpointer" in Path(f"/proc/{c}/cmdline").read_text(errors="replace"))
+    os.kill(checkpointer, signal.SIGSTOP)
+    try:
+        with pytest.raises(PostgresError) as err:
+            node.stop("fast", 2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(checkpointer, signal.SIGCONT)
+    msg = str(err.value)
+    assert "still ran after 2 s, so it was stopped at once" in msg and "checkpointer (T)" in msg, msg
+    pg = node.observe()
+    assert pg.run_state == PgRunState.CRASHED and pg.control_state == "in production"
+    node.start(60)  # crash recovery
+    pg_sandbox.track(node)
+    assert node.observe().run_state == PgRunState.RUNNING

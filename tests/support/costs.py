@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgha.agent.fencing import children_of
+from pgha.postgres.processes import children_of
 
 TICK = os.sysconf("SC_CLK_TCK")
 

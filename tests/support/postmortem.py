@@ -8,6 +8,7 @@ repeat every loop), the last ``LINES`` of each node.
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,47 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if text:
                 report.sections.append((f"agent logs of fixture {name!r}", text))
             report.sections.append((f"DCS of fixture {name!r} at the failure", dcs_state(value)))
+            report.sections.append((f"PostgreSQL of fixture {name!r} at the failure", postgres_state(value)))
+
+
+PG_LOG_LINES = 12
+
+
+def postgres_state(demo: DemoCluster) -> str:
+    """Each node's PostgreSQL processes with their state letter (R, S, D, T: a stopped or stuck
+    process shows here), and the end of its server log."""
+    if demo.state is None:
+        return ""
+    out = []
+    for node in demo.state.nodes:
+        data = Path(node.data_dir)
+        out.append(f"--- {node.name} ---")
+        try:
+            pm = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+            out += [f"  {pid} {state} {cmd}" for pid, state, cmd in _tree(pm)]
+        except (OSError, ValueError):
+            out.append("  no postmaster.pid")
+        try:
+            log = (data.parent / "postgresql.log").read_text(errors="replace").splitlines()
+            out += ["  | " + line for line in log[-PG_LOG_LINES:]]
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
+def _tree(pm: int) -> list[tuple[int, str, str]]:
+    """(pid, state, command line) of the postmaster ``pm`` and its children."""
+    from pgha.postgres.processes import children_of
+
+    rows = []
+    for pid in [pm, *children_of(pm)]:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        rows.append((pid, state, cmd[:120]))
+    return rows or [(pm, "-", "not running")]
 
 
 def dcs_state(demo: DemoCluster) -> str:

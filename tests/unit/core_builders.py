@@ -136,8 +136,7 @@ def pg_stopped(
         run_state=PgRunState.CRASHED if crashed else PgRunState.STOPPED,
         timeline=tl,
         wal_lsn=lsn,
-        control_state="shut down" if was_primary else "shut down in recovery",
-        **kw,
+        **{"control_state": "shut down" if was_primary else "shut down in recovery", **kw},
     )
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pgha.agent.entry import config_path_of
-from pgha.agent.fencing import start_ticks
 from pgha.agent.watchdog import BASH, SCRIPT, Watchdog
+from pgha.postgres.processes import start_ticks
 from tests.support.cluster import wait_for
 
 
@@ -42,7 +42,7 @@ def _postmaster() -> subprocess.Popen[bytes]:
 
 
 def _children(pid: int) -> list[int]:
-    from pgha.agent.fencing import children_of
+    from pgha.postgres.processes import children_of
 
     return children_of(pid)
 

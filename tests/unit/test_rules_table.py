@@ -541,6 +541,15 @@ CASES: list[Case] = [
         [A.HandoffLeader("b")],
     ),
     Case(
+        "stopped uncleanly (a hung shutdown finished with SIGQUIT): its checkpoint is not the end of"
+        " the WAL, so a candidate 'caught up' to it may miss writes: never hand over",
+        sw_view("demoting", phase_at=95.0),
+        local("a", pg_stopped(1000, was_primary=True, crashed=True, control_state="in production"),
+              peers=polls(poll("b", 1000)), wall_now=100.0),
+        "sw-wait-catchup",
+        [A.PollPeers()],
+    ),
+    Case(
         "switchover to any replica, shut down: hand over to the most advanced one that answered",
         replace(
             healthy(switchover=Switchover("sw1", phase="demoting", phase_at=0.0)),

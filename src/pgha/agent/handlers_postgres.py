@@ -152,7 +152,7 @@ def _fence(ex: Executor, a: A.Fence, view: ClusterView, local: LocalState) -> Ou
         pid = pg.postmaster_pid()
         log.error("immediate stop failed (%s); killing postmaster %s", exc, pid)
         if pid:
-            from pgha.agent.fencing import fence_postmaster
+            from pgha.postgres.processes import fence_postmaster
 
             fence_postmaster(pid)
     return NONE

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from pgha.agent.fencing import start_ticks
+from pgha.postgres.processes import start_ticks
 
 log = logging.getLogger("pgha.watchdog")
 

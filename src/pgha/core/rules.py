@@ -242,7 +242,11 @@ RULES: tuple[Rule, ...] = (
                     PollPeers()]),
     Rule("sw-handoff", "switchover",
          "We are shut down and the candidate received everything: hand it the leader key.",
-         lambda f: sw_in(f, "demoting") and f.stopped and sw_caught_up(f),
+         # Only after a clean shutdown: its checkpoint is the end of our WAL, so "received up to
+         # it" means received everything.  A shutdown that hung and was finished with SIGQUIT
+         # leaves the last regular checkpoint, older than what we wrote: wait, then sw-abort.
+         lambda f: sw_in(f, "demoting") and f.stopped and f.local.pg.control_state == "shut down"
+         and sw_caught_up(f),
          lambda f: [HandoffLeader(sw_candidate(f))]),
     Rule("sw-wait-catchup", "switchover",
          "We are shut down; ask the candidate how far it got.",

@@ -122,7 +122,7 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 
 def orphan_watchdogs() -> list[int]:
     """Watchdog processes whose agent is gone (reparented to init), found by their command line."""
-    from pgha.agent.fencing import children_of
+    from pgha.postgres.processes import children_of
 
     out = []
     for pid in children_of(1):

@@ -9,8 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from pgha.agent.fencing import children_of
 from pgha.demo import DemoCluster, pid_alive
+from pgha.postgres.processes import children_of
 
 
 def postmaster_pid(demo: DemoCluster, name: str) -> int | None:

@@ -22,6 +22,7 @@ from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
 from pgha.postgres.lsn import format_lsn, parse_lsn
 from pgha.postgres.observe import controldata, data_dir_state, postmaster_alive, read_postmaster
+from pgha.postgres.processes import describe_tree, fence_postmaster
 
 log = logging.getLogger(__name__)
 
@@ -311,13 +312,34 @@ def stop(layout: Layout, mode: str, timeout: float) -> None:
         pass
     except PermissionError:
         raise PostgresError(f"stop -m {mode}: not allowed to signal postmaster {pm.pid}") from None
-    deadline = time.monotonic() + max(1.0, timeout)
+    if _gone_within(layout, max(1.0, timeout)):
+        log.info("PostgreSQL stopped (%s)", mode)
+        return
+    # A shutdown that hangs (a process stuck on the disk, a walsender waiting on a standby that
+    # does not answer) cannot be called off: PostgreSQL refuses connections until it ends.  Left
+    # alone, a leader would hold its key with no server behind it.  Finish it as pg_ctl -m
+    # immediate would, then kill what still stands; the next start runs crash recovery.
+    stuck = describe_tree(pm.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pm.pid, STOP_SIGNALS["immediate"])
+    if not _gone_within(layout, STOP_ESCALATION):
+        fence_postmaster(pm.pid)
+        _gone_within(layout, STOP_ESCALATION)
+    raise PostgresError(f"stop -m {mode}: PostgreSQL still ran after {max(1.0, timeout):.0f} s, so it was "
+                        f"stopped at once (see {layout.log_file}); its processes were: {stuck}")
+
+
+# Seconds an immediate stop, then a kill, may take once a stop hung.
+STOP_ESCALATION = 5.0
+
+
+def _gone_within(layout: Layout, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while read_postmaster(layout) is not None:
         if time.monotonic() > deadline:
-            raise PostgresError(f"stop -m {mode}: PostgreSQL still runs after {max(1.0, timeout):.0f} s "
-                                f"(see {layout.log_file})")
+            return False
         time.sleep(STOP_POLL)
-    log.info("PostgreSQL stopped (%s)", mode)
+    return True
 
 
 def reload(layout: Layout) -> None:

@@ -1,5 +1,7 @@
-"""Killing a PostgreSQL that must stop now: the agent's last resort when an immediate stop
-fails (the watchdog process does the same in bash, see ``watchdog.sh``)."""
+"""PostgreSQL's processes as /proc shows them: who its children are, which process a pid
+names (start time), what a stuck shutdown waits on, and killing a PostgreSQL that must stop
+now (the agent's last resort when an immediate stop fails; the watchdog process does the
+same in bash, see ``pgha/agent/watchdog.sh``)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,22 @@ def start_ticks(pid: int) -> int | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return int(fields[19]) if len(fields) > 19 else None
+
+
+def describe_tree(pid: int) -> str:
+    """``pid`` and its children as "process title (state)", e.g. for why a shutdown hangs: a
+    process in D waits on the disk, one in T was stopped, S is asleep (waiting on a peer)."""
+    parts = []
+    for p in [pid, *children_of(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{p}/cmdline", "rb") as fb:
+                title = fb.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        parts.append(f"{title.removeprefix('postgres: ')[:80]} ({state})")
+    return "; ".join(parts)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -329,7 +329,10 @@ def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: Pg
     msg = str(err.value)
     assert "still ran after 2 s, so it was stopped at once" in msg and "checkpointer (T)" in msg, msg
     pg = node.observe()
-    assert pg.run_state == PgRunState.CRASHED and pg.control_state == "in production"
+    # Stopped either way, and not cleanly: PostgreSQL's own immediate shutdown SIGKILLs a child that
+    # ignores SIGQUIT after 5 s and removes postmaster.pid (stopped); our kill leaves it (crashed).
+    assert pg.run_state in (PgRunState.STOPPED, PgRunState.CRASHED), pg.run_state
+    assert pg.control_state == "in production"
     node.start(60)  # crash recovery
     pg_sandbox.track(node)
     assert node.observe().run_state == PgRunState.RUNNING

@@ -336,3 +336,21 @@ def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: Pg
     node.start(60)  # crash recovery
     pg_sandbox.track(node)
     assert node.observe().run_state == PgRunState.RUNNING
+
+
+def test_an_immediate_stop_that_hangs_is_killed_without_a_second_wait(pg_sandbox: PgSandbox) -> None:
+    """Fencing stops PostgreSQL with -m immediate; when even that does not end (here the postmaster is
+    SIGSTOPped), it is killed at once: a fence must not wait out a second timeout."""
+    node = pg_sandbox.node("node1")
+    node.initdb()
+    node.configure({}, None)
+    node.start(60)
+    pg_sandbox.track(node)
+    pid = node.postmaster_pid()
+    assert pid
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(PostgresError, match="stopped at once"):
+        node.stop("immediate", 1)
+    assert time.monotonic() - started < 5  # 1 s, then the kill; never 1 + 5
+    assert node.observe().run_state in (PgRunState.STOPPED, PgRunState.CRASHED)

@@ -320,9 +320,11 @@ def stop(layout: Layout, mode: str, timeout: float) -> None:
     # alone, a leader would hold its key with no server behind it.  Finish it as pg_ctl -m
     # immediate would, then kill what still stands; the next start runs crash recovery.
     stuck = describe_tree(pm.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pm.pid, STOP_SIGNALS["immediate"])
-    if not _gone_within(layout, STOP_ESCALATION):
+    if mode != "immediate":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pm.pid, STOP_SIGNALS["immediate"])
+    # An immediate stop that did not end is killed at once: fencing must not wait twice.
+    if mode == "immediate" or not _gone_within(layout, STOP_ESCALATION):
         fence_postmaster(pm.pid)
         _gone_within(layout, STOP_ESCALATION)
     raise PostgresError(f"stop -m {mode}: PostgreSQL still ran after {max(1.0, timeout):.0f} s, so it was "

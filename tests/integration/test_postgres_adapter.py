@@ -306,10 +306,7 @@ def test_clone_and_rewind_failures_are_clear(pg_sandbox: PgSandbox) -> None:
     assert (node.layout.data / "standby.signal").exists()
 
 
-def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: PgSandbox) -> None:
-    """A fast shutdown cannot be called off: PostgreSQL refuses every connection until it ends.  One
-    that hangs (here the checkpointer is stopped, so the shutdown checkpoint never comes) is finished
-    as -m immediate would, and the error names each process with its state (T: stopped)."""
+def _running_primary(pg_sandbox: PgSandbox) -> tuple[PostgresNode, int]:
     node = pg_sandbox.node("node1")
     node.initdb()
     node.configure({}, None)
@@ -317,6 +314,14 @@ def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: Pg
     pg_sandbox.track(node)
     pid = node.postmaster_pid()
     assert pid
+    return node, pid
+
+
+def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: PgSandbox) -> None:
+    """A fast shutdown cannot be called off: PostgreSQL refuses every connection until it ends.  One
+    that hangs (here the checkpointer is stopped, so the shutdown checkpoint never comes) is finished
+    as -m immediate would, and the error names each process with its state (T: stopped)."""
+    node, pid = _running_primary(pg_sandbox)
     checkpointer = next(c for c in children_of(pid)
                         if "checkpointer" in Path(f"/proc/{c}/cmdline").read_text(errors="replace"))
     os.kill(checkpointer, signal.SIGSTOP)
@@ -341,13 +346,7 @@ def test_a_hung_fast_shutdown_ends_immediately_and_says_what_hung(pg_sandbox: Pg
 def test_an_immediate_stop_that_hangs_is_killed_without_a_second_wait(pg_sandbox: PgSandbox) -> None:
     """Fencing stops PostgreSQL with -m immediate; when even that does not end (here the postmaster is
     SIGSTOPped), it is killed at once: a fence must not wait out a second timeout."""
-    node = pg_sandbox.node("node1")
-    node.initdb()
-    node.configure({}, None)
-    node.start(60)
-    pg_sandbox.track(node)
-    pid = node.postmaster_pid()
-    assert pid
+    node, pid = _running_primary(pg_sandbox)
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
     with pytest.raises(PostgresError, match="stopped at once"):

@@ -15,6 +15,7 @@ import pytest
 
 from pgha.demo import DemoCluster
 from pgha.faults.report import agent_log_tails
+from pgha.postgres.processes import describe_tree
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -46,7 +47,7 @@ def postgres_state(demo: DemoCluster) -> str:
         out.append(f"--- {node.name} ---")
         try:
             pm = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
-            out += [f"  {pid} {state} {cmd}" for pid, state, cmd in _tree(pm)]
+            out.append("  " + (describe_tree(pm) or f"{pm}: not running"))
         except (OSError, ValueError):
             out.append("  no postmaster.pid")
         try:
@@ -55,21 +56,6 @@ def postgres_state(demo: DemoCluster) -> str:
         except OSError:
             pass
     return "\n".join(out)
-
-
-def _tree(pm: int) -> list[tuple[int, str, str]]:
-    """(pid, state, command line) of the postmaster ``pm`` and its children."""
-    from pgha.postgres.processes import children_of
-
-    rows = []
-    for pid in [pm, *children_of(pm)]:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
-            continue
-        rows.append((pid, state, cmd[:120]))
-    return rows or [(pm, "-", "not running")]
 
 
 def dcs_state(demo: DemoCluster) -> str:

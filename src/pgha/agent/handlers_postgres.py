@@ -147,14 +147,9 @@ def _fence(ex: Executor, a: A.Fence, view: ClusterView, local: LocalState) -> Ou
     pg = ex.agent.ports.pg
     ex.agent.remember([ex.stopping()])
     try:
-        pg.stop("immediate", 5)
+        pg.stop("immediate", 5)  # kills what still runs after the timeout
     except PostgresError as exc:
-        pid = pg.postmaster_pid()
-        log.error("immediate stop failed (%s); killing postmaster %s", exc, pid)
-        if pid:
-            from pgha.postgres.processes import fence_postmaster
-
-            fence_postmaster(pid)
+        log.error("fencing: %s", exc)
     return NONE
 
 

@@ -10,22 +10,20 @@ import os
 import signal
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command (state, ppid, ...), or [] if it is gone.
+    The command may hold spaces and parentheses: the fields follow the last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # The command may contain spaces and parentheses: the ppid follows the last ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
+    return [int(e) for e in os.listdir("/proc")
+            if e.isdigit() and (f := _stat(e)) and len(f) > 1 and int(f[1]) == pid]
 
 
 def start_ticks(pid: int) -> int | None:
@@ -33,12 +31,7 @@ def start_ticks(pid: int) -> int | None:
 
     A pid and its start time name one process for good: a pid alone may be reused once its
     process exited, and pid_max is often only 32768."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return int(fields[19]) if len(fields) > 19 else None
 
 
@@ -47,13 +40,15 @@ def describe_tree(pid: int) -> str:
     process in D waits on the disk, one in T was stopped, S is asleep (waiting on a peer)."""
     parts = []
     for p in [pid, *children_of(pid)]:
+        fields = _stat(p)
         try:
-            with open(f"/proc/{p}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
             with open(f"/proc/{p}/cmdline", "rb") as fb:
                 title = fb.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
+        except OSError:
             continue
+        if not fields:
+            continue
+        state = fields[0]
         parts.append(f"{title.removeprefix('postgres: ')[:80]} ({state})")
     return "; ".join(parts)
 

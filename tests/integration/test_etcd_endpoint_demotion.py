@@ -39,3 +39,17 @@ def test_a_write_that_timed_out_moves_the_next_request_to_another_endpoint(etcd:
     assert time.monotonic() - started < 0.4, "the silent endpoint was tried again"
     kv.delete_prefix("/pgha-demotion/")
     kv.close()
+
+
+def test_a_renewal_gives_a_silent_endpoint_only_its_own_timeout(etcd: EtcdServer, silent_url: str) -> None:
+    """A lease renewal bounds each endpoint's answer by the time its lease has (the fast profile gives
+    0.65 s), not by the request timeout, so a member cut off from its agent costs a fraction of ttl."""
+    direct = EtcdKV((etcd.url,), 5.0)
+    lease = direct.grant(10)
+    kv = EtcdKV((silent_url, etcd.url), 5.0)  # the silent endpoint first, the live one next
+    started = time.monotonic()
+    assert kv.keepalive(lease, timeout=0.3) == 10
+    assert time.monotonic() - started < 1.5, "the silent endpoint held the renewal for the request timeout"
+    direct.revoke(lease)
+    kv.close()
+    direct.close()

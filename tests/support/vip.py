@@ -131,7 +131,7 @@ class VipWriter:
 
 
 @contextlib.contextmanager
-def vip_cluster(ttl: float, **kw: Any) -> Iterator[DemoCluster]:
+def vip_cluster(ttl: float | None, **kw: Any) -> Iterator[DemoCluster]:
     """A 3-node `--netns --vip` demo on a free lab subnet (skips the test where namespaces cannot be made)."""
     import pytest
 

@@ -31,6 +31,23 @@ def test_minimal_config_parses_with_defaults(tmp_path: Path) -> None:
     assert cfg.api.url == "http://127.0.0.1:8008"
 
 
+@pytest.mark.parametrize(("cluster_config", "timings"), [
+    # The default profile renews every ttl/3: one etcd request per agent every 10 s at rest; a
+    # renewal waits the whole request timeout (2 s) for one server.
+    ({}, (30.0, 2.0, 10.0, 2.0)),
+    # The fast profile renews every 0.2 s: a primary has 2 - 0.5 - 0.2 = 1.3 s for a late answer,
+    # so one server gets 0.65 s and the next one still has time.
+    ({"profile": "fast"}, (2.0, 0.5, 0.2, 0.65)),
+    # A key set explicitly wins over the profile; 0 asks for the automatic period again.
+    ({"profile": "fast", "ttl": 4, "fence_margin": 1, "renew_interval": 0}, (4.0, 1.0, 0.5, 1.25)),
+    ({"ttl": 10, "loop_wait": 1, "renew_interval": 0.5}, (10.0, 2.0, 0.5, 2.0)),
+])
+def test_profiles_and_the_renewal_period(tmp_path: Path, cluster_config: dict[str, Any],
+                                         timings: tuple[float, float, float, float]) -> None:
+    cfg = parse({**base(tmp_path), "cluster_config": cluster_config}).cluster_config
+    assert (cfg.ttl, cfg.fence_margin, cfg.renewal_period(), cfg.keepalive_timeout(2.0)) == pytest.approx(timings)
+
+
 def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
     *path, last = dotted.split(".")
     for key in path:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pgha.agent.executor import HANDLERS
 from pgha.core import actions as A
-from pgha.core.model import ClusterConfig, SyncMode, Tags
+from pgha.core.model import PROFILES, ClusterConfig, SyncMode, Tags
 from tests.unit.sim.cluster import Cluster, traced, view_of
 from tests.unit.sim.fakes import BYTES, SYSTEM_ID
 
@@ -307,8 +307,23 @@ def schedules(draw: st.DrawFn) -> tuple[int, SyncMode, int, list[tuple[float, st
 def test_random_faults_keep_the_invariants(
     plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]],
 ) -> None:
+    run_plan(plan)
+
+
+@pytest.mark.timeout(1200)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schedules())
+def test_random_faults_keep_the_invariants_in_the_fast_profile(
+    plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]],
+) -> None:
+    """The same faults at `profile: fast` (ttl 2, fence_margin 0.5, a renewal every 0.2 s): the shortest
+    lease pgha ships leaves the least room between a primary fencing and the next promoting."""
+    run_plan(plan, **PROFILES["fast"])
+
+
+def run_plan(plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]], **timing: Any) -> None:
     n, mode, lag, events = plan
-    c = cluster(n, mode=mode, maximum_lag_on_failover=lag)
+    c = cluster(n, mode=mode, maximum_lag_on_failover=lag, **timing)
     settle(c, 40)
     t0 = c.now
     undo: list[tuple[float, Callable[[], None]]] = []

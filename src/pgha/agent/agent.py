@@ -10,8 +10,8 @@ Everything the agent talks to is a port (``pgha.agent.ports``), so the simulatio
 tests/unit/sim/ runs this very loop over fake PostgreSQL, tasks, routing and a virtual clock.
 
 Threads (real ports): the HA loop (``run``), woken early by DCS watches and finished tasks;
-the lease keeper (``lease.py``), which renews the lease every ttl/3 whatever the loop does
-and re-arms the watchdog; the DCS watch; one background task at a time; the REST API.
+the lease keeper (``lease.py``), which renews the lease every ``renew_interval`` (ttl/3 by
+default) whatever the loop does and re-arms the watchdog; the DCS watch; one background task at a time; the REST API.
 """
 
 from __future__ import annotations
@@ -392,7 +392,8 @@ class Agent:
                 # new session); the agent died with a traceback instead of waiting like wait_for_dcs.
                 log.error("%s; retrying in 1s", exc)
                 self._stop.wait(1.0)
-        self.lease.start(lambda: max(0.2, min(self.cluster_config.ttl / 3, self.cluster_config.loop_wait * 2)))
+        self.lease.start(lambda: self.cluster_config.renewal_period(),
+                         lambda: self.cluster_config.keepalive_timeout(self.config.dcs.request_timeout))
         if self.ports.watchdog is not None:
             self.ports.watchdog.start()
         threading.Thread(target=self._watch, name="dcs-watch", daemon=True).start()

@@ -70,7 +70,8 @@ class LeaseKeeper:
         if self._on_renewed is not None:
             self._on_renewed(deadline)
 
-    def renew_once(self) -> None:
+    def renew_once(self, timeout: float | None = None) -> None:
+        """One renewal; ``timeout`` bounds each server's answer (None: the DCS request timeout)."""
         lease = self.lease_id
         sent = self.clock()
         try:
@@ -78,7 +79,7 @@ class LeaseKeeper:
                 self._grant()
                 self.replaced.set()
                 return
-            granted = self.kv.keepalive(lease)
+            granted = self.kv.keepalive(lease, timeout)
             self._set(lease, sent + granted)
             self.last_error = None
             took = self.clock() - sent
@@ -101,7 +102,7 @@ class LeaseKeeper:
                 log.warning("cannot renew the lease: %s", exc)
             self.last_error = str(exc)
 
-    def start(self, interval: Callable[[], float]) -> None:
+    def start(self, interval: Callable[[], float], timeout: Callable[[], float | None] = lambda: None) -> None:
         def run() -> None:
             due: float | None = None
             while not self._stop.is_set():
@@ -109,9 +110,10 @@ class LeaseKeeper:
                 if due is not None and started - due > max(0.5, self.ttl / 6):
                     log.warning("the lease renewal ran %.1f s late: this process was not scheduled "
                                 "(an overloaded or stalled host)", started - due)
-                self.renew_once()
-                # Renew often: a third of the TTL, or faster while failing.
-                wait = max(0.05, (interval() if self.last_error is None else 0.5) - (self.clock() - started))
+                self.renew_once(timeout())
+                # Renew every renew_interval (a third of the TTL by default); at most 0.5 s apart while failing.
+                period = interval() if self.last_error is None else min(interval(), 0.5)
+                wait = max(0.05, period - (self.clock() - started))
                 due = self.clock() + wait
                 self._stop.wait(wait)
 

@@ -36,7 +36,7 @@ def demo() -> None:
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 @click.option("--port-base", default=15400, show_default=True, type=click.IntRange(1024, 65000))
 @click.option("--profile", type=click.Choice(["default", "fast"]), default="default", show_default=True,
-              help="Timing preset: default (ttl 30 s, cheap at rest) or fast (ttl 4 s).")
+              help="Timing preset: default (ttl 30 s, cheap at rest) or fast (ttl 2 s).")
 @click.option("--ttl", type=click.FloatRange(2, 300), help="Lease ttl in seconds (overrides the profile's).")
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
 @click.option("--netns", is_flag=True, expose_value=False, callback=_lab_option,

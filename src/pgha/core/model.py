@@ -35,7 +35,7 @@ class ClusterConfig:
     """Cluster-wide settings kept at /pgha/<cluster>/config (editable with edit-config)."""
 
     # Timing preset the settings below default to (PROFILES): "default" is cheap at rest and rides
-    # out etcd hiccups (a silent host death is noticed within ttl); "fast" (ttl 4) within about 4 s.
+    # out etcd hiccups (a silent host death is noticed within ttl); "fast" (ttl 2) in about 2.5 s.
     profile: Literal["default", "fast"] = "default"
     # Seconds the leader lease lives without renewal (a silent host death fails over within it).
     ttl: float = 30.0
@@ -46,6 +46,10 @@ class ClusterConfig:
     retry_timeout: float = 3.0
     # A primary fences itself this many seconds before its lease could expire.
     fence_margin: float = 2.0
+    # Seconds between two lease renewals; 0: min(ttl/3, 2 * loop_wait).  A primary whose etcd
+    # answers late has ttl - fence_margin - renew_interval before it must fence, so a short
+    # ttl wants a short interval (one keepalive each time: cheap for a few clusters, not a fleet).
+    renew_interval: float = 0.0
     # Bytes a replica may lag behind the last known primary position and still be promoted.
     maximum_lag_on_failover: int = 1024 * 1024
     synchronous_mode: SyncMode = "off"
@@ -73,6 +77,9 @@ class ClusterConfig:
             return f"retry_timeout: {self.retry_timeout} must be positive and below ttl ({self.ttl})"
         if not 0 < self.fence_margin < self.ttl - self.loop_wait:
             return f"fence_margin: {self.fence_margin} must be positive and below ttl - loop_wait"
+        if self.renew_interval != 0 and not 0.05 <= self.renew_interval <= self.ttl / 3:
+            return (f"renew_interval: {self.renew_interval} must be 0 (automatic) or 0.05 to ttl/3 "
+                    f"({self.ttl / 3:g}) seconds")
         if self.maximum_lag_on_failover < 0:
             return "maximum_lag_on_failover: must be zero or more bytes"
         if self.synchronous_node_count < 1:
@@ -81,11 +88,24 @@ class ClusterConfig:
             return "primary_start_timeout: must be zero or more seconds"
         return None
 
+    def renewal_period(self) -> float:
+        """Seconds between two lease renewals (``renew_interval``, or the automatic one)."""
+        if self.renew_interval:
+            return self.renew_interval
+        return max(0.2, min(self.ttl / 3, self.loop_wait * 2))
+
+    def keepalive_timeout(self, request_timeout: float) -> float:
+        """Seconds one DCS server may take to answer a renewal: at most half of what a primary has
+        for a late answer (ttl - fence_margin - renewal period), so after a server that does not
+        answer, the next one still has time; never more than ``request_timeout``."""
+        room = self.ttl - self.fence_margin - self.renewal_period()
+        return min(request_timeout, max(0.2, room / 2))
+
 
 # The timing settings each profile gives, unless the configuration sets them itself.
 PROFILES: Mapping[str, Mapping[str, float]] = {
-    "default": {"ttl": 30.0, "loop_wait": 10.0, "retry_timeout": 3.0, "fence_margin": 2.0},
-    "fast": {"ttl": 4.0, "loop_wait": 0.25, "retry_timeout": 1.0, "fence_margin": 1.0},
+    "default": {"ttl": 30.0, "loop_wait": 10.0, "retry_timeout": 3.0, "fence_margin": 2.0, "renew_interval": 0.0},
+    "fast": {"ttl": 2.0, "loop_wait": 0.25, "retry_timeout": 1.0, "fence_margin": 0.5, "renew_interval": 0.2},
 }
 
 

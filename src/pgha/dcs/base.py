@@ -75,8 +75,12 @@ class KV(Protocol):
         """Create a lease of ``ttl`` whole seconds; returns its id."""
         ...
 
-    def keepalive(self, lease: int) -> int:
-        """Renew the lease; returns the TTL granted; raises LeaseNotFound if it is gone."""
+    def keepalive(self, lease: int, timeout: float | None = None) -> int:
+        """Renew the lease; returns the TTL granted; raises LeaseNotFound if it is gone.
+
+        ``timeout``: seconds one server may take to answer before the next one is tried (None: the
+        request timeout), so a renewal reaches a live server while the lease still has time.
+        """
         ...
 
     def revoke(self, lease: int) -> None: ...

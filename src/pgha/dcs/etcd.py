@@ -176,34 +176,37 @@ class EtcdKV:
         return DCSError(f"etcd unreachable at {where}; {FIX}")
 
     def _call(self, path: str, body: dict[str, Any], *, idempotent: bool = True,
-              authenticate: bool = True) -> dict[str, Any]:
-        """POST ``body`` to ``path`` on the first endpoint that answers; returns the answer object."""
+              authenticate: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that answers within ``timeout`` (None: the
+        request timeout); returns the answer object."""
         try:
-            return self._call_once(path, body, idempotent, authenticate)
+            return self._call_once(path, body, idempotent, authenticate, timeout)
         except TokenRejected as rejected:
             # The token expired or this member does not know it: log in again, once.
             self._forget_token(rejected.token)
-            return self._call_once(path, body, idempotent, authenticate)
+            return self._call_once(path, body, idempotent, authenticate, timeout)
 
-    def _call_once(self, path: str, body: dict[str, Any], idempotent: bool, authenticate: bool) -> dict[str, Any]:
+    def _call_once(self, path: str, body: dict[str, Any], idempotent: bool, authenticate: bool,
+                   timeout: float | None) -> dict[str, Any]:
+        limit = timeout or self.timeout
         payload = json.dumps(body).encode()
         headers = self._headers() if authenticate else {"Content-Type": "application/json"}
         failures: list[tuple[str, str]] = []
         for idx in self._order():
             endpoint = self.endpoints[idx]
             try:
-                resp = self._post(endpoint + path, payload, headers, idempotent)
+                resp = self._post(endpoint + path, payload, headers, idempotent, timeout)
             except (ReadTimeoutError, ProtocolError) as exc:
                 self._demote(idx)
                 if not idempotent:
                     raise DCSError(
-                        f"etcd at {endpoint} did not answer {path} ({reason(exc, self.timeout)}); "
+                        f"etcd at {endpoint} did not answer {path} ({reason(exc, limit)}); "
                         "the write may or may not have been applied") from None
-                failures.append((endpoint, reason(exc, self.timeout)))
+                failures.append((endpoint, reason(exc, limit)))
                 continue
             except HTTPError as exc:
                 self._demote(idx)
-                failures.append((endpoint, reason(exc, self.timeout)))
+                failures.append((endpoint, reason(exc, limit)))
                 continue
             try:
                 data = json.loads(resp.data)
@@ -246,14 +249,17 @@ class EtcdKV:
         return DCSError(f"etcd at {endpoint} requires authentication ({message}); "
                         "set dcs.etcd.username and dcs.etcd.password")
 
-    def _post(self, url: str, payload: bytes, headers: dict[str, str], idempotent: bool) -> urllib3.BaseHTTPResponse:
+    def _post(self, url: str, payload: bytes, headers: dict[str, str], idempotent: bool,
+              timeout: float | None = None) -> urllib3.BaseHTTPResponse:
         """One POST; an idempotent one is retried once when the connection broke under it."""
+        # No timeout argument at all for the pool's own: urllib3 reads timeout=None as "wait forever".
+        kw: dict[str, Any] = {"timeout": urllib3.Timeout(connect=timeout, read=timeout)} if timeout else {}
         try:
-            return self._pool.request("POST", url, body=payload, headers=headers)
+            return self._pool.request("POST", url, body=payload, headers=headers, **kw)
         except ProtocolError:
             if not idempotent:
                 raise
-            return self._pool.request("POST", url, body=payload, headers=headers)
+            return self._pool.request("POST", url, body=payload, headers=headers, **kw)
 
     def _range(self, key: str, range_end: bytes | None = None) -> tuple[int, list[KeyValue]]:
         body: dict[str, Any] = {"key": _b64(key)}
@@ -321,8 +327,11 @@ class EtcdKV:
             raise DCSError(f"etcd refused a lease of {ttl} s: {result['error']}")
         return _int(result, "ID")
 
-    def keepalive(self, lease: int) -> int:
-        result = self._call("/v3/lease/keepalive", {"ID": str(lease)})
+    def keepalive(self, lease: int, timeout: float | None = None) -> int:
+        # A shorter timeout is only worth it when another endpoint can answer instead: with one,
+        # giving up early on an etcd that is slow (not gone) would lose answers that still count.
+        short = timeout if len(self.endpoints) > 1 else None
+        result = self._call("/v3/lease/keepalive", {"ID": str(lease)}, timeout=short)
         ttl = _int(result, "TTL")
         if ttl <= 0:
             raise LeaseNotFound(f"lease {lease:x} not found: it expired or was revoked")

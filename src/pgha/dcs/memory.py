@@ -142,7 +142,7 @@ class MemoryKV:
             self._leases[lease] = _Lease(ttl, self._clock() + ttl)
             return lease
 
-    def keepalive(self, lease: int) -> int:
+    def keepalive(self, lease: int, timeout: float | None = None) -> int:
         with self._cond:
             self._check()
             entry = self._leases.get(lease)

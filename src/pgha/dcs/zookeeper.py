@@ -431,7 +431,8 @@ class ZooKeeperKV:
             client.stop()
             client.close()
 
-    def keepalive(self, lease: int) -> int:
+    def keepalive(self, lease: int, timeout: float | None = None) -> int:
+        # kazoo moves to another server itself; the round trip below keeps the request timeout.
         client = self._own_session(lease)
         if client is None:
             alive = self._alive({lease})  # asks the server: DCSError when it cannot be reached

@@ -65,6 +65,7 @@ ETCD_PEER_CERT_FILE=$PKI/$NAME.crt
 ETCD_PEER_KEY_FILE=$PKI/$NAME.key
 ETCD_AUTH_TOKEN=jwt,pub-key=$PKI/jwt.pub,priv-key=$PKI/jwt.key,sign-method=ES256,ttl=10m
 ETCD_BCRYPT_COST=4
+ETCD_PRE_VOTE=true
 EOF
 chmod 600 "$ETCD_ENV_FILE"
 """

@@ -281,7 +281,7 @@ class Cluster:
 
     # --- what the agents' threads and the outside world do -------------------------------------
     def renew_interval(self) -> float:
-        return max(0.2, min(self.cfg.ttl / 3, self.cfg.loop_wait * 2))
+        return self.cfg.renewal_period()
 
     def renew(self, node: SimNode) -> None:
         """One round of the lease keeper thread (renew_once, then its wait)."""

@@ -17,6 +17,15 @@ from pgha.dcs.base import KV, DCSError, LeaseNotFound
 
 log = logging.getLogger("pgha.lease")
 
+# Seconds between two attempts at most while renewals fail (a shorter renew_interval still wins).
+RETRY_EVERY = 0.5
+
+
+def next_renewal_in(interval: float, failing: bool) -> float:
+    """Seconds from one renewal to the next: every ``interval``, and no slower than RETRY_EVERY
+    while renewals fail.  The simulation's lease thread waits the same way."""
+    return min(interval, RETRY_EVERY) if failing else interval
+
 
 class LeaseKeeper:
     def __init__(self, kv: KV, ttl: float, on_renewed: Callable[[float], None] | None = None,
@@ -102,7 +111,8 @@ class LeaseKeeper:
                 log.warning("cannot renew the lease: %s", exc)
             self.last_error = str(exc)
 
-    def start(self, interval: Callable[[], float], timeout: Callable[[], float | None] = lambda: None) -> None:
+    def start(self, interval: Callable[[], float], timeout: Callable[[], float]) -> None:
+        """Renew on a thread of its own every ``interval()`` seconds, each server given ``timeout()``."""
         def run() -> None:
             due: float | None = None
             while not self._stop.is_set():
@@ -111,8 +121,7 @@ class LeaseKeeper:
                     log.warning("the lease renewal ran %.1f s late: this process was not scheduled "
                                 "(an overloaded or stalled host)", started - due)
                 self.renew_once(timeout())
-                # Renew every renew_interval (a third of the TTL by default); at most 0.5 s apart while failing.
-                period = interval() if self.last_error is None else min(interval(), 0.5)
+                period = next_renewal_in(interval(), failing=self.last_error is not None)
                 wait = max(0.05, period - (self.clock() - started))
                 due = self.clock() + wait
                 self._stop.wait(wait)

@@ -195,7 +195,7 @@ class EtcdKV:
         for idx in self._order():
             endpoint = self.endpoints[idx]
             try:
-                resp = self._post(endpoint + path, payload, headers, idempotent, timeout)
+                resp = self._post(endpoint + path, payload, headers, idempotent, limit)
             except (ReadTimeoutError, ProtocolError) as exc:
                 self._demote(idx)
                 if not idempotent:
@@ -250,16 +250,16 @@ class EtcdKV:
                         "set dcs.etcd.username and dcs.etcd.password")
 
     def _post(self, url: str, payload: bytes, headers: dict[str, str], idempotent: bool,
-              timeout: float | None = None) -> urllib3.BaseHTTPResponse:
-        """One POST; an idempotent one is retried once when the connection broke under it."""
-        # No timeout argument at all for the pool's own: urllib3 reads timeout=None as "wait forever".
-        kw: dict[str, Any] = {"timeout": urllib3.Timeout(connect=timeout, read=timeout)} if timeout else {}
+              timeout: float) -> urllib3.BaseHTTPResponse:
+        """One POST within ``timeout`` seconds; an idempotent one is retried once when the connection
+        broke under it."""
+        limit = urllib3.Timeout(connect=timeout, read=timeout)
         try:
-            return self._pool.request("POST", url, body=payload, headers=headers, **kw)
+            return self._pool.request("POST", url, body=payload, headers=headers, timeout=limit)
         except ProtocolError:
             if not idempotent:
                 raise
-            return self._pool.request("POST", url, body=payload, headers=headers, **kw)
+            return self._pool.request("POST", url, body=payload, headers=headers, timeout=limit)
 
     def _range(self, key: str, range_end: bytes | None = None) -> tuple[int, list[KeyValue]]:
         body: dict[str, Any] = {"key": _b64(key)}

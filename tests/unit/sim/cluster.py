@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pgha.agent.agent import Agent
+from pgha.agent.lease import next_renewal_in
 from pgha.agent.ports import Ports
 from pgha.config import ApiConfig, CallbacksConfig, NodeConfig, PostgresConfig
 from pgha.core.model import ClusterConfig, ClusterView, DataDir, PeerStatus, Switchover, Tags
@@ -197,7 +198,7 @@ class Cluster:
         except DCSError:
             return  # wait_for_dcs: try again next tick
         node.begun = True
-        node.next_renew = self.now + self.renew_interval()
+        node.next_renew = self.now + self.cfg.renewal_period()
         node.next_loop = max(node.next_loop, self.now)
 
     @contextmanager
@@ -280,16 +281,13 @@ class Cluster:
         return kvp.value.decode() if kvp is not None else None
 
     # --- what the agents' threads and the outside world do -------------------------------------
-    def renew_interval(self) -> float:
-        return self.cfg.renewal_period()
-
     def renew(self, node: SimNode) -> None:
         """One round of the lease keeper thread (renew_once, then its wait)."""
         assert node.agent is not None
         with self.running(node):
             node.agent.lease.renew_once()
         failing = node.agent.lease.last_error is not None
-        node.next_renew = self.now + (0.5 if failing else self.renew_interval())
+        node.next_renew = self.now + next_renewal_in(self.cfg.renewal_period(), failing)
 
     def status_of(self, name: str) -> PeerStatus:
         """What a poll of ``name`` gets: refused from a dead host, a timeout from a frozen agent."""

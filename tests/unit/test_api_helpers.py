@@ -185,7 +185,7 @@ class Client:
         if creds:
             hdrs["Authorization"] = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        if data is not None:
+        if data is not None or method in ("POST", "PUT", "PATCH", "DELETE"):
             hdrs.setdefault("Content-Type", "application/json")
         conn = self._connection()
         try:

@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pgha import __version__
-from pgha.api import dashboard, intents, views
+from pgha.api import dashboard, guard, intents, views
 from pgha.api.metrics import patroni_text
 from pgha.api.request import Reply, Request
 from pgha.api.schema import Body, Field, Param, body_schema, dataclass_patch_schema
@@ -179,6 +179,8 @@ def responses_of(route: Route, auth_configured: bool = True) -> dict[int, str]:
     if route.body is not None:
         out[413] = "The body is larger than 1 MiB"
         out[411] = "Chunked bodies are not accepted; send Content-Length"
+    if route.method in guard.MUTATING:
+        out.update(guard.REFUSALS)
     if route.auth and auth_configured:
         out.update(AUTH)
     return dict(sorted(out.items()))

@@ -1,6 +1,8 @@
-"""The REST API server: stdlib http.server, HTTP/1.1 keep-alive, optional TLS and basic auth.
+"""The REST API server: HTTP/1.1 keep-alive, optional TLS and basic auth.
 
-Requests are dispatched from the routing table in ``routes.py``.  Every
+``conns.py`` owns the sockets (one selector thread, a few workers, caps and deadlines); a worker
+parses each complete request with stdlib http.server here.  Requests are dispatched from the
+routing table in ``routes.py``; mutating ones pass ``guard.py`` first (Content-Type, Origin, Host).  Every
 answer is JSON (except /metrics), errors are ``{"error": "<one line>"}``, and
 an unexpected exception is logged and answered with 500 (the only 5xx besides
 503 for "the DCS or the agent is not ready" and the health checks' 503).
@@ -10,22 +12,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import errno
 import hmac
+import io
 import json
 import logging
 import socket
-import socketserver
 import ssl
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from pgha.api import views
+from pgha.api import guard, views
+from pgha.api.conns import MAX_HEAD, Answer, Connections, Incoming
 from pgha.api.handle import AgentHandle
 from pgha.api.request import Reply, Request, error
 from pgha.api.routes import BY_PATH, HEALTH_METHODS
@@ -35,8 +36,8 @@ from pgha.dcs.base import DCSError
 
 log = logging.getLogger("pgha.api")
 
-# Seconds an idle keep-alive connection (or a TLS handshake) may take before it is closed.
-IDLE_TIMEOUT = 60.0
+# Connections the kernel queues before the API thread accepts them.
+BACKLOG = 128
 
 
 class ApiStartError(Exception):
@@ -87,50 +88,6 @@ def _split_listen(listen: str) -> tuple[str, int, socket.AddressFamily]:
     return host or "0.0.0.0", int(port), family
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    allow_reuse_address = True
-
-    def __init__(self, api: ApiServer, address: tuple[str, int], family: socket.AddressFamily) -> None:
-        self.address_family = family
-        self.api = api
-        self.active: set[socket.socket] = set()
-        self.active_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (socket.getfqdn), which can stall: skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.socket.getsockname()[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = self.socket.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.api.tls is not None:
-            # The handshake runs in the connection's thread (_Handler.setup), not in the accept loop.
-            conn = self.api.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        with self.active_lock:
-            self.active.add(conn)
-        return conn, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.active_lock:
-            self.active.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("API connection from %s ended with an error", client_address, exc_info=True)
-
-    def drop_connections(self) -> None:
-        with self.active_lock:
-            conns = list(self.active)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(conn, socket.SHUT_RDWR)
-
-
 class ApiServer:
     """The agent's REST API; ``start()`` serves from a background thread until ``stop()``."""
 
@@ -145,30 +102,37 @@ class ApiServer:
         self._open = self.config.auth == "none"
         self._auth: tuple[bytes, bytes] | None = (
             (creds.username.encode(), creds.password.encode()) if creds is not None else None)
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.scheme = "https" if self.config.tls is not None else "http"
+        # The names a mutating request's Host may give besides the connection's own address.
+        self.names = guard.configured_names(self.config.host, self.config.url)
+        self._bound: tuple[str, int] | None = None
+        self._conns: Connections | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful with api.listen port 0)."""
-        return self._server.server_port if self._server is not None else self.config.port
+        return self._bound[1] if self._bound is not None else self.config.port
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.config.tls is not None else "http"
-        host = self._server.server_name if self._server is not None else self.config.host
+        host = self._bound[0] if self._bound is not None else self.config.host
         host = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        return self._conns.open_connections if self._conns is not None else 0
 
     def start(self) -> None:
         """Bind and serve in a daemon thread; raise ApiStartError (one line) when that is impossible."""
-        if self._server is not None:
+        if self._conns is not None:
             return
         listen = self.config.listen
         host, port, family = _split_listen(listen)
         self.tls = tls_context(self.config.tls) if self.config.tls is not None else None
         try:
-            server = _HTTPServer(self, (host, port), family)
+            # No name lookup (HTTPServer's getfqdn can stall); SO_REUSEADDR for a quick restart.
+            sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
         except OSError as exc:
             where = f"api.listen {listen}"
             if exc.errno == errno.EADDRINUSE:
@@ -179,11 +143,10 @@ class ApiServer:
                 raise ApiStartError(f"{where}: no such address on this host; use one of its "
                                     "addresses, 127.0.0.1 or 0.0.0.0") from None
             raise ApiStartError(f"{where}: cannot listen ({_reason(exc)})") from None
-        self._server = server
-        # An idle API wakes once a second (stop() wakes it at once; see there), not 20 times.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 1.0},
-                                        name="api", daemon=True)
-        self._thread.start()
+        bound = sock.getsockname()
+        self._bound = (str(bound[0]), int(bound[1]))
+        self._conns = Connections(sock, self.tls, self.serve)
+        self._conns.start()
         log.info("REST API listening on %s", self.url)
         if self._open:
             log.warning("api.auth is none: anyone who reaches %s can switch over, restart and reinitialize "
@@ -191,22 +154,19 @@ class ApiServer:
 
     def stop(self) -> None:
         """Stop accepting, close every open connection and release the port."""
-        server, thread = self._server, self._thread
-        if server is None:
+        conns = self._conns
+        if conns is None:
             return
-        # shutdown() waits for serve_forever to see its flag; a listening socket that is shut down
-        # reads as ready, so its select returns (accept then fails, which serve_forever ignores).
-        stopper = threading.Thread(target=server.shutdown, name="api-stop", daemon=True)
-        stopper.start()
-        while stopper.is_alive():
-            with contextlib.suppress(OSError):
-                server.socket.shutdown(socket.SHUT_RDWR)
-            stopper.join(0.05)
-        server.drop_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-        self._server = self._thread = None
+        conns.stop()
+        conns.listener.close()
+        self._conns = self._bound = None
+
+    def serve(self, incoming: Incoming) -> Answer:
+        """One complete request -> the bytes of its answer, and whether to close after them."""
+        if incoming.head_too_large:
+            return _head_too_large(), True
+        handler = _Handler(incoming, incoming.client, self)  # type: ignore[arg-type]
+        return handler.out.getvalue(), handler.close_connection or incoming.eof
 
     def authorized(self, header: str | None) -> bool:
         if self._open:
@@ -227,19 +187,34 @@ class ApiServer:
         return bool(sep) & ok_user & ok_password
 
 
+def _head_too_large() -> bytes:
+    body = json.dumps({"error": f"the request line and headers are larger than {MAX_HEAD} bytes"}).encode()
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: pgha\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % len(body)) + body
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """Parses and answers one request that conns.py has read whole; writes into a buffer."""
+
     protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-    timeout = IDLE_TIMEOUT
+    server: ApiServer  # type: ignore[assignment]
+    request: Incoming
 
     def version_string(self) -> str:
         return "pgha"
 
     def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(self.timeout)
-            self.request.do_handshake()
-        super().setup()
+        self.rfile = io.BytesIO(self.request.data)
+        self.out = io.BytesIO()
+        self.wfile = self.out
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass
 
     def __getattr__(self, name: str) -> Callable[[], None]:
         # Every method (GET, POST, PROPFIND…) goes through the routing table: 404/405, never 501.
@@ -318,7 +293,11 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "OPTIONS":
                 return Reply(204, headers={"Allow": allow})
             return error(405, f"{method[:20]} is not allowed on {path}; use {allow}", Allow=allow)
-        if route.auth and not self.server.api.authorized(self.headers.get("Authorization")):
+        refused = guard.refusal(method, self.headers, route.body.media_type if route.body else guard.JSON,
+                                self.server.scheme, guard.accepted_hosts(self.server.names, self.request.local))
+        if refused is not None:
+            return refused
+        if route.auth and not self.server.authorized(self.headers.get("Authorization")):
             return error(401, "authentication required: send the api.auth user and password (HTTP basic)",
                          **{"WWW-Authenticate": 'Basic realm="pgha", charset="UTF-8"'})
         try:
@@ -328,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BadRequest("too many query parameters") from None
             query = check_query(route.params, fields)
             body = validate_body(route.body, parse_json_object(raw)) if route.body is not None else {}
-            reply = route.handler(Request(self.server.api.handle, method, path, query, body))
+            reply = route.handler(Request(self.server.handle, method, path, query, body))
         except BadRequest as exc:
             return error(400, str(exc))
         except DCSError as exc:

@@ -69,6 +69,7 @@ class Agent:
         self.lease = LeaseKeeper(self.ports.kv, self.cluster_config.ttl, self._on_lease_renewed, clock.monotonic)
         self._snapshot = NodeSnapshot(None, None, None, None, self.cluster_config, False, clock.monotonic())
         self.metrics = AgentMetrics(self.registry)
+        self.metrics.lease_late.set_function(lambda: self.lease.worst_late)
         self.api: ApiServer | None = None
 
         # The memory between loops lives in the core; only advance/apply change it.

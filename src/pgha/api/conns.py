@@ -92,6 +92,8 @@ class _Conn:
     buf: bytearray = field(default_factory=bytearray)
     # Once the head is in: its length, and the body's (None until known).
     head_len: int | None = None
+    # How much of ``buf`` was searched for the end of the head.
+    scanned: int = 0
     body_len: int = 0
     # Body bytes still to read and drop (a body over MAX_BODY).
     discard: int = 0
@@ -345,8 +347,11 @@ class Connections:
     def _complete(self, c: _Conn) -> bool:
         """Whether ``c.buf`` holds a whole request (or all the handler needs to refuse it)."""
         if c.head_len is None:
-            end = _HEAD_END.search(c.buf)
-            if end is None:
+            # Scan only what is new (and the 3 bytes before it): a client sending its head a byte
+            # at a time must not cost the thread a scan of the whole buffer each time.
+            end = _HEAD_END.search(c.buf, max(0, c.scanned - 3))
+            c.scanned = len(c.buf)
+            if end is None or end.end() > MAX_HEAD:
                 return len(c.buf) > MAX_HEAD
             c.head_len = end.end()
             length = _content_length(bytes(c.buf[:c.head_len]))
@@ -368,7 +373,7 @@ class Connections:
             too_large = False
             cut = c.head_len + c.body_len
             data, rest = bytes(c.buf[:cut]), c.buf[cut:]
-        c.buf, c.head_len, c.body_len = rest, None, 0
+        c.buf, c.head_len, c.body_len, c.scanned = rest, None, 0, 0
         c.state = WORK
         c.close_after = eof or too_large
         self._waiting.pop(c, None)

@@ -65,6 +65,10 @@ class AgentMetrics:
                                      "Seconds this agent's lease is certainly alive for (0: no lease)",
                                      registry=registry)
         self.lease_remaining.set_function(self._lease_remaining)
+        # The agent points it at its lease keeper (set_function): 0 until then.
+        self.lease_late = Gauge("pgha_lease_renewal_late_max_seconds",
+                                "The latest a lease renewal started after it was due, since the agent "
+                                "started (this process was not scheduled in time)", registry=registry)
         self.failover_seconds = Histogram(
             "pgha_failover_duration_seconds", "Seen by the new leader: from the old leader key's loss (or a "
             "manual failover request) to its first loop as the leading primary", buckets=TRANSITION_BUCKETS,

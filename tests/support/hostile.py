@@ -338,12 +338,13 @@ class Watch:
     demo: DemoCluster
     leader: str
     log_offsets: dict[str, int]
-    late_before: dict[str, float]
+    late_before: dict[str, float | None]
     leader_after: str | None = None
     fencings: list[str] = field(default_factory=list)
     late_logged: list[float] = field(default_factory=list)
-    # Per member: the worst lateness of a renewal during the watch (0 when no worse than before).
-    worst_late: dict[str, float] = field(default_factory=dict)
+    # Per member: the worst lateness of a renewal during the watch (0 when no worse than before;
+    # None: the agent has no such metric, i.e. older code).
+    worst_late: dict[str, float | None] = field(default_factory=dict)
 
     @classmethod
     def start(cls, demo: DemoCluster) -> Watch:
@@ -362,27 +363,27 @@ class Watch:
                 text = f.read().decode(errors="replace")
             self.fencings += [f"{name}: {line}" for line in text.splitlines() if FENCED.search(line)]
             self.late_logged += [float(m) for m in LATE.findall(text)]
-            after = late_max(self.demo, name)
-            self.worst_late[name] = after if after > self.late_before[name] else 0.0
+            after, before = late_max(self.demo, name), self.late_before[name]
+            self.worst_late[name] = None if after is None or before is None else after if after > before else 0.0
         return self
 
     @property
     def worst(self) -> float:
-        return max(self.worst_late.values(), default=0.0)
+        return max((w for w in self.worst_late.values() if w is not None), default=0.0)
 
 
 def _log(demo: DemoCluster, name: str) -> Path:
     return demo.dir / name / "agent.log"
 
 
-def late_max(demo: DemoCluster, name: str, attempts: int = 20) -> float:
-    """pgha_lease_renewal_late_max_seconds of a member (its /metrics; retried while it is busy)."""
+def late_max(demo: DemoCluster, name: str, attempts: int = 20) -> float | None:
+    """pgha_lease_renewal_late_max_seconds of a member (its /metrics; retried while it is busy);
+    None when its agent does not export it."""
     for _ in range(attempts):
-        with contextlib.suppress(OSError, Exception):
+        with contextlib.suppress(Exception):  # urllib3's errors, a busy agent: try again
             status, data = demo.api_call(name, "GET", "/metrics", auth=False, timeout=3.0)
             if status == 200:
                 m = LATE_METRIC.search(data.decode() if isinstance(data, bytes) else str(data))
-                if m:
-                    return float(m.group(1))
+                return float(m.group(1)) if m else None
         time.sleep(0.5)
     raise RuntimeError(f"no pgha_lease_renewal_late_max_seconds from {name}")

@@ -65,3 +65,13 @@ def test_the_template_differs_only_in_the_config_path_and_description() -> None:
     assert template["ExecStart"] == f"{INSTALLED_PGHA} agent -c /etc/pgha/%i.yaml"
     assert {k: v for k, v in single.items() if k != "ExecStart"} == \
         {k: v for k, v in template.items() if k != "ExecStart"}
+
+
+def test_units_limit_files_tasks_and_system_calls() -> None:
+    """Issue 20: no client load can exhaust the host through the agent; a backstop to the API's own caps."""
+    for name in ("pgha.service", "pgha@.service"):
+        svc = service_section(UNITS / name)
+        assert int(svc["LimitNOFILE"]) >= 4096
+        assert 1024 <= int(svc["TasksMax"]) <= 65536
+        assert svc["SystemCallFilter"] == "@system-service"
+        assert svc["SystemCallErrorNumber"] == "EPERM"

@@ -169,3 +169,10 @@ def test_a_plain_http_client_passes_the_guard(leader: tuple[FakeHandle, Client])
                                                         "Authorization": f"Basic {creds}"})
     assert conn.getresponse().status == 200
     conn.close()
+
+
+def test_docs_limits_table_is_current() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert conns.limits_table() in docs, "docs/api.md is stale: paste conns.limits_table() under 'Under load'"

@@ -434,4 +434,23 @@ class Connections:
             self._wake()
 
 
-__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "WORKERS", "Connections", "Incoming"]
+def limits_table() -> str:
+    """The limits table of docs/api.md ("Under load"), from the constants above (a test checks)."""
+    rows = [
+        ("connections open at once", f"{MAX_CONNECTIONS}", "past it the oldest connection still waiting on its "
+         "client is closed; when every one is being answered, the new one is closed at once"),
+        ("threads", f"1 + {WORKERS}", "one owns every socket (accept, TLS handshake, reads, writes); "
+         f"{WORKERS} workers answer complete requests"),
+        ("whole-request deadline", f"{REQUEST_TIMEOUT:g} s", "from the accept (TLS handshake included), or "
+         "from the previous answer on a keep-alive connection, until head and body are in; again for "
+         "writing the answer"),
+        ("request line and headers", f"{MAX_HEAD // 1024} KiB", "431 past it"),
+        ("body", f"{MAX_BODY // 1024 // 1024} MiB", f"413 past it (read and dropped up to "
+         f"{MAX_DISCARD // 1024 // 1024} MiB, so the client sees the 413)"),
+    ]
+    lines = ["| Limit | Value | What happens |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "WORKERS", "Connections", "Incoming", "limits_table"]

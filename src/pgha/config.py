@@ -48,6 +48,18 @@ class EtcdConfig:
 @dataclass(frozen=True)
 class ZooKeeperConfig:
     hosts: tuple[str, ...] = ("127.0.0.1:2181",)
+    # Digest authentication (required): every znode pgha creates gets an ACL that lets this user
+    # alone read and write it.  The password is never logged or shown.
+    username: str = ""
+    password: str = field(default="", repr=False)
+    # More ACL entries for pgha's znodes, "scheme:id:perms" (e.g. "digest:ops:<hash>:r"); never world.
+    acl: tuple[str, ...] = ()
+    # TLS to ZooKeeper's secureClientPort, verified against cacert (empty: the system's CAs).
+    tls: bool = False
+    cacert: str = ""
+    # Client certificate and its key (ssl.clientAuth=need on the server).
+    cert: str = ""
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -387,13 +399,43 @@ def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:
             if value and not Path(value).is_file():
                 raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
     if dcs.type == "zookeeper":
-        zk = f"{path}.zookeeper.hosts"
-        if not dcs.zookeeper.hosts:
-            raise ConfigError(f"{zk}: list at least one host:port, e.g. 127.0.0.1:2181")
-        for host in dcs.zookeeper.hosts:
-            name, _, port = host.rpartition(":")
-            if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
-                raise ConfigError(f"{zk}: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+        check_zookeeper(dcs.zookeeper, f"{path}.zookeeper")
+
+
+ZK_PERMS = frozenset("rwcda")
+
+
+def check_zookeeper(zk: ZooKeeperConfig, where: str) -> None:
+    """Hosts, the digest credential, the extra ACL entries (never world) and the TLS files."""
+    if not zk.hosts:
+        raise ConfigError(f"{where}.hosts: list at least one host:port, e.g. 127.0.0.1:2181")
+    for host in zk.hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"{where}.hosts: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+    if not (zk.username and zk.password):
+        raise ConfigError(f"{where}.username: ZooKeeper needs the cluster's digest credential (username and "
+                          "password): without it every znode is readable and writable by anyone; set both")
+    if ":" in zk.username:
+        raise ConfigError(f"{where}.username: must not contain ':' (digest auth is user:password)")
+    for i, entry in enumerate(zk.acl):
+        scheme, _, rest = entry.partition(":")
+        ident, _, perms = rest.rpartition(":")
+        if scheme == "world" or ident == "anyone":
+            raise ConfigError(f"{where}.acl[{i}]: {entry!r} opens the cluster's znodes to anyone; remove it")
+        if scheme not in ("digest", "sasl", "x509", "ip") or not ident or not perms or set(perms) - ZK_PERMS:
+            raise ConfigError(f"{where}.acl[{i}]: {entry!r} must be scheme:id:perms with scheme digest, sasl, "
+                              "x509 or ip and perms from rwcda, e.g. digest:ops:<base64 hash>:r")
+    if zk.key and not zk.cert:
+        raise ConfigError(f"{where}.key: a client key needs its certificate; set {where}.cert too")
+    if zk.cert and not zk.key:
+        raise ConfigError(f"{where}.cert: a client certificate needs its key; set {where}.key too")
+    for name in ("cacert", "cert", "key"):
+        value = getattr(zk, name)
+        if value and not zk.tls:
+            raise ConfigError(f"{where}.{name}: set {where}.tls: true to use it (ZooKeeper's secureClientPort)")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
 
 
 def _check_endpoints(endpoints: tuple[str, ...], path: str) -> None:

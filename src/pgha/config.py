@@ -82,6 +82,27 @@ class LegacyEtcdConfig:
 
 
 @dataclass(frozen=True)
+class PeerSSLConfig:
+    """libpq's TLS settings for this node's connections to the other members' PostgreSQL."""
+
+    # disable | allow | prefer | require | verify-ca | verify-full; empty: verify-full with a
+    # sslrootcert, else libpq's prefer (encrypted if offered, the server never checked).
+    sslmode: str = ""
+    # The CA that signed the members' server certificates (valid for their connect_address).
+    sslrootcert: str = ""
+    # A client certificate and its key, for hostssl ... cert lines.
+    sslcert: str = ""
+    sslkey: str = ""
+
+    @property
+    def mode(self) -> str:
+        return self.sslmode or ("verify-full" if self.sslrootcert else "prefer")
+
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True)
 class PostgresConfig:
     data_dir: str
     bin_dir: str = "/usr/lib/postgresql/15/bin"
@@ -98,6 +119,10 @@ class PostgresConfig:
     initdb: tuple[str, ...] = ("--data-checksums", "--encoding=UTF8", "--locale=C.UTF-8")
     # Unix socket directory; empty means <data_dir parent>/pg_socket (mode 0700).
     socket_dir: str = ""
+    # TLS toward the other members (replication, clone, rewind, queries).
+    ssl: PeerSSLConfig = PeerSSLConfig()
+    # libpq's require_auth toward the other members, where libpq has it (16+); "" leaves it out.
+    require_auth: str = "scram-sha-256"
 
     @property
     def connect_host(self) -> str:
@@ -115,9 +140,12 @@ class TLSConfig:
     certfile: str
     keyfile: str
     # The CA of the members' certificates: verifies client certificates (verify_client) and the
-    # other members' APIs when this agent calls them (/failsafe).
+    # other members' APIs when this agent calls them (/status polls, /failsafe); empty: the system's CAs.
     cafile: str = ""
     verify_client: bool = False
+    # false: call the other members' APIs without checking their certificates (a man in the middle
+    # could then fake a peer's position, and the failsafe call would give it the API password).
+    verify_peers: bool = True
 
 
 @dataclass(frozen=True)
@@ -371,6 +399,10 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
     check_dcs(cfg.dcs)
+    check_peer_ssl(cfg.postgresql.ssl, "postgresql.ssl")
+    methods = r"!?(password|md5|gss|sspi|scram-sha-256|none)"
+    if cfg.postgresql.require_auth and not re.fullmatch(f"{methods}(,{methods})*", cfg.postgresql.require_auth):
+        raise ConfigError("postgresql.require_auth: use libpq's methods (e.g. scram-sha-256), or \"\" to leave it out")
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")
@@ -434,6 +466,22 @@ def check_zookeeper(zk: ZooKeeperConfig, where: str) -> None:
         value = getattr(zk, name)
         if value and not zk.tls:
             raise ConfigError(f"{where}.{name}: set {where}.tls: true to use it (ZooKeeper's secureClientPort)")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
+
+
+def check_peer_ssl(ssl: PeerSSLConfig, where: str) -> None:
+    """sslmode is one of libpq's, verify-* has a CA, cert and key come together, the files exist."""
+    if ssl.mode not in SSLMODES:
+        raise ConfigError(f"{where}.sslmode: {ssl.sslmode!r} is not a libpq sslmode; use one of {', '.join(SSLMODES)}")
+    if ssl.mode.startswith("verify-") and not ssl.sslrootcert:
+        raise ConfigError(f"{where}.sslmode: {ssl.mode} needs {where}.sslrootcert (the CA of the members' "
+                          "server certificates)")
+    if bool(ssl.sslcert) != bool(ssl.sslkey):
+        raise ConfigError(f"{where}.sslcert: a client certificate and its key go together; set both "
+                          f"{where}.sslcert and {where}.sslkey")
+    for name in ("sslrootcert", "sslcert", "sslkey"):
+        value = getattr(ssl, name)
         if value and not Path(value).is_file():
             raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
 

@@ -10,7 +10,7 @@ shorter than 2 ticks) and expires within one tick of its timeout; maxSessionTime
 to 5 minutes so any ttl pgha accepts is granted as asked.
 
 With ``tls`` (the demo and the tests always give it) the server listens only on its
-``secureClientPort``, through Netty, with PEM files (ZooKeeper 3.8 reads them as keystores
+``secureClientPort``, through Netty, with PEM files (ZooKeeper reads them as key stores since 3.5.5
 with ``ssl.keyStore.type=PEM``): the key store holds the server's key and certificate, the trust
 store the CA, and ``ssl.clientAuth=need`` refuses a client without a certificate that CA signed.
 Debian's zookeeper.jar names only part of Netty in its manifest; the rest is added to the classpath.

@@ -48,6 +48,18 @@ class EtcdConfig:
 @dataclass(frozen=True)
 class ZooKeeperConfig:
     hosts: tuple[str, ...] = ("127.0.0.1:2181",)
+    # Digest authentication (required): every znode pgha creates gets an ACL that lets this user
+    # alone read and write it.  The password is never logged or shown.
+    username: str = ""
+    password: str = field(default="", repr=False)
+    # More ACL entries for pgha's znodes, "scheme:id:perms" (e.g. "digest:ops:<hash>:r"); never world.
+    acl: tuple[str, ...] = ()
+    # TLS to ZooKeeper's secureClientPort, verified against cacert (empty: the system's CAs).
+    tls: bool = False
+    cacert: str = ""
+    # Client certificate and its key (ssl.clientAuth=need on the server).
+    cert: str = ""
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,27 @@ class LegacyEtcdConfig:
 
 
 @dataclass(frozen=True)
+class PeerSSLConfig:
+    """libpq's TLS settings for this node's connections to the other members' PostgreSQL."""
+
+    # disable | allow | prefer | require | verify-ca | verify-full; empty: verify-full with a
+    # sslrootcert, else libpq's prefer (encrypted if offered, the server never checked).
+    sslmode: str = ""
+    # The CA that signed the members' server certificates (valid for their connect_address).
+    sslrootcert: str = ""
+    # A client certificate and its key, for hostssl ... cert lines.
+    sslcert: str = ""
+    sslkey: str = ""
+
+    @property
+    def mode(self) -> str:
+        return self.sslmode or ("verify-full" if self.sslrootcert else "prefer")
+
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True)
 class PostgresConfig:
     data_dir: str
     bin_dir: str = "/usr/lib/postgresql/15/bin"
@@ -86,6 +119,10 @@ class PostgresConfig:
     initdb: tuple[str, ...] = ("--data-checksums", "--encoding=UTF8", "--locale=C.UTF-8")
     # Unix socket directory; empty means <data_dir parent>/pg_socket (mode 0700).
     socket_dir: str = ""
+    # TLS toward the other members (replication, clone, rewind, queries).
+    ssl: PeerSSLConfig = PeerSSLConfig()
+    # libpq's require_auth toward the other members, where libpq has it (16+); "" leaves it out.
+    require_auth: str = "scram-sha-256"
 
     @property
     def connect_host(self) -> str:
@@ -103,9 +140,12 @@ class TLSConfig:
     certfile: str
     keyfile: str
     # The CA of the members' certificates: verifies client certificates (verify_client) and the
-    # other members' APIs when this agent calls them (/failsafe).
+    # other members' APIs when this agent calls them (/status polls, /failsafe); empty: the system's CAs.
     cafile: str = ""
     verify_client: bool = False
+    # false: call the other members' APIs without checking their certificates (a man in the middle
+    # could then fake a peer's position, and the failsafe call would give it the API password).
+    verify_peers: bool = True
 
 
 @dataclass(frozen=True)
@@ -359,6 +399,10 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
     check_dcs(cfg.dcs)
+    check_peer_ssl(cfg.postgresql.ssl, "postgresql.ssl")
+    methods = r"!?(password|md5|gss|sspi|scram-sha-256|none)"
+    if cfg.postgresql.require_auth and not re.fullmatch(f"{methods}(,{methods})*", cfg.postgresql.require_auth):
+        raise ConfigError("postgresql.require_auth: use libpq's methods (e.g. scram-sha-256), or \"\" to leave it out")
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")
@@ -387,13 +431,59 @@ def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:
             if value and not Path(value).is_file():
                 raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
     if dcs.type == "zookeeper":
-        zk = f"{path}.zookeeper.hosts"
-        if not dcs.zookeeper.hosts:
-            raise ConfigError(f"{zk}: list at least one host:port, e.g. 127.0.0.1:2181")
-        for host in dcs.zookeeper.hosts:
-            name, _, port = host.rpartition(":")
-            if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
-                raise ConfigError(f"{zk}: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+        check_zookeeper(dcs.zookeeper, f"{path}.zookeeper")
+
+
+ZK_PERMS = frozenset("rwcda")
+
+
+def check_zookeeper(zk: ZooKeeperConfig, where: str) -> None:
+    """Hosts, the digest credential, the extra ACL entries (never world) and the TLS files."""
+    if not zk.hosts:
+        raise ConfigError(f"{where}.hosts: list at least one host:port, e.g. 127.0.0.1:2181")
+    for host in zk.hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"{where}.hosts: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+    if not (zk.username and zk.password):
+        raise ConfigError(f"{where}.username: ZooKeeper needs the cluster's digest credential (username and "
+                          "password): without it every znode is readable and writable by anyone; set both")
+    if ":" in zk.username:
+        raise ConfigError(f"{where}.username: must not contain ':' (digest auth is user:password)")
+    for i, entry in enumerate(zk.acl):
+        scheme, _, rest = entry.partition(":")
+        ident, _, perms = rest.rpartition(":")
+        if scheme == "world" or ident == "anyone":
+            raise ConfigError(f"{where}.acl[{i}]: {entry!r} opens the cluster's znodes to anyone; remove it")
+        if scheme not in ("digest", "sasl", "x509", "ip") or not ident or not perms or set(perms) - ZK_PERMS:
+            raise ConfigError(f"{where}.acl[{i}]: {entry!r} must be scheme:id:perms with scheme digest, sasl, "
+                              "x509 or ip and perms from rwcda, e.g. digest:ops:<base64 hash>:r")
+    if zk.key and not zk.cert:
+        raise ConfigError(f"{where}.key: a client key needs its certificate; set {where}.cert too")
+    if zk.cert and not zk.key:
+        raise ConfigError(f"{where}.cert: a client certificate needs its key; set {where}.key too")
+    for name in ("cacert", "cert", "key"):
+        value = getattr(zk, name)
+        if value and not zk.tls:
+            raise ConfigError(f"{where}.{name}: set {where}.tls: true to use it (ZooKeeper's secureClientPort)")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
+
+
+def check_peer_ssl(ssl: PeerSSLConfig, where: str) -> None:
+    """sslmode is one of libpq's, verify-* has a CA, cert and key come together, the files exist."""
+    if ssl.mode not in SSLMODES:
+        raise ConfigError(f"{where}.sslmode: {ssl.sslmode!r} is not a libpq sslmode; use one of {', '.join(SSLMODES)}")
+    if ssl.mode.startswith("verify-") and not ssl.sslrootcert:
+        raise ConfigError(f"{where}.sslmode: {ssl.mode} needs {where}.sslrootcert (the CA of the members' "
+                          "server certificates)")
+    if bool(ssl.sslcert) != bool(ssl.sslkey):
+        raise ConfigError(f"{where}.sslcert: a client certificate and its key go together; set both "
+                          f"{where}.sslcert and {where}.sslkey")
+    for name in ("sslrootcert", "sslcert", "sslkey"):
+        value = getattr(ssl, name)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{where}.{name}: file {value} not found; give the path of a PEM file")
 
 
 def _check_endpoints(endpoints: tuple[str, ...], path: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+import urllib3
 
 from pgha.demo import DemoCluster
 from pgha.probe import Probe
@@ -234,8 +235,15 @@ def test_etcd_outage_without_failsafe_fences_the_primary() -> None:
 
 
 def test_etcd_outage_with_failsafe_keeps_the_primary_writable() -> None:
-    with running_cluster(nodes=3, ttl=TTL, extra_cluster_config={"failsafe_mode": True}) as demo:
+    """With client certificates required on every member's API (api.tls.verify_client): the leader's
+    /failsafe calls present its own certificate, so the members can confirm it."""
+    mtls = {"*": {"api": {"tls": {"verify_client": True}}}}
+    with running_cluster(nodes=3, ttl=TTL, extra_cluster_config={"failsafe_mode": True},
+                         extra_node_config=mtls) as demo:
         lead = leader_name(demo)
+        # A client without a certificate is turned away: the confirmations below used one.
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            demo.api_call(lead, "POST", "/failsafe", {"leader": lead}, timeout=2.0)
         with SplitBrainWatch(demo) as watch:
             _stop_etcd(demo)
             time.sleep(TTL * 2)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from pgha.cli.main import _register, cli
@@ -54,12 +55,13 @@ def zk_cluster() -> Iterator[DemoCluster]:
 
 def pgha(demo: DemoCluster, *args: str) -> Result:
     _register()
-    return CliRunner().invoke(cli, [*args, "--dcs", demo.dcs_url, "--cluster", demo.cluster])
+    assert demo.state is not None
+    return CliRunner().invoke(cli, ["-c", demo.state.nodes[0].config, *args])
 
 
 def test_the_agents_use_zookeeper(zk_cluster: DemoCluster) -> None:
     demo = zk_cluster
-    assert demo.dcs_url.startswith("zk://127.0.0.1:")
+    assert demo.dcs_url.startswith("zks://127.0.0.1:")
     assert demo.state is not None and demo.state.dcs == "zookeeper"
     view = demo.view()
     assert view.leader is not None and len(view.members) == 3
@@ -159,12 +161,19 @@ def test_demo_up_with_zookeeper_then_switchover_and_list() -> None:
         try:
             assert up.returncode == 0, up.stdout + up.stderr
             state = json.loads(state_file.read_text())
-            assert state["dcs"] == "zookeeper" and state["etcd"] == f"zk://127.0.0.1:{port_base}"
+            assert state["dcs"] == "zookeeper" and state["etcd"] == f"zks://127.0.0.1:{port_base}"
             zk_pid = state["etcd_pid"]
             assert pid_alive(zk_pid)
             assert "java" in Path(f"/proc/{zk_pid}/cmdline").read_bytes().decode(errors="replace")
-            assert f"pgha list --dcs zk://127.0.0.1:{port_base} --cluster demo" in up.stdout
-            where = ["--dcs", state["etcd"], "--cluster", "demo"]
+            node1 = state["nodes"][0]["config"]
+            assert f"pgha -c {node1} list" in up.stdout
+            # ZooKeeper serves TLS only, and the cluster's znodes answer only to its credential.
+            zk = yaml.safe_load(Path(node1).read_text())["dcs"]["zookeeper"]
+            assert zk["tls"] is True and zk["username"] == "pgha" and zk["password"] not in up.stdout
+            assert "secureClientPort" in (Path(directory) / "zookeeper" / "zoo.cfg").read_text()
+            bare = _pgha("list", "--dcs", state["etcd"], "--cluster", "demo")
+            assert bare.returncode != 0 and "no credential" in bare.stderr, bare.stderr
+            where = ["-c", node1]
             listed = _pgha("list", *where)
             assert listed.returncode == 0, listed.stderr
             assert all(f"node{i}" in listed.stdout for i in (1, 2, 3)), listed.stdout

@@ -1,12 +1,16 @@
 """A real ZooKeeper for tests (pgha.demo.zkserver on a free loopback port), stopped by PID.
 
 Fixtures: ``zookeeper`` (one server for the whole session; tests isolate themselves with
-unique prefixes).  ``ZooKeeperBackend`` is the conformance suite's view of it.
+unique prefixes).  ``ZooKeeperBackend`` is the conformance suite's view of it.  The server is
+secured as pgha expects one: TLS only (client certificates required), and every client logs in
+with the digest credential ``security`` and creates znodes only that user may read or write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import secrets
 import shutil
 import signal
 import socket
@@ -19,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from pgha.dcs.zk_secure import ZkSecurity
 from pgha.dcs.zookeeper import ZooKeeperKV
 from pgha.demo import zkserver
 from tests.support.etcd import Backend
@@ -31,12 +36,15 @@ class ZooKeeperServer:
         self.port = free_port()
         self.hosts = (f"127.0.0.1:{self.port}",)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = zkserver.make_pki(self.dir / "pki", ["127.0.0.1"])
+        self.security = ZkSecurity("pgha", secrets.token_urlsafe(12), tls=True, cacert=str(self.tls.ca),
+                                   cert=str(self.tls.client_cert), key=str(self.tls.client_key))
 
     def start(self) -> ZooKeeperServer:
         with open(self.dir / "zookeeper.log", "ab") as log:
-            self.proc = zkserver.spawn(self.dir, self.port, log)
+            self.proc = zkserver.spawn(self.dir, self.port, log, tls=self.tls)
         try:
-            zkserver.wait_ready(self.proc, self.port, self.dir / "zookeeper.log")
+            zkserver.wait_ready(self.proc, self.port, self.dir / "zookeeper.log", tls=self.tls)
         except BaseException:
             self.stop()
             raise
@@ -49,8 +57,9 @@ class ZooKeeperServer:
             self.proc.wait(timeout=10)
             self.proc = None
 
-    def client(self, timeout: float = 2.0) -> ZooKeeperKV:
-        return ZooKeeperKV(self.hosts, timeout)
+    def client(self, timeout: float = 2.0, root: str = "", **security: Any) -> ZooKeeperKV:
+        """A KV with the server's credential and TLS files (``security`` overrides some of them)."""
+        return ZooKeeperKV(self.hosts, timeout, security=dataclasses.replace(self.security, **security), root=root)
 
     def cleanup(self) -> None:
         self.stop()
@@ -102,7 +111,7 @@ class ZooKeeperBackend(Backend):
                 entry[0].close()
 
     def unreachable(self) -> ZooKeeperKV:
-        return ZooKeeperKV((f"127.0.0.1:{free_port()}",), 0.5)
+        return ZooKeeperKV((f"127.0.0.1:{free_port()}",), 0.5, security=self.server.security)
 
     def compact(self, revision: int) -> None:
         pytest.skip("ZooKeeper keeps no change history to compact")

@@ -177,9 +177,18 @@ def test_dcs_section_for_etcd_with_tls_and_auth(tmp_path: Path) -> None:
 
 
 def test_dcs_section_for_zookeeper(tmp_path: Path) -> None:
-    cfg = parse(dcs_base(tmp_path, {"type": "zookeeper", "zookeeper": {"hosts": ["127.0.0.1:2181", "h2:2181"]}}))
-    assert cfg.dcs.type == "zookeeper" and cfg.dcs.zookeeper.hosts == ("127.0.0.1:2181", "h2:2181")
-    assert cfg.dcs.prefix == "/pgha"
+    ca = tmp_path / "zk-ca.pem"
+    ca.write_text("x")
+    cfg = parse(dcs_base(tmp_path, {"type": "zookeeper", "zookeeper": {
+        "hosts": ["127.0.0.1:2181", "h2:2181"], **ZK_AUTH, "tls": True, "cacert": str(ca),
+        "acl": ["digest:ops:abc=:r", "ip:10.0.0.0/8:r"]}}))
+    zk = cfg.dcs.zookeeper
+    assert cfg.dcs.type == "zookeeper" and zk.hosts == ("127.0.0.1:2181", "h2:2181")
+    assert (zk.username, zk.password, zk.tls, zk.cacert) == ("pgha", "pw", True, str(ca))
+    assert cfg.dcs.prefix == "/pgha" and "pw" not in repr(cfg)
+
+
+ZK_AUTH = {"username": "pgha", "password": "pw"}
 
 
 def test_the_old_etcd_key_maps_onto_dcs(tmp_path: Path) -> None:
@@ -216,6 +225,20 @@ BAD_DCS: list[tuple[str, dict[str, Any], str]] = [
     ("no zk hosts", {"type": "zookeeper", "zookeeper": {"hosts": []}}, "dcs.zookeeper.hosts: list at least one"),
     ("bad zk host", {"type": "zookeeper", "zookeeper": {"hosts": ["zk1"]}}, "dcs.zookeeper.hosts: 'zk1' must be"),
     ("zk url", {"type": "zookeeper", "zookeeper": {"hosts": "zk1:2181"}}, "dcs.zookeeper.hosts: expected a list"),
+    ("zk without credential", {"type": "zookeeper", "zookeeper": {"hosts": ["zk1:2181"]}},
+     "dcs.zookeeper.username: ZooKeeper needs the cluster's digest credential"),
+    ("zk without password", {"type": "zookeeper", "zookeeper": {"username": "pgha"}},
+     "dcs.zookeeper.username: ZooKeeper needs the cluster's digest credential"),
+    ("zk world acl", {"type": "zookeeper", "zookeeper": {**ZK_AUTH, "acl": ["world:anyone:r"]}},
+     "dcs.zookeeper.acl[0]: 'world:anyone:r' opens the cluster's znodes to anyone; remove it"),
+    ("zk bad acl", {"type": "zookeeper", "zookeeper": {**ZK_AUTH, "acl": ["digest:ops:h:rwx"]}},
+     "dcs.zookeeper.acl[0]: 'digest:ops:h:rwx' must be scheme:id:perms"),
+    ("zk cacert without tls", {"type": "zookeeper", "zookeeper": {**ZK_AUTH, "cacert": "/etc/hostname"}},
+     "dcs.zookeeper.cacert: set dcs.zookeeper.tls: true to use it"),
+    ("zk missing cacert", {"type": "zookeeper", "zookeeper": {**ZK_AUTH, "tls": True, "cacert": "/nonexistent/ca"}},
+     "dcs.zookeeper.cacert: file /nonexistent/ca not found"),
+    ("zk key without cert", {"type": "zookeeper", "zookeeper": {**ZK_AUTH, "tls": True, "key": "/k"}},
+     "dcs.zookeeper.key: a client key needs its certificate"),
 ]
 
 

@@ -36,6 +36,7 @@ def test_only_the_factory_constructs_backends() -> None:
     ("http://a:2379", DcsConfig(etcd=EtcdConfig(endpoints=("http://a:2379",)))),
     ("https://a:2379/, https://b:2379", DcsConfig(etcd=EtcdConfig(endpoints=("https://a:2379", "https://b:2379")))),
     ("zk://a:2181,b:2181", DcsConfig(type="zookeeper", zookeeper=ZooKeeperConfig(("a:2181", "b:2181")))),
+    ("zks://a:2281", DcsConfig(type="zookeeper", zookeeper=ZooKeeperConfig(("a:2281",), tls=True))),
 ])
 def test_dcs_urls(url: str, expected: DcsConfig) -> None:
     assert parse_dcs_url(url) == expected
@@ -75,9 +76,17 @@ def test_cli_flags_and_password_from_the_environment(monkeypatch: pytest.MonkeyP
                                  "--dcs-cacert", str(ca), "--dcs-user", "pgha"])
     assert r.exit_code == 0, r.output
     assert seen[0].etcd.cacert == str(ca) and seen[0].etcd.username == "pgha" and seen[0].etcd.password == "from-env"
-    r = CliRunner().invoke(cli, ["list", "--dcs", "zk://127.0.0.1:2181", "--cluster", "c"])
+    r = CliRunner().invoke(cli, ["list", "--dcs", "zk://127.0.0.1:2181", "--cluster", "c", "--dcs-user", "zk"])
     assert r.exit_code == 0, r.output
-    assert seen[-1].type == "zookeeper" and seen[-1].zookeeper.hosts == ("127.0.0.1:2181",)
+    zk = seen[-1].zookeeper
+    assert seen[-1].type == "zookeeper" and zk.hosts == ("127.0.0.1:2181",) and not zk.tls
+    assert (zk.username, zk.password) == ("zk", "from-env")
+    r = CliRunner().invoke(cli, ["list", "--dcs", "zks://127.0.0.1:2181", "--cluster", "c", "--dcs-user", "zk",
+                                 "--dcs-cacert", str(ca)])
+    assert r.exit_code == 0, r.output
+    assert seen[-1].zookeeper.tls and seen[-1].zookeeper.cacert == str(ca)
+    r = CliRunner().invoke(cli, ["list", "--dcs", "zk://127.0.0.1:2181", "--cluster", "c"])
+    assert r.exit_code == 2 and "--dcs-user: ZooKeeper needs the cluster's digest credential" in r.output
 
 
 def test_cli_missing_tls_file_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

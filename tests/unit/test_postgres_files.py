@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from pgha.config import Credentials, NodeConfig, PostgresConfig
+from pgha.config import Credentials, NodeConfig, PeerSSLConfig, PostgresConfig
 from pgha.core.model import LocalPostgres, PgRunState
-from pgha.postgres import conf
+from pgha.postgres import conf, libpq
 from pgha.postgres.clone import parse_progress
 from pgha.postgres.common import Upstream
 from pgha.postgres.controldata import parse
@@ -77,7 +78,40 @@ def test_hba_and_passfile() -> None:
     hba = conf.render_hba(cfg).splitlines()
     assert hba.index("hostssl all all 10.0.0.0/8 scram-sha-256") < hba.index("local all all trust")
     assert 'host replication "repl user" all scram-sha-256' in hba
-    assert conf.render_passfile(cfg) == "*:*:*:repl user:p\\:w\\\\d\n*:*:*:postgres:s'x\n"
+    peers = {("10.0.0.2", 5432), ("node3.example", 5433), ("fd00::3", 5432), ("evil\n*", 5432), ("a:b\\c", 1)}
+    assert libpq.render_passfile(cfg, peers).splitlines() == [
+        "localhost:*:*:repl user:p\\:w\\\\d", "localhost:*:*:postgres:s'x",
+        "10.0.0.2:5432:*:repl user:p\\:w\\\\d", "10.0.0.2:5432:*:postgres:s'x",
+        "fd00\\:\\:3:5432:*:repl user:p\\:w\\\\d", "fd00\\:\\:3:5432:*:postgres:s'x",
+        "node3.example:5433:*:repl user:p\\:w\\\\d", "node3.example:5433:*:postgres:s'x",
+    ]
+    assert [ln.split(":")[0] for ln in libpq.render_passfile(cfg, set()).splitlines()] == ["localhost"] * 2
+
+
+def test_peer_connections_verify_the_server_and_require_scram_where_libpq_can(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = tmp_path / "pg-ca.pem"
+    ca.write_text("x")
+    cfg = config()
+    assert libpq.security_options(cfg, 150000) == {"sslmode": "prefer"}
+    assert libpq.security_options(cfg, 160000) == {"sslmode": "prefer", "require_auth": "scram-sha-256"}
+    secured = replace(cfg, postgresql=replace(cfg.postgresql, ssl=PeerSSLConfig(sslrootcert=str(ca))))
+    assert libpq.security_options(secured, 150000) == {"sslmode": "verify-full", "sslrootcert": str(ca)}
+    off = replace(secured, postgresql=replace(secured.postgresql, require_auth=""))
+    assert "require_auth" not in libpq.security_options(off, 170000)
+    monkeypatch.setattr(libpq, "tools_version", lambda bin_dir: 160004)
+    conninfo = conf.primary_conninfo(secured, Layout.of(secured), Upstream("node2", "10.0.0.2", 5432))
+    assert f"sslmode=verify-full sslrootcert={ca} require_auth=scram-sha-256" in conninfo
+    monkeypatch.setattr(libpq, "tools_version", lambda bin_dir: 150018)
+    assert "require_auth" not in conf.primary_conninfo(secured, Layout.of(secured), Upstream("n2", "h", 1))
+
+
+def test_the_libpq_of_the_postgresql_tools_is_asked_its_version() -> None:
+    version = libpq.tools_version(PostgresConfig(data_dir="/x").bin_dir)
+    if version == 0:
+        pytest.skip("PostgreSQL 15's binaries are not installed")
+    assert 100000 <= version < 1000000
+    assert libpq.linked_version("/nonexistent") == 0
 
 
 def test_quoting_and_names() -> None:

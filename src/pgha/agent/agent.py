@@ -250,6 +250,8 @@ class Agent:
     def observe(self, view: ClusterView) -> M.Observation:
         # The task first: a task that ends between the two reads leaves PostgreSQL as it left it.
         task = self.ports.tasks.state
+        # The password file names the members' addresses only, kept current as they come and go.
+        self.ports.pg.set_peers(frozenset((m.host, m.port) for m in view.members.values() if m.host and m.port))
         pg = self.ports.pg.observe()
         if self.ports.exits is not None:
             self.ports.exits.watch(self._processes(pg))

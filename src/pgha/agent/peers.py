@@ -6,10 +6,12 @@ import json
 import socket
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
 
+from pgha.config import ApiConfig
 from pgha.core.model import MemberInfo, PeerStatus
 
 POLL_TIMEOUT = 0.5
@@ -26,22 +28,31 @@ def tcp_state(host: str, port: int, timeout: float = POLL_TIMEOUT) -> str:
         return "timeout"
 
 
-class PeerPoller:
-    """Polls the other members' ``/status``.
+def peer_http(api: ApiConfig, **pool: Any) -> urllib3.PoolManager:
+    """A pool for calls to the other members' APIs (/status, /failsafe).
 
-    With ``ca_file`` (api.tls.cafile) their certificates are verified against it, as /failsafe
-    does. Without one, an HTTPS peer is read unverified and quietly: /status is public, read-only
-    and only speeds a failover up, so it must not fill the log with a warning per poll.
+    HTTPS peers are verified against ``api.tls.cafile``, or the system's CAs when it is empty or
+    there is no ``api.tls``; only ``api.tls.verify_peers: false`` turns that off.  With ``api.tls``
+    this member presents its own certificate, so peers with ``verify_client: true`` accept the call.
     """
+    tls = api.tls
+    verify = tls is None or tls.verify_peers
+    if not verify:
+        # Asked for explicitly (and documented): no warning per poll.
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+    return urllib3.PoolManager(
+        **pool, retries=False, cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+        ca_certs=(tls.cafile or None) if tls is not None else None,
+        cert_file=tls.certfile if tls is not None else None, key_file=tls.keyfile if tls is not None else None,
+    )
 
-    def __init__(self, ca_file: str | None = None) -> None:
-        if not ca_file:
-            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
-        self.http = urllib3.PoolManager(
-            num_pools=16, maxsize=2, retries=False,
-            timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT),
-            cert_reqs="CERT_REQUIRED" if ca_file else "CERT_NONE", ca_certs=ca_file or None,
-        )
+
+class PeerPoller:
+    """Polls the other members' ``/status``, verifying their certificates (see ``peer_http``)."""
+
+    def __init__(self, api: ApiConfig) -> None:
+        self.http = peer_http(api, num_pools=16, maxsize=2,
+                              timeout=urllib3.Timeout(connect=POLL_TIMEOUT, read=POLL_TIMEOUT))
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="poll")
 
     def poll_one(self, m: MemberInfo) -> PeerStatus:

@@ -66,6 +66,8 @@ class Postgres(Protocol):
 
     def sync_slots(self, members: tuple[str, ...]) -> None: ...
 
+    def set_peers(self, peers: frozenset[tuple[str, int]]) -> None: ...
+
 
 class Tasks(Protocol):
     """One long action at a time, in the background (``pgha.agent.tasks.TaskRunner``)."""
@@ -173,7 +175,7 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
         kv=open_kv(config.dcs),
         pg=PostgresNode(config),
         tasks=TaskRunner(wake),
-        poller=PeerPoller((config.api.tls.cafile or None) if config.api.tls is not None else None),
+        poller=PeerPoller(config.api),
         failsafe=HttpFailsafe(config.api),
         callbacks=CallbackRunner(config.callbacks, config.cluster, logging.getLogger("pgha.agent")),
         watchdog=Watchdog(vip_cidr) if config.watchdog.mode == "on" else None,

@@ -88,9 +88,11 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
         for n in state.nodes:
             click.echo(f"  {n.name}: psql '{d.bouncer_dsn(n.name)}'")
     _echo_dashboard(state)
-    if state.etcd_members:
+    if state.etcd_members or state.dcs == "zookeeper":
+        # The DCS needs the credential and the TLS files in the node's YAML.
         click.echo(f"\nSee the cluster:  .venv/bin/pgha -c {state.nodes[0].config} list")
-        _echo_etcd_members(state, d.dir)
+        if state.etcd_members:
+            _echo_etcd_members(state, d.dir)
     else:
         click.echo(f"\nSee the cluster:  .venv/bin/pgha list --dcs {state.etcd} --cluster {state.cluster}")
     first = state.nodes[0]

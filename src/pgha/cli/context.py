@@ -2,8 +2,8 @@
 
 A command takes ``-c FILE`` (a node configuration: cluster name, its ``dcs:``
 section) or ``--dcs URL[,URL] --cluster NAME`` (``--prefix`` defaults to
-/pgha; ``zk://host:port,…`` names ZooKeeper, ``http(s)://…`` etcd, whose TLS
-files and user come from ``--dcs-cacert/-cert/-key/-user`` and the password
+/pgha; ``zk://host:port,…`` names ZooKeeper (``zks://`` over TLS), ``http(s)://…``
+etcd; the TLS files and user of either come from ``--dcs-cacert/-cert/-key/-user`` and the password
 from the environment only, ``PGHA_DCS_PASSWORD``, never a flag that ``ps``
 shows).  ``@with_cluster()`` adds those options and passes the command a
 ``Session`` whose ``store`` is a ``ClusterStore`` over that DCS.
@@ -132,7 +132,7 @@ class Session:
 
 @dataclass(frozen=True)
 class EtcdFlags:
-    """--dcs-cacert/--dcs-cert/--dcs-key/--dcs-user (and PGHA_DCS_PASSWORD): etcd TLS and auth without -c FILE."""
+    """--dcs-cacert/--dcs-cert/--dcs-key/--dcs-user (and PGHA_DCS_PASSWORD): the DCS's TLS and auth without -c FILE."""
 
     cacert: str | None = None
     cert: str | None = None
@@ -140,13 +140,20 @@ class EtcdFlags:
     user: str | None = None
 
     def apply(self, dcs: DcsConfig) -> DcsConfig:
-        etcd = dcs.etcd
         password = os.environ.get("PGHA_DCS_PASSWORD", "")
-        if dcs.type != "etcd" or not (self.cacert or self.cert or self.key or self.user or password):
+        if not (self.cacert or self.cert or self.key or self.user or password):
             return dcs
-        dcs = replace(dcs, etcd=replace(
-            etcd, cacert=self.cacert or etcd.cacert, cert=self.cert or etcd.cert, key=self.key or etcd.key,
-            username=self.user or etcd.username, password=password or etcd.password))
+        if dcs.type == "zookeeper":
+            zk = dcs.zookeeper
+            dcs = replace(dcs, zookeeper=replace(
+                zk, cacert=self.cacert or zk.cacert, cert=self.cert or zk.cert, key=self.key or zk.key,
+                tls=zk.tls or bool(self.cacert or self.cert), username=self.user or zk.username,
+                password=password or zk.password))
+        else:
+            etcd = dcs.etcd
+            dcs = replace(dcs, etcd=replace(
+                etcd, cacert=self.cacert or etcd.cacert, cert=self.cert or etcd.cert, key=self.key or etcd.key,
+                username=self.user or etcd.username, password=password or etcd.password))
         try:
             check_dcs(dcs)
         except ConfigError as exc:
@@ -154,7 +161,7 @@ class EtcdFlags:
                     "password": "PGHA_DCS_PASSWORD"}
             text = str(exc)
             for setting, name in flag.items():
-                text = text.replace(f"dcs.etcd.{setting}", name)
+                text = text.replace(f"dcs.etcd.{setting}", name).replace(f"dcs.zookeeper.{setting}", name)
             raise click.UsageError(text) from None
         return dcs
 
@@ -198,17 +205,18 @@ def dcs_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
                      help="Node YAML file (gives the cluster, the etcd endpoints and the prefix)."),
         click.option("--dcs", envvar="PGHA_DCS", metavar="URL[,URL]",
-                     help="etcd endpoints (http(s)://host:port,…) or ZooKeeper (zk://host:port,…) (env PGHA_DCS)."),
+                     help="etcd endpoints (http(s)://host:port,…) or ZooKeeper (zk://host:port,…; zks:// with TLS) "
+                     "(env PGHA_DCS)."),
         click.option("--cluster", envvar="PGHA_CLUSTER", metavar="NAME",
                      help="Cluster name (env PGHA_CLUSTER)."),
         click.option("--prefix", metavar="PATH", help=f"Key prefix in the DCS (default {DEFAULT_PREFIX})."),
         click.option("--dcs-cacert", envvar="PGHA_DCS_CACERT", metavar="FILE",
-                     help="CA the https etcd endpoints are verified against (env PGHA_DCS_CACERT)."),
+                     help="CA the DCS's TLS certificates are verified against (env PGHA_DCS_CACERT)."),
         click.option("--dcs-cert", envvar="PGHA_DCS_CERT", metavar="FILE",
-                     help="etcd client certificate (env PGHA_DCS_CERT)."),
+                     help="DCS client certificate (env PGHA_DCS_CERT)."),
         click.option("--dcs-key", envvar="PGHA_DCS_KEY", metavar="FILE", help="Its key (env PGHA_DCS_KEY)."),
         click.option("--dcs-user", envvar="PGHA_DCS_USER", metavar="NAME",
-                     help="etcd user (env PGHA_DCS_USER); the password comes from env PGHA_DCS_PASSWORD."),
+                     help="etcd or ZooKeeper user (env PGHA_DCS_USER); the password comes from env PGHA_DCS_PASSWORD."),
     ]):
         fn = opt(fn)
     return fn

@@ -43,6 +43,8 @@ changed, at about this revision"; several changes may come as one event.  It
 returns a revision to resume from without losing a change (a change before it
 was seen by a scan that already reported, one after it shows in the next
 call's first scan).  There is no compaction, so ``Compacted`` is never raised.
+
+Credential, ACL and TLS: ``pgha.dcs.zk_secure``.
 """
 
 from __future__ import annotations
@@ -57,15 +59,17 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     BadVersionError,
     KazooException,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
 )
-from kazoo.retry import KazooRetry
 
 from pgha.dcs import zk_layout as layout
+from pgha.dcs import zk_secure
 from pgha.dcs.base import DCSError, KeyValue, LeaseNotFound, WatchEvent
 from pgha.dcs.zk_layout import Node
+from pgha.dcs.zk_secure import ZkSecurity
 
 log = logging.getLogger("pgha.dcs.zookeeper")
 # kazoo logs every failed reconnect attempt (10 a second); our own errors say when ZooKeeper is unreachable.
@@ -92,12 +96,16 @@ class _Conflict(Exception):
 class ZooKeeperKV:
     """``KV`` on one ZooKeeper ensemble at ``hosts`` (``host:port`` each)."""
 
-    def __init__(self, hosts: tuple[str, ...], timeout: float = 2.0, lease_dir: str = "/.pgha-leases") -> None:
+    def __init__(self, hosts: tuple[str, ...], timeout: float = 2.0, lease_dir: str = "/.pgha-leases",
+                 security: ZkSecurity | None = None, root: str = "") -> None:
         if not hosts:
             raise ValueError("dcs.zookeeper.hosts is empty; list at least one host:port")
         self.hosts = tuple(hosts)
         self.timeout = timeout
         self.lease_dir = lease_dir.rstrip("/") or "/.pgha-leases"
+        self.security = security
+        # The prefix whose znodes must not be open to anyone (checked on every new connection).
+        self.root = root.rstrip("/") or self.lease_dir.rsplit("/", 1)[0] or "/"
         self._lock = threading.Lock()
         self._client: KazooClient | None = None
         self._leases: dict[int, tuple[KazooClient, int]] = {}  # lease -> (its session's client, ttl)
@@ -113,22 +121,17 @@ class ZooKeeperKV:
     def _connect(self, session_timeout: float) -> KazooClient:
         # Opening a session is a write on the ensemble (and a log sync): allow more than one request.
         wait = max(self.timeout, CONNECT_TIMEOUT)
-        client = KazooClient(hosts=",".join(self.hosts), timeout=session_timeout,
-                             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=1.5, max_delay=1.0),
-                             logger=KAZOO_LOG)
-        try:
-            client.start(timeout=wait)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                client.stop()
-                client.close()
-            raise self._unreachable(f"no session within {wait:g}s") from exc
-        return client
+        return zk_secure.connect(self.hosts, session_timeout, wait, self.security, KAZOO_LOG, FIX)
 
     def _main(self) -> KazooClient:
         with self._lock:
             if self._client is None:
                 client = self._connect(MAIN_SESSION)
+                try:
+                    zk_secure.refuse_open_tree(client, self.root, self._wait)
+                except BaseException:
+                    self._close_session(client)
+                    raise
                 client.add_listener(self._on_state)
                 self._client = client
             return self._client
@@ -146,6 +149,8 @@ class ZooKeeperKV:
             return result.get(timeout=self.timeout)
         except (NoNodeError, NodeExistsError, BadVersionError, NotEmptyError):
             raise
+        except NoAuthError:
+            raise DCSError(zk_secure.refused(self.security, self.root)) from None
         except KazooException as exc:
             raise self._unreachable(type(exc).__name__) from None
         except Exception as exc:

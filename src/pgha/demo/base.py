@@ -66,6 +66,8 @@ class DemoBase:
         if dcs not in ("etcd", "zookeeper"):
             raise ValueError(f"dcs {dcs!r}: use etcd or zookeeper")
         self.dcs = dcs
+        # ZooKeeper's digest credential (user pgha); its CA, server and client certificates are in zk_pki.
+        self.zk_password = ""
         self.bouncer_admin_password = ""
         self.bouncer_procs: dict[int, PgBouncerProcess] = {}
         # --etcd-members N > 1: an etcd cluster with TLS and auth, one namespace per member (etcd_members.py).
@@ -103,9 +105,22 @@ class DemoBase:
     def dcs_config(self, request_timeout: float = 2.0) -> DcsConfig:
         """The ``dcs:`` settings the agents, the CLI and the demo itself use."""
         if self.dcs == "zookeeper":
-            return DcsConfig(type="zookeeper", request_timeout=request_timeout,
-                             zookeeper=ZooKeeperConfig((f"{self.dcs_host}:{self.port_base}",)))
+            if not self.zk_password and self.state is not None and self.state.nodes:
+                # A demo loaded from demo.json: the password is only in the nodes' YAML.
+                from pgha.config import load
+
+                self.zk_password = load(self.state.nodes[0].config).dcs.zookeeper.password
+            pki = self.zk_pki
+            zk = ZooKeeperConfig((f"{self.dcs_host}:{self.port_base}",), username="pgha", password=self.zk_password,
+                                 tls=True, cacert=str(pki / "ca.crt"), cert=str(pki / "pgha.crt"),
+                                 key=str(pki / "pgha.key"))
+            return DcsConfig(type="zookeeper", request_timeout=request_timeout, zookeeper=zk)
         return DcsConfig(request_timeout=request_timeout, etcd=EtcdConfig(endpoints=(self.etcd_url,)))
+
+    @property
+    def zk_pki(self) -> Path:
+        """ZooKeeper's CA (ca.crt), its server key store and the agents' client certificate (pgha.crt)."""
+        return self.dir / "zookeeper-pki"
 
     def open_kv(self, request_timeout: float = 2.0) -> KV:
         return open_kv(self.dcs_config(request_timeout))

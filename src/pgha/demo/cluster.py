@@ -91,7 +91,8 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         dcs = self.dcs_config()
         section: dict[str, Any] = {"type": dcs.type}
         if dcs.type == "zookeeper":
-            section["zookeeper"] = {"hosts": list(dcs.zookeeper.hosts)}
+            zk = {k: v for k, v in dataclasses.asdict(dcs.zookeeper).items() if v}
+            section["zookeeper"] = {**zk, "hosts": list(dcs.zookeeper.hosts)}
         else:
             etcd = {k: v for k, v in dataclasses.asdict(dcs.etcd).items() if v}
             section["etcd"] = {**etcd, "endpoints": list(dcs.etcd.endpoints)}
@@ -179,10 +180,11 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
                 zk_dir = self.dir / "zookeeper"
                 zk_dir.mkdir(exist_ok=True)
                 try:
-                    proc = zkserver.spawn(zk_dir, self.port_base, log, host=self.dcs_host)
+                    tls = self._make_zk_pki()
+                    proc = zkserver.spawn(zk_dir, self.port_base, log, host=self.dcs_host, tls=tls)
                     self.procs[proc.pid] = proc
                     # The JVM takes seconds to start (more on a busy machine): wait for it to serve first.
-                    zkserver.wait_ready(proc, self.port_base, log_path, host=self.dcs_host)
+                    zkserver.wait_ready(proc, self.port_base, log_path, host=self.dcs_host, tls=tls)
                 except zkserver.ZooKeeperStartError as exc:
                     if proc is not None:
                         self.reap(proc.pid)
@@ -205,6 +207,17 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
             kv.close()
         self.reap(proc.pid)
         raise DemoError(f"{name} did not become ready in 30 s; see {log_path}")
+
+    def _make_zk_pki(self) -> zkserver.ServerTLS:
+        """ZooKeeper's TLS files and the agents' credential: TLS only, client certificates, digest ACLs."""
+        self.zk_password = secrets.token_urlsafe(16)
+        try:
+            tls = zkserver.make_pki(self.zk_pki, sorted({"127.0.0.1", self.dcs_host}))
+        except CertError as exc:
+            raise DemoError(f"cannot make ZooKeeper's TLS certificates: {exc}") from None
+        os.chmod(self.zk_pki, 0o755)
+        _chown(tls.client_key)  # the agents run as postgres
+        return tls
 
     def _spawn_etcd(self, data: Path, peer: str, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

@@ -11,7 +11,7 @@ import psycopg
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db
+from pgha.postgres import conf, db, libpq
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Progress, Upstream
 from pgha.postgres.control import make_data_dir
@@ -55,7 +55,6 @@ def clone(
             f"postgresql.data_dir: {layout.data} is not empty; clone needs an empty directory"
         )
     binaries.path("pg_basebackup")
-    conf.write_atomic(layout.passfile, conf.render_passfile(config), binaries.run_as)
     slot = conf.slot_name(config.name)
     use_slot = source_has_slot(config, layout, source, slot)
     make_data_dir(layout, binaries)
@@ -66,6 +65,7 @@ def clone(
         passfile=str(layout.passfile),
         application_name=f"{config.name}_clone",
         connect_timeout=5,
+        **libpq.for_tools(config),
     )
     args = ["-D", str(layout.data), "-X", "stream", "-c", "fast", "--progress", "--verbose", "-d", dsn]
     if use_slot:

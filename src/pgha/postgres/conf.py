@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pgha.config import NodeConfig
+from pgha.postgres import libpq
 from pgha.postgres.binaries import RunAs
 from pgha.postgres.common import Upstream
 from pgha.postgres.layout import Layout
@@ -106,6 +107,7 @@ def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> 
         keepalives_idle=5,
         keepalives_interval=2,
         keepalives_count=3,
+        **libpq.for_tools(config),
     )
 
 
@@ -208,19 +210,6 @@ def render_hba(config: NodeConfig) -> str:
 
 def _hba_name(name: str) -> str:
     return name if re.fullmatch(r"[a-z0-9_]+", name) else '"' + name.replace('"', '""') + '"'
-
-
-def _pgpass_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def render_passfile(config: NodeConfig) -> str:
-    """libpq password file: the replication and superuser passwords for any host."""
-    lines = []
-    for cred in (config.postgresql.replication, config.postgresql.superuser):
-        if cred.password:
-            lines.append(f"*:*:*:{_pgpass_escape(cred.username)}:{_pgpass_escape(cred.password)}")
-    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def write_atomic(path: Path, text: str, run_as: RunAs, mode: int = 0o600) -> bool:

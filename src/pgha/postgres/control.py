@@ -100,7 +100,6 @@ def configure(
         raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; cannot configure it")
     run_as = binaries.run_as
     take_over_files(layout, run_as)
-    conf.write_atomic(layout.passfile, conf.render_passfile(config), run_as)
     make_socket_dir(layout, binaries)
     conf.write_atomic(
         layout.conf,

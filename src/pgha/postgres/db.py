@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from pgha.config import NodeConfig
+from pgha.postgres import libpq
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
 
@@ -63,8 +65,10 @@ def local_or_error(
 def remote(
     config: NodeConfig, layout: Layout, upstream: Upstream, user: str
 ) -> psycopg.Connection[tuple[Any, ...]]:
-    """A TCP connection to another member, the password read from pgha's password file."""
+    """A TCP connection to another member, the password read from pgha's password file, with
+    ``postgresql.ssl``'s sslmode and, where psycopg's libpq has it, require_auth."""
     return psycopg.connect(
+        make_conninfo("", **libpq.for_psycopg(config)),
         host=upstream.host,
         port=upstream.port,
         user=user,

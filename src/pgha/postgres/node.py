@@ -17,19 +17,22 @@ as), ``layout`` (file locations), ``conf`` (managed files), ``observe``,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 from pgha.config import NodeConfig
 from pgha.core.model import LocalPostgres
 from pgha.postgres import clone as _clone
-from pgha.postgres import conf, control, observe, slots
+from pgha.postgres import conf, control, libpq, observe, slots
 from pgha.postgres import rewind as _rewind
 from pgha.postgres.binaries import Binaries, RunAs
 from pgha.postgres.common import PostgresError, Progress, Upstream
 from pgha.postgres.layout import Layout
 
 __all__ = ["PostgresError", "PostgresNode", "Progress", "Upstream"]
+
+log = logging.getLogger(__name__)
 
 
 class PostgresNode:
@@ -46,6 +49,8 @@ class PostgresNode:
         self._replica_timeline: tuple[str, int] | None = None
         # The connection and pg_control reading kept between loops.
         self._observer = observe.Observer(config, self.layout)
+        # The other members' host:port, which the password file names (set_peers).
+        self._peers: frozenset[tuple[str, int]] = frozenset()
 
     @property
     def binaries(self) -> Binaries:
@@ -70,12 +75,28 @@ class PostgresNode:
         if self.config.bootstrap.adopt and not self.layout.passfile.exists() and self.layout.parent.is_dir():
             # A server being adopted may want a password on its Unix socket until pgha's
             # pg_hba.conf is in place; the local connection reads it from here.
-            conf.write_atomic(self.layout.passfile, conf.render_passfile(self.config), binaries.run_as)
+            self._write_passfile()
         pg = self._observer.observe(binaries)
         pm = observe.read_postmaster(self.layout)
         pg, self._replica_timeline = observe.carry_replica_timeline(pg, pm.identity if pm else None,
                                                                     self._replica_timeline)
         return pg
+
+    def set_peers(self, peers: frozenset[tuple[str, int]]) -> None:
+        """The members' host:port from the cluster view: the password file names them, kept current."""
+        if peers == self._peers:
+            return
+        self._peers = peers
+        if self.layout.passfile.exists():
+            try:
+                self._write_passfile()
+            except (OSError, PostgresError) as exc:
+                log.warning("cannot rewrite the password file %s (%s)", self.layout.passfile, exc)
+
+    def _write_passfile(self, source: Upstream | None = None) -> None:
+        """The password file for the members we know, and ``source`` (clone, rewind, upstream)."""
+        peers = self._peers | ({(source.host, source.port)} if source is not None else set())
+        conf.write_atomic(self.layout.passfile, libpq.render_passfile(self.config, peers), self.binaries.run_as)
 
     def live_lsn(self) -> int | None:
         """The furthest WAL position of the running server, read now (None when it cannot be)."""
@@ -99,11 +120,13 @@ class PostgresNode:
 
     def clone(self, source: Upstream, progress: Progress) -> None:
         """pg_basebackup from ``source`` into the empty data dir, then configure as its replica."""
+        self._write_passfile(source)
         _clone.clone(self.config, self.layout, self.binaries, source, progress)
         self.configure(self._parameters, source)
 
     def rewind(self, source: Upstream) -> None:
         """pg_rewind against ``source`` (stopped data dir); raises PostgresError on failure."""
+        self._write_passfile(source)
         _rewind.rewind(self.config, self.layout, self.binaries, source)
 
     def wipe(self) -> str:
@@ -124,6 +147,7 @@ class PostgresNode:
         running server needs a restart for the files to apply.
         """
         self._parameters = dict(parameters)
+        self._write_passfile(upstream)
         return control.configure(
             self.config,
             self.layout,

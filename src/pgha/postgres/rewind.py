@@ -22,7 +22,7 @@ import psycopg
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db
+from pgha.postgres import conf, db, libpq
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -46,7 +46,6 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
     if read_postmaster(layout) is not None:
         raise PostgresError("pg_rewind needs a stopped server; stop PostgreSQL first")
     binaries.path("pg_rewind")
-    conf.write_atomic(layout.passfile, conf.render_passfile(config), binaries.run_as)
     saved: dict[str, bytes] = {}
     for name in KEEP:
         with contextlib.suppress(FileNotFoundError):
@@ -59,6 +58,7 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         passfile=str(layout.passfile),
         application_name=f"{config.name}_rewind",
         connect_timeout=5,
+        **libpq.for_tools(config),
     )
     checkpoint_source(config, layout, source)
     log.info("rewind: pg_rewind against %s (%s:%s)", source.name, source.host, source.port)

@@ -242,6 +242,9 @@ class SimPostgres:
     def sync_slots(self, members: tuple[str, ...]) -> None:
         pass  # slots only retain WAL; the simulation never recycles WAL
 
+    def set_peers(self, peers: frozenset[tuple[str, int]]) -> None:
+        pass  # no password file: the simulated members need none
+
 
 @dataclass
 class SimTask:

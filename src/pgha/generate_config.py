@@ -12,11 +12,13 @@ import ipaddress
 import json
 import re
 import secrets
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pgha import __version__
 from pgha.config import Credentials, NodeConfig
+from pgha.core import defaults
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -204,7 +206,8 @@ def render(req: NodeFileRequest, sec: Secrets) -> str:
         *_api_block(req, sec),
         "",
         "# Seeds the cluster-wide settings when this member initializes the cluster; afterwards change them",
-        "# with `pgha edit-config`. Defaults: ttl 10 s, loop_wait 1 s, synchronous_mode off.",
+        "# with `pgha edit-config`.",
+        *(f"# {line}" for line in textwrap.wrap(defaults.summary(), 100)),
         "cluster_config: {}",
         "",
         "# Failover preferences for this member: nofailover never promotes it; a higher priority wins ties.",

@@ -296,7 +296,7 @@ def test_config_merge_patch(leader: tuple[FakeHandle, Client]) -> None:
     ({"pause": "yes"}, "pause: expected true or false"),
     ({"synchronous_mode": "always"}, "synchronous_mode: must be"),
     ({"loop_wait": 16}, "loop_wait: 16.0 must be positive and at most half of ttl"),
-    ({"renew_interval": 20}, "renew_interval: 20.0 must be 0 (automatic) or 0.05 to ttl/3 (10) seconds"),
+    ({"renew_interval": 20}, "renew_interval: 20.0 must be 0 (automatic) or 0.05 to ttl/3 (3.33) seconds"),
     ({"colour": "red"}, "colour: unknown key"),
     ({"parameters": ["a"]}, "parameters: expected a mapping"),
     ({"parameters": {"x": [1]}}, "parameters.x: expected"),

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pgha.api.metrics import AgentMetrics
 from pgha.api.schema import BadRequest
 from pgha.api.views import parse_size, tags_match
-from pgha.core.model import Tags
+from pgha.core.model import ClusterConfig, Tags
 from tests.unit.test_api_helpers import (
     LEADER_LSN,
     SECRETS,
@@ -171,7 +171,7 @@ def test_cluster_document(clients: dict[str, tuple[FakeHandle, Client]]) -> None
     assert doc["leader"] == "n1" and doc["system_id"] == "7300000000000000001" and doc["paused"] is False
     assert [m["name"] for m in doc["members"]] == ["n1", "n2", "n3", "n4", "n5"]
     assert doc["sync"] == {"leader": "n1", "standbys": ["n2"], "quorum": 1}
-    assert doc["switchover"] is None and doc["config"]["ttl"] == 30.0
+    assert doc["switchover"] is None and doc["config"]["ttl"] == ClusterConfig().ttl
     lags = {m["name"]: m["lag"] for m in doc["members"]}
     assert lags["n1"] is None and lags["n2"] == 1000 and lags["n3"] == 50 * 1024 * 1024
 

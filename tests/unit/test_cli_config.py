@@ -24,7 +24,7 @@ def test_edit_config_sets_keys_and_parameters(world: World) -> None:
     r = world.run("edit-config", "-s", "ttl=20", "-s", "synchronous_mode=on", "-p", "work_mem=64MB",
                   "-p", "wal_log_hints=on", "-p", "max_connections=200", input="y\n")
     assert r.exit_code == 0, r.output
-    assert "-ttl: 30.0\n+ttl: 20.0" in r.output
+    assert f"-ttl: {ClusterConfig().ttl}\n+ttl: 20.0" in r.output
     assert "+  work_mem: 64MB" in r.output
     assert "Apply these changes? [y/N]" in r.output
     cfg = stored(world)
@@ -43,7 +43,7 @@ def test_edit_config_yaml_scalars_and_resets(world: World) -> None:
 
 
 def test_edit_config_no_changes(world: World) -> None:
-    r = world.run("edit-config", "-s", "ttl=30", "-p", "max_connections=100")
+    r = world.run("edit-config", "-s", f"ttl={ClusterConfig().ttl:g}", "-p", "max_connections=100")
     assert r.exit_code == 0
     assert r.output.strip() == "No changes."
     r = world.run("edit-config")
@@ -54,7 +54,7 @@ def test_edit_config_declined_changes_nothing(world: World) -> None:
     r = world.run("edit-config", "-s", "ttl=40", input="n\n")
     assert r.exit_code == 1
     assert refusal(r) == "pgha: aborted; nothing was changed"
-    assert stored(world).ttl == 30
+    assert stored(world).ttl == ClusterConfig().ttl
 
 
 def test_edit_config_bad_values(world: World) -> None:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from pgha.cli import context
 from pgha.cli.main import _register, cli
 from pgha.config import DcsConfig
+from pgha.core.model import ClusterConfig
 from pgha.dcs.memory import MemoryKV
 from tests.support.procs import free_port
 from tests.unit.test_cli_world import MIB, SYSTEM_ID, URL, World, refusal, world_fixture  # noqa: F401
@@ -137,7 +138,7 @@ def test_show_config_is_the_stored_config_as_yaml(world: World) -> None:
     assert r.exit_code == 0, r.output
     data = yaml.safe_load(r.output)
     assert data["parameters"] == {"max_connections": 100}
-    assert data["ttl"] == 30.0 and data["pause"] is False
+    assert data["ttl"] == ClusterConfig().ttl and data["pause"] is False
 
 
 def test_version_without_and_with_a_cluster(world: World) -> None:

@@ -27,14 +27,15 @@ def test_minimal_config_parses_with_defaults(tmp_path: Path) -> None:
     cfg = parse(base(tmp_path))
     assert cfg.cluster == "main"
     assert cfg.postgresql.bin_dir == "/usr/lib/postgresql/15/bin"
-    assert cfg.cluster_config.ttl == 30.0
+    assert cfg.cluster_config.ttl == 10.0
     assert cfg.api.url == "http://127.0.0.1:8008"
 
 
 @pytest.mark.parametrize(("cluster_config", "timings"), [
-    # The default profile renews every ttl/3: one etcd request per agent every 10 s at rest; a
-    # renewal waits the whole request timeout (2 s) for one server.
-    ({}, (30.0, 2.0, 10.0, 2.0)),
+    # The default profile renews every ttl/3: 18 etcd requests a minute per agent at rest; a primary
+    # has 10 - 2 - 3.33 = 4.67 s for a late answer, so one server gets the whole request timeout (2 s)
+    # and the next one still has 2.67 s.
+    ({}, (10.0, 2.0, 10 / 3, 2.0)),
     # The fast profile renews every 0.2 s: a primary has 2 - 0.5 - 0.2 = 1.3 s for a late answer,
     # so one server gets 0.65 s and the next one still has time.
     ({"profile": "fast"}, (2.0, 0.5, 0.2, 0.65)),

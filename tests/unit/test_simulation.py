@@ -311,14 +311,17 @@ def test_random_faults_keep_the_invariants(
 
 
 @pytest.mark.timeout(1200)
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
-def test_random_faults_keep_the_invariants_in_the_fast_profile(
-    plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]],
+def test_random_faults_keep_the_invariants_in_each_profile(
+    profile: str, plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]],
 ) -> None:
-    """The same faults at `profile: fast` (ttl 2, fence_margin 0.5, a renewal every 0.2 s): the shortest
-    lease pgha ships leaves the least room between a primary fencing and the next promoting."""
-    run_plan(plan, **PROFILES["fast"])
+    """The same faults at each shipped profile.  `fast` (ttl 2, fence_margin 0.5, a renewal every 0.2 s):
+    the shortest lease pgha ships leaves the least room between a primary fencing and the next promoting.
+    `default` (ttl 10, loop_wait 5, a renewal every ttl/3): a primary's loop sleeps up to 5 s, so only the
+    lease deadline wakes it in time to fence."""
+    run_plan(plan, **PROFILES[profile])
 
 
 def run_plan(plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]], **timing: Any) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pgha.cli.main import cli
+from pgha.core.model import PROFILES
 
 if TYPE_CHECKING:
     from pgha.demo import DemoState
@@ -36,7 +37,8 @@ def demo() -> None:
 @click.option("--dir", "directory", default=".demo", show_default=True, type=click.Path())
 @click.option("--port-base", default=15400, show_default=True, type=click.IntRange(1024, 65000))
 @click.option("--profile", type=click.Choice(["default", "fast"]), default="default", show_default=True,
-              help="Timing preset: default (ttl 30 s, cheap at rest) or fast (ttl 2 s).")
+              help=f"Timing preset: default (ttl {PROFILES['default']['ttl']:g} s) or fast "
+                   f"(ttl {PROFILES['fast']['ttl']:g} s, five etcd requests a second per agent).")
 @click.option("--ttl", type=click.FloatRange(2, 300), help="Lease ttl in seconds (overrides the profile's).")
 @click.option("--sync", is_flag=True, help="synchronous_mode: on")
 @click.option("--netns", is_flag=True, expose_value=False, callback=_lab_option,

@@ -26,6 +26,8 @@ class Tags:
     failover_priority: int = 1
     # Never choose this node as a synchronous standby.
     nosync: bool = False
+    # Keep this node out of read load balancing: /replica, /read-only and /async answer 503 (Patroni's tag).
+    noloadbalance: bool = False
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -286,6 +288,12 @@ class LocalPostgres:
     down_since_mono: float | None = None
     # The data directory holds a cluster whose postgresql.conf pgha did not write (not adopted yet).
     unmanaged_conf: bool = False
+    # Reported as Patroni reports them (/patroni, patroni_* metrics); no rule reads them.
+    server_version: int = 0  # server_version_num, e.g. 150010
+    postmaster_start: float | None = None  # epoch seconds of pg_postmaster_start_time()
+    replay_timestamp: float | None = None  # epoch seconds of pg_last_xact_replay_timestamp()
+    replay_paused: bool = False  # pg_is_wal_replay_paused()
+    restore_command: bool = False  # a restore_command is set (archive recovery when not streaming)
 
 
 class TaskKind(StrEnum):

@@ -145,6 +145,8 @@ class MemberInfo:
     # Whether this member runs a PgBouncer that must be paused during a switchover.
     pgbouncer: bool = False
     version: str = ""
+    # PostgreSQL's server_version_num while it runs (0: not running or not read yet).
+    server_version: int = 0
     # Its pre_promote hook vetoed its last promotion: the others must not wait for it to win.
     promote_vetoed: bool = False
     # How the last switchover this agent ended went ("refused: ...", "done: ...", "aborted: ..."),

@@ -149,3 +149,65 @@ def test_haproxy_routes_by_health(tmp_path: Path, members: tuple[Member, Member]
         stop_pid(proc.pid, timeout=5)
         proc.wait()
         log.close()
+
+
+# --- Patroni's seed config against pgha's own API server ---------------------------------------
+SEED = """\
+defaults
+    mode tcp
+    timeout client 30m
+    timeout connect 4s
+    timeout server 30m
+    timeout check 5s
+listen batman
+    bind 127.0.0.1:{port}
+    option httpchk
+    http-check expect status 200
+    default-server inter 200ms fall 2 rise 1 on-marked-down shutdown-sessions
+{servers}
+"""
+
+
+def test_seed_config_against_pgha_api_over_https(tmp_path: Path) -> None:
+    """Patroni's example config (default check: OPTIONS /) with what docs/api.md says to add when the
+    API serves HTTPS: `check-ssl verify none` or `check-ssl ca-file`; without it, nothing is up."""
+    from pgha.api import ApiServer
+    from tests.unit.test_api_helpers import make_ca, make_handle, make_snapshot
+
+    certs = make_ca(tmp_path)
+    tls = {"certfile": str(certs["server_crt"]), "keyfile": str(certs["server_key"])}
+    handles = {"node1": make_handle("leader", tls=tls), "node2": make_handle("replica", tls=tls)}
+    apis = {n: ApiServer(h) for n, h in handles.items()}
+    dbs = {n: Member(n, "") for n in handles}  # only their greeting "databases" are used
+    for api in apis.values():
+        api.start()
+    try:
+        for extra, routed in (("check-ssl verify none", True), (f"check-ssl ca-file {certs['ca_crt']}", True),
+                              ("", False)):
+            servers = "\n".join(f"    server {n} 127.0.0.1:{dbs[n].db.server_address[1]} maxconn 100 "
+                                f"check port {apis[n].port} {extra}" for n in handles)
+            port = free_port()
+            cfg = tmp_path / "seed.cfg"
+            cfg.write_text(SEED.format(port=port, servers=servers))
+            assert haproxy_check(cfg).returncode == 0
+            with open(tmp_path / "seed.log", "ab") as log:
+                proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                if not routed:
+                    time.sleep(1.5)
+                    assert greeting(port) == "", "plain checks against an HTTPS API must fail"
+                    continue
+                assert settles(lambda p=port: greeting(p) == "node1"), extra
+                # A switchover, as the agents' snapshots see it.
+                handles["node1"].snap, handles["node2"].snap = make_snapshot("replica"), make_snapshot("leader")
+                assert settles(lambda p=port: greeting(p) == "node2"), extra
+                handles["node1"].snap, handles["node2"].snap = make_snapshot("leader"), make_snapshot("replica")
+            finally:
+                stop_pid(proc.pid, timeout=5)
+                proc.wait()
+    finally:
+        for api in apis.values():
+            api.stop()
+        for db in dbs.values():
+            db.close()

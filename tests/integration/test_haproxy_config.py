@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pgha.routing.haproxy import render_haproxy_config
+from tests.support.haproxy import haproxy_check, running_haproxy, seed_config
 from tests.support.procs import free_port, stop_pid
 
 pytestmark = [
@@ -86,10 +87,6 @@ def settles(check: Callable[[], bool], timeout: float = 15.0, streak: int = 4) -
     return False
 
 
-def haproxy_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False)
-
-
 def test_config_is_valid(tmp_path: Path) -> None:
     members = [("node-1", "10.0.0.1", 5432, "http://10.0.0.1:8008"),
                ("node 2", "10.0.0.2", 5432, "https://10.0.0.2:8008"),
@@ -152,22 +149,6 @@ def test_haproxy_routes_by_health(tmp_path: Path, members: tuple[Member, Member]
 
 
 # --- Patroni's seed config against pgha's own API server ---------------------------------------
-SEED = """\
-defaults
-    mode tcp
-    timeout client 30m
-    timeout connect 4s
-    timeout server 30m
-    timeout check 5s
-listen batman
-    bind 127.0.0.1:{port}
-    option httpchk
-    http-check expect status 200
-    default-server inter 200ms fall 2 rise 1 on-marked-down shutdown-sessions
-{servers}
-"""
-
-
 def test_seed_config_against_pgha_api_over_https(tmp_path: Path) -> None:
     """Patroni's example config (default check: OPTIONS /) with what docs/api.md says to add when the
     API serves HTTPS: `check-ssl verify none` or `check-ssl ca-file`; without it, nothing is up."""
@@ -184,16 +165,11 @@ def test_seed_config_against_pgha_api_over_https(tmp_path: Path) -> None:
     try:
         for extra, routed in (("check-ssl verify none", True), (f"check-ssl ca-file {certs['ca_crt']}", True),
                               ("", False)):
-            servers = "\n".join(f"    server {n} 127.0.0.1:{dbs[n].db.server_address[1]} maxconn 100 "
-                                f"check port {apis[n].port} {extra}" for n in handles)
             port = free_port()
             cfg = tmp_path / "seed.cfg"
-            cfg.write_text(SEED.format(port=port, servers=servers))
-            assert haproxy_check(cfg).returncode == 0
-            with open(tmp_path / "seed.log", "ab") as log:
-                proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
+            cfg.write_text(seed_config(port, [f"{n} 127.0.0.1:{dbs[n].db.server_address[1]} maxconn 100 "
+                                              f"check port {apis[n].port} {extra}" for n in handles], "200ms"))
+            with running_haproxy(cfg):
                 if not routed:
                     time.sleep(1.5)
                     assert greeting(port) == "", "plain checks against an HTTPS API must fail"
@@ -203,9 +179,6 @@ def test_seed_config_against_pgha_api_over_https(tmp_path: Path) -> None:
                 handles["node1"].snap, handles["node2"].snap = make_snapshot("replica"), make_snapshot("leader")
                 assert settles(lambda p=port: greeting(p) == "node2"), extra
                 handles["node1"].snap, handles["node2"].snap = make_snapshot("leader"), make_snapshot("replica")
-            finally:
-                stop_pid(proc.pid, timeout=5)
-                proc.wait()
     finally:
         for api in apis.values():
             api.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pgha.api.patroni import PATRONI_METRIC_NAMES
 from pgha.demo import DemoCluster
 from tests.support.cluster import connect, leader_name, running_cluster, wait_for
-from tests.support.procs import free_port, stop_pid
+from tests.support.haproxy import running_haproxy, seed_config
+from tests.support.procs import free_port
 from tests.support.promql import exported_names, metric_names
 from tests.unit.test_dashboard import PATRONI_NAMES
 from tests.unit.test_grafana_alerts import alert_rules, dashboard_exprs
@@ -136,28 +136,6 @@ def test_patroni_document_live(demo: DemoCluster) -> None:
     assert set(doc["xlog"]) == {"received_location", "replayed_location", "replayed_timestamp", "paused"}
 
 
-# The HAProxy config of Patroni's own example (haproxy.cfg in its repository), as deployments copy it:
-# only the ports, and faster check timings, differ.
-SEED_CONFIG = """\
-global
-    maxconn 100
-defaults
-    log global
-    mode tcp
-    retries 2
-    timeout client 30m
-    timeout connect 4s
-    timeout server 30m
-    timeout check 5s
-listen batman
-    bind 127.0.0.1:{port}
-    option httpchk
-    http-check expect status 200
-    default-server inter 300ms fall 3 rise 2 on-marked-down shutdown-sessions
-{servers}
-"""
-
-
 def port_behind(port: int, password: str) -> int | None:
     """The PostgreSQL port HAProxy's frontend leads to, if it is a primary (None otherwise)."""
     try:
@@ -172,18 +150,12 @@ def port_behind(port: int, password: str) -> int | None:
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (Debian package haproxy)")
 def test_seed_haproxy_config_routes_to_the_primary(demo: DemoCluster, tmp_path: Path) -> None:
     assert demo.state is not None
-    servers = "\n".join(f"    server postgresql_127.0.0.1_{n.pg_port} 127.0.0.1:{n.pg_port} maxconn 100 "
-                        f"check port {n.api_port}" for n in demo.state.nodes)
     port = free_port()
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(SEED_CONFIG.format(port=port, servers=servers))
-    check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
+    cfg.write_text(seed_config(port, [f"postgresql_127.0.0.1_{n.pg_port} 127.0.0.1:{n.pg_port} maxconn 100 "
+                                      f"check port {n.api_port}" for n in demo.state.nodes]))
     password = (demo.dir / "pgpass").read_text().splitlines()[0].rsplit(":", 1)[1]
-    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with running_haproxy(cfg):
         old = leader_name(demo)
         new = "node2" if old == "node1" else "node1"
         wait_for("HAProxy to route to the primary", lambda: port_behind(port, password) == demo.node(old).pg_port,
@@ -192,7 +164,3 @@ def test_seed_haproxy_config_routes_to_the_primary(demo: DemoCluster, tmp_path: 
         assert status == 200, body
         wait_for("HAProxy to route to the new primary",
                  lambda: port_behind(port, password) == demo.node(new).pg_port, timeout=60)
-    finally:
-        stop_pid(proc.pid, timeout=5)
-        proc.wait()
-        log.close()

@@ -19,6 +19,8 @@ Patroni computes
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -116,8 +118,8 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "/replica?lag=1.5kB": codes({S, Q}),
     "/replica?tag_zone=a": codes({R, PR, ST}),
     "/replica?tag_zone=a&tag_zone=b": codes({R, PR, ST}),  # Patroni reads the first value
-    "/replica?tag_noloadbalance=false&tag_nofailover=false": REPLICAS,
-    "/replica?tag_failover_priority=1&whatever=1": REPLICAS,
+    "/replica?tag_noloadbalance=true": codes(set()),
+    "/replica?tag_zone=a&whatever=1": codes({R, PR, ST}),
     "/read-only": codes({P, R, S, L, PP, PR, Q, ST}),
     "/read-only?lag=1MB": codes({P, R, S, PP, PR, Q, ST}),
     "/read-only?tag_zone=b": codes(set()),
@@ -159,6 +161,17 @@ def test_path_by_role_answers_as_patroni(server: tuple[FakeHandle, Client], path
     assert {r: g["GET"] for r, g in got.items()} == want, path
     for role, g in got.items():
         assert g["HEAD"] == g["OPTIONS"] == want[role], (path, role, g)
+
+
+def test_built_in_tags_match_their_defaults(server: tuple[FakeHandle, Client]) -> None:
+    """A difference from Patroni (docs/api.md): pgha's built-in tags always have a value, so
+    tag_nofailover=false matches a node that does not set it; Patroni answers 503 unless the tag is
+    in the node's file."""
+    handle, client = server
+    handle.snap = ROLES["replica"]
+    for query in ("tag_nofailover=false", "tag_noloadbalance=false&tag_nosync=0", "tag_failover_priority=1"):
+        assert client.get("/replica?" + query).status == 200, query
+    assert client.get("/replica?tag_nofailover=true").status == 503
 
 
 def test_every_patroni_health_path_is_in_the_table() -> None:
@@ -262,3 +275,13 @@ def test_document_is_json_serialisable_for_every_role() -> None:
 def test_docs_list_every_patroni_metric() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     assert markdown_table() in docs, "docs/api.md is stale: paste the output of `python -m pgha.api` into it"
+
+
+@pytest.mark.skipif(not os.environ.get("PGHA_PATRONI_PYTHON"), reason="set PGHA_PATRONI_PYTHON to a Python "
+                    "with patroni==4.1.5 to run Patroni's own handler on EXPECTED (tests/support/patroni_xcheck.py)")
+def test_patroni_itself_answers_the_table() -> None:
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([os.environ["PGHA_PATRONI_PYTHON"], "-m", "tests.support.patroni_xcheck"], cwd=root,
+                       env={**os.environ, "PYTHONPATH": str(root / "src")}, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,6 +1,7 @@
 """Run Patroni's own health-check code (patroni/api.py: RestApiHandler.do_GET, _readiness,
 do_GET_liveness) on the roles of tests/unit/test_api_patroni.py and compare its answers with that
-file's EXPECTED table, which was written down from the same code.
+file's EXPECTED table, which was written down from the same code; and compare the names, types and
+help texts of the metrics its do_GET_metrics writes with pgha.api.patroni.PATRONI_METRICS.
 
 Needs a Python with patroni==4.1.5 and pgha's test dependencies (pytest, prometheus_client, PyYAML):
 
@@ -95,14 +96,35 @@ def run(s: NodeSnapshot, path: str) -> int:
     return codes[0]
 
 
+def metric_rows() -> list[tuple[str, str, str]]:
+    """(name, type, help) of every metric Patroni's do_GET_metrics writes, in its order."""
+    h = RestApiHandler.__new__(RestApiHandler)
+    out: list[str] = []
+    h.write_response = lambda status, body, content_type="": out.append(body)
+    h.get_postgresql_status = lambda retry=False: {"state": PostgresqlState.RUNNING, "role": PostgresqlRole.PRIMARY,
+                                                   "server_version": 150010, "xlog": {"location": 1}}
+    h.server = mock.MagicMock()
+    h.server.patroni.version = "4.1.5"
+    h.do_GET_metrics()
+    helps = {ln.split()[2]: ln.split(" ", 3)[3] for ln in out[0].splitlines() if ln.startswith("# HELP ")}
+    return [(ln.split()[2], ln.split()[3], helps[ln.split()[2]]) for ln in out[0].splitlines()
+            if ln.startswith("# TYPE ")]
+
+
 def main() -> int:
-    bad = 0
+    from pgha.api.patroni import PATRONI_METRICS
+    mine = [(m.name, m.type, m.help) for m in PATRONI_METRICS]
+    theirs = metric_rows()
+    for row in sorted(set(mine) ^ set(theirs)):
+        print(f"metric differs: {row} ({'pgha' if row in mine else 'Patroni'} only)")
+    bad = len(set(mine) ^ set(theirs))
     for path, want in T.EXPECTED.items():
         got = tuple(run(s, path) for s in T.ROLES.values())
         if got != want:
             bad += 1
             print(f"{path}: Patroni answers {got} on {tuple(T.ROLES)}, the table says {want}")
-    print(f"{len(T.EXPECTED)} paths x {len(T.ROLES)} roles: {bad} differ from Patroni 4.1.5's own code")
+    print(f"{len(theirs)} metrics (name, type, help) and {len(T.EXPECTED)} paths x {len(T.ROLES)} roles: "
+          f"{bad} differ from Patroni 4.1.5's own code")
     return 1 if bad else 0
 
 

@@ -64,6 +64,8 @@ def test_restart_timeout_waits_for_the_result(world: World) -> None:
     world.agent = lambda: None
     r = world.run("restart", "node3", "--timeout", "1", "--force")
     assert r.exit_code == 1 and "restart not done after 1 s" in r.output
+    r = world.run("restart", "node2", "--timeout", "5", "--scheduled", future(), "--force")
+    assert r.exit_code == 2 and "cannot wait for a --scheduled one" in r.output
 
 
 def test_reload_and_reinit_take_several_members(world: World) -> None:

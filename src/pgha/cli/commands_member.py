@@ -100,6 +100,8 @@ def _wait_done(session: Session, planned: list[tuple[str, MemberIntent]], timeou
 def restart_cmd(session: Session, members: tuple[str, ...], role: str, pick_any: bool, pending: bool,
                 pg_version: str | None, scheduled: float | None, timeout: float | None, force: bool) -> None:
     """Restart PostgreSQL on MEMBERS (default: every member)."""
+    if timeout is not None and scheduled is not None:
+        raise click.UsageError("--timeout waits for a restart now; it cannot wait for a --scheduled one")
     older_than = pg_version_num(pg_version) if pg_version is not None else None
     view = session.read()
     who = requester()
@@ -127,7 +129,7 @@ def restart_cmd(session: Session, members: tuple[str, ...], role: str, pick_any:
     when = f" at {iso(scheduled)}" if scheduled is not None else ""
     confirm(f"Restart PostgreSQL on {', '.join(names)}{when}?", force)
     planned = _record(session, names, check)
-    if timeout is not None and scheduled is None:
+    if timeout is not None:
         _wait_done(session, planned, timeout)
 
 

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgha.api.patroni import PATRONI_METRIC_NAMES
+from pgha.cli.main import _register, cli
 from pgha.demo import DemoCluster
 from tests.support.cluster import connect, leader_name, running_cluster, wait_for
 from tests.support.haproxy import running_haproxy, seed_config
@@ -67,6 +70,25 @@ def test_dashboard_and_alerts_name_only_live_metrics(demo: DemoCluster) -> None:
     for text in (with_compat, other):
         assert value(text, "pgha_lease_remaining_seconds") > 0
         assert value(text, "pgha_dcs_ok") == 1.0
+
+
+def test_cli_restart_waits_and_the_postmaster_start_time_moves(demo: DemoCluster) -> None:
+    """patronictl's `restart --role replica --timeout`: the CLI returns once the agent restarted it."""
+    lead = leader_name(demo)
+    replica = "node2" if lead == "node1" else "node1"
+    labels = f'{{scope="{demo.cluster}",name="{replica}"}}'
+    before = value(scrape(demo, replica), f"patroni_postmaster_start_time{labels}")
+    _register()
+    r = CliRunner().invoke(cli, ["restart", "--role", "replica", "--timeout", "60", "--force",
+                                 "--dcs", demo.etcd_url, "--cluster", demo.cluster])
+    assert r.exit_code == 0, r.output
+    assert f"Restart of {replica} requested." in r.output and r.output.rstrip().endswith("Done.")
+    after = wait_for("the new start time to be published", lambda: (
+        v if (v := value(scrape(demo, replica), f"patroni_postmaster_start_time{labels}")) != before else None),
+        timeout=30)
+    assert after > before
+    r = CliRunner().invoke(cli, ["list", "-f", "yaml", "--dcs", demo.etcd_url, "--cluster", demo.cluster])
+    assert r.exit_code == 0 and {m["member"] for m in yaml.safe_load(r.output)} == {"node1", "node2"}
 
 
 def test_the_new_leader_times_the_switchover(demo: DemoCluster) -> None:

@@ -226,8 +226,9 @@ class BootstrapConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    # Also export Patroni's metric names (patroni_primary, patroni_xlog_location…) at /metrics.
-    patroni_compat: bool = False
+    # Also export Patroni's 23 metric names (patroni_primary, patroni_xlog_location…) at /metrics, so that
+    # alerts and dashboards written for Patroni keep working; false leaves only pgha's own names.
+    patroni_compat: bool = True
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ EXPECTED = {
     "/replica": (503, 200, 200), "/replica?lag=16MB": (503, 200, 200), "/replica?tag_zone=nowhere": (503, 503, 503),
     "/read-only": (200, 200, 200), "/sync": (503, 200, 503), "/async": (503, 503, 200),
     "/health": (200, 200, 200), "/liveness": (200, 200, 200), "/readiness": (200, 200, 200),
+    # Patroni's other names (docs/api.md); unknown query parameters are ignored, as Patroni does.
+    "/": (200, 503, 503), "/master": (200, 503, 503), "/standby-leader": (503, 503, 503),
+    "/synchronous": (503, 200, 503), "/asynchronous?lag=16MB&check=1": (503, 503, 200),
+    "/read-only-sync": (200, 200, 503), "/quorum": (503, 503, 503), "/readiness?mode=write": (200, 200, 200),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pgha.routing.haproxy import render_haproxy_config
+from tests.support.haproxy import haproxy_check, running_haproxy, seed_config
 from tests.support.procs import free_port, stop_pid
 
 pytestmark = [
@@ -86,10 +87,6 @@ def settles(check: Callable[[], bool], timeout: float = 15.0, streak: int = 4) -
     return False
 
 
-def haproxy_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False)
-
-
 def test_config_is_valid(tmp_path: Path) -> None:
     members = [("node-1", "10.0.0.1", 5432, "http://10.0.0.1:8008"),
                ("node 2", "10.0.0.2", 5432, "https://10.0.0.2:8008"),
@@ -149,3 +146,41 @@ def test_haproxy_routes_by_health(tmp_path: Path, members: tuple[Member, Member]
         stop_pid(proc.pid, timeout=5)
         proc.wait()
         log.close()
+
+
+# --- Patroni's seed config against pgha's own API server ---------------------------------------
+def test_seed_config_against_pgha_api_over_https(tmp_path: Path) -> None:
+    """Patroni's example config (default check: OPTIONS /) with what docs/api.md says to add when the
+    API serves HTTPS: `check-ssl verify none` or `check-ssl ca-file`; without it, nothing is up."""
+    from pgha.api import ApiServer
+    from tests.unit.test_api_helpers import make_ca, make_handle, make_snapshot
+
+    certs = make_ca(tmp_path)
+    tls = {"certfile": str(certs["server_crt"]), "keyfile": str(certs["server_key"])}
+    handles = {"node1": make_handle("leader", tls=tls), "node2": make_handle("replica", tls=tls)}
+    apis = {n: ApiServer(h) for n, h in handles.items()}
+    dbs = {n: Member(n, "") for n in handles}  # only their greeting "databases" are used
+    for api in apis.values():
+        api.start()
+    try:
+        for extra, routed in (("check-ssl verify none", True), (f"check-ssl ca-file {certs['ca_crt']}", True),
+                              ("", False)):
+            port = free_port()
+            cfg = tmp_path / "seed.cfg"
+            cfg.write_text(seed_config(port, [f"{n} 127.0.0.1:{dbs[n].db.server_address[1]} maxconn 100 "
+                                              f"check port {apis[n].port} {extra}" for n in handles], "200ms"))
+            with running_haproxy(cfg):
+                if not routed:
+                    time.sleep(1.5)
+                    assert greeting(port) == "", "plain checks against an HTTPS API must fail"
+                    continue
+                assert settles(lambda p=port: greeting(p) == "node1"), extra
+                # A switchover, as the agents' snapshots see it.
+                handles["node1"].snap, handles["node2"].snap = make_snapshot("replica"), make_snapshot("leader")
+                assert settles(lambda p=port: greeting(p) == "node2"), extra
+                handles["node1"].snap, handles["node2"].snap = make_snapshot("leader"), make_snapshot("replica")
+    finally:
+        for api in apis.values():
+            api.stop()
+        for db in dbs.values():
+            db.close()

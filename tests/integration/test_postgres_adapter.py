@@ -131,7 +131,9 @@ def test_clone_stream_slots_promote_and_rewind(pg_sandbox: PgSandbox) -> None:
     assert pg.in_recovery is True and pg.following == "node1" and pg.timeline == 1
     assert pg.received_lsn and pg.replayed_lsn and pg.wal_lsn is None
     assert sql(primary, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", slot) == [(True,)]
-    rows = wait_for("the primary to list the replica", lambda: primary.observe().replication)
+    # flush_lsn is NULL until the walsender has its first reply: wait for that too.
+    rows = wait_for("the primary to list the replica",
+                    lambda: [r for r in primary.observe().replication if r.flush_lsn])
     assert rows[0].application_name == "node-2" and rows[0].state == "streaming"
     assert rows[0].sync_state == "async" and rows[0].flush_lsn
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pgha.api import AgentMetrics
 from pgha.api.handle import NodeSnapshot
-from pgha.api.metrics import patroni_values
+from pgha.api.patroni import patroni_values
 from pgha.api.recorder import ClusterRecorder
 from pgha.config import MetricsConfig
 from pgha.core.model import Leader, MemberInfo, Switchover
@@ -140,6 +140,7 @@ def test_ui_page_and_state() -> None:
 
 def test_metrics_without_and_with_patroni_names() -> None:
     h = make_handle("leader")
+    h.config = replace(h.config, metrics=MetricsConfig(patroni_compat=False))
     with serving(h) as c:
         text = c.get("/metrics").data.decode()
     assert "patroni_" not in text
@@ -147,13 +148,13 @@ def test_metrics_without_and_with_patroni_names() -> None:
                  "pgha_switchover_duration_seconds_count", "pgha_dcs_last_seen_timestamp_seconds",
                  'pgha_member_info{cluster="main",member="n1"} 1.0', "pgha_maximum_lag_on_failover_bytes 1.048576e+06"):
         assert name in text, name
-    h.config = replace(h.config, metrics=MetricsConfig(patroni_compat=True))
+    h.config = replace(h.config, metrics=MetricsConfig())  # on by default
     with serving(h) as c:
         text = c.get("/metrics").data.decode()
     labels = '{scope="main",name="n1"}'
-    for line in (f"patroni_primary{labels} 1.0", f"patroni_replica{labels} 0.0",
-                 f"patroni_xlog_location{labels} {float(LEADER_LSN)!r}", f"patroni_cluster_unlocked{labels} 0.0",
-                 f"patroni_postgres_timeline{labels} 2.0", "# TYPE patroni_xlog_location counter"):
+    for line in (f"patroni_primary{labels} 1", f"patroni_replica{labels} 0",
+                 f"patroni_xlog_location{labels} {LEADER_LSN}", f"patroni_cluster_unlocked{labels} 0",
+                 f"patroni_postgres_timeline{labels} 2", "# TYPE patroni_xlog_location counter"):
         assert line in text, line
     assert {n for n, *_ in patroni_values(h.snap, h.config, 0.0)} >= PATRONI_NAMES
 

@@ -49,5 +49,5 @@ def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, deci
         lease_id=lease_id, pgbouncer_paused_for=memory.pgbouncer_paused_for,
         pgbouncer=has_bouncer, version=__version__, promote_vetoed=local.promote_vetoed,
         last_switchover_id=memory.last_switchover_id, last_switchover_outcome=memory.last_switchover_outcome,
-        config_revision=config_revision,
+        config_revision=config_revision, server_version=pg.server_version,
     )

@@ -5,22 +5,20 @@ after every HA loop and ``count_action`` after every executed action.  Each
 loop's snapshot also feeds the dashboard's ClusterRecorder (lag samples, events,
 and the failover/switchover durations the histograms count).
 
-With ``metrics.patroni_compat: true``, /metrics also carries Patroni's names
-(``patroni_text``), computed at scrape time from the same snapshot.
+With ``metrics.patroni_compat`` (on by default), /metrics also carries Patroni's 23 names
+(``pgha.api.patroni``), computed at scrape time from the same snapshot.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pgha.api import views
 from pgha.api.handle import NodeSnapshot
 from pgha.api.recorder import ClusterRecorder
-from pgha.config import NodeConfig
 from pgha.core.model import Role
 
 # Seconds from a switchover request, or from the leader key's loss, to the new primary's first loop.
@@ -143,66 +141,3 @@ class AgentMetrics:
         self.actions.labels(name).inc()
         if not ok:
             self.errors.labels(name).inc()
-
-
-# --- Patroni's names (metrics.patroni_compat) -------------------------------------------------
-def _postmaster_start_time(data_dir: str) -> float:
-    """Epoch seconds from postmaster.pid's third line (0 when PostgreSQL is not running)."""
-    try:
-        return float((Path(data_dir) / "postmaster.pid").read_text().split("\n")[2])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def patroni_values(s: NodeSnapshot, config: NodeConfig, dcs_last_seen: float) -> list[tuple[str, str, str, float]]:
-    """(name, type, help, value) of each Patroni metric, with Patroni's meaning."""
-    pg = s.local.pg if s.local is not None else None
-    run = views.running(s)
-    primary = views.is_leader_primary(s)
-    replica = run and views.in_recovery(s) is True
-    view = s.view
-    return [
-        ("patroni_postgres_running", "gauge", "Value is 1 if Postgres is running, 0 otherwise.", float(run)),
-        ("patroni_postmaster_start_time", "gauge", "Epoch seconds since Postgres started.",
-         _postmaster_start_time(config.postgresql.data_dir) if run else 0.0),
-        ("patroni_primary", "gauge", "Value is 1 if this node is the leader, 0 otherwise.", float(primary)),
-        ("patroni_xlog_location", "counter", "Current location of the Postgres transaction log, 0 if this "
-         "node is not the leader.", float(pg.wal_lsn or 0) if pg is not None and primary else 0.0),
-        ("patroni_replica", "gauge", "Value is 1 if this node is a replica, 0 otherwise.", float(replica)),
-        ("patroni_sync_standby", "gauge", "Value is 1 if this node is a sync standby, 0 otherwise.",
-         float(views.is_sync(s))),
-        ("patroni_xlog_received_location", "counter", "Current location of the received Postgres transaction "
-         "log, 0 if this node is not a replica.", float(pg.received_lsn or 0) if pg is not None and replica
-         else 0.0),
-        ("patroni_xlog_replayed_location", "counter", "Current location of the replayed Postgres transaction "
-         "log, 0 if this node is not a replica.", float(pg.replayed_lsn or 0) if pg is not None and replica
-         else 0.0),
-        ("patroni_cluster_unlocked", "gauge", "Value is 1 if the cluster is unlocked, 0 if locked.",
-         float(view is not None and view.leader is None)),
-        ("patroni_failsafe_mode_is_active", "gauge", "Value is 1 if failsafe mode is active, 0 if inactive.",
-         float(s.local is not None and s.local.failsafe_deadline is not None and view is not None
-               and view.dcs_error is not None)),
-        ("patroni_postgres_timeline", "counter", "Postgres timeline of this node (if running), 0 otherwise.",
-         float(pg.timeline or 0) if pg is not None and run else 0.0),
-        ("patroni_dcs_last_seen", "gauge", "Epoch timestamp when DCS was last contacted successfully by pgha.",
-         dcs_last_seen),
-        ("patroni_pending_restart", "gauge", "Value is 1 if the node needs a restart, 0 otherwise.",
-         float(pg is not None and pg.pending_restart)),
-        ("patroni_is_paused", "gauge", "Value is 1 if auto failover is disabled, 0 otherwise.",
-         float(s.cluster_config.pause)),
-        ("patroni_postgres_streaming", "gauge", "Value is 1 if Postgres is streaming, 0 otherwise.",
-         float(views.is_streaming(s))),
-    ]
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def patroni_text(s: NodeSnapshot, config: NodeConfig, dcs_last_seen: float) -> bytes:
-    """Prometheus text of Patroni's metrics, labelled {scope, name} as Patroni labels them."""
-    labels = f'{{scope="{_label(config.cluster)}",name="{_label(config.name)}"}}'
-    lines: list[str] = []
-    for name, kind, help_text, value in patroni_values(s, config, dcs_last_seen):
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{labels} {value!r}"]
-    return ("\n".join(lines) + "\n").encode()

@@ -12,10 +12,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pgha import __version__
-from pgha.api import dashboard, guard, intents, views
-from pgha.api.metrics import patroni_text
+from pgha.api import dashboard, guard, health, intents, patroni, views
 from pgha.api.request import Reply, Request
-from pgha.api.schema import Body, Field, Param, body_schema, dataclass_patch_schema
+from pgha.api.schema import ANY_OTHER, Body, Field, Param, body_schema, dataclass_patch_schema
 from pgha.core.model import ClusterConfig
 
 Handler = Callable[[Request], Reply]
@@ -44,7 +43,7 @@ class Route:
 
 
 # --- handlers of the read-only routes -------------------------------------------------------
-def _health(check: views.HealthCheck) -> Handler:
+def _health(check: health.HealthCheck) -> Handler:
     def handler(req: Request) -> Reply:
         ok = check.check(req.snapshot, req.query, req.mono_now)
         return Reply(200 if ok else 503, views.status_json(req.snapshot))
@@ -66,9 +65,16 @@ def _cluster(req: Request) -> Reply:
 def _metrics(req: Request) -> Reply:
     text = generate_latest(req.handle.registry)
     if req.handle.config.metrics.patroni_compat:
-        seen = req.handle.registry.get_sample_value("pgha_dcs_last_seen_timestamp_seconds") or 0.0
-        text += patroni_text(req.snapshot, req.handle.config, seen)
+        text += patroni.patroni_text(req.snapshot, req.handle.config, _dcs_last_seen(req))
     return Reply(200, raw=text, content_type=CONTENT_TYPE_LATEST)
+
+
+def _dcs_last_seen(req: Request) -> float:
+    return req.handle.registry.get_sample_value("pgha_dcs_last_seen_timestamp_seconds") or 0.0
+
+
+def _patroni(req: Request) -> Reply:
+    return Reply(200, patroni.document(req.snapshot, req.handle.config, _dcs_last_seen(req)))
 
 
 def _openapi(req: Request) -> Reply:
@@ -105,7 +111,7 @@ CONFIG_WRITE = {200: "The new cluster configuration",
 
 def _rows() -> tuple[Route, ...]:
     rows: list[Route] = []
-    for check in views.HEALTH_CHECKS:
+    for check in health.HEALTH_CHECKS:
         for path in check.paths:
             for method in HEALTH_METHODS:
                 rows.append(Route(method, path, _health(check), check.summary, params=check.params,
@@ -116,6 +122,9 @@ def _rows() -> tuple[Route, ...]:
               responses={200: "Node status"}, tag="status"),
         Route("GET", "/cluster", _cluster, "The whole cluster: members, leader, sync, switchover, config",
               responses={200: "Cluster state"}, tag="status"),
+        Route("GET", "/patroni", _patroni, "This node as Patroni's GET /patroni shows it: state, role, xlog, "
+              "timeline, replication, pause, tags, patroni{version, scope, name}…",
+              params=(health.OTHERS,), responses={200: "Patroni's node status document"}, tag="status"),
         Route("GET", "/history", intents.history, "Leader changes, oldest first",
               responses={200: "History entries", **DCS}, tag="status"),
         Route("GET", "/config", intents.get_config, "The cluster configuration",
@@ -214,6 +223,10 @@ def openapi() -> dict[str, Any]:
 
 
 def _param(p: Param) -> dict[str, Any]:
+    if p.name == ANY_OTHER:
+        return {"name": "other", "in": "query", "required": False, "description": p.description,
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                "style": "form", "explode": True}
     if p.name.endswith("*"):
         prefix = p.name[:-1]
         return {"name": f"{prefix}KEY", "in": "query", "required": False, "description": p.description,
@@ -226,11 +239,12 @@ def _param(p: Param) -> dict[str, Any]:
 def markdown_table() -> str:
     """The endpoint table of docs/api.md."""
     lines = ["| Method | Path | Auth | Summary |", "| --- | --- | --- | --- |"]
-    for path, methods in BY_PATH.items():
-        first = next(iter(methods.values()))
-        if first.health:
-            lines.append(f"| GET, HEAD, OPTIONS | `{path}` | no | {first.summary} |")
+    for check in health.HEALTH_CHECKS:
+        paths = ", ".join(f"`{p}`" for p in check.paths)
+        lines.append(f"| GET, HEAD, OPTIONS | {paths} | no | {check.summary} |")
+    for methods in BY_PATH.values():
+        if next(iter(methods.values())).health:
             continue
         for m, r in methods.items():
-            lines.append(f"| {m} | `{path}` | {'yes' if r.auth else 'no'} | {r.summary} |")
+            lines.append(f"| {m} | `{r.path}` | {'yes' if r.auth else 'no'} | {r.summary} |")
     return "\n".join(lines) + "\n"

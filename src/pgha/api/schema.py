@@ -188,15 +188,25 @@ def parse_time(name: str, value: Any) -> float:
 
 
 # --- query strings -----------------------------------------------------------------------
+# A parameter named "*" stands for every other one: ignored, as Patroni ignores what it does not
+# know (its health checks), and given more than once, the first value counts (as in Patroni).
+ANY_OTHER = "*"
+
+
 def check_query(params: tuple[Param, ...], query: Mapping[str, list[str]]) -> dict[str, str]:
-    """One value per known parameter; unknown or repeated parameters are refused."""
+    """One value per known parameter; unknown or repeated parameters are refused, unless the
+    endpoint takes any other (``ANY_OTHER``)."""
+    lenient = any(p.name == ANY_OTHER for p in params)
     out: dict[str, str] = {}
     for key, values in query.items():
-        if not any(key == p.name or (p.name.endswith("*") and key.startswith(p.name[:-1])
-                                     and len(key) > len(p.name) - 1) for p in params):
+        if not any(key == p.name or (p.name.endswith("*") and p.name != ANY_OTHER
+                                     and key.startswith(p.name[:-1]) and len(key) > len(p.name) - 1)
+                   for p in params):
+            if lenient:
+                continue
             allowed = ", ".join(p.name.replace("*", "<key>") for p in params) or "no parameters"
             raise BadRequest(f"unknown query parameter {_short(key)}; this endpoint accepts: {allowed}")
-        if len(values) > 1:
+        if len(values) > 1 and not lenient:
             raise BadRequest(f"query parameter {_short(key)} is given {len(values)} times; give it once")
         out[key] = values[0]
     return out

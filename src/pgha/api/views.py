@@ -1,18 +1,14 @@
 """What the API reports, computed from one NodeSnapshot: pure functions, no I/O.
 
-Health checks are rows of ``HEALTH_CHECKS`` (path -> predicate), so the
-routing table, the OpenAPI document and docs/api.md list the same set.
+The health checks built from these facts are in ``health.py``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pgha.api.handle import NodeSnapshot
-from pgha.api.schema import BadRequest, Param
 from pgha.core.model import MemberInfo, PgRunState, Role, Tags
 from pgha.dcs.codec import to_jsonable
 
@@ -95,89 +91,6 @@ def member_lag(s: NodeSnapshot, m: MemberInfo) -> int | None:
     if leader is None or leader.wal_lsn is None:
         return None
     return max(0, leader.wal_lsn - m.lsn)
-
-
-def live(s: NodeSnapshot, now_mono: float) -> bool:
-    return now_mono - s.at <= 2 * s.cluster_config.ttl
-
-
-# --- query parameters of /replica ----------------------------------------------------------
-_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
-_SIZE = re.compile(r"\s*(\d{1,15})\s*([a-zA-Z]{0,2})\s*")
-
-
-def parse_size(name: str, text: str) -> int:
-    """Bytes, or a number with a unit: 16MB, 1GB, 512kB, 100B (units are powers of 1024)."""
-    m = _SIZE.fullmatch(text)
-    unit = m.group(2).lower() if m else ""
-    if m is None or unit not in _UNITS:
-        shown = text if len(text) <= 40 else text[:37] + "..."
-        raise BadRequest(f"{name}: {shown!r} is not a size; use bytes or a unit: B, kB, MB, GB, TB "
-                         "(e.g. 16MB)")
-    return int(m.group(1)) * _UNITS[unit]
-
-
-def tags_match(tags: Tags, wanted: Mapping[str, str]) -> bool:
-    """``tag_KEY=VALUE``: KEY from Tags.extra, or nofailover / nosync / failover_priority."""
-    for key, value in wanted.items():
-        if key in ("nofailover", "nosync"):
-            have = "true" if getattr(tags, key) else "false"
-            if value.strip().lower() not in (have, "1" if have == "true" else "0"):
-                return False
-        elif key == "failover_priority":
-            if value.strip() != str(tags.failover_priority):
-                return False
-        elif tags.extra.get(key) != value:
-            return False
-    return True
-
-
-def replica_check(s: NodeSnapshot, query: Mapping[str, str]) -> bool:
-    max_lag = parse_size("lag", query["lag"]) if "lag" in query else None
-    tags = {k[len("tag_"):]: v for k, v in query.items() if k.startswith("tag_")}
-    if not is_replica(s):
-        return False
-    if max_lag is not None:
-        lag = lag_bytes(s)
-        if lag is None or lag > max_lag:
-            return False
-    return tags_match(s.local.tags if s.local is not None else Tags(), tags)
-
-
-REPLICA_PARAMS = (
-    Param("lag", "Fail when more than this far behind the leader: bytes or 16MB, 1GB, 512kB…", "16MB"),
-    Param("tag_*", "Fail unless the node's tag KEY equals VALUE (tag_KEY=VALUE); also nofailover, "
-          "nosync, failover_priority", "zone"),
-)
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    paths: tuple[str, ...]
-    summary: str
-    check: Callable[[NodeSnapshot, Mapping[str, str], float], bool]
-    params: tuple[Param, ...] = ()
-
-
-HEALTH_CHECKS: tuple[HealthCheck, ...] = (
-    HealthCheck(("/primary", "/read-write", "/leader"),
-                "200 iff this node holds the leader lease and PostgreSQL runs as primary",
-                lambda s, q, now: is_leader_primary(s)),
-    HealthCheck(("/replica",), "200 iff PostgreSQL runs as a replica of the leader (lag and tags optional)",
-                lambda s, q, now: replica_check(s, q), REPLICA_PARAMS),
-    HealthCheck(("/read-only",), "200 iff PostgreSQL runs and is readable (primary or replica)",
-                lambda s, q, now: running(s)),
-    HealthCheck(("/sync",), "200 iff this node is a running synchronous standby",
-                lambda s, q, now: is_sync(s)),
-    HealthCheck(("/async",), "200 iff this node is a running replica that is not synchronous",
-                lambda s, q, now: is_replica(s) and not is_sync(s)),
-    HealthCheck(("/health",), "200 iff PostgreSQL is running",
-                lambda s, q, now: running(s)),
-    HealthCheck(("/liveness",), "200 iff the agent's HA loop ran within 2 x ttl",
-                lambda s, q, now: live(s, now)),
-    HealthCheck(("/readiness",), "200 iff this node is the leading primary or a streaming replica",
-                lambda s, q, now: is_leader_primary(s) or is_streaming(s)),
-)
 
 
 # --- JSON documents -------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
+from collections.abc import Callable
 
 import click
+import yaml
 
 from pgha.cli import context
 from pgha.cli.context import Session, with_cluster
@@ -47,20 +50,46 @@ def footer_lines(view: ClusterView) -> list[str]:
     return lines
 
 
-def render_list(view: ClusterView, tree: bool = False) -> str:
+def render_list(view: ClusterView, tree: bool = False, extended: bool = False) -> str:
     """The header, the members table (as a tree with ``tree``) and the footer lines."""
     lines = [header_line(view)]
     if view.config.pause:
         lines.append("Maintenance mode: on")
-    placed = topology(view) if tree else [(0, r) for r in member_rows(view)]
-    rows = [list_cells(r, depth) for depth, r in placed]
-    lines.append(table(LIST_HEADERS, rows, LIST_ALIGN))
+    headers, rows = list_table(view, tree, extended)
+    lines.append(table(headers, rows, LIST_ALIGN + ("<<" if extended else "")))
     lines += footer_lines(view)
     return "\n".join(lines)
 
 
+def list_table(view: ClusterView, tree: bool = False, extended: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of `list`; ``extended`` adds the scheduled restart and the last rule (``-e``)."""
+    placed = topology(view) if tree else [(0, r) for r in member_rows(view)]
+    headers = list(LIST_HEADERS) + (["Scheduled restart", "Rule"] if extended else [])
+    rows = []
+    for depth, r in placed:
+        cells = list_cells(r, depth)
+        if extended:
+            intent = view.intents.get(r.member)
+            scheduled = intent.scheduled_at if intent is not None and intent.action == "restart" else None
+            cells += [iso(scheduled), r.rule_id]
+        rows.append(cells)
+    return headers, rows
+
+
 def render_list_json(view: ClusterView) -> str:
     return json.dumps([r.to_json() for r in member_rows(view)], indent=2)
+
+
+def render(view: ClusterView, fmt: str, tree: bool = False, extended: bool = False) -> str:
+    """`list` in one of its formats: pretty (the table), tsv, json or yaml (one entry per member)."""
+    if fmt == "json":
+        return render_list_json(view)
+    if fmt == "yaml":
+        return yaml.safe_dump([r.to_json() for r in member_rows(view)], sort_keys=False).rstrip()
+    if fmt == "tsv":
+        headers, rows = list_table(view, tree, extended)
+        return "\n".join("\t".join(cells) for cells in [headers, *rows])
+    return render_list(view, tree, extended)
 
 
 def print_list(store: ClusterStore, as_json: bool = False) -> None:
@@ -69,17 +98,22 @@ def print_list(store: ClusterStore, as_json: bool = False) -> None:
     click.echo(render_list_json(view) if as_json else render_list(view))
 
 
-@cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of members.")
-@click.option("-w", "--watch", type=click.FloatRange(min=0.1), metavar="SECONDS",
-              help="Redraw every SECONDS until Ctrl-C.")
-@with_cluster
-def list_cmd(session: Session, as_json: bool, watch: float | None) -> None:
-    """Members: role, state, timeline, lag behind the leader, pending restart, tags."""
-    if watch is None:
+FORMATS = ("pretty", "tsv", "json", "yaml")
+
+
+def _show(session: Session, fmt: str, tree: bool, extended: bool, stamp: bool, every: float | None) -> None:
+    """Print once, or every ``every`` seconds until Ctrl-C (``-w``/``-W``, as patronictl)."""
+    def once() -> tuple[ClusterView, str]:
         view = session.read()
-        click.echo(render_list_json(view) if as_json else render_list(view))
-        if not view.members and view.system_id is None and not as_json:
+        text = render(view, fmt, tree, extended)
+        if stamp:
+            text = datetime.datetime.now().astimezone().isoformat(sep=" ", timespec="seconds") + "\n" + text
+        return view, text
+
+    if every is None:
+        view, text = once()
+        click.echo(text)
+        if not view.members and view.system_id is None and fmt == "pretty":
             known = ClusterStore.list_clusters(session.kv, session.prefix)
             names = ", ".join(known) if known else "none"
             click.echo(f"pgha: no member of cluster {view.name} is publishing under {session.prefix} "
@@ -87,17 +121,37 @@ def list_cmd(session: Session, as_json: bool, watch: float | None) -> None:
         return
     try:
         while True:
-            view = session.read()
-            text = render_list_json(view) if as_json else render_list(view)
+            _, text = once()
             click.clear()
-            click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} (every {watch:g}s, Ctrl-C to stop)\n{text}")
-            context.SLEEP(watch)
+            click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} (every {every:g}s, Ctrl-C to stop)\n{text}")
+            context.SLEEP(every)
     except KeyboardInterrupt:
         return
 
 
-@cli.command("topology")
+def watch_options(fn: Callable[..., None]) -> Callable[..., None]:
+    fn = click.option("-W", "watch_2s", is_flag=True, help="Redraw every 2 seconds until Ctrl-C.")(fn)
+    return click.option("-w", "--watch", type=click.FloatRange(min=0.1), metavar="SECONDS",
+                        help="Redraw every SECONDS until Ctrl-C.")(fn)
+
+
+@cli.command("list")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="pretty", show_default=True,
+              help="Output format.")
+@click.option("--json", "as_json", is_flag=True, help="Same as -f json.")
+@click.option("-e", "--extended", is_flag=True, help="Also show scheduled restarts and each member's last rule.")
+@click.option("-t", "--timestamp", "stamp", is_flag=True, help="Print the time first.")
+@watch_options
 @with_cluster
-def topology_cmd(session: Session) -> None:
+def list_cmd(session: Session, fmt: str, as_json: bool, extended: bool, stamp: bool, watch: float | None,
+             watch_2s: bool) -> None:
+    """Members: role, state, timeline, lag behind the leader, pending restart, tags."""
+    _show(session, "json" if as_json else fmt, False, extended, stamp, watch or (2.0 if watch_2s else None))
+
+
+@cli.command("topology")
+@watch_options
+@with_cluster
+def topology_cmd(session: Session, watch: float | None, watch_2s: bool) -> None:
     """Members as a tree: each replica under the member it streams from."""
-    click.echo(render_list(session.read(), tree=True))
+    _show(session, "pretty", True, False, False, watch or (2.0 if watch_2s else None))

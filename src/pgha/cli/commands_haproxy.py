@@ -51,8 +51,8 @@ def haproxy_members(session: Session) -> list[Member]:
 def haproxy_config_cmd(session: Session, rw_port: int, ro_port: int, bind_address: str, lag: str,
                        stats_port: int | None, check_interval: str, ca_file: str | None) -> None:
     """Print an haproxy.cfg routing to the primary (read-write) and the replicas (read-only)."""
+    from pgha.api.health import parse_size
     from pgha.api.schema import BadRequest
-    from pgha.api.views import parse_size
 
     try:
         parse_size("--lag", lag)

@@ -65,7 +65,7 @@ def _request(session: Session, sw: Switchover, prompt: str, force: bool, wait: b
 
 
 @cli.command("switchover")
-@click.option("--leader", metavar="NAME", help="The current leader (refuse if it is not).")
+@click.option("--leader", "--primary", "leader", metavar="NAME", help="The current leader (refuse if it is not).")
 @click.option("--candidate", metavar="NAME", help="The member to take over (default: the best replica).")
 @click.option("--scheduled", type=ScheduleTime(), help="When, ISO 8601 (default: now).")
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")

@@ -104,6 +104,8 @@ def tags_text(tags: Tags) -> str:
         parts.append("nofailover")
     if tags.nosync:
         parts.append("nosync")
+    if tags.noloadbalance:
+        parts.append("noloadbalance")
     if tags.failover_priority != Tags().failover_priority:
         parts.append(f"failover_priority={tags.failover_priority}")
     parts += [f"{k}={v}" for k, v in sorted(tags.extra.items())]

@@ -26,6 +26,8 @@ class Tags:
     failover_priority: int = 1
     # Never choose this node as a synchronous standby.
     nosync: bool = False
+    # Keep this node out of read load balancing: /replica, /read-only and /async answer 503 (Patroni's tag).
+    noloadbalance: bool = False
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -170,6 +172,8 @@ class MemberInfo:
     # Whether this member runs a PgBouncer that must be paused during a switchover.
     pgbouncer: bool = False
     version: str = ""
+    # PostgreSQL's server_version_num while it runs (0: not running or not read yet).
+    server_version: int = 0
     # Its pre_promote hook vetoed its last promotion: the others must not wait for it to win.
     promote_vetoed: bool = False
     # How the last switchover this agent ended went ("refused: ...", "done: ...", "aborted: ..."),
@@ -313,6 +317,12 @@ class LocalPostgres:
     down_since_mono: float | None = None
     # The data directory holds a cluster whose postgresql.conf pgha did not write (not adopted yet).
     unmanaged_conf: bool = False
+    # Reported as Patroni reports them (/patroni, patroni_* metrics); no rule reads them.
+    server_version: int = 0  # server_version_num, e.g. 150010
+    postmaster_start: float | None = None  # epoch seconds of pg_postmaster_start_time()
+    replay_timestamp: float | None = None  # epoch seconds of pg_last_xact_replay_timestamp()
+    replay_paused: bool = False  # pg_is_wal_replay_paused()
+    restore_command: bool = False  # a restore_command is set (archive recovery when not streaming)
 
 
 class TaskKind(StrEnum):

@@ -263,7 +263,11 @@ SELECT r.rec, current_setting('synchronous_standby_names'),
   CASE WHEN r.rec THEN (SELECT max(name) FROM pg_ls_waldir()
       WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$') END,
   CASE WHEN r.rec THEN (SELECT json_build_array(status, received_tli, sender_host, sender_port)
-      FROM pg_stat_wal_receiver) END
+      FROM pg_stat_wal_receiver) END,
+  current_setting('server_version_num')::int, extract(epoch FROM pg_postmaster_start_time())::float8,
+  CASE WHEN r.rec THEN extract(epoch FROM pg_last_xact_replay_timestamp())::float8 END,
+  CASE WHEN r.rec THEN pg_is_wal_replay_paused() END,
+  current_setting('restore_command') <> ''
 FROM (SELECT pg_is_in_recovery() AS rec) r
 """
 
@@ -284,6 +288,9 @@ def _sql(
         in_recovery=in_recovery,
         synchronous_standby_names=sync_names,
         pending_restart=pending,
+        server_version=int(row[12] or 0),
+        postmaster_start=float(row[13]) if row[13] is not None else None,
+        restore_command=bool(row[16]),
     )
     if not in_recovery:
         reps = row[5] or []
@@ -318,6 +325,8 @@ def _sql(
         timeline=max(tls) if tls else (cd.latest_timeline if cd else None),
         receiver_status=status,
         following=following,
+        replay_timestamp=float(row[14]) if row[14] is not None else None,
+        replay_paused=bool(row[15]),
     )
 
 

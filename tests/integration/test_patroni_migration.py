@@ -35,6 +35,7 @@ import yaml
 
 from pgha.demo.procs import stop_pid
 from pgha.probe import Probe
+from tests.integration.test_adopt import postmaster_pid
 from tests.support.cluster import postgres_readable_dir, wait_for
 from tests.support.etcd import EtcdServer
 from tests.support.procs import PG_BIN, free_port, postgres_user_kwargs
@@ -68,10 +69,7 @@ class Node:
         return self.dir / "pgha.yaml"
 
     def postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
+        return postmaster_pid(str(self.data_dir))
 
 
 @dataclass
@@ -99,6 +97,19 @@ class Cluster:
                                     **postgres_user_kwargs())
         self.procs.append(proc)
         return proc.pid
+
+    def postmasters(self) -> dict[str, int | None]:
+        return {n.name: n.postmaster_pid() for n in self.nodes}
+
+    def stop_managers(self, kind: str, says: dict[str, str]) -> None:
+        """Stop every member's Patroni (kind "patroni") or pgha agent ("agent"); each log must say ``says``."""
+        for node in self.nodes:
+            pid = getattr(node, f"{kind}_pid")
+            assert pid, f"{node.name}: no {kind} running"
+            stop_pid(pid, timeout=30)
+            setattr(node, f"{kind}_pid", None)
+            log = (node.dir / f"{kind}.log").read_text()
+            assert says.get(node.name, "") in log, log[-3000:]
 
     def start_patroni(self, node: Node) -> None:
         node.patroni_pid = self.spawn([str(PATRONI_VENV / "bin" / "patroni"), str(node.patroni_yml)],
@@ -285,17 +296,13 @@ class Writer:
 
 def test_patroni_to_pgha_in_place_then_switchover(patroni: Cluster) -> None:
     c = patroni
-    pids = {n.name: n.postmaster_pid() for n in c.nodes}
+    pids = c.postmasters()
     assert all(pids.values()), pids
     with Writer(c) as writer:
         c.patronictl("pause", "--wait")
-        for node in c.nodes:
-            assert node.patroni_pid
-            stop_pid(node.patroni_pid, timeout=30)
-            node.patroni_pid = None
-            assert "Leader key is not deleted and Postgresql is not stopped due paused state" in \
-                (node.dir / "patroni.log").read_text() or node.name != "pnode0"
-        assert {n.name: n.postmaster_pid() for n in c.nodes} == pids, "Patroni stopped PostgreSQL"
+        c.stop_managers("patroni", {"pnode0": "Leader key is not deleted and Postgresql is not stopped due paused "
+                                               "state"})
+        assert c.postmasters() == pids, "Patroni stopped PostgreSQL"
         left = converted(c)
         assert all(any("postgresql.pgpass" in ln for ln in lines) for lines in left.values()), left
 
@@ -307,7 +314,7 @@ def test_patroni_to_pgha_in_place_then_switchover(patroni: Cluster) -> None:
         for node in c.nodes[1:]:
             wait_for(f"{node.name} to stream under pgha", answers(node, "/replica"), timeout=90)
         writer.more()
-        assert {n.name: n.postmaster_pid() for n in c.nodes} == pids, "a PostgreSQL was restarted"
+        assert c.postmasters() == pids, "a PostgreSQL was restarted"
         listing = c.pgha("list")
         for name in NAMES:
             log = (c.node(name).dir / "agent.log").read_text()
@@ -326,15 +333,11 @@ def test_pgha_back_to_patroni(patroni: Cluster) -> None:
     """The way out: pgha pause, stop the agents, start Patroni with its own files, patronictl resume."""
     c = patroni
     leader = "pnode1" if c.routed_port() == c.node("pnode1").pg_port else "pnode0"
-    pids = {n.name: n.postmaster_pid() for n in c.nodes}
+    pids = c.postmasters()
     with Writer(c) as writer:
         c.pgha("pause", "--wait")
-        for node in c.nodes:
-            assert node.agent_pid
-            stop_pid(node.agent_pid, timeout=30)
-            node.agent_pid = None
-            assert "maintenance mode: leaving PostgreSQL running" in (node.dir / "agent.log").read_text()
-        assert {n.name: n.postmaster_pid() for n in c.nodes} == pids, "pgha stopped PostgreSQL"
+        c.stop_managers("agent", {n: "maintenance mode: leaving PostgreSQL running" for n in NAMES})
+        assert c.postmasters() == pids, "pgha stopped PostgreSQL"
         for node in c.nodes:
             c.start_patroni(node)
         wait_for(f"Patroni on {leader} to take the leader key",

@@ -195,3 +195,29 @@ def test_debian_layout_adopted_in_place(debian: tuple[list[DebNode], str]) -> No
         assert "clone: pg_basebackup" not in log and "initdb: new cluster" not in log, log
     assert primary.sql("SELECT pg_is_in_recovery()", password) == "False"
     assert replica.sql("SELECT pg_is_in_recovery()", password) == "True"
+
+
+def test_switchover_restarts_the_old_primary_from_pgha_files(debian: tuple[list[DebNode], str]) -> None:
+    """The taken-over settings start a server: the old primary, restarted by pgha as a replica, runs from the
+    data directory's files (no config_file any more) with the operator's conf.d setting, losing nothing."""
+    nodes, password = debian
+    primary, replica = nodes
+    dsn = (f"host=127.0.0.1,127.0.0.1 port={primary.port},{replica.port} user=postgres password={password} "
+           "dbname=postgres target_session_attrs=read-write connect_timeout=2")
+    probe = Probe(dsn, interval=0.02, timeout=2.0)
+    probe.start()
+    try:
+        wait_for("writes", lambda: probe.acknowledged > 20, timeout=30)
+        r = subprocess.run([sys.executable, "-m", "pgha", "switchover", "--candidate", replica.member, "--force",
+                            "-c", str(primary.node_file)], capture_output=True, text=True, timeout=120, cwd="/")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for("deb1 to follow deb2", lambda: primary.sql("SELECT pg_is_in_recovery()", password) == "True",
+                 timeout=60)
+        before = probe.acknowledged
+        wait_for("writes after the switchover", lambda: probe.acknowledged > before + 30, timeout=30)
+    finally:
+        report = probe.stop()
+    assert report.missing == 0, report.to_text()
+    assert primary.sql("SHOW config_file", password) == str(primary.data / "postgresql.conf")
+    assert primary.sql("SHOW work_mem", password) == "7MB"
+    assert primary.sql("SHOW cluster_name", password) == primary.member

@@ -16,6 +16,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,17 +158,31 @@ def start(node: DebNode, command: str) -> None:
     node.agent = proc
 
 
-def test_debian_layout_adopted_in_place(debian: tuple[list[DebNode], str]) -> None:
-    nodes, password = debian
-    primary, replica = nodes
-    pids = {n.member: n.postmaster_pid() for n in nodes}
-    assert all(pids.values()), pids
-    dsn = (f"host=127.0.0.1,127.0.0.1 port={primary.port},{replica.port} user=postgres password={password} "
+@contextmanager
+def writing(nodes: list[DebNode], password: str) -> Iterator[Probe]:
+    """A client writing to whichever member is writable (its own deadline per statement) before, during and
+    after the block; then no acknowledged write may be missing."""
+    ports = ",".join(str(n.port) for n in nodes)
+    dsn = (f"host={','.join('127.0.0.1' for _ in nodes)} port={ports} user=postgres password={password} "
            "dbname=postgres target_session_attrs=read-write connect_timeout=2")
     probe = Probe(dsn, interval=0.02, timeout=2.0)
     probe.start()
     try:
         wait_for("writes", lambda: probe.acknowledged > 20, timeout=30)
+        yield probe
+        before = probe.acknowledged
+        wait_for("writes after the change", lambda: probe.acknowledged > before + 30, timeout=30)
+    finally:
+        report = probe.stop()
+    assert report.missing == 0, report.to_text()
+
+
+def test_debian_layout_adopted_in_place(debian: tuple[list[DebNode], str]) -> None:
+    nodes, password = debian
+    primary, replica = nodes
+    pids = {n.member: n.postmaster_pid() for n in nodes}
+    assert all(pids.values()), pids
+    with writing(nodes, password):
         start(primary, "adopt")
         wait_for("deb1 to lead", lambda: (primary.etc / "postgresql.conf").read_text().startswith(MARKER),
                  timeout=60)
@@ -177,11 +192,6 @@ def test_debian_layout_adopted_in_place(debian: tuple[list[DebNode], str]) -> No
         wait_for("deb2 to stream from deb1 with pgha's settings",
                  lambda: replica.sql("SELECT status FROM pg_stat_wal_receiver", password) == "streaming"
                  and "passfile" in replica.sql("SHOW primary_conninfo", password), timeout=60)
-        before = probe.acknowledged
-        wait_for("writes after the adoption", lambda: probe.acknowledged > before + 30, timeout=30)
-    finally:
-        report = probe.stop()
-    assert report.missing == 0, report.to_text()
     assert {n.member: n.postmaster_pid() for n in nodes} == pids, "a PostgreSQL was restarted"
     for node in nodes:
         base = (node.data / "postgresql.base.conf").read_text()
@@ -202,22 +212,12 @@ def test_switchover_restarts_the_old_primary_from_pgha_files(debian: tuple[list[
     data directory's files (no config_file any more) with the operator's conf.d setting, losing nothing."""
     nodes, password = debian
     primary, replica = nodes
-    dsn = (f"host=127.0.0.1,127.0.0.1 port={primary.port},{replica.port} user=postgres password={password} "
-           "dbname=postgres target_session_attrs=read-write connect_timeout=2")
-    probe = Probe(dsn, interval=0.02, timeout=2.0)
-    probe.start()
-    try:
-        wait_for("writes", lambda: probe.acknowledged > 20, timeout=30)
+    with writing(nodes, password):
         r = subprocess.run([sys.executable, "-m", "pgha", "switchover", "--candidate", replica.member, "--force",
                             "-c", str(primary.node_file)], capture_output=True, text=True, timeout=120, cwd="/")
         assert r.returncode == 0, r.stdout + r.stderr
         wait_for("deb1 to follow deb2", lambda: primary.sql("SELECT pg_is_in_recovery()", password) == "True",
                  timeout=60)
-        before = probe.acknowledged
-        wait_for("writes after the switchover", lambda: probe.acknowledged > before + 30, timeout=30)
-    finally:
-        report = probe.stop()
-    assert report.missing == 0, report.to_text()
     assert primary.sql("SHOW config_file", password) == str(primary.data / "postgresql.conf")
     assert primary.sql("SHOW work_mem", password) == "7MB"
     assert primary.sql("SHOW cluster_name", password) == primary.member

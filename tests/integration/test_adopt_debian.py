@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -147,6 +148,8 @@ def debian(etcd: EtcdServer) -> Iterator[tuple[list[DebNode], str]]:
                     stop_pid(pid, 2, timeout=20)
             for node in made:
                 subprocess.run(["pg_dropcluster", "15", node.cluster], capture_output=True, timeout=60, check=False)
+                # What pg_dropcluster does not know: the operator's conf.d file and the .pre-pgha copies.
+                shutil.rmtree(node.etc, ignore_errors=True)
             subprocess.run(["etcdctl", "--endpoints", etcd.url, "del", "--prefix", f"/pgha/deb{tag}/"],
                            capture_output=True, timeout=30, check=False)
 
@@ -197,6 +200,7 @@ def test_debian_layout_adopted_in_place(debian: tuple[list[DebNode], str]) -> No
         base = (node.data / "postgresql.base.conf").read_text()
         assert MARK in base and "conf.d/50-operator.conf" in base, base
         assert (node.etc / "postgresql.conf.pre-pgha").read_text().startswith("# -----")  # Debian's original
+        assert (node.etc / "start.conf").read_text().endswith("\nmanual\n")  # postgresql.service keeps off
         # The running server still reads the file it was started with, which now includes pgha's.
         assert node.sql("SHOW config_file", password) == str(node.etc / "postgresql.conf")
         assert node.sql("SHOW work_mem", password) == "7MB"

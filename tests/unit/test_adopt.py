@@ -109,6 +109,7 @@ def test_take_over_of_a_debian_config_dir_reads_its_includes_and_leaves_a_pointe
     (etc / "extra.conf").write_text("max_connections = 40\n")
     (etc / "pg_hba.conf").write_text("local all postgres peer\n")
     (etc / "pg_ident.conf").write_text("# ident\n")
+    (etc / "start.conf").write_text("# Automatic startup configuration\nauto\n")
     layout = Layout(data=data, socket_dir=tmp_path / "sock", config_dir=etc)
     take_over_files(layout, me())
     base = (data / "postgresql.base.conf").read_text()
@@ -121,6 +122,8 @@ def test_take_over_of_a_debian_config_dir_reads_its_includes_and_leaves_a_pointe
     assert (etc / "postgresql.conf.pre-pgha").read_text() == original
     assert (data / "pg_hba.conf.pre-pgha").read_text() == "local all postgres peer\n"
     assert (data / "pg_ident.conf").read_text() == "# ident\n"
+    assert (etc / "start.conf").read_text().endswith("\nmanual\n")
+    assert (etc / "start.conf.pre-pgha").read_text().endswith("\nauto\n")
     # Taken over once: a second pass leaves everything as it is.
     (data / "postgresql.base.conf").write_text("# edited\n")
     take_over_files(layout, me())

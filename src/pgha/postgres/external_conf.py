@@ -10,6 +10,8 @@ keeps reading that file on every reload until it restarts.  So pgha:
   ident_file, config_file) are left out;
 * copies the old ident file to the data directory when there is none, and keeps the old hba file there as
   ``pg_hba.conf.pre-pgha`` (pgha's own pg_hba.conf applies from the next start);
+* sets Debian's ``start.conf`` to ``manual``, so that postgresql.service does not start the server pgha
+  runs (the original kept as ``start.conf.pre-pgha``);
 * replaces ``<config_dir>/postgresql.conf`` by a short file of pgha's that includes pgha's postgresql.conf
   and keeps the running server's data_directory, hba_file and ident_file (the original is kept next to it
   as ``postgresql.conf.pre-pgha``).  The running postmaster reloads pgha's settings through it; a
@@ -124,6 +126,24 @@ def take_over(data: Path, config_dir: Path, run_as: RunAs) -> bool:
         conf.write_atomic(data / "pg_ident.conf", _read(ident), run_as)
     conf.write_atomic(config_dir / f"postgresql.conf{PRE_PGHA}", text, run_as, mode=0o644)
     conf.write_atomic(old, pointer(data, starts, config_dir), run_as, mode=0o644)
+    manual_start(config_dir, run_as)
     log.warning("took over %s (with its includes) into %s/postgresql.base.conf; %s now points at pgha's files "
                 "(the original is kept as postgresql.conf%s)", old, data, old, PRE_PGHA)
     return True
+
+
+def manual_start(config_dir: Path, run_as: RunAs) -> None:
+    """Debian's start.conf from auto to manual: postgresql.service must not start a server pgha runs."""
+    path = config_dir / "start.conf"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return
+    words = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if words[:1] != ["auto"]:
+        return
+    conf.write_atomic(path.with_name(f"start.conf{PRE_PGHA}"), text, run_as, mode=0o644)
+    conf.write_atomic(path, "# pgha runs this server: postgresql.service leaves it alone (the original is kept as "
+                            f"start.conf{PRE_PGHA}).\nmanual\n", run_as, mode=0o644)
+    log.warning("%s: auto became manual (pgha starts this server; the original is kept as start.conf%s)",
+                path, PRE_PGHA)

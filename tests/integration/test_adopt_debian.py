@@ -2,11 +2,12 @@
 
 A primary made by `pg_createcluster 15 NAME` (configuration in /etc/postgresql/15/NAME with a conf.d include,
 started by pg_ctlcluster with -c config_file=...) and a replica made the same way then re-cloned from it with
-pg_basebackup -R.  A client writes the whole time; `pgha adopt` takes the primary over and `pgha agent` (with
-bootstrap.adopt and postgresql.config_dir) the replica: the postmasters keep running (same PIDs), the old
-configuration and its include files are now pgha's (postgresql.base.conf), the servers reload pgha's settings
-through the file they were started with, and no acknowledged write is lost.  The clusters are dropped at the
-end (pg_dropcluster, as root); PostgreSQL runs as postgres.
+pg_basebackup -R.  `pgha generate-config` writes each node file from its running server (postgresql.config_dir
+from the server's config_file).  A client writes the whole time while `pgha adopt` takes the primary over, then
+the replica: the postmasters keep running (same PIDs), the old configuration and its include files are now
+pgha's (postgresql.base.conf), the servers reload pgha's settings through the file they were started with, and
+no acknowledged write is lost.  The clusters are dropped at the end (pg_dropcluster, as root); PostgreSQL runs
+as postgres.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -95,25 +97,22 @@ def ctl(node: DebNode, action: str) -> None:
     run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", node.cluster, action])
 
 
-def node_file(node: DebNode, etcd: EtcdServer, name: str, password: str) -> str:
-    return yaml.safe_dump({
-        "cluster": name, "name": node.member,
-        "dcs": {"etcd": {"endpoints": [etcd.url]}},
-        "postgresql": {"data_dir": str(node.data), "config_dir": str(node.etc), "bin_dir": PG_BIN,
-                       "listen": "127.0.0.1", "port": node.port, "connect_address": f"127.0.0.1:{node.port}",
-                       "socket_dir": str(node.dir / "socket"),
-                       "superuser": {"username": "postgres", "password": password},
-                       "replication": {"username": "replicator", "password": password + "r"}},
-        "api": {"listen": f"127.0.0.1:{node.api_port}", "auth": "none"},
-        "cluster_config": {"ttl": 10, "loop_wait": 1, "retry_timeout": 3},
-        "bootstrap": {"adopt": True},
-    })
+def generate(node: DebNode, etcd: EtcdServer, cluster: str, *extra: str) -> dict[str, Any]:
+    """`pgha generate-config` from the running Debian cluster (as an operator would); the timing made short for
+    the test.  Returns the file's content."""
+    run([sys.executable, "-m", "pgha", "generate-config", "--cluster", cluster, "--name", node.member,
+         "--data-dir", str(node.data), "--etcd", etcd.url, "--connect-address", "127.0.0.1",
+         "--api-listen", f"127.0.0.1:{node.api_port}", "-o", str(node.node_file), *extra])
+    data: dict[str, Any] = yaml.safe_load(node.node_file.read_text())
+    assert data["postgresql"]["config_dir"] == str(node.etc)  # read from the running server's config_file
+    data["cluster_config"] = {"ttl": 10, "loop_wait": 1, "retry_timeout": 3}
+    node.node_file.write_text(yaml.safe_dump(data))
+    return data
 
 
 @pytest.fixture(scope="module")
 def debian(etcd: EtcdServer) -> Iterator[tuple[list[DebNode], str]]:
     tag = secrets.token_hex(3)
-    password = secrets.token_urlsafe(12)
     with postgres_readable_dir("pgha-debian-") as tmp:
         nodes = [DebNode(f"pgha{tag}a", "deb1", free_port(), free_port(), tmp / "a"),
                  DebNode(f"pgha{tag}b", "deb2", free_port(), free_port(), tmp / "b")]
@@ -123,19 +122,21 @@ def debian(etcd: EtcdServer) -> Iterator[tuple[list[DebNode], str]]:
             for node in nodes:
                 create(node)
                 made.append(node)
-                node.node_file.write_text(node_file(node, etcd, f"deb{tag}", password))
             ctl(primary, "start")
+            pg = generate(primary, etcd, f"deb{tag}")["postgresql"]
+            password, repl = pg["superuser"]["password"], pg["replication"]["password"]
             sock = ["-h", "/var/run/postgresql", "-p", str(primary.port), "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
             run([f"{PG_BIN}/psql", *sock, "-c", f"ALTER ROLE postgres PASSWORD '{password}'",
-                 "-c", f"CREATE ROLE replicator REPLICATION LOGIN PASSWORD '{password}r'",
+                 "-c", f"CREATE ROLE replicator REPLICATION LOGIN PASSWORD '{repl}'",
                  "-c", f"SELECT pg_create_physical_replication_slot('{slot_name(replica.member)}')"], as_postgres=True)
             # The replica: Debian's cluster, its data replaced by a clone of the primary (pg_basebackup -R).
             run(["rm", "-rf", str(replica.data)])
             run([f"{PG_BIN}/pg_basebackup", "-D", str(replica.data), "-R", "-X", "stream", "-c", "fast",
                  "-S", slot_name(replica.member), "-d",
                  f"host=127.0.0.1 port={primary.port} user=replicator application_name={replica.member}"],
-                as_postgres=True, env={"PGPASSWORD": password + "r"})
+                as_postgres=True, env={"PGPASSWORD": repl})
             ctl(replica, "start")
+            generate(replica, etcd, f"deb{tag}", "--secrets-from", str(primary.node_file))
             yield nodes, password
         finally:
             for node in nodes:
@@ -189,7 +190,7 @@ def test_debian_layout_adopted_in_place(debian: tuple[list[DebNode], str]) -> No
         start(primary, "adopt")
         wait_for("deb1 to lead", lambda: (primary.etc / "postgresql.conf").read_text().startswith(MARKER),
                  timeout=60)
-        start(replica, "agent")
+        start(replica, "adopt")
         wait_for("deb2 to be pgha's", lambda: (replica.etc / "postgresql.conf").read_text().startswith(MARKER),
                  timeout=60)
         wait_for("deb2 to stream from deb1 with pgha's settings",

@@ -215,6 +215,7 @@ def generate_config(cluster: str | None, name: str | None, etcd: str, vip: str |
         parameters=server.parameters if server else {},
         read_from=read_from,
         secrets_from=secrets_from or "",
+        config_dir=server.config_dir if server else "",
     )
     text = render(req, sec)
     try:

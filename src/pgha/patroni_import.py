@@ -338,6 +338,8 @@ def _tags(sec: dict[str, Any], out: Conversion, _base: str) -> None:
         if key in ("nofailover", "nosync"):
             tags[key] = bool(value)
         elif key == "failover_priority":
+            if not str(value).lstrip("-").isdigit():
+                raise PatroniError(f"tags.failover_priority: expected an integer, got {value!r}")
             tags[key] = int(value)
         elif key == "noloadbalance":
             extra[key] = "true" if value else "false"

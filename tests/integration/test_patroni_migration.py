@@ -289,6 +289,7 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         report = self.probe.stop()
+        print(report.to_text())  # acknowledged / failed writes and the longest gap (pytest -s shows it)
         if exc[0] is None:
             assert report.missing == 0, report.to_text()
             assert report.acknowledged > 0

@@ -150,9 +150,23 @@ def test_every_section_carries_over_or_is_named() -> None:
         "postgresql.callbacks.on_restart", "watchdog.device", "tags.nostream", "log.dir", "kubernetes"])
 
 
-def test_a_file_without_scope_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("data", "line"), [
+    ({"name": "x", "postgresql": {"data_dir": "/d"}}, "scope: missing"),
+    ({"scope": "s", "name": "x", "postgresql": {"data_dir": "/d"}, "tags": {"failover_priority": "high"}},
+     "tags.failover_priority: expected an integer"),
+    ({"scope": "s", "name": "x", "postgresql": {"data_dir": "/d", "listen": "5432"}},
+     "postgresql.listen: expected host:port"),
+    ({"scope": "s", "name": "x", "postgresql": {"data_dir": "/d", "authentication": ["superuser"]}},
+     "postgresql.authentication: expected a mapping"),
+    ({"scope": "s", "name": "x", "postgresql": {"data_dir": "/d"}, "bootstrap": {"initdb": 5}},
+     "not a Patroni configuration pgha can read"),
+    ({"scope": "bad name!", "name": "x", "postgresql": {"data_dir": "/d"}}, "does not validate (cluster:"),
+])
+def test_a_bad_file_is_one_line(data: dict[str, Any], line: str, tmp_path: Path) -> None:
     src = tmp_path / "p.yml"
-    src.write_text(yaml.safe_dump({"name": "x", "postgresql": {"data_dir": "/d"}}))
+    src.write_text(yaml.safe_dump(data))
     r = from_patroni(src, tmp_path / "out.yaml")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "scope: missing" in r.stderr, r.stderr
-    assert not (tmp_path / "out.yaml").exists()
+    assert r.returncode == 1 and line in r.stderr, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if not ln.startswith(("left behind:", "note:"))] == \
+        [r.stderr.strip().splitlines()[-1]], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out.yaml").exists()

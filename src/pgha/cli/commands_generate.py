@@ -240,6 +240,9 @@ def convert_patroni(path: str, secrets_from: str | None) -> str:
         sec = Secrets.of(load(secrets_from)) if secrets_from else None
     except (patroni_import.PatroniError, ConfigError) as exc:
         raise Refused(f"{'--secrets-from' if isinstance(exc, ConfigError) else path}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a section of an unexpected shape
+        raise Refused(f"{path}: not a Patroni configuration pgha can read ({type(exc).__name__}: {exc}); "
+                      "check it with `patroni --validate-config`") from None
     api = conv.node.setdefault("api", {})
     if sec is not None:
         api["auth"] = {"username": sec.api.username, "password": sec.api.password}

@@ -12,8 +12,8 @@ Patroni's port: restapi.listen is carried over) keeps routing to the primary, an
 through it.  Back: pgha pause, stop the agents, start Patroni with its own files: its leader key has expired,
 so the running primary takes it, and patronictl resume hands the cluster back to Patroni.
 
-HAProxy checks `OPTIONS /primary` here, which Patroni and pgha both answer 200 on the primary only; HAProxy's
-default (a bare `option httpchk`: OPTIONS /) needs pgha's Patroni-compatible `/` (issue 18 item 1).
+HAProxy's check is the seed's bare `option httpchk` (OPTIONS /) when pgha has a `/` health route (Patroni's, issue
+18 item 1); without one it checks `OPTIONS /primary`, which Patroni and pgha both answer 200 on the primary only.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import psycopg
 import pytest
 import yaml
 
+from pgha.api.routes import ROUTES
 from pgha.demo.procs import stop_pid
 from pgha.probe import Probe
 from tests.integration.test_adopt import postmaster_pid
@@ -186,6 +187,13 @@ def patroni_config(c: Cluster, node: Node) -> dict[str, Any]:
     }
 
 
+def seed_check() -> str:
+    """The seed's bare `option httpchk` (HAProxy's default: OPTIONS /) once pgha answers `/` as Patroni does;
+    until then `OPTIONS /primary`, which Patroni and pgha answer alike (200 on the primary only)."""
+    answers_root = any(r.path == "/" and r.method == "OPTIONS" for r in ROUTES)
+    return "option httpchk" if answers_root else "option httpchk OPTIONS /primary"
+
+
 def haproxy_cfg(c: Cluster) -> str:
     """Patroni's example haproxy.cfg, with each server checked on its member's REST API port."""
     servers = "".join(f"    server {n.name} 127.0.0.1:{n.pg_port} maxconn 100 check port {n.api_port}\n"
@@ -193,7 +201,7 @@ def haproxy_cfg(c: Cluster) -> str:
     return ("global\n    maxconn 100\n\ndefaults\n    mode tcp\n    retries 2\n    timeout client 30m\n"
             "    timeout connect 4s\n    timeout server 30m\n    timeout check 5s\n\n"
             f"listen {c.scope}\n    bind 127.0.0.1:{c.haproxy_port}\n"
-            "    option httpchk OPTIONS /primary\n    http-check expect status 200\n"
+            f"    {seed_check()}\n    http-check expect status 200\n"
             "    default-server inter 300ms fall 2 rise 1 on-marked-down shutdown-sessions\n" + servers)
 
 

@@ -126,7 +126,8 @@ def _section(value: Any, key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise PatroniError(f"{key}: expected a mapping, got {value!r}")
+        # The value is not echoed: a misplaced password would be.
+        raise PatroniError(f"{key}: expected a mapping, got {type(value).__name__}; fix Patroni's file")
     return value
 
 

@@ -360,5 +360,8 @@ def test_pgha_back_to_patroni(patroni: Cluster) -> None:
                          timeout=90)
         writer.more()
     assert c.postmasters() == pids, "Patroni restarted a PostgreSQL"
+    # One HAProxy, started once with Patroni's seed-style file, routed through both migrations.
+    assert c.haproxy_pid is not None and Path(f"/proc/{c.haproxy_pid}").exists()
+    assert (c.dir / "haproxy.cfg").read_text() == haproxy_cfg(c)
     listing = c.patronictl("list")
     assert leader in listing and "Leader" in listing, listing

@@ -12,6 +12,7 @@ so the agent takes over the running PostgreSQL instead of creating one.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pgha.core.model import Tags
 from pgha.postgres.conf import PROTECTED
 
 # Patroni's bootstrap.dcs keys that mean the same in pgha's cluster_config.
@@ -333,17 +335,21 @@ def _absolute(path: str, base: str) -> str:
 
 
 def _tags(sec: dict[str, Any], out: Conversion, _base: str) -> None:
+    """Tags pgha has (nofailover, failover_priority, nosync, and whichever others its Tags defines) carry
+    over as such; Patroni's tags pgha has no use for are left behind; any other tag goes to tags.extra."""
+    hints = typing.get_type_hints(Tags)
     tags: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for key, value in sec.items():
-        if key in ("nofailover", "nosync"):
-            tags[key] = bool(value)
-        elif key == "failover_priority":
+        hint = hints.get(key) if key != "extra" else None
+        if hint is bool:
+            tags[key] = value if isinstance(value, bool) else str(value).lower() in ("true", "on", "yes", "1")
+        elif hint is int:
             if not str(value).lstrip("-").isdigit():
-                raise PatroniError(f"tags.failover_priority: expected an integer, got {value!r}")
+                raise PatroniError(f"tags.{key}: expected an integer, got {value!r}")
             tags[key] = int(value)
-        elif key == "noloadbalance":
-            extra[key] = "true" if value else "false"
+        elif hint is not None:
+            tags[key] = value
         elif key in WHY:
             out.leave(f"tags.{key}")
         elif re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", str(key)):

@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-down test deps venv lint typecheck bench unit wheel fault-suite
+.PHONY: demo demo-down test deps patroni venv lint typecheck bench unit wheel fault-suite
 
 deps:
 	@MAKE_TARGET=$(MAKECMDGOALS) scripts/install-deps.sh
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml | deps
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 
-venv: deps $(STAMP)
+# Patroni 4.1.5 and its example configurations, for the migration tests (scripts/install-patroni.sh).
+patroni: deps
+	@scripts/install-patroni.sh .venv-patroni
+
+venv: deps $(STAMP) patroni
 
 demo: venv
 	$(VENV)/bin/pgha demo up --nodes 3 --dir .demo

@@ -123,6 +123,9 @@ class PostgresConfig:
     ssl: PeerSSLConfig = PeerSSLConfig()
     # libpq's require_auth toward the other members, where libpq has it (16+); "" leaves it out.
     require_auth: str = "scram-sha-256"
+    # Where the configuration the server ran with before pgha lives, when not in data_dir (Debian's
+    # /etc/postgresql/15/main, Patroni's config_dir): adopting takes it over into data_dir.
+    config_dir: str = ""
 
     @property
     def connect_host(self) -> str:
@@ -390,6 +393,8 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError(f"postgresql.port: {cfg.postgresql.port} is not a TCP port; use 1-65535")
     if not Path(cfg.postgresql.data_dir).is_absolute():
         raise ConfigError("postgresql.data_dir: must be an absolute path, e.g. /var/lib/pgha/data")
+    if cfg.postgresql.config_dir and not Path(cfg.postgresql.config_dir).is_absolute():
+        raise ConfigError("postgresql.config_dir: must be an absolute path, e.g. /etc/postgresql/15/main")
     if ":" not in cfg.api.listen or not cfg.api.listen.rsplit(":", 1)[1].isdigit():
         raise ConfigError(f"api.listen: expected host:port, got {cfg.api.listen!r}")
     if cfg.api.auth is None:

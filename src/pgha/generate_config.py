@@ -72,6 +72,8 @@ class NodeFileRequest:
     read_from: str = ""
     # The node file the passwords were copied from, for the header: "" means generated now.
     secrets_from: str = ""
+    # The running server's configuration directory when outside data_dir (Debian's /etc/postgresql/...).
+    config_dir: str = ""
 
     @property
     def bin_dir(self) -> str:
@@ -195,6 +197,8 @@ def render(req: NodeFileRequest, sec: Secrets) -> str:
         f"  listen: {q(req.listen)}   # listen_addresses",
         f"  port: {req.port}",
         f"  connect_address: {q(f'{req.connect_host}:{req.port}')}   # how the other members and clients reach it",
+        *([f"  config_dir: {q(req.config_dir)}   # the server's configuration now: adopting takes it over"]
+          if req.config_dir else []),
         "  # The roles pgha creates on the member that initializes the cluster and logs in with. For a server",
         "  # pgha did not create, give the roles these passwords (ALTER ROLE ... PASSWORD) or put theirs here.",
         f"  superuser: {login(sec.superuser)}",

@@ -14,6 +14,7 @@ from pgha.postgres import conf
 from pgha.postgres.binaries import RunAs
 from pgha.postgres.control import take_over_files
 from pgha.postgres.layout import Layout
+from pgha.postgres.observe import unmanaged_conf
 
 CFG = NodeConfig(cluster="main", name="node1", postgresql=PostgresConfig(data_dir="/srv/pg/data", port=5432))
 PRIMARY = LocalPostgres(data_dir=DataDir.VALID, system_id="42", run_state=PgRunState.RUNNING, in_recovery=False,
@@ -91,3 +92,50 @@ def test_take_over_of_a_patroni_data_dir_keeps_its_postgresql_conf(tmp_path: Pat
     (data / "postgresql.conf.pre-pgha").unlink()
     take_over_files(layout, me())
     assert not (data / "postgresql.conf.pre-pgha").exists()
+
+
+def test_take_over_of_a_debian_config_dir_reads_its_includes_and_leaves_a_pointer(tmp_path: Path) -> None:
+    """Debian's /etc/postgresql/15/main: includes read in place (relative to their file), the start paths
+    left out of postgresql.base.conf and kept in the pointer the running server was started with."""
+    data, etc = tmp_path / "data", tmp_path / "etc"
+    (etc / "conf.d").mkdir(parents=True)
+    data.mkdir()
+    original = (f"data_directory = '{data}'\nhba_file = '{etc}/pg_hba.conf'\nident_file = '{etc}/pg_ident.conf'\n"
+                "port = 5433\ninclude_dir = 'conf.d'   # Debian's\ninclude_if_exists = 'missing.conf'\n"
+                "include 'extra.conf'\n")
+    (etc / "postgresql.conf").write_text(original)
+    (etc / "conf.d" / "10-a.conf").write_text("work_mem = '7MB'\n")
+    (etc / "conf.d" / ".hidden.conf").write_text("work_mem = '1MB'\n")
+    (etc / "extra.conf").write_text("max_connections = 40\n")
+    (etc / "pg_hba.conf").write_text("local all postgres peer\n")
+    (etc / "pg_ident.conf").write_text("# ident\n")
+    (etc / "start.conf").write_text("# Automatic startup configuration\nauto\n")
+    layout = Layout(data=data, socket_dir=tmp_path / "sock", config_dir=etc)
+    take_over_files(layout, me())
+    base = (data / "postgresql.base.conf").read_text()
+    settings = [ln for ln in base.splitlines() if ln and not ln.startswith("#")]
+    assert settings == ["port = 5433", "work_mem = '7MB'", "max_connections = 40"], base
+    pointer = (etc / "postgresql.conf").read_text()
+    assert pointer.startswith(conf.MARKER)
+    assert f"include '{data}/postgresql.conf'" in pointer and f"hba_file = '{etc}/pg_hba.conf'" in pointer
+    assert f"data_directory = '{data}'" in pointer
+    assert (etc / "postgresql.conf.pre-pgha").read_text() == original
+    assert (data / "pg_hba.conf.pre-pgha").read_text() == "local all postgres peer\n"
+    assert (data / "pg_ident.conf").read_text() == "# ident\n"
+    assert (etc / "start.conf").read_text().endswith("\nmanual\n")
+    assert (etc / "start.conf.pre-pgha").read_text().endswith("\nauto\n")
+    # Taken over once: a second pass leaves everything as it is.
+    (data / "postgresql.base.conf").write_text("# edited\n")
+    take_over_files(layout, me())
+    assert (data / "postgresql.base.conf").read_text() == "# edited\n"
+
+
+def test_a_config_dir_not_taken_over_yet_is_unmanaged(tmp_path: Path) -> None:
+    data, etc = tmp_path / "data", tmp_path / "etc"
+    data.mkdir()
+    etc.mkdir()
+    (etc / "postgresql.conf").write_text("port = 5433\n")
+    assert unmanaged_conf(Layout(data=data, socket_dir=tmp_path, config_dir=etc))
+    assert not unmanaged_conf(Layout(data=data, socket_dir=tmp_path))
+    (etc / "postgresql.conf").write_text(conf.MARKER + "\n")
+    assert not unmanaged_conf(Layout(data=data, socket_dir=tmp_path, config_dir=etc))

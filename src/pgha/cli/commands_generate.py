@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import click
 import yaml
 
+from pgha import patroni_import
 from pgha.cli.context import Refused
 from pgha.cli.main import cli
 from pgha.config import ConfigError, load, parse
@@ -141,11 +142,24 @@ def _write_private(path: Path, text: str) -> str:
                                                         "(every member needs the same) instead of generating them.")
 @click.option("-o", "--output", type=click.Path(), help="Write here (mode 0600, never over an existing file) "
                                                         "instead of standard output.")
+@click.option("--from-patroni", type=click.Path(), help="Convert this Patroni configuration (one line on stderr "
+                                                        "per key left behind); only --secrets-from and -o go with it.")
 def generate_config(cluster: str | None, name: str | None, etcd: str, vip: str | None, vip_interface: str | None,
                     data_dir: str | None, pg_version: str | None, port: str | None, connect_address: str | None,
                     api_listen: str | None, pg_dsn: str | None, secrets_from: str | None,
-                    output: str | None) -> None:
+                    output: str | None, from_patroni: str | None) -> None:
     """Write a commented node file with generated passwords; it never prints them to a terminal."""
+    if from_patroni:
+        extra = [flag for flag, value in (("--cluster", cluster), ("--name", name), ("--vip", vip),
+                                          ("--vip-interface", vip_interface), ("--data-dir", data_dir),
+                                          ("--pg-version", pg_version), ("--port", port),
+                                          ("--connect-address", connect_address), ("--api-listen", api_listen),
+                                          ("--pg-dsn", pg_dsn)) if value]
+        if extra or etcd != "http://127.0.0.1:2379":
+            flags = ", ".join(extra or ["--etcd"])
+            raise Refused(f"--from-patroni takes everything from Patroni's file; drop {flags} (edit the result)")
+        write_output(output, convert_patroni(from_patroni, secrets_from))
+        return
     if not cluster:
         raise Refused("--cluster: required; name the cluster, e.g. --cluster main")
     name = name or socket.gethostname().split(".")[0]
@@ -201,12 +215,61 @@ def generate_config(cluster: str | None, name: str | None, etcd: str, vip: str |
         parameters=server.parameters if server else {},
         read_from=read_from,
         secrets_from=secrets_from or "",
+        config_dir=server.config_dir if server else "",
     )
     text = render(req, sec)
     try:
         parse(yaml.safe_load(text))
     except ConfigError as exc:  # the flags were checked above; this would be a bug here
         raise Refused(f"the generated file does not validate ({exc}); please report it") from None
+    write_output(output, text)
+
+
+def convert_patroni(path: str, secrets_from: str | None) -> str:
+    """The node file for Patroni's ``path``; every key left behind (and every change) as a line on stderr."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise Refused(f"--from-patroni: cannot read {path} ({exc.strerror}); give Patroni's YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise Refused(f"--from-patroni: {path} is not valid YAML; give Patroni's configuration file") from None
+    try:
+        conv = patroni_import.convert(data, str(Path(path).resolve().parent))
+        sec = Secrets.of(load(secrets_from)) if secrets_from else None
+    except (patroni_import.PatroniError, ConfigError) as exc:
+        raise Refused(f"{'--secrets-from' if isinstance(exc, ConfigError) else path}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a section of an unexpected shape
+        raise Refused(f"{path}: not a Patroni configuration pgha can read ({type(exc).__name__}: {exc}); "
+                      "check it with `patroni --validate-config`") from None
+    api = conv.node.setdefault("api", {})
+    if sec is not None:
+        api["auth"] = {"username": sec.api.username, "password": sec.api.password}
+    elif "auth" not in api:
+        api["auth"] = {"username": "pgha", "password": Secrets.generate().api.password}
+        conv.notes.append("api.auth: Patroni's REST API had no authentication; pgha's actions need one, so a "
+                          "login was generated: give every member the same (--secrets-from FIRST_FILE)")
+    pg = conv.node.setdefault("postgresql", {})
+    pg.setdefault("bin_dir", f"/usr/lib/postgresql/{installed_pg_version()}/bin")
+    for line in conv.left:
+        click.echo(f"left behind: {line}", err=True)
+    for line in conv.notes:
+        click.echo(f"note: {line}", err=True)
+    out = patroni_import.render(conv, path)
+    try:
+        parse(yaml.safe_load(out))
+    except ConfigError as exc:
+        raise Refused(f"{path}: the converted file does not validate ({exc}); fix it in Patroni's file "
+                      "or edit the result") from None
+    return out
+
+
+def write_output(output: str | None, text: str) -> None:
+    """The node file to ``-o`` (0600) or to a pipe, never to a terminal (it holds passwords)."""
+    if not output and sys.stdout.isatty():
+        raise Refused("the file holds passwords and is not printed to a terminal; write it with "
+                      "-o FILE, or pipe it (| pgha validate -c -)")
     if output:
         how = _write_private(Path(output), text)
         click.echo(f"{output}: written ({how}); it holds the passwords. Check it: pgha validate -c {output}",

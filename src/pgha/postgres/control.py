@@ -16,7 +16,7 @@ from psycopg import sql
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db
+from pgha.postgres import conf, db, external_conf
 from pgha.postgres.binaries import Binaries, RunAs, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -123,6 +123,11 @@ def take_over_files(layout: Layout, run_as: RunAs) -> None:
     manages are removed from postgresql.auto.conf (pg_basebackup -R puts primary_conninfo there,
     and ALTER SYSTEM would override pgha's), the original kept as postgresql.auto.conf.pre-pgha.
     """
+    if layout.config_dir is not None:
+        try:
+            external_conf.take_over(layout.data, layout.config_dir, run_as)
+        except external_conf.ExternalConfError as exc:
+            raise PostgresError(str(exc)) from None
     current = _read(layout.conf)
     if not layout.base_conf.exists():
         if current and not current.startswith(conf.MARKER):

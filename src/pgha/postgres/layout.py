@@ -25,12 +25,16 @@ from pgha.config import NodeConfig
 class Layout:
     data: Path
     socket_dir: Path
+    # The server's configuration directory before pgha, when outside the data directory (postgresql.config_dir).
+    config_dir: Path | None = None
 
     @classmethod
     def of(cls, config: NodeConfig) -> Layout:
         data = Path(config.postgresql.data_dir)
         sock = config.postgresql.socket_dir
-        return cls(data=data, socket_dir=Path(sock) if sock else data.parent / "pg_socket")
+        cdir = Path(config.postgresql.config_dir) if config.postgresql.config_dir else None
+        return cls(data=data, socket_dir=Path(sock) if sock else data.parent / "pg_socket",
+                   config_dir=cdir if cdir is not None and cdir != data else None)
 
     @property
     def parent(self) -> Path:

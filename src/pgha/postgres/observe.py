@@ -120,12 +120,17 @@ def controldata(binaries: Binaries, layout: Layout) -> ControlData | None:
 
 
 def unmanaged_conf(layout: Layout) -> bool:
-    """postgresql.conf exists and pgha did not write it (a cluster not adopted yet)."""
-    try:
-        with open(layout.conf) as f:
-            return not f.read(len(conf.MARKER)).startswith(conf.MARKER)
-    except (OSError, UnicodeDecodeError):
-        return False
+    """postgresql.conf exists and pgha did not write it (a cluster not adopted yet), in the data directory
+    or in the configuration directory the server was started from (postgresql.config_dir)."""
+    files = [layout.conf] + ([layout.config_dir / "postgresql.conf"] if layout.config_dir else [])
+    for path in files:
+        try:
+            with open(path) as f:
+                if not f.read(len(conf.MARKER)).startswith(conf.MARKER):
+                    return True
+        except (OSError, UnicodeDecodeError):
+            pass
+    return False
 
 
 def configured_upstream(layout: Layout) -> tuple[str | None, str | None]:

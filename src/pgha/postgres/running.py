@@ -42,6 +42,9 @@ class RunningServer:
     data_dir: str
     # Settings the server's configuration files set, minus those pgha sets itself.
     parameters: dict[str, str] = field(default_factory=dict)
+    # The directory of the configuration file the server was started with, when not the data directory
+    # (Debian's /etc/postgresql/15/main): the node file's postgresql.config_dir.
+    config_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def query(dsn: str) -> RunningServer:
         with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
             row = conn.execute("SELECT current_setting('server_version_num')::int / 10000, "
                                "current_setting('port')::int, current_setting('listen_addresses'), "
-                               "current_setting('data_directory')").fetchone()
+                               "current_setting('data_directory'), current_setting('config_file')").fetchone()
             assert row is not None
             settings = conn.execute(QUERY_SETTINGS).fetchall()
     except psycopg.Error as exc:
@@ -114,7 +117,9 @@ def query(dsn: str) -> RunningServer:
                            "connection, e.g. 'host=/var/run/postgresql port=5432 user=postgres'") from None
     params = {name: value for name, value in settings
               if name not in NOT_CARRIED and not _is_pgha_default(name, value)}
-    return RunningServer(int(row[0]), int(row[1]), str(row[2]), str(row[3]), params)
+    config_dir = str(Path(str(row[4])).parent)
+    outside = Path(config_dir).resolve() != Path(str(row[3])).resolve()
+    return RunningServer(int(row[0]), int(row[1]), str(row[2]), str(row[3]), params, config_dir if outside else "")
 
 
 def _is_pgha_default(name: str, value: str) -> bool:

@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | deps
 patroni: deps
 	@scripts/install-patroni.sh .venv-patroni
 
-venv: deps $(STAMP) patroni
+venv: deps $(STAMP)
 
 demo: venv
 	$(VENV)/bin/pgha demo up --nodes 3 --dir .demo
@@ -31,10 +31,10 @@ lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv patroni
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv
+test: venv patroni
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q

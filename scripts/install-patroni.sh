@@ -6,12 +6,13 @@
 set -euo pipefail
 venv=${1:-.venv-patroni}
 version=4.1.5
-stamp="$venv/.installed-$version"
+stamp="$venv/.installed-$version-3"
 examples="$venv/share/patroni-examples"
 
 if [ ! -e "$stamp" ]; then
   test -x "$venv/bin/python" || /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "patroni[etcd3,psycopg3]==$version" 'psycopg[binary]'
+  "$venv/bin/pip" install -q --disable-pip-version-check "patroni[etcd3,psycopg3]==$version" 'psycopg[binary]' \
+    prometheus-client pytest  # tests/support/patroni_xcheck.py imports pgha's API and its table test
   # psycopg's binary wheel carries its own libpq; check Patroni can load it and talk to etcd v3.
   "$venv/bin/python" -c 'import psycopg, patroni.dcs.etcd3, patroni.version as v; assert v.__version__ == "'"$version"'"'
   touch "$stamp"

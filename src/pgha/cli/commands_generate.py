@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import os
 import pwd
+import secrets
 import socket
 import subprocess
 import sys
@@ -237,7 +238,8 @@ def convert_patroni(path: str, secrets_from: str | None) -> str:
         raise Refused(f"--from-patroni: {path} is not valid YAML; give Patroni's configuration file") from None
     try:
         conv = patroni_import.convert(data, str(Path(path).resolve().parent))
-        sec = Secrets.of(load(secrets_from)) if secrets_from else None
+        first = load(secrets_from) if secrets_from else None
+        sec = Secrets.of(first) if first is not None else None
     except (patroni_import.PatroniError, ConfigError) as exc:
         raise Refused(f"{'--secrets-from' if isinstance(exc, ConfigError) else path}: {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:  # a section of an unexpected shape
@@ -250,6 +252,16 @@ def convert_patroni(path: str, secrets_from: str | None) -> str:
         api["auth"] = {"username": "pgha", "password": Secrets.generate().api.password}
         conv.notes.append("api.auth: Patroni's REST API had no authentication; pgha's actions need one, so a "
                           "login was generated: give every member the same (--secrets-from FIRST_FILE)")
+    zk = conv.node.get("dcs", {}).get("zookeeper")
+    if zk is not None and not zk.get("username"):
+        # pgha's znodes carry an ACL naming one digest credential (Patroni's are world-writable).
+        theirs = first.dcs.zookeeper if first is not None else None
+        zk["username"] = theirs.username if theirs and theirs.username else "pgha"
+        zk["password"] = theirs.password if theirs and theirs.password else secrets.token_urlsafe(24)
+        if theirs is None or not theirs.username:
+            conv.notes.append("dcs.zookeeper: pgha's znodes are readable and writable only with a digest "
+                              "credential, so one was generated: give every member the same (--secrets-from "
+                              "FIRST_FILE)")
     pg = conv.node.setdefault("postgresql", {})
     pg.setdefault("bin_dir", f"/usr/lib/postgresql/{installed_pg_version()}/bin")
     for line in conv.left:

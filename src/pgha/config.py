@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from pgha import redact
+from pgha.core import names
 from pgha.core.model import PROFILES, ClusterConfig, Tags
 
 
@@ -258,20 +260,23 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except ConfigError as exc:
                 errors.append(exc)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: must be {_type_name(tp)}, got {_got(value, path)}")
     if origin in (tuple, list):
         (item_type, *_) = get_args(tp)
         if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
         return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (Mapping, dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {_got(value, path)}")
         _key_t, val_t = get_args(tp)
+        for k in value:
+            if not isinstance(k, str | int | float) or isinstance(k, bool) or names.CONTROL.search(str(k)):
+                raise ConfigError(f"{path}: key {names.shown(k)} is not allowed; use plain names as keys")
         return {str(k): _convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build(tp, value, path)
@@ -286,12 +291,29 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            if names.CONTROL.search(value):
+                raise ConfigError(f"{path}: holds a control character (newline, NUL…); write the value on "
+                                  "one line without them")
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
     elif tp is Any:
         return value
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
+
+
+def _got(value: Any, path: str) -> str:
+    """A wrong value as an error line may show it: never a secret's, nor a whole mapping or list
+    (they may hold secrets, and an alias bomb repeats them without end)."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple | set):
+        return "a list"
+    if redact.secret_key(path.rsplit(".", 1)[-1]):
+        return f"a {type(value).__name__} (not shown: a secret)"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return names.shown(value)
+    return f"a {type(value).__name__}"
 
 
 def build(cls: type[T], data: Any, path: str = "") -> T:
@@ -300,7 +322,7 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping of keys, got {_got(data, path)}")
     if cls is ClusterConfig:
         data = with_profile(data, path)
     assert dataclasses.is_dataclass(cls)
@@ -309,7 +331,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{_join(path, str(key))}: unknown key; remove it or use one of: {known}")
+            shown = str(key) if isinstance(key, str) and not names.CONTROL.search(key) else names.shown(key)
+            raise ConfigError(f"{_join(path, shown)}: unknown key; remove it or use one of: {known}")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         key_path = _join(path, name)
@@ -328,8 +351,8 @@ def with_profile(data: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Cluster settings with the timing keys they leave out taken from their ``profile``."""
     profile = data.get("profile", "default")
     if not isinstance(profile, str) or profile not in PROFILES:
-        names = " or ".join(repr(p) for p in PROFILES)
-        raise ConfigError(f"{_join(path, 'profile')}: must be {names}, got {profile!r}")
+        choices = " or ".join(repr(p) for p in PROFILES)
+        raise ConfigError(f"{_join(path, 'profile')}: must be {choices}, got {_got(profile, 'profile')}")
     return {**PROFILES[profile], **data}
 
 
@@ -338,19 +361,34 @@ def _join(path: str, key: str) -> str:
 
 
 def _check_semantics(cfg: NodeConfig) -> None:
-    import re
-
-    name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    if not name_re.match(cfg.cluster):
-        raise ConfigError("cluster: use letters, digits, '-', '_' or '.' (at most 63), e.g. 'main'")
-    if not name_re.match(cfg.name):
-        raise ConfigError("name: use letters, digits, '-', '_' or '.' (at most 63), e.g. 'node1'")
-    if not 1 <= cfg.postgresql.port <= 65535:
-        raise ConfigError(f"postgresql.port: {cfg.postgresql.port} is not a TCP port; use 1-65535")
-    if not Path(cfg.postgresql.data_dir).is_absolute():
+    for key, kind in (("cluster", "cluster name"), ("name", "member name")):
+        why = names.problem(kind, getattr(cfg, key))
+        if why is not None:
+            raise ConfigError(f"{key}: {why}")
+    pgc = cfg.postgresql
+    if not 1 <= pgc.port <= 65535:
+        raise ConfigError(f"postgresql.port: {pgc.port} is not a TCP port; use 1-65535")
+    if not Path(pgc.data_dir).is_absolute():
         raise ConfigError("postgresql.data_dir: must be an absolute path, e.g. /var/lib/pgha/data")
-    if ":" not in cfg.api.listen or not cfg.api.listen.rsplit(":", 1)[1].isdigit():
-        raise ConfigError(f"api.listen: expected host:port, got {cfg.api.listen!r}")
+    for host in pgc.listen.split(","):
+        if host.strip() != "*" and names.problem("host", host.strip()) is not None:
+            raise ConfigError(f"postgresql.listen: {names.shown(host.strip())} is not an address; give host "
+                              "names or IP addresses separated by commas, or '*'")
+    if pgc.connect_address:
+        host, sep, port = pgc.connect_address.rpartition(":")
+        if not sep or names.problem("host", host) or not port.isdigit() or names.port_problem(int(port)):
+            raise ConfigError(f"postgresql.connect_address: {names.shown(pgc.connect_address)} must be "
+                              "host:port, e.g. 10.0.0.11:5432")
+    bad = names.parameters_problem(pgc.parameters)
+    if bad is not None:
+        raise ConfigError(f"postgresql.parameters: {bad}")
+    host, sep, port = cfg.api.listen.rpartition(":")
+    if (not sep or not port.isdigit() or int(port) > 65535  # 0: any free port (tests)
+            or (host not in ("", "*", "0.0.0.0") and names.problem("host", host))):
+        raise ConfigError(f"api.listen: expected host:port, got {names.shown(cfg.api.listen)}")
+    why = names.url_problem(cfg.api.connect_url, "URL")
+    if why is not None:
+        raise ConfigError(f"api.connect_url: {why}")
     if cfg.api.auth is None:
         raise ConfigError("api.auth: missing; set credentials (auth: {username: pgha, password: ...}) to protect "
                           "the mutating endpoints, or write 'auth: none' to leave them open")
@@ -358,6 +396,13 @@ def _check_semantics(cfg: NodeConfig) -> None:
     if creds is not None and not (creds.username and creds.password):
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
+    if cfg.pgbouncer is not None:
+        for db in cfg.pgbouncer.databases:
+            why = names.problem("pgbouncer database", db)
+            if why is not None:
+                raise ConfigError(f"pgbouncer.databases: {why}")
+        if names.problem("host", cfg.pgbouncer.admin_host) or names.port_problem(cfg.pgbouncer.admin_port):
+            raise ConfigError("pgbouncer.admin_host, admin_port: give a host name or IP address and a TCP port")
     check_dcs(cfg.dcs)
     problem = cfg.cluster_config.problem()
     if problem:
@@ -439,14 +484,44 @@ def load(path: str | Path) -> NodeConfig:
     return loads(text, str(p))
 
 
+# Values a node file may hold once its YAML aliases are expanded (a real one has a few hundred).
+MAX_VALUES = 100_000
+
+
+def _expanded_size(value: Any, seen: dict[int, int]) -> int:
+    """How many values ``value`` holds with every alias expanded (counted once per shared object)."""
+    if not isinstance(value, dict | list):
+        return 1
+    known = seen.get(id(value))
+    if known is not None:
+        return known
+    seen[id(value)] = MAX_VALUES + 1  # a cycle (a recursive alias) counts as too large
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    total = 1
+    for item in items:
+        total += _expanded_size(item, seen)
+        if total > MAX_VALUES:
+            break
+    seen[id(value)] = total
+    return total
+
+
 def loads(text: str, source: str) -> NodeConfig:
     """Validate a node configuration's YAML text; errors name ``source``."""
     try:
         data = yaml.safe_load(text)
+        size = _expanded_size(data, {})
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            raise ConfigError(f"{source}: a YAML tag that is not allowed{where}; remove the tag (!!...)") from None
         raise ConfigError(f"{source}: not valid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a node configuration") from None
+    if size > MAX_VALUES:
+        raise ConfigError(f"{source}: its aliases expand to more than {MAX_VALUES} values (an alias bomb?); "
+                          "write the values out")
     try:
         return parse(data, source)
     except ConfigError as exc:

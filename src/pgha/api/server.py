@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from pgha.api import views
+from pgha import redact
 from pgha.api.handle import AgentHandle
 from pgha.api.request import Reply, Request, error
 from pgha.api.routes import BY_PATH, HEALTH_METHODS
@@ -341,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.raw is not None:
             data = reply.raw
         elif reply.body is not None:
-            data = json.dumps(views.scrub(reply.body), separators=(",", ":"), allow_nan=False).encode()
+            data = json.dumps(redact.scrub(reply.body), separators=(",", ":"), allow_nan=False).encode()
         else:
             data = b""
         self.send_response(reply.status)

@@ -412,7 +412,7 @@ def _check_semantics(cfg: NodeConfig) -> None:
 def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:
     """The ``dcs:`` section's rules beyond types: URLs, host:port pairs, TLS and auth pairs, files."""
     if not dcs.prefix.startswith("/") or dcs.prefix.rstrip("/") == "":
-        raise ConfigError(f"{path}.prefix: {dcs.prefix!r} must be an absolute key path, e.g. /pgha")
+        raise ConfigError(f"{path}.prefix: {names.shown(dcs.prefix)} must be an absolute key path, e.g. /pgha")
     if not 0 < dcs.request_timeout <= 60:
         raise ConfigError(f"{path}.request_timeout: {dcs.request_timeout:g} is out of range; use 0.1-60 seconds")
     etcd, where = dcs.etcd, f"{path}.etcd"
@@ -438,7 +438,7 @@ def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:
         for host in dcs.zookeeper.hosts:
             name, _, port = host.rpartition(":")
             if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
-                raise ConfigError(f"{zk}: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+                raise ConfigError(f"{zk}: {names.shown(host)} must be host:port, e.g. 127.0.0.1:2181")
 
 
 def _check_endpoints(endpoints: tuple[str, ...], path: str) -> None:
@@ -446,7 +446,7 @@ def _check_endpoints(endpoints: tuple[str, ...], path: str) -> None:
         raise ConfigError(f"{path}: list at least one URL, e.g. http://127.0.0.1:2379")
     for ep in endpoints:
         if not ep.startswith(("http://", "https://")) or not ep.split("://", 1)[1].strip("/"):
-            raise ConfigError(f"{path}: {ep!r} must start with http:// or https:// and name host:port")
+            raise ConfigError(f"{path}: {names.shown(ep)} must start with http:// or https:// and name host:port")
 
 
 def _legacy_etcd(data: Any) -> Any:

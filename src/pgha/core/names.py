@@ -55,7 +55,7 @@ RULES: Mapping[str, Rule] = {r.kind: r for r in (
 def shown(value: Any, limit: int = 40) -> str:
     """``value`` as it may appear in an error line: repr (control characters escaped), capped."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
+    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
 
 
 def problem(kind: str, value: Any) -> str | None:

@@ -326,15 +326,13 @@ class PgBouncer:
         targets = _addresses(host)
         stale = [str(row["name"]) for row in self._databases()
                  if row["name"] not in explicit and not _same(row.get("host"), row.get("port"), targets, port)]
-        # PgBouncer registers an auto-database for any name a client sends (even with a wrong
-        # password): only plain names are written into the file; the others are closed below.
-        bad = [name for name in stale if name == "*" or names.problem("pgbouncer database", name)]
+        plain, bad = plain_database_names(stale)
         if bad and set(bad) != self._refused_names:
             log.warning("PgBouncer: %d auto-databases not written into %s (names such as %s are not plain "
                         "database names); their connections to the old primary are closed", len(bad),
                         self.path, names.shown(bad[0]))
         self._refused_names = set(bad)
-        return [name for name in stale if name not in bad]
+        return plain
 
     def _close_old_servers(self, host: str, port: int, grace: float) -> None:
         targets = _addresses(host)
@@ -366,6 +364,13 @@ class PgBouncer:
                     return  # paused by someone else: its servers close as transactions end
                 raise
             self.admin(f"RESUME {_ident(db)}")
+
+
+def plain_database_names(found: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(names pgha may write into pgbouncer.ini, the others).  PgBouncer registers an auto-database for
+    any name a client sends, even with a wrong password ("x y", "appdb=host=203.0.113.9")."""
+    bad = [name for name in found if name == "*" or names.problem("pgbouncer database", name)]
+    return [name for name in found if name not in bad], bad
 
 
 def _ident(name: str) -> str:

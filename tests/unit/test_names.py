@@ -190,3 +190,11 @@ def test_a_world_readable_node_file_holding_passwords_is_named(tmp_path: Path) -
     os.chmod(path, 0o640)
     assert exposed_secrets(str(path), cfg) is None
     assert exposed_secrets("-", cfg) is None
+
+
+def test_the_docs_list_the_validator_table() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    start, end = doc.index(names.DOC_BEGIN), doc.index(names.DOC_END) + len(names.DOC_END)
+    assert doc[start:end] == names.doc_table(), (
+        "docs/configuration.md's names table is stale; paste python -c 'from pgha.core.names import "
+        "doc_table; print(doc_table())' between its markers")

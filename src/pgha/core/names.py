@@ -143,3 +143,15 @@ def member_problem(name: str, host: str, port: int, api_url: str) -> str | None:
             or (problem("host", host) if host else None)
             or (port_problem(port) if port else None)
             or url_problem(api_url))
+
+
+# docs/configuration.md holds this table between the markers (a test checks it is current).
+DOC_BEGIN = "<!-- names table: generated from pgha.core.names.RULES; do not edit -->"
+DOC_END = "<!-- end of names table -->"
+
+
+def doc_table() -> str:
+    """The Markdown table of RULES for docs/configuration.md."""
+    rows = [DOC_BEGIN, "| name | allowed |", "| --- | --- |"]
+    rows += [f"| {r.kind} | {r.allowed.replace('|', chr(92) + '|')} |" for r in RULES.values()]
+    return "\n".join([*rows, DOC_END])

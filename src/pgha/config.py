@@ -309,7 +309,7 @@ def _got(value: Any, path: str) -> str:
         return "a mapping"
     if isinstance(value, list | tuple | set):
         return "a list"
-    if redact.secret_key(path.rsplit(".", 1)[-1]):
+    if redact.secret_key(path.rsplit(".", 1)[-1]) or path.endswith("auth"):  # auth: a password by mistake?
         return f"a {type(value).__name__} (not shown: a secret)"
     if isinstance(value, str | int | float | bool) or value is None:
         return names.shown(value)
@@ -525,4 +525,5 @@ def loads(text: str, source: str) -> NodeConfig:
     try:
         return parse(data, source)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        # Last line of defence: a credential inside a shown value (a URL's user:password@) is masked.
+        raise ConfigError(redact.scrub_text(f"{source}: {exc}")) from None

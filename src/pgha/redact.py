@@ -31,8 +31,8 @@ _ASSIGNED = re.compile(
     r"""api[_-]?key|access[_-]?key|private[_-]?key)[A-Za-z0-9_.-]*["']?\s*[=:]\s*)"""
     r"""('[^']*'|"[^"]*"|[^\s'"&;,)]+)""",
     re.IGNORECASE)
-# scheme://user:password@host
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)([^@\s/]+)(@)")
+# [scheme://]user:password@host
+_USERINFO = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/\s:@'\"]+:)([^@\s/'\"]+)(@)")
 _BEARER = re.compile(r"(\b(?:bearer|basic)\s+)([A-Za-z0-9+/=._~-]{6,})", re.IGNORECASE)
 
 

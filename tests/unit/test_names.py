@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from pgha.config import ConfigError, parse
+from pgha.config import ConfigError, loads, parse
 from pgha.core import names
 from pgha.core.model import ClusterConfig
 from pgha.core.syncrep import render_names
@@ -159,7 +160,8 @@ def test_secret_looking_values_are_masked(text: str, masked: str | None, kept: s
 
 def test_config_errors_never_show_a_secret() -> None:
     base: dict[str, Any] = {"cluster": "main", "name": "n1", "postgresql": {"data_dir": "/x"}}
-    for api in ({"auth": {"password": "Sekret-1"}}, {"auth": {"username": "u", "password": ["Sekret-1"]}},
+    for api in ({"auth": {"password": "Sekret-1"}}, {"auth": "Sekret-1"},
+                {"auth": {"username": "u", "password": ["Sekret-1"]}},
                 {"auth": {"username": "u", "password": {"a": "Sekret-1"}}}, {"auth": ["Sekret-1"]}):
         with pytest.raises(ConfigError) as info:
             parse({**base, "api": api})
@@ -167,6 +169,10 @@ def test_config_errors_never_show_a_secret() -> None:
     with pytest.raises(ConfigError) as info:
         parse({**base, "api": {"auth": "none"}, "postgresql": {"data_dir": "/x", "superuser": {"password": 12345}}})
     assert "postgresql.superuser" in str(info.value) and "12345" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        loads(yaml.safe_dump({**base, "api": {"auth": "none"}, "dcs": {"etcd": {"endpoints": ["u:Sekret-1@h"]}}}),
+              "f")
+    assert "dcs.etcd.endpoints" in str(info.value) and "Sekret-1" not in str(info.value)
 
 
 def _node(tmp_path: Path, **postgresql: Any) -> Any:

@@ -11,6 +11,7 @@ go through the real command.
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import subprocess
 import sys
@@ -186,3 +187,17 @@ def test_the_real_command(bases: dict[str, tuple[str, list[str]]], case: str) ->
                           capture_output=True, text=True, timeout=60)
     _check(proc.returncode, proc.stdout, proc.stderr, secrets, case)
     assert proc.returncode == (0 if case == "as written" else 1)
+
+
+def test_validate_warns_about_a_world_readable_node_file(bases: dict[str, tuple[str, list[str]]],
+                                                         tmp_path: Path) -> None:
+    _register()
+    path = tmp_path / "pgha.yaml"
+    path.write_text(bases["generated"][0])
+    os.chmod(path, 0o644)
+    result = CliRunner().invoke(cli, ["validate", "-c", str(path)])
+    assert result.exit_code == 0 and ": OK" in result.stdout
+    assert result.stderr == (f"pgha: warning: {path} holds passwords and every user of this host may read it "
+                             f"(mode 0644); run: chmod 600 {path}\n")
+    os.chmod(path, 0o600)
+    assert CliRunner().invoke(cli, ["validate", "-c", str(path)]).stderr == ""

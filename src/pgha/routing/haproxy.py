@@ -34,9 +34,8 @@ def _server_lines(members: Sequence[Member], ca_file: str | None) -> list[str]:
         if why is not None:
             raise ValueError(f"{names.shown(name)}: {why}")
         url = urlsplit(api_url)
-        if url.scheme not in ("http", "https") or url.port is None:
+        if url.port is None:
             raise ValueError(f"{name}: API URL {api_url!r} must look like http://host:port")
-        safe = re.sub(r"[^A-Za-z0-9_.:-]", "_", name)
         tls = ""
         if url.scheme == "https":
             tls = f" check-ssl verify required ca-file {ca_file}" if ca_file else " check-ssl verify none"
@@ -49,7 +48,7 @@ def _server_lines(members: Sequence[Member], ca_file: str | None) -> list[str]:
                 raise ValueError(f"{name}: the API host {url.hostname!r} differs from {host!r}; "
                                  "use the same host or an IP address in the API URL") from None
             check_addr = f" addr {url.hostname}"
-        lines.append(f"    server {safe} {host}:{pg_port} check port {url.port}{check_addr}{tls}")
+        lines.append(f"    server {name} {host}:{pg_port} check port {url.port}{check_addr}{tls}")
     return lines
 
 

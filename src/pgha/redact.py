@@ -29,7 +29,7 @@ SECRET_KEY = re.compile(r"pass(word|phrase|wd)?|secret|token|private|credential|
 _ASSIGNED = re.compile(
     r"""((?:^|[^A-Za-z0-9])[A-Za-z0-9_.-]*(?:pass(?!file)(?:word|phrase|wd)?|pwd|secret|token|credential|"""
     r"""api[_-]?key|access[_-]?key|private[_-]?key)[A-Za-z0-9_.-]*["']?\s*[=:]\s*)"""
-    r"""('[^']*'|"[^"]*"|[^\s'"&;,)]+)""",
+    r"""(?!\.\.\.|"\.\.\.")('[^']*'|"[^"]*"|[^\s'"&;,)]+)""",  # "password: ..." in a hint is kept
     re.IGNORECASE)
 # [scheme://]user:password@host
 _USERINFO = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/\s:@'\"]+:)([^@\s/'\"]+)(@)")

@@ -68,6 +68,10 @@ def test_edit_config_bad_values(world: World) -> None:
         ("-s", "pause=yes"): "pgha: invalid configuration: pause: expected true or false, got 'yes'",
         ("-s", "ttl=[1, 2"): "pgha: -s ttl=[1, 2: not a valid YAML value",
         ("-s", "ttl={a: 1}"): "pgha: -s ttl={a: 1}: expected a single value, not a dict",
+        ("-p", "work-mem=1MB"): "pgha: invalid configuration: parameters: parameter name 'work-mem' is not "
+                                "allowed",
+        ("-p", "log_line_prefix=\"x\\ny\""): "pgha: invalid configuration: parameters: parameter "
+                                               "log_line_prefix's value holds a control character",
     }
     for args, message in cases.items():
         r = world.run("edit-config", *args, "--force")

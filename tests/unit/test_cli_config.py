@@ -99,6 +99,13 @@ def test_edit_config_apply_file_merges(world: World, tmp_path: Path) -> None:
     f.write_text("ttl: [\n")
     r = world.run("edit-config", "--apply", str(f), "--force")
     assert r.exit_code == 1 and "not valid YAML at line" in refusal(r)
+    f.write_text("ttl: !!python/object/apply:os.system ['true']\n")
+    r = world.run("edit-config", "--apply", str(f), "--force")
+    assert r.exit_code == 1 and "a YAML tag that is not allowed at line 1" in refusal(r)
+    f.write_text("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcd", "bcde", strict=True)) + "x: *e\n")
+    r = world.run("edit-config", "--apply", str(f), "--force")
+    assert r.exit_code == 1 and "alias bomb" in refusal(r)
 
 
 class RacingKV(MemoryKV):

@@ -9,6 +9,7 @@ and the fix.  Environment checks (ports in use, data-dir ownership) live in
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-import yaml
-
+from pgha import redact, yamlsafe
+from pgha.core import names
 from pgha.core.model import PROFILES, ClusterConfig, Tags
 
 
@@ -302,20 +303,23 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except ConfigError as exc:
                 errors.append(exc)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: must be {_type_name(tp)}, got {_got(value, path)}")
     if origin in (tuple, list):
         (item_type, *_) = get_args(tp)
         if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
         return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (Mapping, dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {_got(value, path)}")
         _key_t, val_t = get_args(tp)
+        for k in value:
+            if not isinstance(k, str | int | float) or isinstance(k, bool) or names.CONTROL.search(str(k)):
+                raise ConfigError(f"{path}: key {names.shown(k)} is not allowed; use plain names as keys")
         return {str(k): _convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build(tp, value, path)
@@ -330,12 +334,29 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            if names.CONTROL.search(value):
+                raise ConfigError(f"{path}: holds a control character (newline, NUL…); write the value on "
+                                  "one line without them")
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
     elif tp is Any:
         return value
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
+
+
+def _got(value: Any, path: str) -> str:
+    """A wrong value as an error line may show it: never a secret's, nor a whole mapping or list
+    (they may hold secrets, and an alias bomb repeats them without end)."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple | set):
+        return "a list"
+    if redact.secret_key(path.rsplit(".", 1)[-1]) or path.endswith("auth"):  # auth: a password by mistake?
+        return f"a {type(value).__name__} (not shown: a secret)"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return names.shown(value)
+    return f"a {type(value).__name__}"
 
 
 def build(cls: type[T], data: Any, path: str = "") -> T:
@@ -344,7 +365,7 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping of keys, got {_got(data, path)}")
     if cls is ClusterConfig:
         data = with_profile(data, path)
     assert dataclasses.is_dataclass(cls)
@@ -353,7 +374,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{_join(path, str(key))}: unknown key; remove it or use one of: {known}")
+            shown = str(key) if isinstance(key, str) and not names.CONTROL.search(key) else names.shown(key)
+            raise ConfigError(f"{_join(path, shown)}: unknown key; remove it or use one of: {known}")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         key_path = _join(path, name)
@@ -372,8 +394,8 @@ def with_profile(data: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Cluster settings with the timing keys they leave out taken from their ``profile``."""
     profile = data.get("profile", "default")
     if not isinstance(profile, str) or profile not in PROFILES:
-        names = " or ".join(repr(p) for p in PROFILES)
-        raise ConfigError(f"{_join(path, 'profile')}: must be {names}, got {profile!r}")
+        choices = " or ".join(repr(p) for p in PROFILES)
+        raise ConfigError(f"{_join(path, 'profile')}: must be {choices}, got {_got(profile, 'profile')}")
     return {**PROFILES[profile], **data}
 
 
@@ -382,21 +404,36 @@ def _join(path: str, key: str) -> str:
 
 
 def _check_semantics(cfg: NodeConfig) -> None:
-    import re
-
-    name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    if not name_re.match(cfg.cluster):
-        raise ConfigError("cluster: use letters, digits, '-', '_' or '.' (at most 63), e.g. 'main'")
-    if not name_re.match(cfg.name):
-        raise ConfigError("name: use letters, digits, '-', '_' or '.' (at most 63), e.g. 'node1'")
-    if not 1 <= cfg.postgresql.port <= 65535:
-        raise ConfigError(f"postgresql.port: {cfg.postgresql.port} is not a TCP port; use 1-65535")
-    if not Path(cfg.postgresql.data_dir).is_absolute():
+    for key, kind in (("cluster", "cluster name"), ("name", "member name")):
+        why = names.problem(kind, getattr(cfg, key))
+        if why is not None:
+            raise ConfigError(f"{key}: {why}")
+    pgc = cfg.postgresql
+    if not 1 <= pgc.port <= 65535:
+        raise ConfigError(f"postgresql.port: {pgc.port} is not a TCP port; use 1-65535")
+    if not Path(pgc.data_dir).is_absolute():
         raise ConfigError("postgresql.data_dir: must be an absolute path, e.g. /var/lib/pgha/data")
-    if cfg.postgresql.config_dir and not Path(cfg.postgresql.config_dir).is_absolute():
+    if pgc.config_dir and not Path(pgc.config_dir).is_absolute():
         raise ConfigError("postgresql.config_dir: must be an absolute path, e.g. /etc/postgresql/15/main")
-    if ":" not in cfg.api.listen or not cfg.api.listen.rsplit(":", 1)[1].isdigit():
-        raise ConfigError(f"api.listen: expected host:port, got {cfg.api.listen!r}")
+    for host in pgc.listen.split(","):
+        if host.strip() != "*" and names.problem("host", host.strip()) is not None:
+            raise ConfigError(f"postgresql.listen: {names.shown(host.strip())} is not an address; give host "
+                              "names or IP addresses separated by commas, or '*'")
+    if pgc.connect_address:
+        host, sep, port = pgc.connect_address.rpartition(":")
+        if not sep or names.problem("host", host) or not port.isdigit() or names.port_problem(int(port)):
+            raise ConfigError(f"postgresql.connect_address: {names.shown(pgc.connect_address)} must be "
+                              "host:port, e.g. 10.0.0.11:5432")
+    bad = names.parameters_problem(pgc.parameters)
+    if bad is not None:
+        raise ConfigError(f"postgresql.parameters: {bad}")
+    host, sep, port = cfg.api.listen.rpartition(":")
+    if (not sep or not port.isdigit() or int(port) > 65535  # 0: any free port (tests)
+            or (host not in ("", "*", "0.0.0.0") and names.problem("host", host))):
+        raise ConfigError(f"api.listen: expected host:port, got {names.shown(cfg.api.listen)}")
+    why = names.url_problem(cfg.api.connect_url, "URL")
+    if why is not None:
+        raise ConfigError(f"api.connect_url: {why}")
     if cfg.api.auth is None:
         raise ConfigError("api.auth: missing; set credentials (auth: {username: pgha, password: ...}) to protect "
                           "the mutating endpoints, or write 'auth: none' to leave them open")
@@ -404,6 +441,13 @@ def _check_semantics(cfg: NodeConfig) -> None:
     if creds is not None and not (creds.username and creds.password):
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
+    if cfg.pgbouncer is not None:
+        for db in cfg.pgbouncer.databases:
+            why = names.problem("pgbouncer database", db)
+            if why is not None:
+                raise ConfigError(f"pgbouncer.databases: {why}")
+        if names.problem("host", cfg.pgbouncer.admin_host) or names.port_problem(cfg.pgbouncer.admin_port):
+            raise ConfigError("pgbouncer.admin_host, admin_port: give a host name or IP address and a TCP port")
     check_dcs(cfg.dcs)
     check_peer_ssl(cfg.postgresql.ssl, "postgresql.ssl")
     methods = r"!?(password|md5|gss|sspi|scram-sha-256|none)"
@@ -417,7 +461,7 @@ def _check_semantics(cfg: NodeConfig) -> None:
 def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:
     """The ``dcs:`` section's rules beyond types: URLs, host:port pairs, TLS and auth pairs, files."""
     if not dcs.prefix.startswith("/") or dcs.prefix.rstrip("/") == "":
-        raise ConfigError(f"{path}.prefix: {dcs.prefix!r} must be an absolute key path, e.g. /pgha")
+        raise ConfigError(f"{path}.prefix: {names.shown(dcs.prefix)} must be an absolute key path, e.g. /pgha")
     if not 0 < dcs.request_timeout <= 60:
         raise ConfigError(f"{path}.request_timeout: {dcs.request_timeout:g} is out of range; use 0.1-60 seconds")
     etcd, where = dcs.etcd, f"{path}.etcd"
@@ -450,7 +494,7 @@ def check_zookeeper(zk: ZooKeeperConfig, where: str) -> None:
     for host in zk.hosts:
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ConfigError(f"{where}.hosts: {host!r} must be host:port, e.g. 127.0.0.1:2181")
+            raise ConfigError(f"{where}.hosts: {names.shown(host)} must be host:port, e.g. 127.0.0.1:2181")
     if not (zk.username and zk.password):
         raise ConfigError(f"{where}.username: ZooKeeper needs the cluster's digest credential (username and "
                           "password): without it every znode is readable and writable by anyone; set both")
@@ -497,7 +541,7 @@ def _check_endpoints(endpoints: tuple[str, ...], path: str) -> None:
         raise ConfigError(f"{path}: list at least one URL, e.g. http://127.0.0.1:2379")
     for ep in endpoints:
         if not ep.startswith(("http://", "https://")) or not ep.split("://", 1)[1].strip("/"):
-            raise ConfigError(f"{path}: {ep!r} must start with http:// or https:// and name host:port")
+            raise ConfigError(f"{path}: {names.shown(ep)} must start with http:// or https:// and name host:port")
 
 
 def _legacy_etcd(data: Any) -> Any:
@@ -538,12 +582,11 @@ def load(path: str | Path) -> NodeConfig:
 def loads(text: str, source: str) -> NodeConfig:
     """Validate a node configuration's YAML text; errors name ``source``."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}: not valid YAML{where}; fix the syntax") from None
+        data = yamlsafe.load(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         return parse(data, source)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        # Last line of defence: a credential inside a shown value (a URL's user:password@) is masked.
+        raise ConfigError(redact.scrub_text(f"{source}: {exc}")) from None

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 from pgha.config import NodeConfig
-
-_SECRET = re.compile(r"(password\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)", re.IGNORECASE)
+from pgha.redact import scrub_text
 
 
 class RedactingFormatter(logging.Formatter):
-    """Masks anything that looks like password=... in a log line, as a last line of defence."""
+    """Masks anything that looks like a credential in a log line (password=..., user:pass@host...), as
+    a last line of defence (pgha.redact)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _SECRET.sub(r"\1****", super().format(record))
+        return scrub_text(super().format(record))
 
 
 def setup_logging(cfg: NodeConfig) -> None:

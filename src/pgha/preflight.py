@@ -7,6 +7,7 @@ import os
 import pwd
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pgha.config import ConfigError, NodeConfig
@@ -34,7 +35,7 @@ def check_binaries(cfg: NodeConfig) -> None:
     for name in REQUIRED_BINARIES:
         path = bin_dir / name
         if not os.access(path, os.X_OK):
-            raise ConfigError(f"postgresql.bin_dir: {path} not found or not executable; "
+            raise ConfigError(f"postgresql.bin_dir: {_short(path)} not found or not executable; "
                               "install postgresql-15 or fix bin_dir")
 
 
@@ -43,12 +44,23 @@ def check_ports(cfg: NodeConfig, postgres_running: bool) -> None:
     if not postgres_running:
         for host in pgc.listen.split(","):
             host = host.strip()
-            if not port_free(host, pgc.port):
+            if not _port_free(host, pgc.port, "postgresql.listen"):
                 raise ConfigError(f"postgresql.port: {host}:{pgc.port} is already in use; "
                                   "stop what listens there or choose another port")
-    if not port_free(cfg.api.host, cfg.api.port):
+    if not _port_free(cfg.api.host, cfg.api.port, "api.listen"):
         raise ConfigError(f"api.listen: {cfg.api.listen} is already in use; "
                           "stop what listens there or choose another port")
+
+
+def _port_free(host: str, port: int, key: str) -> bool:
+    try:
+        return port_free(host, port)
+    except socket.gaierror:
+        raise ConfigError(f"{key}: {host!r} does not resolve to an address of this host; give an IP "
+                          "address or a name in /etc/hosts") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot bind {host}:{port} to check it ({exc.strerror or exc}); give an "
+                          "address of this host") from None
 
 
 def data_dir_running(cfg: NodeConfig) -> bool:
@@ -69,14 +81,14 @@ def check_data_dir(cfg: NodeConfig) -> None:
     if data.exists():
         st = data.stat()
         if not stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"postgresql.data_dir: {data} is not a directory; point data_dir at a directory")
+            raise ConfigError(f"postgresql.data_dir: {_short(data)} is not a directory; point data_dir at a directory")
         if st.st_uid != run_as:
             owner = _user_name(st.st_uid)
-            raise ConfigError(f"postgresql.data_dir: {data} is owned by {owner}, not {_user_name(run_as)}; "
-                              f"run: chown -R {_user_name(run_as)} {data}")
+            raise ConfigError(f"postgresql.data_dir: {_short(data)} is owned by {owner}, not {_user_name(run_as)}; "
+                              f"run: chown -R {_user_name(run_as)} {_short(data)}")
         if any(data.iterdir()) and stat.S_IMODE(st.st_mode) & 0o077:
-            raise ConfigError(f"postgresql.data_dir: {data} has mode {stat.S_IMODE(st.st_mode):o}; "
-                              f"PostgreSQL needs 0700 or 0750: run chmod 700 {data}")
+            raise ConfigError(f"postgresql.data_dir: {_short(data)} has mode {stat.S_IMODE(st.st_mode):o}; "
+                              f"PostgreSQL needs 0700 or 0750: run chmod 700 {_short(data)}")
         return
     parent = data.parent
     while not parent.exists():
@@ -84,8 +96,14 @@ def check_data_dir(cfg: NodeConfig) -> None:
     # The agent creates the data directory itself (as root it then hands it to postgres).
     creator = os.geteuid()
     if not _can_write(parent.stat(), creator):
-        raise ConfigError(f"postgresql.data_dir: {data} does not exist and {_user_name(creator)} cannot "
-                          f"create it in {parent}; create it owned by {_user_name(run_as)} with mode 0700")
+        raise ConfigError(f"postgresql.data_dir: {_short(data)} does not exist and {_user_name(creator)} cannot "
+                          f"create it in {_short(parent)}; create it owned by {_user_name(run_as)} with mode 0700")
+
+
+def _short(path: Path | str, limit: int = 160) -> str:
+    """A path as an error line shows it: whole unless very long."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
 
 
 def _postgres_uid() -> int:
@@ -114,7 +132,37 @@ def _can_write(st: os.stat_result, uid: int) -> bool:
 
 
 def run_all(cfg: NodeConfig) -> None:
-    """Every check `pgha validate` and `pgha agent` run before touching anything."""
-    check_binaries(cfg)
-    check_data_dir(cfg)
-    check_ports(cfg, data_dir_running(cfg))
+    """Every check `pgha validate` and `pgha agent` run before touching anything; whatever the
+    operating system answers ends in one line (ConfigError) naming the key."""
+    checks: tuple[tuple[str, Callable[[], None]], ...] = (
+        ("postgresql.bin_dir", lambda: check_binaries(cfg)),
+        ("postgresql.data_dir", lambda: check_data_dir(cfg)),
+        ("postgresql.listen, api.listen", lambda: check_ports(cfg, data_dir_running(cfg))),
+    )
+    for key, check in checks:
+        try:
+            check()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError(f"{key}: cannot check it on this host ({reason}); fix the value or the "
+                              "host") from None
+
+
+def exposed_secrets(path: str, cfg: NodeConfig) -> str | None:
+    """A warning when the node file at ``path`` holds a password and every user may read it.
+
+    A warning, not a refusal: a file that worked before keeps working, and `pgha validate`
+    and every agent start say it (once) until the mode is fixed."""
+    if path == "-":
+        return None
+    secrets = [cfg.postgresql.superuser.password, cfg.postgresql.replication.password, cfg.dcs.etcd.password,
+               cfg.api.credentials.password if cfg.api.credentials else "",
+               cfg.pgbouncer.admin_password if cfg.pgbouncer else ""]
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if any(secrets) and mode & stat.S_IROTH:
+        return (f"{path} holds passwords and every user of this host may read it (mode {mode:04o}); "
+                f"run: chmod 600 {path}")
+    return None

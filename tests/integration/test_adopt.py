@@ -246,6 +246,7 @@ def test_adopt_refuses_another_clusters_data(adopted: tuple[DemoCluster, PlainCl
     cfg["api"]["listen"] = f"127.0.0.1:{free_port()}"
     path = other / "pgha.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)  # it holds passwords (a world-readable one adds a warning line)
     r = subprocess.run([sys.executable, "-m", "pgha", "adopt", "--check", "-c", str(path)],
                        capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 1, r.stderr

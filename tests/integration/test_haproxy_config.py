@@ -89,7 +89,7 @@ def settles(check: Callable[[], bool], timeout: float = 15.0, streak: int = 4) -
 
 def test_config_is_valid(tmp_path: Path) -> None:
     members = [("node-1", "10.0.0.1", 5432, "http://10.0.0.1:8008"),
-               ("node 2", "10.0.0.2", 5432, "https://10.0.0.2:8008"),
+               ("node_2", "10.0.0.2", 5432, "https://10.0.0.2:8008"),
                ("node3", "10.0.0.3", 5433, "http://10.0.1.3:8010")]
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(render_haproxy_config(members, 5000, 5001, max_lag="1MB", stats_port=7000))
@@ -104,8 +104,10 @@ def test_config_is_valid(tmp_path: Path) -> None:
 
 
 def test_bad_member_url_is_refused() -> None:
-    with pytest.raises(ValueError, match="must look like http://host:port"):
+    with pytest.raises(ValueError, match=r"API URL 'h:8008' is not allowed; use http\(s\)://host:port"):
         render_haproxy_config([("n1", "h", 5432, "h:8008")], 5000, 5001)
+    with pytest.raises(ValueError, match="member name 'node 2' is not allowed"):
+        render_haproxy_config([("node 2", "h", 5432, "http://h:8008")], 5000, 5001)
     with pytest.raises(ValueError, match="use the same host or an IP address"):
         render_haproxy_config([("n1", "h", 5432, "http://api.h:8008")], 5000, 5001)
 

@@ -181,3 +181,23 @@ def test_rewrite_databases_text() -> None:
     assert read_target(out, ["app"]) == ("new", 5432)
     assert rewrite_databases("[pgbouncer]\nlisten_port = 1\n", ["*"], "h", 5) == (
         "[databases]\n* = host=h port=5\n\n[pgbouncer]\nlisten_port = 1\n")
+
+
+def test_auto_databases_with_hostile_names_are_never_written(bouncer: Bouncer, pg_pair: Pair) -> None:
+    """PgBouncer registers an auto-database for any name a client sends, even with a wrong password; a
+    repoint never writes such a name into pgbouncer.ini (PgBouncer 1.18 drops idle auto-databases at
+    RELOAD; the filter itself is tested in tests/unit/test_names.py)."""
+    two = pg_pair[1]
+    hostile = ["x y", "appdb=host=203.0.113.9", 'q"uote', "a\tb"]
+    with bouncer.connect():
+        pass  # registers the plain auto-database "postgres"
+    for name in hostile:
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host="127.0.0.1", port=bouncer.port, user="nobody", password="wrong", dbname=name,
+                            connect_timeout=5).close()
+    registered = {r["name"] for r in bouncer.adapter.admin("SHOW DATABASES").dicts()}
+    assert {"postgres", *hostile} <= registered
+    bouncer.adapter.repoint("127.0.0.1", two.port)
+    text = bouncer.ini.read_text()
+    assert "203.0.113.9" not in text and "x y" not in text and "uote" not in text and "a\tb" not in text
+    assert fresh_port(bouncer) == two.port

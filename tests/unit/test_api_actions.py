@@ -301,6 +301,9 @@ def test_config_merge_patch(leader: tuple[FakeHandle, Client]) -> None:
     ({"parameters": ["a"]}, "parameters: expected a mapping"),
     ({"parameters": {"x": [1]}}, "parameters.x: expected"),
     ({"maximum_lag_on_failover": 10**5000}, "not valid JSON"),
+    ({"parameters": {"work_mem\nport": "1"}}, "parameters: key 'work_mem\\nport' is not allowed"),
+    ({"parameters": {"a=b": "1"}}, "parameters: parameter name 'a=b' is not allowed"),
+    ({"parameters": {"archive_command": "x\ny"}}, "parameters: parameter archive_command's value holds a control"),
 ])
 def test_config_patch_validation(leader: tuple[FakeHandle, Client], patch: dict[str, object],
                                  message: str) -> None:
@@ -312,6 +315,17 @@ def test_config_patch_validation(leader: tuple[FakeHandle, Client], patch: dict[
     assert r.status == 400, r.data
     assert message in r.error, r.error
     assert h.store.get_config() == (ClusterConfig(), 0)
+
+
+def test_config_answers_mask_secret_looking_values(leader: tuple[FakeHandle, Client]) -> None:
+    """/config answers anyone: a credential inside a parameter's value is masked, the rest kept."""
+    h, c = leader
+    command = "PGPASSWORD=Sekret-1 pgbackrest --repo1-s3-key-secret=Sekret-2 archive-push %p"
+    assert c.request("PATCH", "/config", {"parameters": {"archive_command": command}}).status == 200
+    shown = c.get("/config").json()["parameters"]["archive_command"]
+    assert "Sekret" not in shown and shown.startswith("PGPASSWORD=******** pgbackrest") and "%p" in shown
+    config, _ = h.store.get_config()
+    assert config.parameters["archive_command"] == command  # stored as given
 
 
 def test_config_patch_conflict_is_409(leader: tuple[FakeHandle, Client], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,3 +112,30 @@ def test_flood_is_bounded_and_runs_in_order(tmp_path: Path) -> None:
     assert runner.wait_idle(timeout=60)
     roles = out.read_text().split()
     assert roles == sorted(roles, key=lambda r: int(r[1:])) and len(roles) == 100 - runner.dropped
+
+
+def _caps(status: str) -> dict[str, int]:
+    pairs = (line.split(":", 1) for line in status.splitlines() if line.startswith("Cap"))
+    return {k: int(v.strip(), 16) for k, v in pairs}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv")
+def test_hooks_run_without_the_agents_network_capabilities(tmp_path: Path) -> None:
+    """An agent holding CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities (as systemd gives them for
+    the VIP) runs its hooks without them: no ambient or inheritable set, and (as root) not in the bounding set."""
+    out = tmp_path / "caps"
+    cmd = hook(tmp_path, f"open({str(out)!r}, 'w').write(open('/proc/self/status').read())")
+    agent = ("import logging, sys; from pgha.config import CallbacksConfig; "
+             "from pgha.routing.callbacks import CallbackRunner; "
+             f"r = CallbackRunner(CallbacksConfig(on_start={cmd!r}), 'main', logging.getLogger()); "
+             "sys.exit(r.run('on_start', 'primary').returncode)")
+    before = subprocess.run(["/usr/bin/setpriv", "--inh-caps=+net_admin,+net_raw",
+                             "--ambient-caps=+net_admin,+net_raw", "--", sys.executable, "-c",
+                             "print(open('/proc/self/status').read())"], capture_output=True, text=True, check=True)
+    net = (1 << 12) | (1 << 13)
+    assert _caps(before.stdout)["CapAmb"] == net  # the stand-in agent holds them
+    subprocess.run(["/usr/bin/setpriv", "--inh-caps=+net_admin,+net_raw", "--ambient-caps=+net_admin,+net_raw",
+                    "--", sys.executable, "-c", agent], check=True, timeout=30)
+    caps = _caps(out.read_text())
+    assert caps["CapAmb"] == 0 and caps["CapInh"] == 0
+    assert caps["CapBnd"] & net == 0 and caps["CapEff"] & net == 0

@@ -68,6 +68,10 @@ def test_edit_config_bad_values(world: World) -> None:
         ("-s", "pause=yes"): "pgha: invalid configuration: pause: expected true or false, got 'yes'",
         ("-s", "ttl=[1, 2"): "pgha: -s ttl=[1, 2: not a valid YAML value",
         ("-s", "ttl={a: 1}"): "pgha: -s ttl={a: 1}: expected a single value, not a dict",
+        ("-p", "work-mem=1MB"): "pgha: invalid configuration: parameters: parameter name 'work-mem' is not "
+                                "allowed",
+        ("-p", "log_line_prefix=\"x\\ny\""): "pgha: invalid configuration: parameters: parameter "
+                                               "log_line_prefix's value holds a control character",
     }
     for args, message in cases.items():
         r = world.run("edit-config", *args, "--force")
@@ -95,6 +99,13 @@ def test_edit_config_apply_file_merges(world: World, tmp_path: Path) -> None:
     f.write_text("ttl: [\n")
     r = world.run("edit-config", "--apply", str(f), "--force")
     assert r.exit_code == 1 and "not valid YAML at line" in refusal(r)
+    f.write_text("ttl: !!python/object/apply:os.system ['true']\n")
+    r = world.run("edit-config", "--apply", str(f), "--force")
+    assert r.exit_code == 1 and "a YAML tag that is not allowed at line 1" in refusal(r)
+    f.write_text("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcd", "bcde", strict=True)) + "x: *e\n")
+    r = world.run("edit-config", "--apply", str(f), "--force")
+    assert r.exit_code == 1 and "alias bomb" in refusal(r)
 
 
 class RacingKV(MemoryKV):

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from pgha.config import ConfigError, NodeConfig, load
-from pgha.preflight import run_all
+from pgha.preflight import exposed_secrets, run_all
 
 
 def config_path_of(args: list[str]) -> str | None:
@@ -29,6 +29,9 @@ def load_checked(path: str) -> NodeConfig:
     try:
         cfg = load(path)
         run_all(cfg)
+        warning = exposed_secrets(path, cfg)
+        if warning is not None:
+            print(f"pgha: warning: {warning}", file=sys.stderr, flush=True)
         return cfg
     except ConfigError as exc:
         print(f"pgha: {exc}", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from pgha import intents as validate
+from pgha import redact
 from pgha.api import views
 from pgha.api.request import Reply, Request, error
 from pgha.api.schema import BadRequest, merge_patch, parse_time
@@ -120,7 +121,7 @@ def reinitialize(req: Request) -> Reply:
 
 # --- cluster configuration ----------------------------------------------------------------------
 def config_json(config: ClusterConfig) -> dict[str, Any]:
-    return views.scrub(to_jsonable(config))  # type: ignore[no-any-return]
+    return redact.scrub(to_jsonable(config))  # type: ignore[no-any-return]
 
 
 def current_config(req: Request) -> tuple[ClusterConfig, int | None]:

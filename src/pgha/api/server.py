@@ -25,7 +25,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from pgha.api import guard, views
+from pgha import redact
+from pgha.api import guard
 from pgha.api.conns import MAX_HEAD, Answer, Connections, Incoming
 from pgha.api.handle import AgentHandle
 from pgha.api.request import Reply, Request, error
@@ -320,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.raw is not None:
             data = reply.raw
         elif reply.body is not None:
-            data = json.dumps(views.scrub(reply.body), separators=(",", ":"), allow_nan=False).encode()
+            data = json.dumps(redact.scrub(reply.body), separators=(",", ":"), allow_nan=False).encode()
         else:
             data = b""
         self.send_response(reply.status)

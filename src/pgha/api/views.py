@@ -5,26 +5,11 @@ The health checks built from these facts are in ``health.py``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pgha.api.handle import NodeSnapshot
 from pgha.core.model import MemberInfo, PgRunState, Role, Tags
 from pgha.dcs.codec import to_jsonable
-
-# Response keys whose values are replaced, wherever they appear (defence in depth).
-SECRET_KEY = re.compile(r"pass(word|phrase)?|secret|token|private|credential", re.IGNORECASE)
-REDACTED = "********"
-
-
-def scrub(value: Any) -> Any:
-    """Replace the values of secret-looking keys, recursively."""
-    if isinstance(value, dict):
-        return {k: REDACTED if isinstance(k, str) and SECRET_KEY.search(k) else scrub(v)
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
 
 
 # --- facts about this node ---------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import IO, Any
 import click
 import yaml
 
-from pgha import __version__
+from pgha import __version__, yamlsafe
 
 # The other operator command modules register their commands when imported.
 from pgha.cli import commands_cluster_list, commands_connect, commands_member, commands_switchover, context  # noqa: F401
@@ -147,11 +147,9 @@ def _validated(data: Any) -> ClusterConfig:
 def _read_apply(stream: IO[str]) -> dict[str, Any]:
     name = getattr(stream, "name", "--apply")
     try:
-        data = yaml.safe_load(stream.read())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise Refused(f"{name}: not valid YAML{where}; fix the syntax") from None
+        data = yamlsafe.load(stream.read())
+    except ValueError as exc:
+        raise Refused(f"{name}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -112,14 +112,14 @@ def _write_private(path: Path, text: str) -> str:
         raise Refused(f"-o: {path} already exists; remove it or choose another path") from None
     except OSError as exc:
         raise Refused(f"-o: cannot create {path} ({exc.strerror}); check the directory") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
     uid = _postgres_uid()
-    if os.geteuid() == 0 and uid is not None:
-        pw = pwd.getpwuid(uid)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-        return "mode 0600, owner postgres"
-    return "mode 0600"
+    with os.fdopen(fd, "w") as f:
+        if os.geteuid() == 0 and uid is not None:
+            # By descriptor: the path could be swapped for a link between open and chown.
+            pw = pwd.getpwuid(uid)
+            os.fchown(f.fileno(), pw.pw_uid, pw.pw_gid)
+        f.write(text)
+    return "mode 0600, owner postgres" if os.geteuid() == 0 and uid is not None else "mode 0600"
 
 
 @cli.command("generate-config")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, TypeVar
 
+from pgha.core import names
+
 SyncMode = Literal["off", "on", "strict", "quorum"]
 
 
@@ -122,6 +124,9 @@ class ClusterConfig:
             return "synchronous_node_count: must be at least 1"
         if self.primary_start_timeout < 0:
             return "primary_start_timeout: must be zero or more seconds"
+        bad_parameter = names.parameters_problem(self.parameters)
+        if bad_parameter is not None:
+            return f"parameters: {bad_parameter}"
         return None
 
     def renewal_period(self) -> float:

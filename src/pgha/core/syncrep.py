@@ -9,6 +9,7 @@ PostgreSQL stops waiting for it.
 
 from __future__ import annotations
 
+from pgha.core import names
 from pgha.core.actions import Action, PublishSync, SetSyncStandbys
 from pgha.core.facts import Facts
 from pgha.core.model import ClusterConfig, ClusterView, Role
@@ -128,9 +129,11 @@ def _plan_quorum(f: Facts, published: tuple[str, ...], target: tuple[str, ...], 
 
 
 def render_names(standbys: tuple[str, ...], quorum: int, kind: str) -> str:
-    """synchronous_standby_names for these members ('' when none)."""
+    """synchronous_standby_names for these members ('' when none); ValueError for an invalid name."""
     if not standbys:
         return ""
+    for name in standbys:
+        names.check("member name", name)  # read from the DCS: refused there already
     quoted = ", ".join(f'"{s}"' for s in standbys)
     if kind == "any":
         return f"ANY {quorum} ({quoted})"

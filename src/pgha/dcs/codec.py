@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar
 
+from pgha.core import names
 from pgha.core.model import PROFILES, ClusterConfig, MemberInfo, MemberIntent, Switchover, SyncState
 
 T = TypeVar("T")
@@ -192,7 +193,11 @@ def decode_member(data: bytes, name: str | None = None, lease: int = 0) -> Membe
         override["name"] = name
     if lease:
         override["lease_id"] = lease
-    return decode(MemberInfo, data, **override)
+    info = decode(MemberInfo, data, **override)
+    why = names.member_problem(info.name, info.host, info.port, info.api_url)
+    if why is not None:
+        raise ValueError(why)
+    return info
 
 
 def encode_config(config: ClusterConfig) -> bytes:
@@ -230,7 +235,13 @@ def decode_config_lenient(data: bytes) -> tuple[ClusterConfig, list[str]]:
     except ValueError as exc:
         return ClusterConfig(), [f"config: {exc}; using the defaults"]
     obj = _profiled(obj)
+    bad_parameters: list[str] = []
+    if isinstance(obj.get("parameters"), dict):
+        # One bad parameter is left out, not every cluster parameter.
+        good, bad_parameters = names.valid_parameters(obj["parameters"])
+        obj = {**obj, "parameters": good}
     typed, problems = decode_lenient(ClusterConfig, obj)
+    problems = [f"parameters: {p}" for p in bad_parameters] + problems
     config = ClusterConfig()
     given = {f.name: getattr(typed, f.name) for f in dataclasses.fields(ClusterConfig) if f.name in obj}
     whole = dataclasses.replace(config, **given)
@@ -254,7 +265,10 @@ def encode_sync(sync: SyncState) -> bytes:
 
 
 def decode_sync(data: bytes, mod_revision: int = 0) -> SyncState:
-    return decode(SyncState, data, mod_revision=mod_revision)
+    sync = decode(SyncState, data, mod_revision=mod_revision)
+    for name in (sync.leader, *sync.standbys):
+        names.check("member name", name)
+    return sync
 
 
 def encode_switchover(switchover: Switchover) -> bytes:
@@ -262,7 +276,11 @@ def encode_switchover(switchover: Switchover) -> bytes:
 
 
 def decode_switchover(data: bytes) -> Switchover:
-    return decode(Switchover, data)
+    switchover = decode(Switchover, data)
+    for name in (switchover.leader, switchover.candidate):
+        if name is not None:
+            names.check("member name", name)
+    return switchover
 
 
 def encode_intent(intent: MemberIntent) -> bytes:

@@ -16,8 +16,11 @@ Layout (values are JSON unless noted):
 
 Reading is defensive: a value another member wrote that cannot be decoded is
 skipped (a member, intent, history entry, switchover, sync) or, for /config,
-reduced to its valid settings.  Each such problem is logged once and kept in
-``ClusterStore.problems`` until the next read.
+reduced to its valid settings.  Names, hosts, ports and parameters are checked
+here (``pgha.core.names``): a member record whose name, host or API URL could
+break a file pgha writes is skipped like an undecodable one.  Each such problem
+is logged once (a few lines per read at most) and kept in ``ClusterStore.problems``
+until the next read.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from pgha.core import names
 from pgha.core.model import (
     ClusterConfig,
     ClusterView,
@@ -43,6 +47,9 @@ from pgha.dcs import codec
 from pgha.dcs.base import KV, Compacted, DCSError, KeyValue, LeaseNotFound, WatchEvent
 
 log = logging.getLogger(__name__)
+
+# Fresh problems logged per read; the rest are counted in one more line.
+REPORT_LINES = 3
 
 
 class NoLease(DCSError):
@@ -68,6 +75,11 @@ class HistoryEntry:
 
 class InitializeConflict(DCSError):
     """Another member owns /initialize: this member must not publish its system id."""
+
+
+def _safe_key(rel: str) -> str:
+    """A key as it may appear in a log line (a hostile writer may put a newline in it)."""
+    return rel if names.CONTROL.search(rel) is None else names.shown(rel, 80)
 
 
 def _text(kv: KeyValue) -> str:
@@ -126,11 +138,12 @@ class ClusterStore:
                     view = replace(view, switchover=codec.decode_switchover(kv.value),
                                    switchover_revision=kv.mod_revision)
                 elif rel.startswith("intents/"):
-                    intents[rel.removeprefix("intents/")] = codec.decode_intent(kv.value)
+                    member = names.check("member name", rel.removeprefix("intents/"))
+                    intents[member] = codec.decode_intent(kv.value)
                 elif rel.startswith("history/"):
                     history.append((kv.create_revision, rel, codec.decode(HistoryEntry, kv.value)))
             except ValueError as exc:
-                problems.append(f"{rel}: {exc}; ignored")
+                problems.append(f"{_safe_key(rel)}: {exc}; ignored")
         entries = [entry for _, _, entry in sorted(history, key=lambda h: (h[0], h[1]))]
         last_leader = entries[-1].new_leader if entries else initialized_by
         view = replace(
@@ -141,10 +154,14 @@ class ClusterStore:
         return view
 
     def _report(self, problems: list[str]) -> None:
+        """Log each problem once while it lasts, at most REPORT_LINES lines per read."""
         self.problems = problems
         fresh = [p for p in problems if p not in self._logged]
-        for p in fresh:
+        for p in fresh[:REPORT_LINES]:
             log.warning("cluster %s: %s", self.cluster, p)
+        if len(fresh) > REPORT_LINES:
+            log.warning("cluster %s: %d more values could not be used and were ignored", self.cluster,
+                        len(fresh) - REPORT_LINES)
         self._logged = frozenset(problems)
 
     def history(self) -> list[HistoryEntry]:

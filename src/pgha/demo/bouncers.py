@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgha.demo.base import DemoBase
 from pgha.demo.procs import pid_alive, stop_pid
-from pgha.demo.state import DEMO_BOUNCER_DATABASES, DemoError, _chown
+from pgha.demo.state import DEMO_BOUNCER_DATABASES, DemoError, _chown, write_private
 
 if TYPE_CHECKING:
     from pgha.routing.pgbouncer import PgBouncer
@@ -50,14 +50,11 @@ class BouncerMixin(DemoBase):
             _chown(d)
             port = self.port_base + 10 * i + 2
             ini = d / "pgbouncer.ini"
-            ini.write_text(render_pgbouncer_ini(listen_port=port, target_host="127.0.0.1",
-                                                target_port=node.pg_port, dir=str(d), admin_users=("pgbouncer",),
-                                                databases=DEMO_BOUNCER_DATABASES, version=pgbouncer_version()))
+            write_private(ini, render_pgbouncer_ini(
+                listen_port=port, target_host="127.0.0.1", target_port=node.pg_port, dir=str(d),
+                admin_users=("pgbouncer",), databases=DEMO_BOUNCER_DATABASES, version=pgbouncer_version()))
             users = d / "userlist.txt"
-            users.write_text(render_userlist({"postgres": password, "pgbouncer": self.bouncer_admin_password}))
-            for f in (ini, users):
-                os.chmod(f, 0o600)
-                _chown(f)
+            write_private(users, render_userlist({"postgres": password, "pgbouncer": self.bouncer_admin_password}))
             node.pgbouncer_port = port
             lines.append(f"127.0.0.1:{port}:*:postgres:{password}")
             self.start_pgbouncer(node.name)

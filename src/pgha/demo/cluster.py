@@ -41,6 +41,7 @@ from pgha.demo.state import (
     describe,
     healthy,
     orphan_watchdogs,
+    write_private,
 )
 
 
@@ -145,8 +146,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
             self.state.nodes.append(node)
         if self.pgbouncer:
             lines += self._setup_pgbouncers(password)
-        passfile.write_text("\n".join(lines) + "\n")
-        os.chmod(passfile, 0o600)
+        write_private(passfile, "\n".join(lines) + "\n", give_to_postgres=False)
         self._save()
         for node in self.state.nodes:
             node.agent_pid = self.start_agent(node.name)
@@ -232,9 +232,8 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
 
     def _write_api_credentials(self) -> None:
         """The API password where the operator (curl --netrc-file) and the tests find it."""
-        self.api_netrc.write_text("")
-        os.chmod(self.api_netrc, 0o600)
-        self.api_netrc.write_text(f"default login {self.api_user} password {self.api_password}\n")
+        write_private(self.api_netrc, f"default login {self.api_user} password {self.api_password}\n",
+                      give_to_postgres=False)
 
     def _make_api_cert(self, name: str, address: str | None) -> None:
         """Node ``name``'s API certificate, signed by the demo's CA (made with the first one)."""
@@ -258,9 +257,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         _chown(node_dir)
         cfg = self._node_config(i, password, repl_password)
         path = node_dir / "pgha.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        os.chmod(path, 0o600)
-        _chown(path)
+        write_private(path, yaml.safe_dump(cfg, sort_keys=False))
         pg_port = cfg["postgresql"]["port"]
         api_port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
         address = self.lab.address(NODE_HOST_BASE + i) if self.lab else None

@@ -25,7 +25,7 @@ from pgha.config import DcsConfig, EtcdConfig, load
 from pgha.demo import multihost, netlab
 from pgha.demo.base import DemoBase
 from pgha.demo.procs import pid_alive
-from pgha.demo.state import ETCD_BIN, ETCD_HOST_BASE, DemoError, DemoEtcdMember, _chown
+from pgha.demo.state import ETCD_BIN, ETCD_HOST_BASE, DemoError, DemoEtcdMember, _chown, write_private
 
 ETCD_CLIENT_PORT = 2379
 # The etcd user the agents log in as, and the prefix its role may read and write.
@@ -112,8 +112,7 @@ class EtcdMembersMixin(DemoBase):
         self.wait_etcd_members()
         root_password = secrets.token_urlsafe(16)
         pw = self.pki / "root.password"
-        pw.touch(mode=0o600)
-        pw.write_text(root_password + "\n")
+        write_private(pw, root_password + "\n", give_to_postgres=False)
         self.pgha_etcd_password = secrets.token_urlsafe(16)
         self._step("etcd-auth", self.pki / "auth.log", ENDPOINTS=",".join(self.etcd_endpoints()),
                    PKI=str(self.pki), ROOT_PASSWORD=root_password, PGHA_PASSWORD=self.pgha_etcd_password)

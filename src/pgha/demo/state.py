@@ -111,6 +111,18 @@ def _chown(path: Path) -> None:
         os.chown(path, *owner)
 
 
+def write_private(path: Path, text: str, give_to_postgres: bool = True) -> None:
+    """Write ``path`` with mode 0600 from its creation (never readable by others in between); as
+    root it is given to postgres by descriptor.  A link at ``path`` is refused (O_NOFOLLOW)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        owner = _pg_owner() if give_to_postgres else None
+        if owner is not None:
+            os.fchown(fd, *owner)
+        f.write(text)
+
+
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
     """Merge ``extra`` into ``into``; nested mappings merge, anything else replaces."""
     for key, value in extra.items():

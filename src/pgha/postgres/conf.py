@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pgha.config import NodeConfig
+from pgha.core import names
 from pgha.postgres import libpq
 from pgha.postgres.binaries import RunAs
 from pgha.postgres.common import Upstream
@@ -96,6 +97,11 @@ def conninfo(**kw: str | int) -> str:
 
 
 def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> str:
+    """Raises ValueError (one line) for an upstream whose name, host or port is not valid."""
+    why = (names.problem("member name", upstream.name) or names.problem("host", upstream.host)
+           or names.port_problem(upstream.port))
+    if why is not None:
+        raise ValueError(f"upstream {names.shown(upstream.name)}: {why}")
     return conninfo(
         host=upstream.host,
         port=upstream.port,
@@ -121,8 +127,11 @@ def render_postgresql_conf(
     pgc = config.postgresql
     settings: dict[str, Value] = dict(DEFAULTS)
     ignored = []
+    invalid = 0
     for k, v in parameters.items():
-        if k.lower() in PROTECTED:
+        if names.parameter_problem(k, v) is not None:
+            invalid += 1  # the readers refuse these already (pgha.core.names); never written
+        elif k.lower() in PROTECTED:
             ignored.append(k)
         else:
             settings[k.lower()] = v
@@ -145,6 +154,8 @@ def render_postgresql_conf(
     ]
     if ignored:
         lines.append(f"# ignored (set by pgha): {', '.join(sorted(ignored))}")
+    if invalid:
+        lines.append(f"# ignored: {invalid} parameters with an invalid name or value")
     lines += ["", "# replication defaults, cluster and node parameters"]
     lines += [f"{k} = {quote(v)}" for k, v in settings.items()]
     lines.append("")

@@ -11,13 +11,19 @@ a non-zero exit, a timeout or a hook that cannot start vetoes the promotion.
 
 Each run is bounded by ``callbacks.timeout``: the hook's whole process group is
 killed when it expires.  Every run is logged with its exit code and duration.
+
+Hooks run without the capabilities the agent holds for the VIP (CAP_NET_ADMIN,
+CAP_NET_RAW): before the hook's exec, its ambient and inheritable sets are
+emptied and, where the agent may (as root), those two leave its bounding set.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import platform
 import queue
 import shlex
 import signal
@@ -91,7 +97,8 @@ class CallbackRunner:
         start = time.monotonic()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+                                    stderr=subprocess.PIPE, start_new_session=True,
+                                    preexec_fn=drop_capabilities)
         except OSError as exc:
             result = HookResult(event, None, 0.0, f"cannot run {argv[0]}: {exc.strerror or exc}")
             self.log.warning("hook %s: %s", event, result.reason)
@@ -140,6 +147,40 @@ class CallbackRunner:
                 self.log.exception("hook %s failed", item)
             finally:
                 self._queue.task_done()
+
+
+# Linux prctl(2) and capget/capset(2) numbers; libc is loaded before any fork.
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAP_NET_ADMIN = 12
+_CAP_NET_RAW = 13
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_SYS_CAPGET, _SYS_CAPSET = {"x86_64": (125, 126), "aarch64": (90, 91)}.get(platform.machine(), (0, 0))
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """In a hook's child before exec: no ambient or inheritable capabilities, and no CAP_NET_ADMIN or
+    CAP_NET_RAW in the bounding set where allowed (root).  Only async-signal-safe system calls."""
+    _LIBC.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if _SYS_CAPGET:
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        if _LIBC.syscall(_SYS_CAPGET, ctypes.byref(header), data) == 0:
+            data[0].inheritable = data[1].inheritable = 0
+            _LIBC.syscall(_SYS_CAPSET, ctypes.byref(header), data)
+    for cap in (_CAP_NET_ADMIN, _CAP_NET_RAW):
+        _LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EPERM without CAP_SETPCAP: nothing to drop then
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -19,17 +19,23 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from pgha.core import names
+
 # (name, host, PostgreSQL port, REST API URL)
 Member = tuple[str, str, int, str]
 
 
 def _server_lines(members: Sequence[Member], ca_file: str | None) -> list[str]:
     lines = []
+    if ca_file is not None and (not ca_file or re.search(r"[\s#'\"\\]", ca_file) or names.CONTROL.search(ca_file)):
+        raise ValueError(f"CA file {names.shown(ca_file)}: use a path without spaces, quotes or '#'")
     for name, host, pg_port, api_url in members:
+        why = names.member_problem(name, host, pg_port, api_url) or names.problem("host", host)
+        if why is not None:
+            raise ValueError(f"{names.shown(name)}: {why}")
         url = urlsplit(api_url)
-        if url.scheme not in ("http", "https") or url.port is None:
+        if url.port is None:
             raise ValueError(f"{name}: API URL {api_url!r} must look like http://host:port")
-        safe = re.sub(r"[^A-Za-z0-9_.:-]", "_", name)
         tls = ""
         if url.scheme == "https":
             tls = f" check-ssl verify required ca-file {ca_file}" if ca_file else " check-ssl verify none"
@@ -42,7 +48,7 @@ def _server_lines(members: Sequence[Member], ca_file: str | None) -> list[str]:
                 raise ValueError(f"{name}: the API host {url.hostname!r} differs from {host!r}; "
                                  "use the same host or an IP address in the API URL") from None
             check_addr = f" addr {url.hostname}"
-        lines.append(f"    server {safe} {host}:{pg_port} check port {url.port}{check_addr}{tls}")
+        lines.append(f"    server {name} {host}:{pg_port} check port {url.port}{check_addr}{tls}")
     return lines
 
 
@@ -62,6 +68,8 @@ def render_haproxy_config(
     (the checks are read-only GETs without credentials)."""
     if not members:
         raise ValueError("members: list at least one member")
+    if bind_address != "*" and names.problem("host", bind_address) is not None:
+        raise ValueError(f"bind address {names.shown(bind_address)}: use '*', a host name or an IP address")
     default_server = (f"    default-server inter {check_interval} fall 2 rise 1 "
                       "on-marked-down shutdown-sessions")
     servers = _server_lines(members, ca_file)

@@ -39,6 +39,7 @@ import psycopg
 from psycopg import pq
 
 from pgha.config import PgBouncerConfig
+from pgha.core import names
 from pgha.routing.errors import RoutingError
 
 log = logging.getLogger("pgha.routing.pgbouncer")
@@ -97,7 +98,13 @@ def _section_bounds(lines: list[str], name: str) -> tuple[int, int] | None:
 
 
 def rewrite_databases(text: str, databases: Sequence[str], host: str, port: int) -> str:
-    """Point the managed ``[databases]`` entries at host:port; keep everything else."""
+    """Point the managed ``[databases]`` entries at host:port; keep everything else.
+
+    Raises ValueError (one line) for a host, port or database name that could break the file."""
+    why = names.problem("host", host) or names.port_problem(port)
+    why = why or next(filter(None, (names.problem("pgbouncer database", d) for d in databases)), None)
+    if why is not None:
+        raise ValueError(why)
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
@@ -192,6 +199,8 @@ class PgBouncer:
         self.path = Path(cfg.config)
         self.connect_timeout = connect_timeout
         self._paused = False
+        # Auto-database names last refused (each set is logged once).
+        self._refused_names: set[str] = set()
 
     # - config file -
     def current_target(self) -> tuple[str, int] | None:
@@ -211,7 +220,10 @@ class PgBouncer:
         except OSError as exc:
             raise PgBouncerError(f"{self.path}: cannot read it ({exc.strerror}); "
                                  "the agent's OS user needs read and write access") from None
-        new = rewrite_databases(old, self.cfg.databases, host, port)
+        try:
+            new = rewrite_databases(old, self.cfg.databases, host, port)
+        except ValueError as exc:
+            raise PgBouncerError(f"{self.path}: not rewritten: {exc}") from None
         if new == old:
             return False
         try:
@@ -293,10 +305,14 @@ class PgBouncer:
         self._close_old_servers(host, port, grace)
         log.info("PgBouncer points at %s:%d", host, port)
 
-    def write_config_entries(self, names: Sequence[str], host: str, port: int) -> None:
+    def write_config_entries(self, databases: Sequence[str], host: str, port: int) -> None:
         """Add or update explicit entries for ``names`` (used for auto-created databases)."""
         text = self.path.read_text()
-        write_atomically(self.path, rewrite_databases(text, [*self.cfg.databases, *names], host, port))
+        try:
+            new = rewrite_databases(text, [*self.cfg.databases, *databases], host, port)
+        except ValueError as exc:
+            raise PgBouncerError(f"{self.path}: not rewritten: {exc}") from None
+        write_atomically(self.path, new)
 
     def _databases(self) -> list[dict[str, str | None]]:
         return [row for row in self.admin("SHOW DATABASES").dicts()
@@ -308,8 +324,15 @@ class PgBouncer:
         text = self.path.read_text()
         explicit = _explicit_names(text)
         targets = _addresses(host)
-        return [str(row["name"]) for row in self._databases()
-                if row["name"] not in explicit and not _same(row.get("host"), row.get("port"), targets, port)]
+        stale = [str(row["name"]) for row in self._databases()
+                 if row["name"] not in explicit and not _same(row.get("host"), row.get("port"), targets, port)]
+        plain, bad = plain_database_names(stale)
+        if bad and set(bad) != self._refused_names:
+            log.warning("PgBouncer: %d auto-databases not written into %s (names such as %s are not plain "
+                        "database names); their connections to the old primary are closed", len(bad),
+                        self.path, names.shown(bad[0]))
+        self._refused_names = set(bad)
+        return plain
 
     def _close_old_servers(self, host: str, port: int, grace: float) -> None:
         targets = _addresses(host)
@@ -335,12 +358,24 @@ class PgBouncer:
             # KILL drops that database's clients and servers and pauses it; RESUME reopens it.
             log.warning("PgBouncer: closing connections of database %s still on the old primary", db)
             try:
-                self.admin(f'KILL "{db}"')
+                self.admin(f"KILL {_ident(db)}")
             except PgBouncerError as exc:
                 if "already suspended/paused" in str(exc):
                     return  # paused by someone else: its servers close as transactions end
                 raise
-            self.admin(f'RESUME "{db}"')
+            self.admin(f"RESUME {_ident(db)}")
+
+
+def plain_database_names(found: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(names pgha may write into pgbouncer.ini, the others).  PgBouncer registers an auto-database for
+    any name a client sends, even with a wrong password ("x y", "appdb=host=203.0.113.9")."""
+    bad = [name for name in found if name == "*" or names.problem("pgbouncer database", name)]
+    return [name for name in found if name not in bad], bad
+
+
+def _ident(name: str) -> str:
+    """A database name as a quoted identifier of the admin console (control characters dropped)."""
+    return '"' + names.CONTROL.sub("", name).replace('"', '""') + '"'
 
 
 def _explicit_names(text: str) -> set[str]:

@@ -504,10 +504,12 @@ def check_zookeeper(zk: ZooKeeperConfig, where: str) -> None:
         scheme, _, rest = entry.partition(":")
         ident, _, perms = rest.rpartition(":")
         if scheme == "world" or ident == "anyone":
-            raise ConfigError(f"{where}.acl[{i}]: {entry!r} opens the cluster's znodes to anyone; remove it")
+            raise ConfigError(f"{where}.acl[{i}]: a world:anyone entry opens the cluster's znodes to anyone; "
+                              "remove it")
         if scheme not in ("digest", "sasl", "x509", "ip") or not ident or not perms or set(perms) - ZK_PERMS:
-            raise ConfigError(f"{where}.acl[{i}]: {entry!r} must be scheme:id:perms with scheme digest, sasl, "
-                              "x509 or ip and perms from rwcda, e.g. digest:ops:<base64 hash>:r")
+            # The entry itself is not repeated: a digest entry holds a password hash.
+            raise ConfigError(f"{where}.acl[{i}]: must be scheme:id:perms with scheme digest, sasl, x509 or ip "
+                              "and perms from rwcda, e.g. digest:ops:<base64 hash>:r")
     if zk.key and not zk.cert:
         raise ConfigError(f"{where}.key: a client key needs its certificate; set {where}.cert too")
     if zk.cert and not zk.key:

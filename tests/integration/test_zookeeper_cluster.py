@@ -25,6 +25,7 @@ from pgha.demo import DemoCluster
 from pgha.demo.procs import pid_alive
 from pgha.probe import Probe
 from tests.support.cluster import (
+    connect,
     free_port_base,
     leader_name,
     postgres_readable_dir,
@@ -49,7 +50,8 @@ TTL = 6.0
 
 @pytest.fixture(scope="module")
 def zk_cluster() -> Iterator[DemoCluster]:
-    with running_cluster(nodes=3, ttl=TTL, sync=True, dcs="zookeeper") as demo:
+    # pg_tls: the members' PostgreSQL serve TLS and connect to each other with sslmode=verify-full.
+    with running_cluster(nodes=3, ttl=TTL, sync=True, dcs="zookeeper", pg_tls=True) as demo:
         yield demo
 
 
@@ -72,6 +74,21 @@ def test_the_agents_use_zookeeper(zk_cluster: DemoCluster) -> None:
     for name in ("node1", "node2", "node3"):
         assert name in r.output
     assert "Leader" in r.output or "leader" in r.output
+
+
+def test_replication_verifies_the_upstream_and_pgpass_names_the_members(zk_cluster: DemoCluster) -> None:
+    demo = zk_cluster
+    leader = leader_name(demo)
+    with connect(demo, leader) as conn:
+        rows = conn.execute("SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").fetchall()
+    assert len(rows) == 2 and all(r[0] for r in rows), rows
+    ports = sorted(str(n.pg_port) for n in demo.state.nodes) if demo.state else []
+    for name in replicas(demo):
+        node_dir = Path(demo.node(name).data_dir).parent
+        assert "sslmode=verify-full" in (node_dir / "data" / "postgresql.conf").read_text()
+        hosts = [ln.split(":")[:2] for ln in (node_dir / "pgha.pgpass").read_text().splitlines()]
+        assert ["*", "*"] not in hosts and {h for h, _ in hosts} == {"localhost", "127.0.0.1"}, hosts
+        assert sorted({p for h, p in hosts if h != "localhost"}) == ports
 
 
 def test_host_death_fails_over_after_the_session_expires(zk_cluster: DemoCluster) -> None:

@@ -39,7 +39,7 @@ class DemoBase:
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
                  pgbouncer: bool = False, dcs: str = "etcd", etcd_members: int = 1,
-                 profile: str | None = None, api_tls: bool = True) -> None:
+                 profile: str | None = None, api_tls: bool = True, pg_tls: bool = False) -> None:
         self.dir = Path(directory).absolute()
         self.n = nodes
         self.port_base = port_base
@@ -76,6 +76,9 @@ class DemoBase:
         self.pgha_etcd_password = ""
         # The REST API: basic auth with a generated password (always) and TLS with a demo CA.
         self.api_tls = api_tls
+        # With api_tls: PostgreSQL serves TLS with the node's certificate and the members connect to
+        # each other with sslmode=verify-full against the demo's CA (postgresql.ssl).
+        self.pg_tls = pg_tls and api_tls
         self.api_user = "pgha"
         self.api_password = secrets.token_urlsafe(16)
         self.ca: CA | None = None

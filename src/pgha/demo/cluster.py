@@ -81,6 +81,10 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         if self.api_tls:
             certfile, keyfile = self.api_tls_files(self.node_name(i))
             cfg["api"]["tls"] = {"certfile": str(certfile), "keyfile": str(keyfile), "cafile": str(self.api_ca)}
+            if self.pg_tls:
+                cfg["postgresql"]["ssl"] = {"sslmode": "verify-full", "sslrootcert": str(self.api_ca)}
+                cfg["postgresql"]["parameters"].update(ssl=True, ssl_cert_file=str(certfile),
+                                                       ssl_key_file=str(keyfile))
         if self.lab is not None:
             self._lab_node_config(cfg, i)
         for key in ("*", self.node_name(i)):

@@ -133,7 +133,9 @@ class ApiServer:
         self.tls = tls_context(self.config.tls) if self.config.tls is not None else None
         try:
             # No name lookup (HTTPServer's getfqdn can stall); SO_REUSEADDR for a quick restart.
-            sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+            # "[::]" also takes IPv4 clients, as the kernel's default (and http.server) did.
+            dual = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()
+            sock = socket.create_server((host, port), family=family, backlog=BACKLOG, dualstack_ipv6=dual)
         except OSError as exc:
             where = f"api.listen {listen}"
             if exc.errno == errno.EADDRINUSE:

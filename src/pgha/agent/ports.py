@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pgha.config import NodeConfig
+from pgha.core.actions import SlotOp
 from pgha.core.model import LocalPostgres, MemberInfo, PeerStatus, TaskKind, TaskState
 from pgha.dcs.base import KV
 from pgha.postgres.common import Progress, Upstream
@@ -64,7 +65,13 @@ class Postgres(Protocol):
 
     def checkpoint(self) -> None: ...
 
-    def sync_slots(self, members: tuple[str, ...]) -> None: ...
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None: ...
+
+    def manage_slots(self, ops: tuple[SlotOp, ...]) -> None: ...
+
+    def read_slot_states(self, leader: Upstream, names: list[str]) -> dict[str, bytes]: ...
+
+    def install_slot_states(self, states: dict[str, bytes]) -> None: ...
 
 
 class Tasks(Protocol):

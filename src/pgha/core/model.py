@@ -8,6 +8,7 @@ only for display and schedules), ``*_deadline``/``*_mono`` fields are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +31,57 @@ class Tags:
     noloadbalance: bool = False
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# What PostgreSQL accepts as a slot name; plugin and database names are held to the same plain
+# identifier shape (letters, digits, underscore; a database name may also hold '-') before any SQL.
+SLOT_NAME_RE = re.compile(r"[a-z0-9_]{1,63}")
+PLUGIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,63}")
+DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """One permanent replication slot (Patroni's ``slots:`` entry)."""
+
+    type: Literal["physical", "logical"] = "physical"
+    # Logical slots only: the output plugin (e.g. pgoutput, test_decoding) and the database.
+    plugin: str = ""
+    database: str = ""
+
+
+@dataclass(frozen=True)
+class IgnoreSlot:
+    """One ``ignore_slots`` matcher (Patroni's format): a slot matching every field given is never
+    dropped by pgha."""
+
+    name: str = ""
+    type: Literal["", "physical", "logical"] = ""
+    plugin: str = ""
+    database: str = ""
+
+    def matches(self, name: str, type: str, plugin: str, database: str) -> bool:
+        return all(not want or want == got for want, got in
+                   ((self.name, name), (self.type, type), (self.plugin, plugin), (self.database, database)))
+
+
+def slots_problem(slots: Mapping[str, SlotSpec]) -> str | None:
+    """One line naming the first bad ``slots:`` entry and the fix, or None."""
+    for name, spec in slots.items():
+        if not SLOT_NAME_RE.fullmatch(name):
+            return (f"slots.{name}: not a valid slot name; use 1 to 63 lowercase letters, digits "
+                    "or underscores")
+        if spec.type == "physical":
+            if spec.plugin or spec.database:
+                return f"slots.{name}: a physical slot takes no plugin or database; remove them"
+            continue
+        if not PLUGIN_NAME_RE.fullmatch(spec.plugin):
+            return (f"slots.{name}.plugin: {spec.plugin!r} is not a plugin name; give one such as "
+                    "pgoutput or test_decoding (letters, digits, underscores)")
+        if not DATABASE_NAME_RE.fullmatch(spec.database):
+            return (f"slots.{name}.database: {spec.database!r} is not a database name pgha accepts; "
+                    "use letters, digits, '_' or '-' (63 at most)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +120,11 @@ class ClusterConfig:
     pause: bool = False
     # Cluster-wide PostgreSQL parameters.
     parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    # Permanent replication slots (Patroni's format): kept on the primary and on every member that
+    # could be promoted, so a consumer finds its slot, and its position, after a failover.
+    slots: Mapping[str, SlotSpec] = field(default_factory=dict)
+    # Slots pgha never drops (each entry matches on the fields it gives: name, type, plugin, database).
+    ignore_slots: tuple[IgnoreSlot, ...] = ()
 
     def problem(self) -> str | None:
         """One line naming the first invalid setting and the fix, or None."""
@@ -88,6 +145,12 @@ class ClusterConfig:
             return "synchronous_node_count: must be at least 1"
         if self.primary_start_timeout < 0:
             return "primary_start_timeout: must be zero or more seconds"
+        if (problem := slots_problem(self.slots)) is not None:
+            return problem
+        logical = sorted(n for n, s in self.slots.items() if s.type == "logical")
+        if logical and str(self.parameters.get("wal_level", "")) != "logical":
+            return (f"slots.{logical[0]}: logical slots need parameters.wal_level: logical; "
+                    "set it (the next restart applies it)")
         return None
 
     def renewal_period(self) -> float:
@@ -156,6 +219,9 @@ class MemberInfo:
     # The /config revision this member's last decision was made with (0: not published, an
     # older agent), so that `pgha pause --wait` knows the member saw the change.
     config_revision: int = 0
+    # Primary only: the position of each permanent slot (confirmed_flush_lsn of a logical slot,
+    # restart_lsn of a physical one), which the replicas advance their copies to.
+    slots: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def lsn(self) -> int:
@@ -265,6 +331,19 @@ class Replication:
 
 
 @dataclass(frozen=True)
+class LocalSlot:
+    """One row of pg_replication_slots on this node."""
+
+    name: str
+    type: str  # physical or logical
+    plugin: str = ""
+    database: str = ""
+    active: bool = False
+    restart_lsn: int | None = None
+    confirmed_flush_lsn: int | None = None
+
+
+@dataclass(frozen=True)
 class LocalPostgres:
     """This node's PostgreSQL as observed at the start of the loop."""
 
@@ -296,6 +375,9 @@ class LocalPostgres:
     replay_timestamp: float | None = None  # epoch seconds of pg_last_xact_replay_timestamp()
     replay_paused: bool = False  # pg_is_wal_replay_paused()
     restore_command: bool = False  # a restore_command is set (archive recovery when not streaming)
+    # pg_replication_slots while it runs, and the slots pgha created here (its pgha.slots record).
+    slots: tuple[LocalSlot, ...] = ()
+    owned_slots: frozenset[str] = frozenset()
 
 
 class TaskKind(StrEnum):

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pgha.config import NodeConfig
+from pgha.core.slots import slot_name as slot_name
 from pgha.postgres.binaries import RunAs
 from pgha.postgres.common import Upstream
 from pgha.postgres.layout import Layout
@@ -64,16 +65,6 @@ DEFAULTS: Mapping[str, Value] = {
 }
 
 
-def slot_name(member: str) -> str:
-    """The physical slot for a member: its name lowercased, other characters than [a-z0-9_] as '_'.
-
-    The mapping is deterministic so every primary computes the same names.  Two
-    member names that differ only in case or punctuation ("node-1", "node_1")
-    share a slot; member names should not do that.
-    """
-    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
-
-
 def quote(value: Value) -> str:
     """A postgresql.conf value."""
     if isinstance(value, bool):
@@ -94,7 +85,9 @@ def conninfo(**kw: str | int) -> str:
     return " ".join(f"{k}={conninfo_quote(str(v))}" for k, v in kw.items())
 
 
-def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> str:
+def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream, slot_sync: bool = False) -> str:
+    """``slot_sync``: PostgreSQL 17+'s slot sync worker connects with it and needs a dbname."""
+    extra: dict[str, str | int] = {"dbname": "postgres"} if slot_sync else {}
     return conninfo(
         host=upstream.host,
         port=upstream.port,
@@ -106,6 +99,7 @@ def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> 
         keepalives_idle=5,
         keepalives_interval=2,
         keepalives_count=3,
+        **extra,
     )
 
 
@@ -147,10 +141,11 @@ def render_postgresql_conf(
     lines += [f"{k} = {quote(v)}" for k, v in settings.items()]
     lines.append("")
     if upstream is not None:
+        slot_sync = bool(parameters.get("sync_replication_slots"))
         lines += [
             f"{UPSTREAM_PREFIX}{upstream.name}",
             f"{UPSTREAM_ADDR_PREFIX}{upstream.host}:{upstream.port}",
-            f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream))}",
+            f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream, slot_sync))}",
             f"primary_slot_name = {quote(slot_name(config.name))}",
         ]
     else:

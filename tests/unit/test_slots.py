@@ -17,6 +17,7 @@ from pgha.core.slots import (
     kept_by_plan,
     plan,
     published_positions,
+    published_restarts,
     slot_parameters,
 )
 
@@ -26,8 +27,9 @@ LOGI = SlotSpec("logical", "test_decoding", "app")
 
 def case(spec: SlotSpec | None = LOGI, local: LocalSlot | None = None, *, primary: bool = False,
          owned: bool = False, ignored: bool = False, member: bool = False, target: int | None = None,
-         replay: int | None = 1000, version: int = 150010) -> SlotCase:
-    return SlotCase("cdc", spec, local, primary, owned, ignored, member, target, replay, version)
+         replay: int | None = 1000, version: int = 150010, restart: int | None = 300,
+         floor: int | None = 200) -> SlotCase:
+    return SlotCase("cdc", spec, local, primary, owned, ignored, member, target, replay, version, restart, floor)
 
 
 def logical(confirmed: int = 100, active: bool = False, plugin: str = "test_decoding") -> LocalSlot:
@@ -54,6 +56,8 @@ CASES: list[tuple[str, SlotCase, tuple[tuple[str, int], ...]]] = [
     ("slot-native-sync", case(LOGI, None, target=900, version=170002), ()),
     ("slot-copy-logical", case(LOGI, None, target=900), (("copy", 0),)),
     ("slot-wait-position", case(LOGI, None), ()),
+    ("slot-wait-position", case(LOGI, None, target=900, restart=100, floor=200), ()),  # fresh clone
+    ("slot-wait-position", case(LOGI, None, target=900, floor=None), ()),
     ("slot-advance", case(LOGI, logical(100), target=900), (("advance", 900),)),
     ("slot-advance", case(LOGI, logical(100), target=5000, replay=1000), (("advance", 1000),)),
     ("slot-advance", case(PHYS, physical(100), target=700), (("advance", 700),)),
@@ -98,6 +102,7 @@ def test_plan_on_primary_and_replica() -> None:
     assert [(o.kind, o.name) for o in ops] == [("create_physical", "archiver"), ("create_logical", "cdc")]
     assert kept_by_plan(_inputs(local=(foreign, member))) == ("archiver", "cdc", "debezium")
     rep = _inputs(primary=False, targets={"cdc": 800, "archiver": 600}, replay=700,
+                  restart_targets={"cdc": 500}, wal_floor=400,
                   local=(LocalSlot("archiver", "physical", restart_lsn=100),))
     assert [(o.kind, o.name, o.lsn) for o in plan(rep)] == [("advance", "archiver", 600), ("copy", "cdc", 0)]
 
@@ -107,6 +112,7 @@ def test_published_positions_only_permanent_slots() -> None:
     local = (LocalSlot("cdc", "logical", "test_decoding", "app", confirmed_flush_lsn=5, restart_lsn=1),
              LocalSlot("arch", "physical", restart_lsn=7), LocalSlot("b", "physical", restart_lsn=9))
     assert published_positions(cfg, local) == {"cdc": 5, "arch": 7}
+    assert published_restarts(cfg, local) == {"cdc": 1}
 
 
 @pytest.mark.parametrize(("data", "error"), [

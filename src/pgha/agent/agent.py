@@ -289,7 +289,7 @@ class Agent:
         last = self.published
         lsn_only = last is not None and replace(
             info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn,
-            slots=last.slots) == last
+            slots=last.slots, slot_restart=last.slot_restart) == last
         if not force and last is not None and (info == last or (lsn_only
                                                 and now - self.published_at < self.cluster_config.ttl / 3)):
             return

@@ -7,7 +7,7 @@ from pgha.config import NodeConfig
 from pgha.core.actions import Decision
 from pgha.core.memory import AgentMemory
 from pgha.core.model import ClusterConfig, DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
-from pgha.core.slots import published_positions
+from pgha.core.slots import published_positions, published_restarts
 
 TASK_STATES = {
     TaskKind.INITDB: "initializing",
@@ -55,4 +55,5 @@ def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, deci
         last_switchover_id=memory.last_switchover_id, last_switchover_outcome=memory.last_switchover_outcome,
         config_revision=config_revision, server_version=pg.server_version,
         slots=published_positions(cluster_config, pg.slots) if role == Role.PRIMARY else {},
+        slot_restart=published_restarts(cluster_config, pg.slots) if role == Role.PRIMARY else {},
     )

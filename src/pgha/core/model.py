@@ -222,6 +222,8 @@ class MemberInfo:
     # Primary only: the position of each permanent slot (confirmed_flush_lsn of a logical slot,
     # restart_lsn of a physical one), which the replicas advance their copies to.
     slots: Mapping[str, int] = field(default_factory=dict)
+    # Primary only: the restart_lsn of each permanent logical slot (the oldest WAL a copy needs).
+    slot_restart: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def lsn(self) -> int:
@@ -378,6 +380,8 @@ class LocalPostgres:
     # pg_replication_slots while it runs, and the slots pgha created here (its pgha.slots record).
     slots: tuple[LocalSlot, ...] = ()
     owned_slots: frozenset[str] = frozenset()
+    # A replica's oldest WAL position still in pg_wal (None: unknown, or a primary).
+    wal_floor: int | None = None
 
 
 class TaskKind(StrEnum):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgha.core.actions import SlotOp
 from pgha.core.model import ClusterConfig, LocalSlot, SlotSpec
@@ -77,6 +77,15 @@ class SlotCase:
     target: int | None  # the position the primary published for it
     replay: int | None  # this replica's replay position
     server_version: int
+    restart_target: int | None = None  # the primary's restart_lsn of this (logical) slot
+    wal_floor: int | None = None  # our oldest WAL position
+
+    @property
+    def copy_usable(self) -> bool:
+        """A copy of the primary's logical slot could be advanced here: all the WAL from its
+        restart_lsn on is still in our pg_wal (a fresh clone starts later than an old slot)."""
+        return (self.restart_target is not None and self.wal_floor is not None
+                and self.restart_target >= self.wal_floor)
 
     @property
     def mismatch(self) -> bool:
@@ -150,11 +159,14 @@ SLOT_RULES: tuple[SlotRule, ...] = (
     SlotRule("slot-native-sync", "PostgreSQL 17+ replica: the server's slot sync worker keeps logical "
              "failover slots (sync_replication_slots); nothing to do.",
              lambda c: _spec(c).type == "logical" and native_slot_sync(c.server_version), _none),
-    SlotRule("slot-copy-logical", "A replica lacks a permanent logical slot the primary published: copy its "
-             "state file from the primary and restart to load it (Patroni's way before 17).",
-             lambda c: c.local is None and c.target is not None,
+    SlotRule("slot-copy-logical", "A replica lacks a permanent logical slot the primary published, and holds "
+             "all the WAL from its restart_lsn on: copy its state file from the primary and restart to load "
+             "it (Patroni's way before 17).",
+             lambda c: c.local is None and c.target is not None and c.copy_usable,
              lambda c: (SlotOp("copy", c.name, _spec(c).plugin, _spec(c).database),)),
-    SlotRule("slot-wait-position", "A replica lacks a logical slot the primary has not published yet: wait.",
+    SlotRule("slot-wait-position", "A replica lacks a logical slot the primary has not published yet, or whose "
+             "restart_lsn is older than our oldest WAL (a fresh clone; a copy could never be advanced): wait "
+             "until the slot's consumer moves it on.",
              lambda c: c.local is None, _none),
     SlotRule("slot-advance", "Our copy is behind the primary's published position: advance it there (never "
              "past our replay position).",
@@ -185,6 +197,8 @@ class SlotInputs:
     targets: Mapping[str, int]
     replay: int | None
     server_version: int
+    restart_targets: Mapping[str, int] = field(default_factory=dict)
+    wal_floor: int | None = None
 
 
 def plan(i: SlotInputs) -> tuple[SlotOp, ...]:
@@ -197,7 +211,8 @@ def plan(i: SlotInputs) -> tuple[SlotOp, ...]:
         ignored = loc is not None and any(
             m.matches(name, loc.type, loc.plugin, loc.database) for m in i.config.ignore_slots)
         case = SlotCase(name, i.config.slots.get(name), loc, i.primary, name in i.owned, ignored,
-                        name in member_slots, i.targets.get(name), i.replay, i.server_version)
+                        name in member_slots, i.targets.get(name), i.replay, i.server_version,
+                        i.restart_targets.get(name), i.wal_floor)
         ops += decide_slot(case)[1]
     return tuple(ops)
 
@@ -222,3 +237,9 @@ def published_positions(config: ClusterConfig, local: tuple[LocalSlot, ...]) -> 
         if pos is not None:
             out[s.name] = pos
     return out
+
+
+def published_restarts(config: ClusterConfig, local: tuple[LocalSlot, ...]) -> dict[str, int]:
+    """What a primary publishes (MemberInfo.slot_restart): each permanent logical slot's restart_lsn."""
+    return {s.name: s.restart_lsn for s in local if s.restart_lsn is not None and s.type == "logical"
+            and (spec := config.slots.get(s.name)) is not None and spec.type == "logical"}

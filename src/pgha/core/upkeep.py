@@ -99,7 +99,9 @@ def slot_inputs(f: Facts, primary: bool) -> slots.SlotInputs:
     return slots.SlotInputs(
         config=config, local=pg.slots, owned=pg.owned_slots, members=tuple(sorted(f.view.members)),
         primary=primary, targets=leader.slots if leader is not None and not primary else {},
-        replay=pg.replayed_lsn, server_version=pg.server_version)
+        replay=pg.replayed_lsn, server_version=pg.server_version,
+        restart_targets=leader.slot_restart if leader is not None and not primary else {},
+        wal_floor=pg.wal_floor)
 
 
 def slot_upkeep(f: Facts, primary: bool) -> list[Action]:

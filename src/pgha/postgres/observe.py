@@ -271,7 +271,10 @@ SELECT r.rec, current_setting('synchronous_standby_names'),
   CASE WHEN r.rec THEN pg_is_wal_replay_paused() END,
   current_setting('restore_command') <> '',
   (SELECT json_agg(json_build_array(s.slot_name, s.slot_type, s.plugin, s.database, s.active,
-      s.restart_lsn::text, s.confirmed_flush_lsn::text) ORDER BY s.slot_name) FROM pg_replication_slots s)
+      s.restart_lsn::text, s.confirmed_flush_lsn::text) ORDER BY s.slot_name) FROM pg_replication_slots s),
+  CASE WHEN r.rec THEN (SELECT json_build_array(min(name),
+      (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'))
+      FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$') END
 FROM (SELECT pg_is_in_recovery() AS rec) r
 """
 
@@ -333,7 +336,16 @@ def _sql(
         following=following,
         replay_timestamp=float(row[14]) if row[14] is not None else None,
         replay_paused=bool(row[15]),
+        wal_floor=_segment_start(row[18]),
     )
+
+
+def _segment_start(found: Any) -> int | None:
+    """The LSN where the oldest WAL segment in pg_wal starts ([name, wal_segment_size] or None)."""
+    if not found or not found[0] or not found[1]:
+        return None
+    name, size = str(found[0]), int(found[1])
+    return (int(name[8:16], 16) << 32) + int(name[16:24], 16) * size
 
 
 def observe_files_only(layout: Layout) -> LocalPostgres:

@@ -38,6 +38,8 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     pg = agent.ports.pg
     source = ex.upstream(view, a.source)
     assert source is not None
+    # A clone from a member tagged clonefrom then streams from the leader.
+    upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
 
     def work() -> str:
         try:
@@ -45,7 +47,7 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
         except PostgresError:
             agent.report(M.CloneFailed(ex.now))
             raise
-        pg.configure(agent.parameters(), source)
+        pg.configure(agent.parameters(), upstream)
         agent.report(M.ParamsApplied(agent.params_key()), M.CloneProgressed(""))
         pg.start(agent.start_timeout())
         return f"cloned from {source.name}"

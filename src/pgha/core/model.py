@@ -29,8 +29,18 @@ class Tags:
     nosync: bool = False
     # Keep this node out of read load balancing: /replica, /read-only and /async answer 503 (Patroni's tag).
     noloadbalance: bool = False
+    # New replicas clone from this member (a running replica) instead of the primary (Patroni's tag).
+    clonefrom: bool = False
+    # Preference for being chosen as a synchronous standby: higher first; 0 never (Patroni's tag).
+    sync_priority: int = 1
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# The built-in tags as Patroni names them, each defined once: shown in `list` and /patroni when they
+# differ from their default, matched by ?tag_KEY=VALUE.
+BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom")
+INT_TAGS = ("failover_priority", "sync_priority")
 
 
 # What PostgreSQL accepts as a slot name; plugin and database names are held to the same plain
@@ -118,6 +128,12 @@ class ClusterConfig:
     clone_on_rewind_failure: bool = True
     # Maintenance mode: agents publish state but take no automatic action.
     pause: bool = False
+    # Bytes a synchronous standby may lag behind the most advanced replica (the primary when there is
+    # one replica) before another replaces it; -1 or 0: never replaced for lag (Patroni's setting).
+    maximum_lag_on_syncnode: int = -1
+    # Refuse to promote a member on an older timeline than the cluster's latest.  pgha checks by
+    # default; false (Patroni's default) lets such a member be promoted (writes on the newer one are lost).
+    check_timeline: bool = True
     # Cluster-wide PostgreSQL parameters.
     parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     # Permanent replication slots (Patroni's format): kept on the primary and on every member that
@@ -141,6 +157,8 @@ class ClusterConfig:
                     f"({self.ttl / 3:g}) seconds")
         if self.maximum_lag_on_failover < 0:
             return "maximum_lag_on_failover: must be zero or more bytes"
+        if self.maximum_lag_on_syncnode < -1:
+            return "maximum_lag_on_syncnode: must be -1 or 0 (off) or a number of bytes"
         if self.synchronous_node_count < 1:
             return "synchronous_node_count: must be at least 1"
         if self.primary_start_timeout < 0:

@@ -62,6 +62,7 @@ from pgha.core.switchover import (
 )
 from pgha.core.upkeep import (
     bouncer_upkeep,
+    clone_source,
     demote_now,
     poll_if_quorum_unseen,
     promote,
@@ -316,10 +317,12 @@ RULES: tuple[Rule, ...] = (
 
     # ===== another member leads =====
     Rule("replica-clone", "replica",
-         "Empty data directory and a running leader: clone from it.",
+         "Empty data directory and a running leader: clone from a streaming member tagged clonefrom, "
+         "else from the leader.",
          lambda f: (f.other_leads and f.data_empty and not f.local.clone_backoff
                     and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
-         lambda f: [Clone(f.leader_name or "")]),
+         lambda f: [Clone(clone_source(f))],
+         lambda f: f"source {clone_source(f)}"),
     Rule("replica-wait-leader", "replica",
          "Empty data directory and the leader is not ready yet (or a clone just failed): wait.",
          lambda f: f.other_leads and f.data_empty,

@@ -164,6 +164,18 @@ def promote(f: Facts, reason: str) -> list[Action]:
     return [AppendHistory(reason), Promote()]
 
 
+def clone_source(f: Facts) -> str:
+    """Patroni's clonefrom: a member so tagged that streams from the leader on its timeline (the
+    first by name, so every retry picks the same), else the leader."""
+    leader = f.leader_member
+    tagged = sorted(
+        m.name for m in f.view.members.values()
+        if m.tags.clonefrom and m.name not in (f.me, f.leader_name) and m.role == Role.REPLICA
+        and m.state == "streaming" and m.following == f.leader_name
+        and leader is not None and m.timeline == leader.timeline)
+    return tagged[0] if tagged else f.leader_name or ""
+
+
 def poll_if_quorum_unseen(f: Facts) -> list[Action]:
     """Fix: in quorum mode eligibility depends on which synchronous standbys answer polls, and
     this row comes before elect-poll; without polling here no candidate ever sees the others."""

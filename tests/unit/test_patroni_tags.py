@@ -96,3 +96,43 @@ def test_patroni_spelling_is_accepted_and_shown() -> None:
     tags = build(Tags, {"clonefrom": True, "sync_priority": 3, "nosync": False})
     assert tags_text(tags) == "clonefrom, sync_priority=3"
     assert patroni_tags(tags) == {"clonefrom": True, "sync_priority": 3}
+
+
+# --- nostream ---------------------------------------------------------------------------------------
+
+
+def test_nostream_member_gets_no_slot_on_the_leader_and_no_logical_copies() -> None:
+    from pgha.core.model import SlotSpec
+    from pgha.core.upkeep import slot_inputs, upkeep_leader
+
+    v = view(primary("a"), replica("b", "a"), replace(replica("c", "a", state="running"), tags=Tags(nostream=True)),
+             leader="a")
+    acts = upkeep_leader(Facts(v, local("a", pg_primary()), v.config, NOW))
+    assert [a for a in acts if isinstance(a, A.SyncSlots)] == [A.SyncSlots(("b",), ())]
+    cfg = config(slots={"cdc": SlotSpec("logical", "pgoutput", "app"), "arch": SlotSpec()},
+                 parameters={"wal_level": "logical"})
+    me = local("c", pg_replica("a", streaming=False), tags=Tags(nostream=True))
+    assert set(slot_inputs(Facts(replace(v, config=cfg), me, cfg, NOW), False).config.slots) == {"arch"}
+
+
+def test_nostream_replica_configuration_has_no_primary_conninfo(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pgha.config import parse
+    from pgha.postgres import conf
+    from pgha.postgres.common import Upstream
+    from pgha.postgres.layout import Layout
+
+    def node(tags: dict[str, object]) -> str:
+        cfg = parse({"cluster": "c", "name": "n1", "etcd": {"endpoints": ["http://127.0.0.1:2379"]},
+                     "postgresql": {"data_dir": str(Path(str(tmp_path)) / "data"),
+                                    "superuser": {"username": "postgres", "password": "x"},
+                                    "replication": {"username": "rep", "password": "y"}},
+                     "api": {"auth": "none"}, "tags": tags})
+        up = Upstream("n2", "127.0.0.1", 5433)
+        return conf.render_postgresql_conf(cfg, Layout.of(cfg), {}, up, "")
+
+    assert "primary_conninfo" in node({}) and "primary_slot_name" in node({})
+    text = node({"nostream": True})
+    assert "primary_conninfo =" not in text and "primary_slot_name =" not in text
+    assert conf.read_upstream(text)[0] == "n2"

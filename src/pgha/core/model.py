@@ -33,13 +33,16 @@ class Tags:
     clonefrom: bool = False
     # Preference for being chosen as a synchronous standby: higher first; 0 never (Patroni's tag).
     sync_priority: int = 1
+    # Never stream: replay only what restore_command fetches from the archive (Patroni's tag); the
+    # primary keeps no slot for it, it is never a synchronous standby and keeps no logical slots.
+    nostream: bool = False
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
 # The built-in tags as Patroni names them, each defined once: shown in `list` and /patroni when they
 # differ from their default, matched by ?tag_KEY=VALUE.
-BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom")
+BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom", "nostream")
 INT_TAGS = ("failover_priority", "sync_priority")
 
 

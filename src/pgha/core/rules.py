@@ -363,6 +363,13 @@ RULES: tuple[Rule, ...] = (
          "Running replica pointed at someone other than the leader: follow the leader.",
          lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
          lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f, files_written=True)]),
+    Rule("replica-nostream", "replica",
+         "Tagged nostream and pointed at the leader: we replay from the archive (restore_command) and never "
+         "stream; keep routing and hooks right.",
+         lambda f: (f.other_leads and f.is_replica and f.local.tags.nostream
+                    and f.local.pg.configured_upstream == f.leader_name),
+         upkeep_replica,
+         lambda f: "" if f.local.pg.restore_command else "no restore_command is set: this replica cannot catch up"),
     Rule("replica-switchover-wait", "replica",
          "Not streaming because the leader shuts down for a switchover: wait for the handoff, no polling "
          "(a poll would delay our next loop, and the candidate's promotion, by its duration).",

@@ -92,10 +92,16 @@ def intents(f: Facts) -> list[Action]:
 
 
 def slot_inputs(f: Facts, primary: bool) -> slots.SlotInputs:
-    """A member that may never be promoted (nofailover) keeps no permanent slots (as in Patroni)."""
+    """A member that may never be promoted (nofailover) keeps no permanent slots, one tagged nostream
+    no logical ones (as in Patroni)."""
     leader = f.leader_member
     pg = f.local.pg
-    config = f.config if primary or not f.local.tags.nofailover else replace(f.config, slots={})
+    config = f.config
+    if not primary and f.local.tags.nofailover:
+        config = replace(config, slots={})
+    elif not primary and f.local.tags.nostream:
+        # No feedback reaches the primary: a logical copy here would not be safe to use (Patroni's rule).
+        config = replace(config, slots={n: s for n, s in config.slots.items() if s.type == "physical"})
     return slots.SlotInputs(
         config=config, local=pg.slots, owned=pg.owned_slots, members=tuple(sorted(f.view.members)),
         primary=primary, targets=leader.slots if leader is not None and not primary else {},
@@ -116,7 +122,8 @@ def slot_upkeep(f: Facts, primary: bool) -> list[Action]:
 
 
 def upkeep_leader(f: Facts) -> list[Action]:
-    others = tuple(sorted(n for n in f.view.members if n != f.me))
+    # A member tagged nostream never connects: a slot for it would keep WAL here for ever.
+    others = tuple(sorted(n for n, m in f.view.members.items() if n != f.me and not m.tags.nostream))
     keep = slots.kept_by_plan(slot_inputs(f, True))
     acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others, keep), *slot_upkeep(f, True)]
     if f.config_stale:

@@ -145,9 +145,14 @@ def render_postgresql_conf(
         lines += [
             f"{UPSTREAM_PREFIX}{upstream.name}",
             f"{UPSTREAM_ADDR_PREFIX}{upstream.host}:{upstream.port}",
-            f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream, slot_sync))}",
-            f"primary_slot_name = {quote(slot_name(config.name))}",
         ]
+        if config.tags.nostream:
+            lines.append("# tagged nostream: no primary_conninfo, WAL comes from restore_command only")
+        else:
+            lines += [
+                f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream, slot_sync))}",
+                f"primary_slot_name = {quote(slot_name(config.name))}",
+            ]
     else:
         lines.append("# no upstream: primary, or a standby waiting for one")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -21,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from pgha.cli.main import _register, cli
+from pgha.core.model import IgnoreSlot
 from pgha.demo import DemoCluster
 from pgha.demo.state import PG_BIN
 from tests.support.cluster import connect, leader_name, replicas, running_cluster, wait_for
@@ -151,6 +153,20 @@ def test_permanent_slots_on_every_member(demo: DemoCluster) -> None:
     for r in replicas(demo):
         with connect(demo, r) as conn:
             assert conn.execute("SHOW hot_standby_feedback").fetchone() == ("on",)
+
+    # A permanent slot taken out of the configuration stays while it matches ignore_slots, and is
+    # dropped on every member (pgha made it) once it does not.
+    store = demo.store()
+    cfg, rev = store.get_config()
+    slots = {n: s for n, s in cfg.slots.items() if n != "archiver"}
+    ignore = cfg.ignore_slots
+    assert store.set_config(replace(cfg, slots=slots, ignore_slots=(*ignore, IgnoreSlot(name="archiver"))), rev)
+    time.sleep(3 * TTL / 6 + 1)  # a few loops
+    assert all("archiver" in slot_names(demo, n) for n in [lead, *replicas(demo)])
+    cfg, rev = store.get_config()
+    assert store.set_config(replace(cfg, ignore_slots=ignore), rev)
+    wait_for("archiver dropped on every member",
+             lambda: all("archiver" not in slot_names(demo, n) for n in [lead, *replicas(demo)]), timeout=30)
 
 
 def test_cdc_consumer_loses_nothing_across_failover_and_switchover(demo: DemoCluster, tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ def apply(config: NodeConfig, layout: Layout, run_as: RunAs, ops: Iterable[SlotO
                     with db.local_or_error(config, layout, "replication slots") as conn:
                         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                                      "WHERE slot_name = %s AND NOT active", (op.name,))
+                        left = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                                            (op.name,)).fetchone()
+                    if left is not None:
+                        log.info("replication slot %s is in use; dropping it later", op.name)
+                        continue
                     owned.discard(op.name)
                 else:
                     continue

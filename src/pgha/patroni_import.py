@@ -25,7 +25,8 @@ from pgha.postgres.conf import PROTECTED
 
 # Patroni's bootstrap.dcs keys that mean the same in pgha's cluster_config.
 SAME_CLUSTER_KEYS = ("ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
-                     "failsafe_mode", "synchronous_node_count")
+                     "failsafe_mode", "synchronous_node_count", "maximum_lag_on_syncnode", "check_timeline",
+                     "slots", "ignore_slots")
 
 # Keys pgha has no use for, with the reason printed when a file has them.
 WHY: Mapping[str, str] = {
@@ -56,15 +57,10 @@ WHY: Mapping[str, str] = {
     "post_init": "runs only when Patroni initializes a cluster; this one exists",
     "post_bootstrap": "runs only when Patroni initializes a cluster; this one exists",
     "method": "pgha adopts the running cluster; no bootstrap method is used",
-    "check_timeline": "pgha always compares timelines before following a primary",
     "use_slots": "pgha always gives each replica a replication slot",
-    "slots": "pgha does not keep permanent slots yet; create them again after a failover",
-    "ignore_slots": "pgha drops only the slots it created (pgha.slots); others are left alone",
+    "slots": "pgha keeps permanent slots cluster-wide: put them in bootstrap.dcs.slots (cluster_config.slots)",
     "synchronous_mode_strict": "set cluster_config.synchronous_mode: strict instead (carried when true)",
-    "clonefrom": "pgha clones from the primary",
     "replicatefrom": "pgha replicas stream from the primary (cascading is planned with the second site)",
-    "nostream": "pgha replicas always stream",
-    "sync_priority": "pgha ranks synchronous candidates by failover_priority",
     "device": "pgha's watchdog is its own process (no /dev/watchdog device)",
     "safety_margin": "pgha arms its watchdog from cluster_config.fence_margin",
     "dir": "pgha logs to stderr (journald) or log.file",

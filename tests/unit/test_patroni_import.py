@@ -31,7 +31,6 @@ LEFT = {
     "postgres1.yml": COMMON | {"postgresql.basebackup"},
     "postgres2.yml": COMMON | ({"tags.replicatefrom"} - {f"tags.{t}" for t in TAG_FIELDS}),
     "config.yml.in": {"namespace", "bootstrap.method", "bootstrap.pg_createcluster",
-                      "bootstrap.dcs.check_timeline",
                       "bootstrap.dcs.postgresql.remove_data_directory_on_rewind_failure",
                       "bootstrap.dcs.postgresql.remove_data_directory_on_diverged_timelines",
                       "bootstrap.dcs.postgresql.use_slots", "postgresql.create_replica_method",
@@ -143,20 +142,22 @@ def test_every_section_carries_over_or_is_named() -> None:
                                                  "username": "patroni", "password": "e"}}
     assert n["cluster_config"] == {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "synchronous_mode": "strict",
                                    "primary_start_timeout": 60, "use_pg_rewind": False,
-                                   "parameters": {"max_connections": 200}}
+                                   "parameters": {"max_connections": 200},
+                                   "slots": {"cdc": {"type": "logical", "database": "shop", "plugin": "pgoutput"}}}
     assert n["postgresql"]["parameters"] == {"shared_buffers": "1GB"}
     assert "config_dir" not in n["postgresql"]  # the same as data_dir: nothing to take over
     assert n["callbacks"] == {"on_role_change": "/usr/local/bin/role.sh", "pre_promote": "/usr/local/bin/fence.sh"}
     assert n["watchdog"] == {"mode": "on"} and n["log"] == {"level": "ERROR"}
     # noloadbalance is a tag of pgha's own once its Tags has it (Patroni's health checks), else an extra one.
     if "noloadbalance" in TAG_FIELDS:
-        assert n["tags"] == {"nofailover": True, "failover_priority": 3, "noloadbalance": True, "extra": {"zone": "b"}}
+        assert n["tags"] == {"nofailover": True, "failover_priority": 3, "noloadbalance": True, "nostream": False,
+                             "extra": {"zone": "b"}}
     else:
         assert n["tags"] == {"nofailover": True, "failover_priority": 3,
                              "extra": {"noloadbalance": "true", "zone": "b"}}
     assert sorted(line.split(":", 1)[0] for line in conv.left) == sorted([
-        "namespace", "restapi.allowlist", "etcd3.retry_timeout", "bootstrap.dcs.slots", "postgresql.parameters.port",
-        "postgresql.callbacks.on_restart", "watchdog.device", "tags.nostream", "log.dir", "kubernetes"])
+        "namespace", "restapi.allowlist", "etcd3.retry_timeout", "postgresql.parameters.port",
+        "postgresql.callbacks.on_restart", "watchdog.device", "log.dir", "kubernetes"])
 
 
 @pytest.mark.parametrize(("data", "line"), [

@@ -21,6 +21,7 @@ from pgha.core.model import (
     MemberIntent,
     PgRunState,
     Switchover,
+    Tags,
     TaskKind,
     TaskState,
 )
@@ -972,6 +973,13 @@ CASES: list[Case] = [
         healthy("b"),
         local("c", pg_replica("b")),
         "replica-steady",
+        UPKEEP_REPLICA_B,
+    ),
+    Case(
+        "tagged nostream, pointed at the leader, not streaming (archive only): steady, no polling",
+        healthy("b"),
+        local("c", pg_replica("b", streaming=False, restore_command=True), tags=Tags(nostream=True)),
+        "replica-nostream",
         UPKEEP_REPLICA_B,
     ),
     Case(

@@ -40,6 +40,7 @@ from pgha.core import memory as M
 from pgha.core.actions import Decision
 from pgha.core.decide import LOOP_FAILED, decide
 from pgha.core.model import ClusterConfig, ClusterView, LocalPostgres, LocalState, MemberInfo, PgRunState, TaskKind
+from pgha.core.slots import slot_parameters
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 
@@ -128,7 +129,9 @@ class Agent:
         self.publish_now()
 
     def parameters(self) -> dict[str, str | int | float | bool]:
-        params: dict[str, str | int | float | bool] = dict(self.cluster_config.parameters)
+        version = self._current[0].pg.server_version if self._current is not None else 0
+        params: dict[str, str | int | float | bool] = slot_parameters(self.cluster_config, version)
+        params.update(self.cluster_config.parameters)
         params.update(self.config.postgresql.parameters)
         return params
 
@@ -277,7 +280,7 @@ class Agent:
     def member_info(self, local: LocalState, decision: Decision | None) -> MemberInfo:
         return member_info(self.config, local, self.memory, decision,
                            self.view.config_revision if self.view is not None else 0,
-                           self.ports.bouncer is not None, self.lease.lease_id)
+                           self.ports.bouncer is not None, self.lease.lease_id, self.cluster_config)
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
         """Write members/<name> when something significant changed, and LSNs every ttl/3.
@@ -288,7 +291,8 @@ class Agent:
         now = self.ports.clock.monotonic()
         last = self.published
         lsn_only = last is not None and replace(
-            info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn) == last
+            info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn,
+            slots=last.slots, slot_restart=last.slot_restart) == last
         if not force and last is not None and (info == last or (lsn_only
                                                 and now - self.published_at < self.cluster_config.ttl / 3)):
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pgha.agent.executor import NONE, ActionFailed, Executor, Outcomes, handles
+from pgha.agent.executor import NONE, ActionFailed, ActionSkipped, Executor, Outcomes, handles
 from pgha.core import actions as A
 from pgha.core import memory as M
 from pgha.core.model import ClusterView, LocalState, TaskKind
@@ -38,6 +38,8 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     pg = agent.ports.pg
     source = ex.upstream(view, a.source)
     assert source is not None
+    # A clone from a member tagged clonefrom then streams from the leader.
+    upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
 
     def work() -> str:
         try:
@@ -45,7 +47,7 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
         except PostgresError:
             agent.report(M.CloneFailed(ex.now))
             raise
-        pg.configure(agent.parameters(), source)
+        pg.configure(agent.parameters(), upstream)
         agent.report(M.ParamsApplied(agent.params_key()), M.CloneProgressed(""))
         pg.start(agent.start_timeout())
         return f"cloned from {source.name}"
@@ -201,8 +203,44 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
 def _slots(ex: Executor, a: A.SyncSlots, view: ClusterView, local: LocalState) -> Outcomes:
     if ex.agent.memory.slots_applied == a.members:
         return NONE
-    ex.agent.ports.pg.sync_slots(a.members)
+    ex.agent.ports.pg.sync_slots(a.members, a.keep)
     return [M.SlotsApplied(a.members)]
+
+
+@handles(A.ManageSlots)
+def _manage_slots(ex: Executor, a: A.ManageSlots, view: ClusterView, local: LocalState) -> Outcomes:
+    """Quick steps now; copies of logical slots from the primary in a task (they restart PostgreSQL).
+    A failure here never holds up the rest of the loop's upkeep."""
+    agent = ex.agent
+    pg = agent.ports.pg
+    quick = tuple(o for o in a.ops if o.kind != "copy")
+    copies = [o.name for o in a.ops if o.kind == "copy"]
+    try:
+        if quick:
+            pg.manage_slots(quick)
+    except PostgresError as exc:
+        raise ActionSkipped(str(exc)) from None
+    leader = ex.upstream(view, view.leader.name if view.leader else None)
+    if not copies or leader is None or agent.ports.tasks.busy():
+        return NONE
+    upstream = ex.upstream(view, local.pg.configured_upstream)
+
+    def work() -> str:
+        states = pg.read_slot_states(leader, copies)
+        if not states:
+            return "no logical slot to copy from the primary"
+        agent.report(ex.stopping())
+        pg.stop("fast", agent.cluster_config.retry_timeout * 10)
+        try:
+            pg.install_slot_states(states)
+        finally:
+            pg.configure(agent.parameters(), upstream, "", standby=True)
+            agent.report(M.ParamsApplied(agent.params_key()))
+            pg.start(agent.start_timeout())
+        return f"copied logical slots {', '.join(sorted(states))} from {leader.name} (restarted to load them)"
+
+    log.info("copying logical slots %s from %s; restarting to load them", ", ".join(copies), leader.name)
+    return ex.task(TaskKind.RESTART, work)
 
 
 @handles(A.SetSyncStandbys)

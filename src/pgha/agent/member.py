@@ -6,7 +6,8 @@ from pgha import __version__
 from pgha.config import NodeConfig
 from pgha.core.actions import Decision
 from pgha.core.memory import AgentMemory
-from pgha.core.model import DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
+from pgha.core.model import ClusterConfig, DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
+from pgha.core.slots import published_positions, published_restarts
 
 TASK_STATES = {
     TaskKind.INITDB: "initializing",
@@ -21,7 +22,10 @@ TASK_STATES = {
 
 
 def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, decision: Decision | None,
-                config_revision: int, has_bouncer: bool, lease_id: int) -> MemberInfo:
+                config_revision: int, has_bouncer: bool, lease_id: int,
+                cluster_config: ClusterConfig | None = None) -> MemberInfo:
+    """``cluster_config``: the cluster's (for the permanent slots a primary publishes)."""
+    cluster_config = cluster_config or config.cluster_config
     pg = local.pg
     task = local.task
     if task is not None and task.running:
@@ -50,4 +54,6 @@ def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, deci
         pgbouncer=has_bouncer, version=__version__, promote_vetoed=local.promote_vetoed,
         last_switchover_id=memory.last_switchover_id, last_switchover_outcome=memory.last_switchover_outcome,
         config_revision=config_revision, server_version=pg.server_version,
+        slots=published_positions(cluster_config, pg.slots) if role == Role.PRIMARY else {},
+        slot_restart=published_restarts(cluster_config, pg.slots) if role == Role.PRIMARY else {},
     )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pgha.api.handle import NodeSnapshot
 from pgha.api.schema import BadRequest, Param
 from pgha.api.views import in_recovery, is_leader_primary, is_replica, is_sync, leader_name, running
-from pgha.core.model import Tags
+from pgha.core.model import BOOL_TAGS, INT_TAGS, Tags
 
 # --- query parameters ----------------------------------------------------------------------
 # PostgreSQL's memory units (what Patroni's parse_int(value, 'B') takes); pgha also takes them
@@ -45,12 +45,12 @@ def tags_match(tags: Tags, wanted: Mapping[str, str]) -> bool:
     """``tag_KEY=VALUE``: KEY from Tags.extra, or a built-in tag (booleans as true/false, as
     Patroni compares ``str(value).lower()``; 1/0 are taken too)."""
     for key, value in wanted.items():
-        if key in ("nofailover", "nosync", "noloadbalance"):
+        if key in BOOL_TAGS:
             have = "true" if getattr(tags, key) else "false"
             if value.strip().lower() not in (have, "1" if have == "true" else "0"):
                 return False
-        elif key == "failover_priority":
-            if value.strip() != str(tags.failover_priority):
+        elif key in INT_TAGS:
+            if value.strip() != str(getattr(tags, key)):
                 return False
         elif tags.extra.get(key) != value:
             return False
@@ -193,7 +193,7 @@ def readiness_failure(s: NodeSnapshot, query: Mapping[str, str]) -> str | None:
 LAG = Param("lag", "503 when the leader's WAL position is more than this ahead of what this replica "
             "replayed: bytes or 16MB, 1GB, 512kB…", "16MB")
 TAGS = Param("tag_*", "503 unless the node's tag KEY equals VALUE (tag_KEY=VALUE): a tag under tags.extra, "
-             "or nofailover, nosync, noloadbalance (true/false), failover_priority", "zone")
+             f"or {', '.join(BOOL_TAGS)} (true/false), {', '.join(INT_TAGS)}", "zone")
 MODE = Param("mode", "Which lag /readiness measures: apply (replayed WAL, the default) or write (received "
              "WAL)", "write")
 # Any other query parameter is ignored, as Patroni ignores it (HAProxy configs add their own).

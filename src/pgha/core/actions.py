@@ -209,9 +209,32 @@ class Follow(Action):
 
 @dataclass(frozen=True)
 class SyncSlots(Action):
-    """On the primary: physical slots exist for exactly these members."""
+    """On the primary: physical slots exist for exactly these members.  ``keep``: slots the
+    permanent-slot plan handles (``slots:``, ``ignore_slots``), never dropped as a member's."""
 
     members: tuple[str, ...]
+    keep: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlotOp:
+    """One step of the permanent-slot plan (core/slots.py), with the slot row that chose it."""
+
+    kind: Literal["create_physical", "create_logical", "advance", "copy", "drop"]
+    name: str
+    plugin: str = ""
+    database: str = ""
+    lsn: int = 0
+    # PostgreSQL 17+: create the logical slot as a failover slot (the server syncs it to standbys).
+    failover: bool = False
+    rule_id: str = ""
+
+
+@dataclass(frozen=True)
+class ManageSlots(Action):
+    """Carry out the permanent-slot plan on this member (copies restart PostgreSQL, in a task)."""
+
+    ops: tuple[SlotOp, ...]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ def _value(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, dict):
         return "{}" if not value else str(value)
+    if isinstance(value, tuple) and not value:
+        return "[]"
     return str(value)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pgha.core.rules import RULES, Rule
+from pgha.core.slots import SLOT_RULES, SlotRule
 
 HEADER = """\
 # The rules table
@@ -22,8 +23,24 @@ precedence.
 """
 
 
+SLOTS_HEADER = """
+## Permanent slots (each slot, every upkeep)
+
+The steady rows (leader-steady, replica-steady and the other replica rows) also plan the permanent slots (`slots:`,
+`ignore_slots`): for each slot name, configured or present on the member, the first of these rows
+that holds decides (pgha.core.slots.SLOT_RULES; the agent logs the row id with what it did).
+"""
+
+
+def render_slots(rules: Sequence[SlotRule] = SLOT_RULES) -> list[str]:
+    out = [SLOTS_HEADER.rstrip("\n"), "", "| # | id | what it does |", "| --- | --- | --- |"]
+    for n, rule in enumerate(rules, start=1):
+        out.append(f"| {n} | `{rule.id}` | {rule.comment.replace('|', chr(92) + '|')} |")
+    return out
+
+
 def render(rules: Sequence[Rule] = RULES) -> str:
-    """The whole document: one table per section, rows in evaluation order."""
+    """The whole document: one table per section, rows in evaluation order, then the slot rows."""
     out = [HEADER.rstrip("\n")]
     section: str | None = None
     for n, rule in enumerate(rules, start=1):
@@ -32,6 +49,8 @@ def render(rules: Sequence[Rule] = RULES) -> str:
             out.append(f"\n## {section}\n\n| # | id | what it does |\n| --- | --- | --- |")
         comment = rule.comment.replace("|", "\\|")
         out.append(f"| {n} | `{rule.id}` | {comment} |")
+    if rules is RULES:
+        out += render_slots()
     return "\n".join(out) + "\n"
 
 

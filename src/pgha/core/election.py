@@ -47,7 +47,7 @@ def why_not_candidate(f: Facts) -> str | None:
     if not f.is_replica:
         return "PostgreSQL is not running as a replica"
     tl = f.local.pg.timeline or 0
-    if tl < f.latest_timeline:
+    if tl < f.latest_timeline and f.config.check_timeline:
         return f"on timeline {tl}, behind the latest timeline {f.latest_timeline}"
     lag = reference_lsn(f) - f.my_lsn
     if lag > f.config.maximum_lag_on_failover:

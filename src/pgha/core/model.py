@@ -8,6 +8,7 @@ only for display and schedules), ``*_deadline``/``*_mono`` fields are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +31,13 @@ class Tags:
     nosync: bool = False
     # Keep this node out of read load balancing: /replica, /read-only and /async answer 503 (Patroni's tag).
     noloadbalance: bool = False
+    # New replicas clone from this member (a running replica) instead of the primary (Patroni's tag).
+    clonefrom: bool = False
+    # Preference for being chosen as a synchronous standby: higher first; 0 never (Patroni's tag).
+    sync_priority: int = 1
+    # Never stream: replay only what restore_command fetches from the archive (Patroni's tag); the
+    # primary keeps no slot for it, it is never a synchronous standby and keeps no logical slots.
+    nostream: bool = False
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -62,6 +70,63 @@ T = TypeVar("T")
 def _setting(default: T, doc: str) -> T:
     """A field with its default and the one line docs/configuration.md shows for it."""
     return field(default=default, metadata={"doc": doc})
+
+
+# The built-in tags as Patroni names them, each defined once: shown in `list` and /patroni when they
+# differ from their default, matched by ?tag_KEY=VALUE.
+BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom", "nostream")
+INT_TAGS = ("failover_priority", "sync_priority")
+
+
+# What PostgreSQL accepts as a slot name; plugin and database names are held to the same plain
+# identifier shape (letters, digits, underscore; a database name may also hold '-') before any SQL.
+SLOT_NAME_RE = re.compile(r"[a-z0-9_]{1,63}")
+PLUGIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,63}")
+DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """One permanent replication slot (Patroni's ``slots:`` entry)."""
+
+    type: Literal["physical", "logical"] = "physical"
+    # Logical slots only: the output plugin (e.g. pgoutput, test_decoding) and the database.
+    plugin: str = ""
+    database: str = ""
+
+
+@dataclass(frozen=True)
+class IgnoreSlot:
+    """One ``ignore_slots`` matcher (Patroni's format): a slot matching every field given is never
+    dropped by pgha."""
+
+    name: str = ""
+    type: Literal["", "physical", "logical"] = ""
+    plugin: str = ""
+    database: str = ""
+
+    def matches(self, name: str, type: str, plugin: str, database: str) -> bool:
+        return all(not want or want == got for want, got in
+                   ((self.name, name), (self.type, type), (self.plugin, plugin), (self.database, database)))
+
+
+def slots_problem(slots: Mapping[str, SlotSpec]) -> str | None:
+    """One line naming the first bad ``slots:`` entry and the fix, or None."""
+    for name, spec in slots.items():
+        if not SLOT_NAME_RE.fullmatch(name):
+            return (f"slots.{name}: not a valid slot name; use 1 to 63 lowercase letters, digits "
+                    "or underscores")
+        if spec.type == "physical":
+            if spec.plugin or spec.database:
+                return f"slots.{name}: a physical slot takes no plugin or database; remove them"
+            continue
+        if not PLUGIN_NAME_RE.fullmatch(spec.plugin):
+            return (f"slots.{name}.plugin: {spec.plugin!r} is not a plugin name; give one such as "
+                    "pgoutput or test_decoding (letters, digits, underscores)")
+        if not DATABASE_NAME_RE.fullmatch(spec.database):
+            return (f"slots.{name}.database: {spec.database!r} is not a database name pgha accepts; "
+                    "use letters, digits, '_' or '-' (63 at most)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,6 +169,21 @@ class ClusterConfig:
         False, "maintenance mode: agents publish state but take no automatic action (`pgha pause` / `resume`)")
     parameters: Mapping[str, str | int | float | bool] = field(
         default_factory=dict, metadata={"doc": "PostgreSQL parameters for every node"})
+    maximum_lag_on_syncnode: int = _setting(
+        -1, "bytes a synchronous standby may lag (by its flush position) behind the most advanced replica, or "
+        "the primary when only one streams, before another standby replaces it; -1 or 0: never (Patroni's "
+        "setting and meaning)")
+    check_timeline: bool = _setting(
+        True, "refuse to promote a member on an older timeline than the cluster's latest. Patroni's default is "
+        "false; pgha keeps checking unless set false (then a member that missed a promotion may be promoted, "
+        "and what the newer timeline wrote is lost)")
+    slots: Mapping[str, SlotSpec] = field(default_factory=dict, metadata={
+        "doc": "permanent replication slots, Patroni's format: `NAME: {type: physical}` or `NAME: {type: "
+               "logical, plugin: PLUGIN, database: DB}`; kept on the primary and on every member that could "
+               "be promoted (see below)"})
+    ignore_slots: tuple[IgnoreSlot, ...] = field(default=(), metadata={
+        "doc": "slots pgha never drops, Patroni's format: a list of matchers, each with any of `name`, `type`, "
+               "`plugin`, `database` (a slot matching every field an entry gives is left alone)"})
 
     def problem(self) -> str | None:
         """One line naming the first invalid setting and the fix, or None."""
@@ -120,6 +200,8 @@ class ClusterConfig:
                     f"({self.ttl / 3:.3g}) seconds")
         if self.maximum_lag_on_failover < 0:
             return "maximum_lag_on_failover: must be zero or more bytes"
+        if self.maximum_lag_on_syncnode < -1:
+            return "maximum_lag_on_syncnode: must be -1 or 0 (off) or a number of bytes"
         if self.synchronous_node_count < 1:
             return "synchronous_node_count: must be at least 1"
         if self.primary_start_timeout < 0:
@@ -127,6 +209,12 @@ class ClusterConfig:
         bad_parameter = names.parameters_problem(self.parameters)
         if bad_parameter is not None:
             return f"parameters: {bad_parameter}"
+        if (problem := slots_problem(self.slots)) is not None:
+            return problem
+        logical = sorted(n for n, s in self.slots.items() if s.type == "logical")
+        if logical and str(self.parameters.get("wal_level", "")) != "logical":
+            return (f"slots.{logical[0]}: logical slots need parameters.wal_level: logical; "
+                    "set it (the next restart applies it)")
         return None
 
     def renewal_period(self) -> float:
@@ -188,6 +276,11 @@ class MemberInfo:
     # The /config revision this member's last decision was made with (0: not published, an
     # older agent), so that `pgha pause --wait` knows the member saw the change.
     config_revision: int = 0
+    # Primary only: the position of each permanent slot (confirmed_flush_lsn of a logical slot,
+    # restart_lsn of a physical one), which the replicas advance their copies to.
+    slots: Mapping[str, int] = field(default_factory=dict)
+    # Primary only: the restart_lsn of each permanent logical slot (the oldest WAL a copy needs).
+    slot_restart: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def lsn(self) -> int:
@@ -297,6 +390,19 @@ class Replication:
 
 
 @dataclass(frozen=True)
+class LocalSlot:
+    """One row of pg_replication_slots on this node."""
+
+    name: str
+    type: str  # physical or logical
+    plugin: str = ""
+    database: str = ""
+    active: bool = False
+    restart_lsn: int | None = None
+    confirmed_flush_lsn: int | None = None
+
+
+@dataclass(frozen=True)
 class LocalPostgres:
     """This node's PostgreSQL as observed at the start of the loop."""
 
@@ -328,6 +434,11 @@ class LocalPostgres:
     replay_timestamp: float | None = None  # epoch seconds of pg_last_xact_replay_timestamp()
     replay_paused: bool = False  # pg_is_wal_replay_paused()
     restore_command: bool = False  # a restore_command is set (archive recovery when not streaming)
+    # pg_replication_slots while it runs, and the slots pgha created here (its pgha.slots record).
+    slots: tuple[LocalSlot, ...] = ()
+    owned_slots: frozenset[str] = frozenset()
+    # A replica's oldest WAL position still in pg_wal (None: unknown, or a primary).
+    wal_floor: int | None = None
 
 
 class TaskKind(StrEnum):

@@ -62,6 +62,7 @@ from pgha.core.switchover import (
 )
 from pgha.core.upkeep import (
     bouncer_upkeep,
+    clone_source,
     demote_now,
     poll_if_quorum_unseen,
     promote,
@@ -316,10 +317,12 @@ RULES: tuple[Rule, ...] = (
 
     # ===== another member leads =====
     Rule("replica-clone", "replica",
-         "Empty data directory and a running leader: clone from it.",
+         "Empty data directory and a running leader: clone from a streaming member tagged clonefrom, "
+         "else from the leader.",
          lambda f: (f.other_leads and f.data_empty and not f.local.clone_backoff
                     and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
-         lambda f: [Clone(f.leader_name or "")]),
+         lambda f: [Clone(clone_source(f))],
+         lambda f: f"source {clone_source(f)}"),
     Rule("replica-wait-leader", "replica",
          "Empty data directory and the leader is not ready yet (or a clone just failed): wait.",
          lambda f: f.other_leads and f.data_empty,
@@ -360,6 +363,13 @@ RULES: tuple[Rule, ...] = (
          "Running replica pointed at someone other than the leader: follow the leader.",
          lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
          lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f, files_written=True)]),
+    Rule("replica-nostream", "replica",
+         "Tagged nostream and pointed at the leader: we replay from the archive (restore_command) and never "
+         "stream; keep routing and hooks right.",
+         lambda f: (f.other_leads and f.is_replica and f.local.tags.nostream
+                    and f.local.pg.configured_upstream == f.leader_name),
+         upkeep_replica,
+         lambda f: "" if f.local.pg.restore_command else "no restore_command is set: this replica cannot catch up"),
     Rule("replica-switchover-wait", "replica",
          "Not streaming because the leader shuts down for a switchover: wait for the handoff, no polling "
          "(a poll would delay our next loop, and the candidate's promotion, by its duration).",

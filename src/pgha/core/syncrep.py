@@ -16,7 +16,8 @@ from pgha.core.model import ClusterConfig, ClusterView, Role
 
 
 def eligible_standbys(f: Facts) -> list[str]:
-    """Streaming replicas of ours, not tagged nosync, most advanced first."""
+    """Streaming replicas of ours, not tagged nosync (nor sync_priority 0), within
+    maximum_lag_on_syncnode; highest sync_priority first, then most advanced."""
     names = [
         m.name
         for m in f.view.members.values()
@@ -25,9 +26,24 @@ def eligible_standbys(f: Facts) -> list[str]:
         and m.state == "streaming"
         and m.following == f.me
         and not m.tags.nosync
+        and m.tags.sync_priority > 0
     ]
-    names.sort(key=lambda n: (-f.view.members[n].lsn, -f.view.members[n].tags.failover_priority, n))
+    lagging = sync_lagging(f)
+    names = [n for n in names if n not in lagging]
+    names.sort(key=lambda n: (-f.view.members[n].tags.sync_priority, -f.view.members[n].lsn,
+                              -f.view.members[n].tags.failover_priority, n))
     return names
+
+
+def sync_lagging(f: Facts) -> set[str]:
+    """Standbys further than maximum_lag_on_syncnode behind the most advanced one (behind our own
+    position when only one streams), by pg_stat_replication's flush position (as Patroni measures)."""
+    limit = f.config.maximum_lag_on_syncnode
+    flushed = {r.application_name: r.flush_lsn for r in f.local.pg.replication if r.flush_lsn is not None}
+    if limit <= 0 or not flushed:
+        return set()
+    top = max(flushed.values()) if len(flushed) > 1 else (f.local.pg.wal_lsn or 0)
+    return {name for name, lsn in flushed.items() if top - (lsn or 0) > limit}
 
 
 def confirmed_sync(f: Facts) -> set[str]:

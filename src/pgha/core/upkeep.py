@@ -3,7 +3,9 @@ synchronous standbys, routing, hooks, intents), demotion and promotion sequences
 
 from __future__ import annotations
 
-from pgha.core import election, syncrep
+from dataclasses import replace
+
+from pgha.core import election, slots, syncrep
 from pgha.core.actions import (
     Action,
     AppendHistory,
@@ -12,6 +14,7 @@ from pgha.core.actions import (
     CompleteIntent,
     DisarmWatchdog,
     Fence,
+    ManageSlots,
     PausePgBouncer,
     PollPeers,
     PrePromote,
@@ -88,9 +91,41 @@ def intents(f: Facts) -> list[Action]:
     return [RestartPostgres(), CompleteIntent(intent.id, "restarted")]
 
 
+def slot_inputs(f: Facts, primary: bool) -> slots.SlotInputs:
+    """A member that may never be promoted (nofailover) keeps no permanent slots, one tagged nostream
+    no logical ones (as in Patroni)."""
+    leader = f.leader_member
+    pg = f.local.pg
+    config = f.config
+    if not primary and f.local.tags.nofailover:
+        config = replace(config, slots={})
+    elif not primary and f.local.tags.nostream:
+        # No feedback reaches the primary: a logical copy here would not be safe to use (Patroni's rule).
+        config = replace(config, slots={n: s for n, s in config.slots.items() if s.type == "physical"})
+    return slots.SlotInputs(
+        config=config, local=pg.slots, owned=pg.owned_slots, members=tuple(sorted(f.view.members)),
+        primary=primary, targets=leader.slots if leader is not None and not primary else {},
+        replay=pg.replayed_lsn, server_version=pg.server_version,
+        restart_targets=leader.slot_restart if leader is not None and not primary else {},
+        wal_floor=pg.wal_floor)
+
+
+def slot_upkeep(f: Facts, primary: bool) -> list[Action]:
+    """The permanent-slot plan (core/slots.py), when it has anything to do."""
+    if not f.running:
+        return []
+    ops = slots.plan(slot_inputs(f, primary))
+    if not primary and (not f.streaming_from_leader or f.view.switchover is not None):
+        # A copy restarts PostgreSQL: only on a replica streaming from a leader that stays.
+        ops = tuple(o for o in ops if o.kind != "copy")
+    return [ManageSlots(ops)] if ops else []
+
+
 def upkeep_leader(f: Facts) -> list[Action]:
-    others = tuple(sorted(n for n in f.view.members if n != f.me))
-    acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others)]
+    # A member tagged nostream never connects: a slot for it would keep WAL here for ever.
+    others = tuple(sorted(n for n, m in f.view.members.items() if n != f.me and not m.tags.nostream))
+    keep = slots.kept_by_plan(slot_inputs(f, True))
+    acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others, keep), *slot_upkeep(f, True)]
     if f.config_stale:
         acts.append(ReloadPostgres())
     acts += syncrep.plan(f)
@@ -103,7 +138,7 @@ def upkeep_leader(f: Facts) -> list[Action]:
 def upkeep_replica(f: Facts, files_written: bool = False) -> list[Action]:
     """``files_written``: the row rewrites the managed files itself (Follow), so no reload here
     (one with this loop's observation would write the old upstream back)."""
-    acts: list[Action] = [DisarmWatchdog(), SetVip(False)]
+    acts: list[Action] = [DisarmWatchdog(), SetVip(False), *slot_upkeep(f, False)]
     if f.config_stale and not files_written:
         acts.append(ReloadPostgres())
     acts += bouncer_upkeep(f)
@@ -134,6 +169,18 @@ def promote(f: Facts, reason: str) -> list[Action]:
     if sw is not None and sw.kind == "failover" and sw.candidate == f.me:
         return [AppendHistory("manual failover"), Promote(), ClearSwitchover(f"done: {f.me} promoted")]
     return [AppendHistory(reason), Promote()]
+
+
+def clone_source(f: Facts) -> str:
+    """Patroni's clonefrom: a member so tagged that streams from the leader on its timeline (the
+    first by name, so every retry picks the same), else the leader."""
+    leader = f.leader_member
+    tagged = sorted(
+        m.name for m in f.view.members.values()
+        if m.tags.clonefrom and m.name not in (f.me, f.leader_name) and m.role == Role.REPLICA
+        and m.state == "streaming" and m.following == f.leader_name
+        and leader is not None and m.timeline == leader.timeline)
+    return tagged[0] if tagged else f.leader_name or ""
 
 
 def poll_if_quorum_unseen(f: Facts) -> list[Action]:

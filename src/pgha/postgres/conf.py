@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pgha.config import NodeConfig
 from pgha.core import names
+from pgha.core.slots import slot_name as slot_name
 from pgha.postgres import libpq
 from pgha.postgres.binaries import RunAs
 from pgha.postgres.common import Upstream
@@ -66,16 +67,6 @@ DEFAULTS: Mapping[str, Value] = {
 }
 
 
-def slot_name(member: str) -> str:
-    """The physical slot for a member: its name lowercased, other characters than [a-z0-9_] as '_'.
-
-    The mapping is deterministic so every primary computes the same names.  Two
-    member names that differ only in case or punctuation ("node-1", "node_1")
-    share a slot; member names should not do that.
-    """
-    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
-
-
 def quote(value: Value) -> str:
     """A postgresql.conf value."""
     if isinstance(value, bool):
@@ -96,12 +87,14 @@ def conninfo(**kw: str | int) -> str:
     return " ".join(f"{k}={conninfo_quote(str(v))}" for k, v in kw.items())
 
 
-def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> str:
-    """Raises ValueError (one line) for an upstream whose name, host or port is not valid."""
+def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream, slot_sync: bool = False) -> str:
+    """Raises ValueError (one line) for an upstream whose name, host or port is not valid.
+    ``slot_sync``: PostgreSQL 17+'s slot sync worker connects with it and needs a dbname."""
     why = (names.problem("member name", upstream.name) or names.problem("host", upstream.host)
            or names.port_problem(upstream.port))
     if why is not None:
         raise ValueError(f"upstream {names.shown(upstream.name)}: {why}")
+    extra: dict[str, str | int] = {"dbname": "postgres"} if slot_sync else {}
     return conninfo(
         host=upstream.host,
         port=upstream.port,
@@ -114,6 +107,7 @@ def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream) -> 
         keepalives_interval=2,
         keepalives_count=3,
         **libpq.for_tools(config),
+        **extra,
     )
 
 
@@ -160,12 +154,18 @@ def render_postgresql_conf(
     lines += [f"{k} = {quote(v)}" for k, v in settings.items()]
     lines.append("")
     if upstream is not None:
+        slot_sync = bool(parameters.get("sync_replication_slots"))
         lines += [
             f"{UPSTREAM_PREFIX}{upstream.name}",
             f"{UPSTREAM_ADDR_PREFIX}{upstream.host}:{upstream.port}",
-            f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream))}",
-            f"primary_slot_name = {quote(slot_name(config.name))}",
         ]
+        if config.tags.nostream:
+            lines.append("# tagged nostream: no primary_conninfo, WAL comes from restore_command only")
+        else:
+            lines += [
+                f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream, slot_sync))}",
+                f"primary_slot_name = {quote(slot_name(config.name))}",
+            ]
     else:
         lines.append("# no upstream: primary, or a standby waiting for one")
     return "\n".join(lines) + "\n"

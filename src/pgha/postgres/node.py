@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pgha.config import NodeConfig
+from pgha.core.actions import SlotOp
 from pgha.core.model import LocalPostgres
 from pgha.postgres import clone as _clone
-from pgha.postgres import conf, control, libpq, observe, slots
+from pgha.postgres import conf, control, libpq, observe, permanent_slots, slots
 from pgha.postgres import rewind as _rewind
 from pgha.postgres.binaries import Binaries, RunAs
 from pgha.postgres.common import PostgresError, Progress, Upstream
@@ -179,6 +180,17 @@ class PostgresNode:
         control.checkpoint(self.config, self.layout)
 
     # --- on the primary ----------------------------------------------------------------
-    def sync_slots(self, members: tuple[str, ...]) -> None:
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
         """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots)."""
-        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members)
+        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep)
+
+    def manage_slots(self, ops: tuple[SlotOp, ...]) -> None:
+        """Create, advance and drop permanent slots here (see pgha.postgres.permanent_slots)."""
+        permanent_slots.apply(self.config, self.layout, self.binaries.run_as, ops)
+
+    def read_slot_states(self, leader: Upstream, names: list[str]) -> dict[str, bytes]:
+        return permanent_slots.read_states(self.config, self.layout, leader, names)
+
+    def install_slot_states(self, states: dict[str, bytes]) -> None:
+        """PostgreSQL stopped: put copied logical slots in place (loaded at the next start)."""
+        permanent_slots.install_states(self.layout, self.binaries.run_as, states)

@@ -17,13 +17,14 @@ from typing import Any
 import psycopg
 
 from pgha.config import NodeConfig
-from pgha.core.model import DataDir, LocalPostgres, PgRunState, Replication
+from pgha.core.model import DataDir, LocalPostgres, LocalSlot, PgRunState, Replication
 from pgha.postgres import conf, db
 from pgha.postgres.binaries import Binaries
 from pgha.postgres.common import PostgresError
 from pgha.postgres.controldata import ControlData, parse
 from pgha.postgres.layout import Layout
 from pgha.postgres.lsn import parse_lsn, timeline_of_walfile
+from pgha.postgres.slots import read_owned
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ class Observer:
             control_state=cd.state if cd else None,
             configured_upstream=upstream,
             unmanaged_conf=state == DataDir.VALID and unmanaged_conf(layout),
+            owned_slots=frozenset(read_owned(layout)),
         )
         if pm is None:
             self._drop()
@@ -272,7 +274,12 @@ SELECT r.rec, current_setting('synchronous_standby_names'),
   current_setting('server_version_num')::int, extract(epoch FROM pg_postmaster_start_time())::float8,
   CASE WHEN r.rec THEN extract(epoch FROM pg_last_xact_replay_timestamp())::float8 END,
   CASE WHEN r.rec THEN pg_is_wal_replay_paused() END,
-  current_setting('restore_command') <> ''
+  current_setting('restore_command') <> '',
+  (SELECT json_agg(json_build_array(s.slot_name, s.slot_type, s.plugin, s.database, s.active,
+      s.restart_lsn::text, s.confirmed_flush_lsn::text) ORDER BY s.slot_name) FROM pg_replication_slots s),
+  CASE WHEN r.rec THEN (SELECT json_build_array(min(name),
+      (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'))
+      FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$') END
 FROM (SELECT pg_is_in_recovery() AS rec) r
 """
 
@@ -296,6 +303,8 @@ def _sql(
         server_version=int(row[12] or 0),
         postmaster_start=float(row[13]) if row[13] is not None else None,
         restore_command=bool(row[16]),
+        slots=tuple(LocalSlot(str(n), str(t), str(p or ""), str(d or ""), bool(a), parse_lsn(r), parse_lsn(c))
+                    for n, t, p, d, a, r, c in (row[17] or [])),
     )
     if not in_recovery:
         reps = row[5] or []
@@ -332,7 +341,16 @@ def _sql(
         following=following,
         replay_timestamp=float(row[14]) if row[14] is not None else None,
         replay_paused=bool(row[15]),
+        wal_floor=_segment_start(row[18]),
     )
+
+
+def _segment_start(found: Any) -> int | None:
+    """The LSN where the oldest WAL segment in pg_wal starts ([name, wal_segment_size] or None)."""
+    if not found or not found[0] or not found[1]:
+        return None
+    name, size = str(found[0]), int(found[1])
+    return (int(name[8:16], 16) << 32) + int(name[16:24], 16) * size
 
 
 def observe_files_only(layout: Layout) -> LocalPostgres:

@@ -42,7 +42,9 @@ def write_owned(layout: Layout, run_as: RunAs, names: set[str]) -> None:
     conf.write_atomic(layout.slots, text + "".join(f"{n}\n" for n in sorted(names)), run_as)
 
 
-def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple[str, ...]) -> None:
+def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple[str, ...],
+               keep: tuple[str, ...] = ()) -> None:
+    """``keep``: permanent and ignored slots, which the permanent-slot plan handles."""
     wanted = {conf.slot_name(m) for m in members if m != config.name}
     owned = read_owned(layout)
     before = set(owned)
@@ -66,12 +68,12 @@ def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple
                 # members the same way): pgha keeps it and, from now on, manages it like its own.
                 owned.add(name)
                 log.info("adopted replication slot %s (it existed already)", name)
-            for name in sorted(existing.keys() - wanted - owned):
+            for name in sorted(existing.keys() - wanted - owned - set(keep)):
                 if not existing[name]:
                     log.warning("replication slot %s is not a member's and nobody streams from it: it keeps "
                                 "WAL on this primary until dropped (SELECT pg_drop_replication_slot('%s'))",
                                 name, name)
-            for name in sorted(owned - wanted):
+            for name in sorted(owned - wanted - set(keep)):
                 if name not in existing:
                     owned.discard(name)
                 elif existing[name]:

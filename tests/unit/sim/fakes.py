@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pgha.core.actions import SlotOp
 from pgha.core.model import (
     DataDir,
     LocalPostgres,
@@ -239,11 +240,20 @@ class SimPostgres:
         if not self.st.running:
             raise PostgresError("checkpoint: the server is not running")
 
-    def sync_slots(self, members: tuple[str, ...]) -> None:
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
         pass  # slots only retain WAL; the simulation never recycles WAL
 
     def set_peers(self, peers: frozenset[tuple[str, int]]) -> None:
         pass  # no password file: the simulated members need none
+
+    def manage_slots(self, ops: tuple[SlotOp, ...]) -> None:
+        pass  # the simulation has no permanent slots
+
+    def read_slot_states(self, leader: Upstream, names: list[str]) -> dict[str, bytes]:
+        return {}
+
+    def install_slot_states(self, states: dict[str, bytes]) -> None:
+        pass
 
 
 @dataclass

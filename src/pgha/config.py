@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from pgha.backup.settings import PATH_RE, BackupConfig
+from pgha.backup.settings import problem as backup_problem
 from pgha.core.model import PROFILES, ClusterConfig, Tags
 
 
@@ -213,6 +215,8 @@ class NodeConfig:
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
+    # pgBackRest: the repository host, TLS files, retention (WAL archiving and backups).
+    backup: BackupConfig | None = None
 
     @property
     def etcd(self) -> LegacyEtcdConfig:
@@ -258,6 +262,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except ConfigError as exc:
                 errors.append(exc)
+        if len(errors) == 1 and isinstance(value, dict):
+            # An optional section (X | None) given as a mapping: its own error names the key.
+            raise errors[0]
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
@@ -359,9 +366,23 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
     check_dcs(cfg.dcs)
+    if cfg.backup is not None:
+        check_backup(cfg)
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")
+
+
+def check_backup(cfg: NodeConfig) -> None:
+    """The ``backup:`` section, and the paths it writes into pgbackrest.conf and archive_command."""
+    assert cfg.backup is not None
+    found = backup_problem(cfg.backup, cfg.cluster)
+    if found:
+        raise ConfigError(found)
+    for key, value in (("data_dir", cfg.postgresql.data_dir), ("socket_dir", cfg.postgresql.socket_dir)):
+        if value and not PATH_RE.match(value):
+            raise ConfigError(f"postgresql.{key}: {value!r} has characters pgBackRest's configuration cannot "
+                              "take; with backup: use letters, digits and '_./+-'")
 
 
 def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:

@@ -129,6 +129,10 @@ class Agent:
     def parameters(self) -> dict[str, str | int | float | bool]:
         params: dict[str, str | int | float | bool] = dict(self.cluster_config.parameters)
         params.update(self.config.postgresql.parameters)
+        if self.config.backup is not None:
+            from pgha.backup.archive import settings
+
+            params.update(settings(self.config))
         return params
 
     def params_key(self) -> str:
@@ -383,6 +387,11 @@ class Agent:
         # The API answers (503 on every check) even before etcd is reachable.
         self.api = ApiServer(self)
         self.api.start()
+        if self.ports.archive is not None:
+            try:
+                self.ports.archive.prepare()
+            except (OSError, ValueError) as exc:
+                log.error("backup: cannot write pgbackrest.conf (%s); WAL archiving will fail until fixed", exc)
         while True:
             try:
                 self.begin(self.wait_for_dcs())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from pgha.agent.executor import NONE, ActionFailed, Executor, Outcomes, handles
+from pgha.backup.command import BackupError
 from pgha.core import actions as A
 from pgha.core import memory as M
 from pgha.core.model import ClusterView, LocalState, TaskKind
@@ -27,6 +28,13 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
         agent.report(M.SyncNamesSet(""), M.ParamsApplied(agent.params_key()))
         pg.start(agent.start_timeout())
         pg.bootstrap_roles()
+        if agent.ports.archive is not None:
+            # The member that initializes the cluster creates the stanza; a failure is logged, not
+            # fatal: the cluster serves, and archive_command keeps retrying until it exists.
+            try:
+                log.info("backup: %s", agent.ports.archive.create_stanza())
+            except BackupError as exc:
+                log.error("backup: %s; create it with 'pgha backup stanza-create'", exc)
         return f"system identifier {sid}"
 
     return ex.task(TaskKind.INITDB, work)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pgha import __version__
 from pgha.config import NodeConfig
 from pgha.core.actions import Decision
 from pgha.core.memory import AgentMemory
-from pgha.core.model import DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
+from pgha.core.model import BackupEndpoint, DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
 
 TASK_STATES = {
     TaskKind.INITDB: "initializing",
@@ -49,5 +51,15 @@ def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, deci
         lease_id=lease_id, pgbouncer_paused_for=memory.pgbouncer_paused_for,
         pgbouncer=has_bouncer, version=__version__, promote_vetoed=local.promote_vetoed,
         last_switchover_id=memory.last_switchover_id, last_switchover_outcome=memory.last_switchover_outcome,
-        config_revision=config_revision,
+        config_revision=config_revision, backup=backup_endpoint(config),
     )
+
+
+def backup_endpoint(config: NodeConfig) -> BackupEndpoint | None:
+    """Where the repository host reaches this member's pgbackrest server (None without backup:)."""
+    if config.backup is None:
+        return None
+    pgc = config.postgresql
+    sock = pgc.socket_dir or str(Path(pgc.data_dir).parent / "pg_socket")
+    return BackupEndpoint(host=pgc.connect_host, port=config.backup.server_port, data_dir=pgc.data_dir,
+                          pg_port=pgc.port, socket_dir=sock, user=pgc.superuser.username)

@@ -116,6 +116,18 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True)
+class BackupEndpoint:
+    """Where the pgBackRest repository host reaches a member (its ``pgbackrest server`` and PostgreSQL)."""
+
+    host: str
+    port: int
+    data_dir: str
+    pg_port: int
+    socket_dir: str
+    user: str = "postgres"
+
+
+@dataclass(frozen=True)
 class MemberInfo:
     """What one agent publishes at members/<name> (bound to that agent's lease)."""
 
@@ -152,6 +164,8 @@ class MemberInfo:
     # The /config revision this member's last decision was made with (0: not published, an
     # older agent), so that `pgha pause --wait` knows the member saw the change.
     config_revision: int = 0
+    # With backup: configured, where the repository host reaches this member to take backups.
+    backup: BackupEndpoint | None = None
 
     @property
     def lsn(self) -> int:
@@ -193,6 +207,16 @@ class Switchover:
     phase: str = "requested"
     # Wall-clock time the phase was entered (bounds each phase).
     phase_at: float | None = None
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """/backup/request: an operator's request for a backup, carried out by the repository host."""
+
+    id: str
+    type: Literal["full", "diff", "incr"] = "full"
+    # Wall-clock epoch seconds of the request.
+    requested_at: float = 0.0
 
 
 @dataclass(frozen=True)

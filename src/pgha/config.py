@@ -180,10 +180,25 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class RestoreSource:
+    """bootstrap.pgbackrest: the stanza a new cluster is restored from, and the recovery target."""
+
+    stanza: str
+    # At most one target; none: replay the whole archive (the latest point).
+    target_time: str = ""
+    target_lsn: str = ""
+    target_name: str = ""
+
+
+@dataclass(frozen=True)
 class BootstrapConfig:
     # Take over a PostgreSQL cluster pgha did not create (its primary and replicas, in place):
     # the primary's agent claims the cluster with the existing system identifier, never initdb.
     adopt: bool = False
+    # How the first member creates the cluster: initdb, or a point-in-time restore from the
+    # pgBackRest repository (bootstrap.pgbackrest names the stanza and the target).
+    method: Literal["initdb", "pgbackrest"] = "initdb"
+    pgbackrest: RestoreSource | None = None
 
 
 @dataclass(frozen=True)
@@ -368,6 +383,7 @@ def _check_semantics(cfg: NodeConfig) -> None:
     check_dcs(cfg.dcs)
     if cfg.backup is not None:
         check_backup(cfg)
+    check_bootstrap(cfg)
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")
@@ -383,6 +399,28 @@ def check_backup(cfg: NodeConfig) -> None:
         if value and not PATH_RE.match(value):
             raise ConfigError(f"postgresql.{key}: {value!r} has characters pgBackRest's configuration cannot "
                               "take; with backup: use letters, digits and '_./+-'")
+
+
+def check_bootstrap(cfg: NodeConfig) -> None:
+    """bootstrap.method: pgbackrest needs a source stanza other than the cluster's own, and a target."""
+    boot = cfg.bootstrap
+    if boot.method != "pgbackrest":
+        if boot.pgbackrest is not None:
+            raise ConfigError("bootstrap.pgbackrest: set bootstrap.method: pgbackrest too, or remove it")
+        return
+    if boot.pgbackrest is None or cfg.backup is None:
+        raise ConfigError("bootstrap.method: pgbackrest needs bootstrap.pgbackrest.stanza (the stanza to restore "
+                          "from) and the backup: section (where the repository is)")
+    if boot.pgbackrest.stanza == cfg.backup.stanza_for(cfg.cluster):
+        raise ConfigError(f"bootstrap.pgbackrest.stanza: {boot.pgbackrest.stanza!r} is this cluster's own stanza; "
+                          "a restored cluster archives into a new stanza (set backup.stanza or another cluster name)")
+    from pgha.backup.restore import RestoreError, parse_target
+
+    src = boot.pgbackrest
+    try:
+        parse_target(src.target_time, src.target_lsn, src.target_name)
+    except RestoreError as exc:
+        raise ConfigError(f"bootstrap.pgbackrest: {exc}") from None
 
 
 def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:

@@ -39,7 +39,16 @@ from pgha.config import NodeConfig
 from pgha.core import memory as M
 from pgha.core.actions import Decision
 from pgha.core.decide import LOOP_FAILED, decide
-from pgha.core.model import ClusterConfig, ClusterView, LocalPostgres, LocalState, MemberInfo, PgRunState, TaskKind
+from pgha.core.model import (
+    ClusterConfig,
+    ClusterView,
+    DataDir,
+    LocalPostgres,
+    LocalState,
+    MemberInfo,
+    PgRunState,
+    TaskKind,
+)
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 
@@ -261,8 +270,13 @@ class Agent:
             lease_deadline=self.lease.deadline, lease_id=self.lease.lease_id, tags=self.config.tags,
             config=self.cluster_config, params_key=self.params_key(),
             pre_promote_hook=bool(self.config.callbacks.pre_promote), wall_now=self.ports.clock.time(),
-            adopt=self.config.bootstrap.adopt,
+            adopt=self.config.bootstrap.adopt or self._restored(pg),
         )
+
+    def _restored(self, pg: LocalPostgres) -> bool:
+        """bootstrap.method pgbackrest and `pgha restore` filled the data directory: take it over as
+        an adopted primary (an empty one is restored by the InitDB action)."""
+        return self.config.bootstrap.method == "pgbackrest" and pg.data_dir != DataDir.EMPTY
 
     def _processes(self, pg: LocalPostgres) -> set[int]:
         """The postmaster, and the WAL receiver of a replica: their exit wakes the loop at once."""

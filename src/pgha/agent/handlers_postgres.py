@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pgha.agent.executor import NONE, ActionFailed, Executor, Outcomes, handles
 from pgha.backup.command import BackupError
@@ -11,6 +12,9 @@ from pgha.core import memory as M
 from pgha.core.model import ClusterView, LocalState, TaskKind
 from pgha.core.syncrep import names_for_primary, render_names
 from pgha.postgres.node import PostgresError
+
+if TYPE_CHECKING:
+    from pgha.agent.agent import Agent
 
 log = logging.getLogger("pgha.agent")
 
@@ -21,6 +25,8 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
     pg = agent.ports.pg
 
     def work() -> str:
+        if agent.config.bootstrap.method == "pgbackrest":
+            return _restore(agent)
         sid = pg.initdb()
         # No standby exists yet, so nothing can be acknowledged elsewhere: start asynchronous
         # (with '*' creating the replication role would wait forever); the sync plan takes over.
@@ -38,6 +44,22 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
         return f"system identifier {sid}"
 
     return ex.task(TaskKind.INITDB, work)
+
+
+def _restore(agent: Agent) -> str:
+    """bootstrap.method pgbackrest: the new cluster's first member restores from the repository."""
+    from pgha.backup.restore import RestoreError, parse_target, restore_into
+
+    src = agent.config.bootstrap.pgbackrest
+    assert src is not None
+    try:
+        target = parse_target(src.target_time, src.target_lsn, src.target_name)
+        sid = restore_into(agent.config, src.stanza, target, agent.parameters(),
+                           lambda text: log.info("restore: %s", text))
+    except RestoreError as exc:
+        raise ActionFailed(str(exc)) from None
+    agent.report(M.SyncNamesSet(""), M.ParamsApplied(agent.params_key()))
+    return f"restored from stanza {src.stanza} (system identifier {sid})"
 
 
 @handles(A.Clone)

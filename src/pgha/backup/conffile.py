@@ -71,7 +71,8 @@ def _tls_server(b: BackupConfig, listen: str, clients: Mapping[str, str]) -> lis
             ("tls-server-cert-file", _check("path", b.tls.certfile)),
             ("tls-server-key-file", _check("path", b.tls.keyfile)),
             ("tls-server-ca-file", _check("path", b.tls.cafile))]
-    opts += [("tls-server-auth", f"{_check('cn', cn)}={_check('stanza', stanza)}") for cn, stanza in clients.items()]
+    opts += [("tls-server-auth", f"{_check('cn', cn)}={stanza if stanza == '*' else _check('stanza', stanza)}")
+             for cn, stanza in clients.items()]
     return opts
 
 
@@ -95,15 +96,16 @@ def render_member(b: BackupConfig, cluster: str, config_file: Path, listen: str,
 
 
 def render_repository(b: BackupConfig, cluster: str, config_file: Path, listen: str,
-                      members: Mapping[str, BackupEndpoint]) -> str:
-    """The repository host's pgbackrest.conf: the repository and one pgN-host per member (by name)."""
+                      members: Mapping[str, BackupEndpoint], clients: Sequence[str] = ()) -> str:
+    """The repository host's pgbackrest.conf: the repository and one pgN-host per member (by name);
+    ``clients``: more certificate CNs let in, for every stanza."""
     stanza = _check("stanza", b.stanza_for(cluster))
     glob = [("repo1-path", _check("path", b.path)),
             ("repo1-retention-full", _check("count", b.retention_full)),
             *([("repo1-retention-diff", _check("count", b.retention_diff))] if b.retention_diff else []),
             ("start-fast", "y"), ("archive-check", "y"), ("process-max", "2"),
             *_common(config_file),
-            *_tls_server_repo(b, listen, dict.fromkeys(sorted(members), stanza))]
+            *_tls_server_repo(b, listen, {**dict.fromkeys(sorted(members), stanza), **dict.fromkeys(clients, "*")})]
     pg: list[tuple[str, str]] = []
     for i, m in enumerate((members[name] for name in sorted(members)), start=1):
         pg += [(f"pg{i}-host", _check("host", m.host)), (f"pg{i}-host-type", "tls"),

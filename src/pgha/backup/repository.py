@@ -59,6 +59,9 @@ class RepositoryConfig:
     listen: str = "0.0.0.0"
     # The OS user that owns the repository and runs pgBackRest (as PostgreSQL's does on members).
     user: str = "postgres"
+    # Certificate CNs let in for every stanza besides the cluster's members: the first member of a
+    # cluster restored from this repository (`pgha restore`), a standby cluster.
+    clients: tuple[str, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -143,13 +146,13 @@ class Repository:
         members = endpoints(view)
         try:
             text = render_repository(self.cfg.backup, self.cfg.cluster, self.cfg.config_file, self.cfg.listen,
-                                     members)
+                                     members, self.cfg.clients)
         except ValueError as exc:
             log.error("%s; keeping the previous pgbackrest.conf", exc)
             return
         if write_atomic(self.cfg.config_file, text, self.run_as, 0o640):
             log.info("pgbackrest.conf: %d member(s): %s", len(members), ", ".join(members) or "none")
-        clients = tuple(members)
+        clients = (*members, *self.cfg.clients)
         alive = self.server is not None and self.server.poll() is None
         # pgBackRest's server refuses to start without a client to let in.
         if clients and (clients != self._clients or not alive):

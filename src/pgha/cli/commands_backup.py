@@ -180,3 +180,56 @@ def repository_run(config_path: str) -> None:
     signal.signal(signal.SIGINT, stop)
     repo.run()
     sys.exit(0)
+
+
+@cli.command("restore")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(),
+              help="The node file of the NEW cluster's first member (bootstrap.method: pgbackrest).")
+@click.option("--stanza", "source", metavar="NAME", help="The stanza to restore from (default: "
+              "bootstrap.pgbackrest.stanza).")
+@click.option("--target-time", metavar="TIME", default="", help="ISO 8601; replay up to this time.")
+@click.option("--target-lsn", metavar="LSN", default="", help="Replay up to this WAL position.")
+@click.option("--target-name", metavar="NAME", default="", help="Replay up to this restore point.")
+@click.option("--latest", is_flag=True, help="Replay the whole archive (the default when no target is given).")
+def restore_cmd(config_path: str, source: str | None, target_time: str, target_lsn: str, target_name: str,
+                latest: bool) -> None:
+    """Point-in-time recovery into a NEW cluster, on its first member: restore from the repository, replay
+    up to the target, promote.  The cluster restored from is never touched.  Then start this member's agent."""
+    from pgha.backup.archive import settings
+    from pgha.backup.restore import RestoreError, parse_target, restore_into
+    from pgha.config import ConfigError, load
+    from pgha.dcs.factory import open_kv
+    from pgha.dcs.store import ClusterStore
+    from pgha.postgres.node import PostgresError, PostgresNode
+
+    try:
+        cfg = load(config_path)
+        boot = cfg.bootstrap.pgbackrest
+        if latest and (target_time or target_lsn or target_name):
+            raise RestoreError("--latest and a target exclude each other; give one")
+        if target_time or target_lsn or target_name or latest or boot is None:
+            target = parse_target(target_time, target_lsn, target_name)
+        else:
+            target = parse_target(boot.target_time, boot.target_lsn, boot.target_name)
+        stanza = source or (boot.stanza if boot is not None else "")
+        if not stanza:
+            raise RestoreError("say which stanza to restore from: --stanza NAME (or bootstrap.pgbackrest.stanza)")
+        if cfg.bootstrap.method != "pgbackrest":
+            raise RestoreError(f"{config_path}: set bootstrap.method: pgbackrest so that the agent takes the "
+                               "restored data over as the new cluster's primary")
+        kv = open_kv(cfg.dcs)
+        try:
+            view = ClusterStore(kv, cfg.cluster, cfg.dcs.prefix).read()
+        finally:
+            kv.close()
+        if view.system_id is not None or view.members:
+            raise RestoreError(f"cluster {cfg.cluster} already exists in the DCS; a restore builds a NEW cluster: "
+                               "give the node file another cluster name")
+        params = {**cfg.cluster_config.parameters, **cfg.postgresql.parameters, **settings(cfg)}
+        restore_into(cfg, stanza, target, params, lambda text: click.echo(f"  {text}"))
+        PostgresNode(cfg).stop("fast", 120)
+    except (ConfigError, RestoreError, PostgresError) as exc:
+        raise Refused(str(exc)) from None
+    except DCSError as exc:
+        raise Refused(f"the DCS did not answer ({exc}); the restore needs it to check the cluster is new") from None
+    click.echo(f"Cluster {cfg.cluster} restored; start its first agent: pgha agent -c {config_path}")

@@ -28,6 +28,7 @@ from pgha.demo.state import REPOSITORY_HOST, DemoError, DemoNode, _chown, _pg_ow
 
 PGBACKREST_BIN = "/usr/bin/pgbackrest"
 REPOSITORY_CN = "repository"
+RESTORE_CN = "restore"
 
 
 class BackupMixin(DemoBase):
@@ -117,8 +118,11 @@ class BackupMixin(DemoBase):
         _chown(repo_dir)
         address = self.repository_address
         cert, key = self._backup_cert(REPOSITORY_CN, address)
+        self._backup_cert(RESTORE_CN, "127.0.0.1")
         cfg = {
             "cluster": self.cluster, "name": REPOSITORY_CN, "dcs": self._dcs_section(), "listen": address,
+            # The first member of a cluster restored with `pgha restore` (its certificate: restore.crt).
+            "clients": [RESTORE_CN],
             "backup": {"repository": address, "port": self.repository_port, "path": str(self.repository_path),
                        "tls": {"certfile": str(cert), "keyfile": str(key),
                                "cafile": str(self.backup_pki / "ca.crt")}},

@@ -116,3 +116,18 @@ def test_backup_intent_checks() -> None:
     ]
     assert [r.kind for r in refusals if isinstance(r, intents.Refusal)] == [
         intents.Kind.PRECONDITION, intents.Kind.PRECONDITION, intents.Kind.CONFLICT]
+
+
+def test_archive_continuity_across_a_timeline_switch() -> None:
+    from pgha.backup.continuity import missing, parse_history, parse_segment, segment_name
+
+    assert parse_segment("000000010000000000000003-3b9f91134df3f0df5b3a3f100630b61dbcb56af1.gz") == (1, 3)
+    assert parse_segment("000000010000000000000002.00000028.backup") is None
+    assert segment_name(2, 0x100) == "000000020000000100000000"
+    history = parse_history("1\t0/5018830\tno recovery target specified\n")
+    assert history == [(1, 0x5018830)]
+    # Timeline 1 up to segment 4, the switch segment 5 and later from timeline 2.
+    present = {(1, 3), (1, 4), (1, 5), (2, 5), (2, 6)}
+    assert missing(present, history, (1, 3), 2) == []
+    assert missing(present - {(1, 4)}, history, (1, 3), 2) == ["000000010000000000000004"]
+    assert missing(present - {(2, 5)}, history, (1, 3), 2) == ["000000020000000000000005"]

@@ -104,6 +104,8 @@ class Agent:
         self._last_logged: tuple[str, tuple[str, ...]] = ("", ())
         self.published: MemberInfo | None = None
         self.published_at = 0.0
+        # Set by the archive check after a promotion (handlers_postgres.confirm_archive).
+        self.archived_timeline = 0
 
     # --- what the executor, tasks and the API call ---------------------------------------
     def wake(self) -> None:
@@ -292,7 +294,7 @@ class Agent:
     def member_info(self, local: LocalState, decision: Decision | None) -> MemberInfo:
         return member_info(self.config, local, self.memory, decision,
                            self.view.config_revision if self.view is not None else 0,
-                           self.ports.bouncer is not None, self.lease.lease_id)
+                           self.ports.bouncer is not None, self.lease.lease_id, self.archived_timeline)
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
         """Write members/<name> when something significant changed, and LSNs every ttl/3.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from pgha.agent.executor import NONE, ActionFailed, Executor, Outcomes, handles
@@ -39,6 +41,7 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
             # fatal: the cluster serves, and archive_command keeps retrying until it exists.
             try:
                 log.info("backup: %s", agent.ports.archive.create_stanza())
+                agent.archived_timeline = 1
             except BackupError as exc:
                 log.error("backup: %s; create it with 'pgha backup stanza-create'", exc)
         return f"system identifier {sid}"
@@ -83,9 +86,49 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     return ex.task(TaskKind.CLONE, work)
 
 
+def push_ready(agent: Agent, before: str) -> None:
+    """A former primary's WAL that never reached the archive goes there before ``before`` replaces
+    pg_wal; a repository that cannot take it is logged, not waited for (the member must rejoin)."""
+    if agent.ports.archive is None:
+        return
+    try:
+        pushed = agent.ports.archive.push_ready()
+    except BackupError as exc:
+        log.error("backup: could not push the unarchived WAL before %s: %s", before, exc)
+        return
+    if pushed:
+        log.info("backup: pushed %d unarchived WAL file(s) to the repository before %s", pushed, before)
+
+
+def confirm_archive(agent: Agent) -> None:
+    """After a promotion, in its own thread (writes never wait for it): pgbackrest check switches
+    WAL and waits until that segment is archived; the archiver sends the new timeline's .history
+    first, so both are in the repository once it passes.  Published as archived_timeline."""
+    archive = agent.ports.archive
+    if archive is None:
+        return
+
+    def run() -> None:
+        for attempt in range(10):
+            try:
+                timeline = archive.check()
+            except BackupError as exc:
+                log.warning("backup: archive check after the promotion failed (%s); retrying", exc)
+                time.sleep(min(30.0, 2.0 * (attempt + 1)))
+                continue
+            agent.archived_timeline = max(agent.archived_timeline, timeline)
+            log.info("backup: timeline %d's history and switch segment are in the repository", timeline)
+            agent.wake()
+            return
+        log.error("backup: the new timeline never reached the repository; check archiving")
+
+    threading.Thread(target=run, name="archive-check", daemon=True).start()
+
+
 @handles(A.WipeDataDir)
 def _wipe(ex: Executor, a: A.WipeDataDir, view: ClusterView, local: LocalState) -> Outcomes:
     ex.agent.ports.pg.stop("immediate", 10)
+    push_ready(ex.agent, "the clone")
     where = ex.agent.ports.pg.wipe()
     log.warning("moved the data directory aside to %s: %s", where, a.reason)
     ex.agent.ports.tasks.forget()
@@ -100,6 +143,7 @@ def _rewind(ex: Executor, a: A.Rewind, view: ClusterView, local: LocalState) -> 
     assert source is not None
 
     def work() -> str:
+        push_ready(agent, "pg_rewind")
         pg.rewind(source)
         pg.configure(agent.parameters(), source)
         return f"rewound against {source.name}"
@@ -209,6 +253,7 @@ def _promote(ex: Executor, a: A.Promote, view: ClusterView, local: LocalState) -
             pg.configure(agent.parameters(), None, "*", standby=True)
             pg.reload()
         pg.promote(agent.cluster_config.retry_timeout * 10)
+        confirm_archive(agent)
         return "promoted"
 
     ex.task(TaskKind.PROMOTE, work)

@@ -23,7 +23,7 @@ TASK_STATES = {
 
 
 def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, decision: Decision | None,
-                config_revision: int, has_bouncer: bool, lease_id: int) -> MemberInfo:
+                config_revision: int, has_bouncer: bool, lease_id: int, archived_timeline: int = 0) -> MemberInfo:
     pg = local.pg
     task = local.task
     if task is not None and task.running:
@@ -51,7 +51,7 @@ def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, deci
         lease_id=lease_id, pgbouncer_paused_for=memory.pgbouncer_paused_for,
         pgbouncer=has_bouncer, version=__version__, promote_vetoed=local.promote_vetoed,
         last_switchover_id=memory.last_switchover_id, last_switchover_outcome=memory.last_switchover_outcome,
-        config_revision=config_revision, backup=backup_endpoint(config),
+        config_revision=config_revision, backup=backup_endpoint(config), archived_timeline=archived_timeline,
     )
 
 

@@ -93,3 +93,38 @@ def push_ready(config: NodeConfig, run_as: RunAs, timeout: float = 60.0) -> int:
         (status / f"{name}.ready").rename(status / f"{name}.done")
         log.info("pushed %s to the repository before replacing pg_wal", name)
     return len(ready)
+
+
+def current_timeline(config: NodeConfig) -> int:
+    """This primary's timeline: the newest .history file in pg_wal (1 without any)."""
+    wal = Path(config.postgresql.data_dir) / "pg_wal"
+    names = [f.name for f in wal.glob("*.history") if len(f.name) == 16]
+    return max((int(n[:8], 16) for n in names), default=1)
+
+
+def push_previous_timelines(config: NodeConfig, run_as: RunAs, timeline: int, timeout: float = 60.0) -> int:
+    """On a new primary: push the earlier timelines' complete segments it still has in pg_wal.
+
+    A standby promoted with archive_mode=on never archives WAL it did not write itself, so the
+    segments its old primary had not archived yet when it died would be a hole in the archive.
+    The new primary received them by streaming: it pushes each one that ends before its
+    timeline's switch point (the segment holding the switch point is archived on the new
+    timeline).  pgBackRest accepts a segment already archived with the same content.
+    """
+    from pgha.backup.continuity import SEGMENT_SIZE, parse_history, parse_segment
+
+    wal = Path(config.postgresql.data_dir) / "pg_wal"
+    try:
+        history = parse_history((wal / f"{timeline:08X}.history").read_text())
+    except FileNotFoundError:
+        return 0
+    switch_seg = {tli: lsn // SEGMENT_SIZE for tli, lsn in history}
+    todo = []
+    for f in wal.iterdir():
+        seg = parse_segment(f.name) if len(f.name) == 24 else None
+        if seg is not None and seg[0] in switch_seg and seg[1] < switch_seg[seg[0]]:
+            todo.append((seg, f))
+    pgbr = client(config, run_as)
+    for _, f in sorted(todo):
+        pgbr.run("archive-push", [str(f)], timeout=timeout)
+    return len(todo)

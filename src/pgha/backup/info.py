@@ -91,6 +91,8 @@ def summarize(stanza: str, info: Mapping[str, Any], last_archived_at: float = 0.
     window = RestoreWindow(start_at=good[0].stopped_at if good else 0.0, end_wal=amax if good else "",
                            end_at=last_archived_at if good else 0.0)
     status = _str(_get(info, "status", "message")) or "unknown"
+    if _get(info, "status", "code") in (1, 3):  # missing stanza path, missing stanza data
+        status = "no stanza"
     return BackupSummary(stanza, status, tuple(backups), window, amin, amax, read_at=now)
 
 

@@ -50,6 +50,14 @@ class MemberArchive:
     def push_ready(self) -> int:
         return archive.push_ready(self.config, self.run_as)
 
-    def check(self) -> None:
-        """Force a WAL switch on the primary and wait until that segment is in the repository."""
+    def check(self) -> int:
+        """On a new primary: push the earlier timelines' segments it holds (a dead primary may not
+        have archived them), then force a WAL switch and wait until that segment is archived.
+        Returns the timeline now confirmed in the repository."""
+        timeline = archive.current_timeline(self.config)
+        pushed = archive.push_previous_timelines(self.config, self.run_as, timeline)
+        if pushed:
+            log.info("pushed %d segment(s) of earlier timelines from pg_wal (already archived ones are kept)",
+                     pushed)
         self.client().run("check", timeout=120)
+        return timeline

@@ -94,19 +94,19 @@ def _run_restore(config: NodeConfig, run_as: RunAs, source: str, target: Target,
     pgbr = archive.client(config, run_as)
     pgbr.stanza = source
     args = [f"--pg1-path={config.postgresql.data_dir}", *target.args(), "--log-level-console=detail"]
-    proc = subprocess.Popen(pgbr.argv("restore", args), env=pgbr.env(), cwd="/", stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            **run_as.popen_kwargs())
-    assert proc.stdout is not None
     tail: list[str] = []
     shown = -10
-    for line in proc.stdout:
-        tail = [*tail, line][-20:]
-        pct = _progress(line)
-        if pct is not None and int(pct[:-1]) >= shown + 10:
-            shown = int(pct[:-1]) // 10 * 10
-            say(f"restoring files: {pct}")
-    if proc.wait() != 0:
+    with subprocess.Popen(pgbr.argv("restore", args), env=pgbr.env(), cwd="/", stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                          **run_as.popen_kwargs()) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail = [*tail, line][-20:]
+            pct = _progress(line)
+            if pct is not None and int(pct[:-1]) >= shown + 10:
+                shown = int(pct[:-1]) // 10 * 10
+                say(f"restoring files: {pct}")
+    if proc.returncode != 0:
         raise RestoreError(f"pgbackrest restore failed: {first_error(''.join(tail))}")
 
 
@@ -153,6 +153,8 @@ def restore_into(config: NodeConfig, source: str, target: Target, parameters: di
         sid = pg.observe().system_id or "?"
     except PostgresError as exc:
         raise RestoreError(f"{exc} (log: {data.parent / 'postgresql.log'})") from None
+    finally:
+        pg.close()
     say(f"promoted at {target.describe()} in {time.monotonic() - started:.0f} s (system identifier {sid})")
     try:
         archive.client(config, run_as).run("stanza-create", timeout=120)

@@ -166,6 +166,9 @@ class MemberInfo:
     config_revision: int = 0
     # With backup: configured, where the repository host reaches this member to take backups.
     backup: BackupEndpoint | None = None
+    # The newest timeline whose .history file and first switched segment this member, as primary,
+    # saw reach the repository (pgbackrest check after its promotion); 0: none yet.
+    archived_timeline: int = 0
 
     @property
     def lsn(self) -> int:

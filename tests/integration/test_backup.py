@@ -1,0 +1,241 @@
+"""Issue 16 acceptance: pgBackRest on a repository host over TLS, on one shared 3-node synchronous
+cluster (real agents, PostgreSQL 15, etcd and pgBackRest): a backup from a standby and the restore
+window, a point-in-time restore into a new cluster, and an archive with no gap across a failover
+after the primary's host froze and died, restored to the latest point with every acknowledged write."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from pgha import config as node_config
+from pgha.backup import keys
+from pgha.backup.continuity import repository_missing
+from pgha.backup.info import BackupSummary
+from pgha.cli.main import _register, cli
+from pgha.demo import DemoCluster
+from pgha.demo.backups import RESTORE_CN
+from pgha.faults.procs import freeze_host, host_pids, kill_frozen, restart_node, wait_new_leader
+from pgha.postgres.node import PostgresNode
+from pgha.probe import Probe
+from tests.support.cluster import free_port_base, leader_name, postgres_readable_dir, replicas, wait_for
+from tests.support.faults import multi_host_dsn
+
+pytestmark = pytest.mark.integration
+
+TTL = 6.0
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoCluster]:
+    with postgres_readable_dir() as tmp:
+        # A cluster (and stanza) name of its own: pgBackRest's remote side locks /tmp/pgbackrest/STANZA-*.lock,
+        # shared by every cluster of that name on this machine.
+        d = DemoCluster(tmp / "cluster", nodes=3, port_base=free_port_base(3), ttl=TTL, sync=True,
+                        say=lambda s: None, cluster=f"bk{uuid.uuid4().hex[:8]}")
+        d.backup = True
+        try:
+            d.up(timeout=150)
+            yield d
+        finally:
+            if d.state is not None:
+                d.down()
+
+
+def pgha(demo: DemoCluster, *args: str) -> Result:
+    _register()
+    return CliRunner().invoke(cli, [*args, "--dcs", demo.etcd_url, "--cluster", demo.cluster])
+
+
+def primary_dsn(demo: DemoCluster) -> str:
+    return multi_host_dsn(demo)
+
+
+def sql(demo: DemoCluster, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(primary_dsn(demo), autocommit=True, connect_timeout=5) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def archived(demo: DemoCluster, segment: str) -> bool:
+    root = demo.repository_path / "archive" / demo.cluster
+    return any(f.name.startswith(segment) for d in root.glob("*/*") if d.is_dir() for f in d.iterdir())
+
+
+def switch_and_wait_archived(demo: DemoCluster) -> str:
+    """Close the current WAL segment on the primary and wait until it is in the repository."""
+    segment = str(sql(demo, "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    wait_for(f"{segment} in the repository", lambda: archived(demo, segment), timeout=60)
+    return segment
+
+
+def full_backup(demo: DemoCluster) -> str:
+    result = pgha(demo, "backup", "--type", "full")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def a_backup(demo: DemoCluster) -> BackupSummary:
+    """The published summary once it lists a backup (taking one when the repository has none)."""
+    info = keys.read_info(demo.store())
+    if info is None or not info.backups:
+        full_backup(demo)
+    return wait_for("a backup in /backup/info", lambda: (s := keys.read_info(demo.store())) is not None
+                    and s.backups and s, timeout=60)
+
+
+def restored_node(demo: DemoCluster, name: str) -> Path:
+    """A node file for a NEW cluster restored from the demo's stanza (its own cluster name and stanza)."""
+    base = demo.dir.parent / name
+    base.mkdir()
+    os.chmod(base, 0o755)
+    os.chown(base, *pg_owner())
+    port = demo.port_base + 90 + (5 if name.endswith("2") else 0)
+    pki = demo.backup_pki
+    cfg = {
+        "cluster": name, "name": f"{name}-1", "dcs": {"type": "etcd", "etcd": {"endpoints": [demo.etcd_url]}},
+        "postgresql": {"data_dir": str(base / "data"), "port": port, "listen": "127.0.0.1",
+                       "superuser": {"username": "postgres"}, "replication": {"username": "replicator",
+                                                                              "password": "restored"}},
+        "api": {"listen": f"127.0.0.1:{port + 1}", "auth": "none"},
+        "backup": {"repository": demo.repository_address, "port": demo.repository_port,
+                   "path": str(demo.repository_path), "server_port": port + 3,
+                   "tls": {"certfile": str(pki / f"{RESTORE_CN}.crt"), "keyfile": str(pki / f"{RESTORE_CN}.key"),
+                           "cafile": str(pki / "ca.crt")}},
+        "bootstrap": {"method": "pgbackrest", "pgbackrest": {"stanza": demo.cluster}},
+    }
+    path = base / "pgha.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pg_owner() -> tuple[int, int]:
+    import pwd
+
+    pw = pwd.getpwnam("postgres")
+    return pw.pw_uid, pw.pw_gid
+
+
+@contextlib.contextmanager
+def restored(demo: DemoCluster, name: str, *target: str) -> Iterator[psycopg.Connection[Any]]:
+    """`pgha restore` into a new cluster, then its PostgreSQL started (no agent) and a connection to it."""
+    path = restored_node(demo, name)
+    _register()
+    result = CliRunner().invoke(cli, ["restore", "-c", str(path), *target])
+    assert result.exit_code == 0, result.output
+    assert "promoted at" in result.output and "restoring files: 100%" in result.output, result.output
+    cfg = node_config.load(path)
+    pg = PostgresNode(cfg)
+    try:
+        pg.start(60)
+        sock = Path(cfg.postgresql.data_dir).parent / "pg_socket"
+        with psycopg.connect(host=str(sock), port=cfg.postgresql.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            yield conn
+    finally:
+        pg.stop("immediate", 30)
+        demo.store().kv.delete_prefix(f"/pgha/{name}/")
+
+
+def test_backup_from_a_standby_and_the_restore_window(demo: DemoCluster) -> None:
+    out = full_backup(demo)
+    standbys = replicas(demo)
+    assert any(f"done from {s}" in out for s in standbys), out
+    switch_and_wait_archived(demo)
+    summary = wait_for("the window in /backup/info", lambda: (s := keys.read_info(demo.store())) is not None
+                       and s.backups and s.window.end_at and s, timeout=60)
+    assert summary.backups[-1].type == "full"
+    assert summary.window.start_at == summary.backups[0].stopped_at
+    assert summary.window.end_wal >= summary.backups[-1].wal_stop
+    listed = pgha(demo, "backup", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [b["label"] for b in json.loads(listed.output)["backups"]] == [b.label for b in summary.backups]
+    status, body = demo.api_call(leader_name(demo), "GET", "/backups")
+    assert status == 200 and body["window"]["start_at"] == summary.window.start_at
+    assert "restore window:" in pgha(demo, "backup", "list").output
+
+
+def test_point_in_time_restore_holds_exactly_the_rows_committed_before_t(demo: DemoCluster) -> None:
+    sql(demo, "CREATE TABLE pitr (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    a_backup(demo)
+    target = None
+    for i in range(1, 41):
+        sql(demo, "INSERT INTO pitr (id) VALUES (%s)", i)
+        if i == 20:
+            time.sleep(0.3)
+            target = sql(demo, "SELECT clock_timestamp()")[0][0]
+            time.sleep(0.3)
+        else:
+            time.sleep(0.02)
+    assert isinstance(target, datetime.datetime)
+    before = [r[0] for r in sql(demo, "SELECT id FROM pitr WHERE at < %s ORDER BY id", target)]
+    assert before == list(range(1, 21))
+    switch_and_wait_archived(demo)
+    with restored(demo, "pitr-restored", "--target-time", target.isoformat()) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM pitr ORDER BY id").fetchall()]
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    assert ids == before
+
+
+def test_host_death_mid_archive_leaves_no_gap_and_latest_restore_has_every_acknowledged_write(
+        demo: DemoCluster) -> None:
+    wait_for("a synchronous standby", lambda: demo.view().sync is not None and demo.view().sync.standbys)
+    info = a_backup(demo)
+    old = leader_name(demo)
+    probe = Probe(multi_host_dsn(demo), interval=0.01)
+    probe.start()
+    node = demo.node(old)
+    pids: list[int] = []
+    try:
+        wait_for("probe writes", lambda: probe.acknowledged > 50, timeout=30)
+        # WAL switches keep archive-push busy, so the host freezes in the middle of archiving.
+        for _ in range(3):
+            sql(demo, "SELECT pg_switch_wal()")
+        pids = [*freeze_host(demo, old), node.pgbackrest_pid]
+        os.kill(node.pgbackrest_pid, signal.SIGSTOP)
+        new = wait_new_leader(demo, old, timeout=TTL * 6)
+        before = probe.acknowledged
+        wait_for("writes through the new leader", lambda: probe.acknowledged > before + 50, timeout=60)
+        # The frozen host dies for good: its unarchived WAL is gone with it.
+        kill_frozen(demo, old, pids)
+        wait_for(f"{new} to confirm its timeline in the repository",
+                 lambda: (m := demo.view().members[new]).archived_timeline == m.timeline, timeout=90)
+    finally:
+        report = probe.stop()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert report.missing == 0, report.to_text()
+    acked = set(probe._stats.acked) if probe._stats is not None else set()
+    assert len(acked) > 100
+    switch_and_wait_archived(demo)
+    # The archive runs without a hole from the first backup, across the timeline switch.
+    assert repository_missing(demo.repository_path, demo.cluster, info.backups[0].wal_start) == []
+    verify = subprocess.run(["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", "--",
+                             "pgbackrest", f"--config={demo.dir / 'repository' / 'pgbackrest.conf'}",
+                             f"--stanza={demo.cluster}", "verify", "--output=text", "--verbose"],
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0 and "status: ok" in verify.stdout, verify.stdout + verify.stderr
+    with restored(demo, "latest-restored", "--latest") as conn:
+        rows = conn.execute("SELECT seq FROM pgha_probe WHERE run_id = %s", (probe.run_id,)).fetchall()
+    present = {r[0] for r in rows}
+    assert acked <= present, f"{len(acked - present)} acknowledged writes missing after the restore"
+    # The old primary comes back, pushes what it never archived, and rejoins.
+    demo.start_backup_server(node)
+    restart_node(demo, old)
+    demo.wait_healthy(timeout=120)
+    assert host_pids(demo, old)

@@ -191,6 +191,24 @@ def test_point_in_time_restore_holds_exactly_the_rows_committed_before_t(demo: D
     assert ids == before
 
 
+def test_switchover_is_done_once_the_new_timeline_is_in_the_repository(demo: DemoCluster) -> None:
+    a_backup(demo)
+    old = leader_name(demo)
+    candidate = demo.view().sync.standbys[0]  # type: ignore[union-attr]
+    last = str(sql(demo, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0])
+    result = pgha(demo, "switchover", "--candidate", candidate, "--force")
+    assert result.exit_code == 0, result.output
+    # Reported done: the new timeline's .history and the segment the old primary ended in are there.
+    timeline = demo.view().members[candidate].timeline
+    assert timeline is not None and int(last[:8], 16) < timeline
+    history = demo.repository_path / "archive" / demo.cluster / "15-1" / f"{timeline:08X}.history"
+    assert history.exists(), result.output
+    assert archived(demo, f"{timeline:08X}{last[8:]}") or archived(demo, last), last
+    assert repository_missing(demo.repository_path, demo.cluster, a_backup(demo).backups[0].wal_start) == []
+    demo.wait_healthy(timeout=90)
+    assert demo.view().members[old].following == candidate
+
+
 def test_host_death_mid_archive_leaves_no_gap_and_latest_restore_has_every_acknowledged_write(
         demo: DemoCluster) -> None:
     wait_for("a synchronous standby", lambda: demo.view().sync is not None and demo.view().sync.standbys)

@@ -131,3 +131,23 @@ def test_archive_continuity_across_a_timeline_switch() -> None:
     assert missing(present, history, (1, 3), 2) == []
     assert missing(present - {(1, 4)}, history, (1, 3), 2) == ["000000010000000000000004"]
     assert missing(present - {(2, 5)}, history, (1, 3), 2) == ["000000020000000000000005"]
+
+
+def test_unreachable_repository_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from pgha.backup.probe import reach_repository
+    from pgha.demo.certs import make_ca, make_cert
+
+    ca = make_ca(tmp_path / "pki")
+    cert, key = make_cert(ca, tmp_path / "pki", "node1", ["127.0.0.1"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = node(tmp_path, repository="127.0.0.1", port=port,
+                tls={"certfile": str(cert), "keyfile": str(key), "cafile": str(ca.cert)})
+    cfg = parse(data)
+    assert cfg.backup is not None
+    problem = reach_repository(cfg.backup, timeout=1.0)
+    assert problem is not None and problem.startswith(f"backup.repository: 127.0.0.1:{port}: unreachable")
+    assert "\n" not in problem

@@ -96,16 +96,19 @@ def render_member(b: BackupConfig, cluster: str, config_file: Path, listen: str,
 
 
 def render_repository(b: BackupConfig, cluster: str, config_file: Path, listen: str,
-                      members: Mapping[str, BackupEndpoint], clients: Sequence[str] = ()) -> str:
+                      members: Mapping[str, BackupEndpoint], clients: Sequence[str] = (),
+                      departed: Sequence[str] = ()) -> str:
     """The repository host's pgbackrest.conf: the repository and one pgN-host per member (by name);
-    ``clients``: more certificate CNs let in, for every stanza."""
+    ``clients``: more certificate CNs let in for every stanza; ``departed``: former members' CNs,
+    still let in for this stanza."""
     stanza = _check("stanza", b.stanza_for(cluster))
     glob = [("repo1-path", _check("path", b.path)),
             ("repo1-retention-full", _check("count", b.retention_full)),
             *([("repo1-retention-diff", _check("count", b.retention_diff))] if b.retention_diff else []),
             ("start-fast", "y"), ("archive-check", "y"), ("process-max", "2"),
             *_common(config_file),
-            *_tls_server_repo(b, listen, {**dict.fromkeys(sorted(members), stanza), **dict.fromkeys(clients, "*")})]
+            *_tls_server_repo(b, listen, {**dict.fromkeys(sorted({*members, *departed}), stanza),
+                                          **dict.fromkeys(clients, "*")})]
     pg: list[tuple[str, str]] = []
     for i, m in enumerate((members[name] for name in sorted(members)), start=1):
         pg += [(f"pg{i}-host", _check("host", m.host)), (f"pg{i}-host-type", "tls"),

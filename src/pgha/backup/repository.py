@@ -130,6 +130,7 @@ class Repository:
         self.pgbr = PgBackRest(cfg.config_file, self.stanza, self.run_as)
         self.server: subprocess.Popen[bytes] | None = None
         self._clients: tuple[str, ...] | None = None
+        self._seen: set[str] = set()
         self._wake = threading.Event()
         self.stop = threading.Event()
         self._info_at = 0.0
@@ -146,13 +147,16 @@ class Repository:
         members = endpoints(view)
         try:
             text = render_repository(self.cfg.backup, self.cfg.cluster, self.cfg.config_file, self.cfg.listen,
-                                     members, self.cfg.clients)
+                                     members, self.cfg.clients, sorted(self._seen - set(members)))
         except ValueError as exc:
             log.error("%s; keeping the previous pgbackrest.conf", exc)
             return
         if write_atomic(self.cfg.config_file, text, self.run_as, 0o640):
             log.info("pgbackrest.conf: %d member(s): %s", len(members), ", ".join(members) or "none")
-        clients = (*members, *self.cfg.clients)
+        # Members stay let in while this process runs: an agent restarting (its key gone for a
+        # moment) must not have its primary's archive-push refused meanwhile.
+        self._seen |= set(members)
+        clients = tuple(sorted(self._seen)) + self.cfg.clients
         alive = self.server is not None and self.server.poll() is None
         # pgBackRest's server refuses to start without a client to let in.
         if clients and (clients != self._clients or not alive):

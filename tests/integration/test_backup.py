@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from pgha.backup import keys
 from pgha.backup.continuity import repository_missing
 from pgha.backup.info import BackupSummary
 from pgha.cli.main import _register, cli
+from pgha.dcs.store import ClusterStore
 from pgha.demo import DemoCluster
 from pgha.demo.backups import RESTORE_CN
 from pgha.faults.procs import freeze_host, host_pids, kill_frozen, restart_node, wait_new_leader
@@ -189,6 +191,44 @@ def test_point_in_time_restore_holds_exactly_the_rows_committed_before_t(demo: D
         ids = [r[0] for r in conn.execute("SELECT id FROM pitr ORDER BY id").fetchall()]
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
     assert ids == before
+
+
+def test_bootstrap_method_pgbackrest_agent_restores_to_a_restore_point(demo: DemoCluster) -> None:
+    """An agent started on an empty data directory with bootstrap.method: pgbackrest builds the new
+    cluster itself: here up to a named restore point, before a table was dropped."""
+    a_backup(demo)
+    sql(demo, "CREATE TABLE keepme AS SELECT generate_series(1, 100) AS n")
+    sql(demo, "SELECT pg_create_restore_point('before-drop')")
+    sql(demo, "DROP TABLE keepme")
+    switch_and_wait_archived(demo)
+    path = restored_node(demo, "agent-restored")
+    data = yaml.safe_load(path.read_text())
+    data["bootstrap"]["pgbackrest"]["target_name"] = "before-drop"
+    data["watchdog"] = {"mode": "off"}
+    path.write_text(yaml.safe_dump(data))
+    log = open(path.parent / "agent.log", "ab")  # noqa: SIM115
+    agent = subprocess.Popen(["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", "--",
+                              sys.executable, "-m", "pgha", "agent", "-c", str(path)], stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+    store = ClusterStore(demo.store().kv, "agent-restored")
+    try:
+        wait_for("the restored cluster's primary", lambda: (v := store.read()).system_id is not None
+                 and any(m.role.value == "primary" and m.state == "running" for m in v.members.values()),
+                 timeout=120)
+        cfg = node_config.load(path)
+        sock = Path(cfg.postgresql.data_dir).parent / "pg_socket"
+        with psycopg.connect(host=str(sock), port=cfg.postgresql.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM keepme").fetchone() == (100,)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait(10)
+        log.close()
+        store.remove_cluster()
 
 
 def test_switchover_is_done_once_the_new_timeline_is_in_the_repository(demo: DemoCluster) -> None:

@@ -268,6 +268,7 @@ class Repository:
         revision = 0
         while not self.stop.is_set():
             try:
-                revision = self.store.watch(revision, self._wake.set, self.stop)
+                revision = self.store.watch(revision, self._wake.set, self.stop,
+                                            ignore=(keys.INFO, keys.RESULT))
             except DCSError:
                 self.stop.wait(1.0)

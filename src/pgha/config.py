@@ -19,8 +19,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from pgha.backup.settings import PATH_RE, BackupConfig
-from pgha.backup.settings import problem as backup_problem
+from pgha.backup.settings import BackupConfig, RestoreSource
 from pgha.core.model import PROFILES, ClusterConfig, Tags
 
 
@@ -177,17 +176,6 @@ class CallbacksConfig:
 class WatchdogConfig:
     # "on": PostgreSQL as primary is fenced when the agent dies or stops renewing.
     mode: Literal["on", "off"] = "on"
-
-
-@dataclass(frozen=True)
-class RestoreSource:
-    """bootstrap.pgbackrest: the stanza a new cluster is restored from, and the recovery target."""
-
-    stanza: str
-    # At most one target; none: replay the whole archive (the latest point).
-    target_time: str = ""
-    target_lsn: str = ""
-    target_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -381,46 +369,13 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
     check_dcs(cfg.dcs)
-    if cfg.backup is not None:
-        check_backup(cfg)
-    check_bootstrap(cfg)
+    if cfg.backup is not None or cfg.bootstrap.method != "initdb" or cfg.bootstrap.pgbackrest is not None:
+        from pgha.backup.checks import check_node
+
+        check_node(cfg)
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")
-
-
-def check_backup(cfg: NodeConfig) -> None:
-    """The ``backup:`` section, and the paths it writes into pgbackrest.conf and archive_command."""
-    assert cfg.backup is not None
-    found = backup_problem(cfg.backup, cfg.cluster)
-    if found:
-        raise ConfigError(found)
-    for key, value in (("data_dir", cfg.postgresql.data_dir), ("socket_dir", cfg.postgresql.socket_dir)):
-        if value and not PATH_RE.match(value):
-            raise ConfigError(f"postgresql.{key}: {value!r} has characters pgBackRest's configuration cannot "
-                              "take; with backup: use letters, digits and '_./+-'")
-
-
-def check_bootstrap(cfg: NodeConfig) -> None:
-    """bootstrap.method: pgbackrest needs a source stanza other than the cluster's own, and a target."""
-    boot = cfg.bootstrap
-    if boot.method != "pgbackrest":
-        if boot.pgbackrest is not None:
-            raise ConfigError("bootstrap.pgbackrest: set bootstrap.method: pgbackrest too, or remove it")
-        return
-    if boot.pgbackrest is None or cfg.backup is None:
-        raise ConfigError("bootstrap.method: pgbackrest needs bootstrap.pgbackrest.stanza (the stanza to restore "
-                          "from) and the backup: section (where the repository is)")
-    if boot.pgbackrest.stanza == cfg.backup.stanza_for(cfg.cluster):
-        raise ConfigError(f"bootstrap.pgbackrest.stanza: {boot.pgbackrest.stanza!r} is this cluster's own stanza; "
-                          "a restored cluster archives into a new stanza (set backup.stanza or another cluster name)")
-    from pgha.backup.restore import RestoreError, parse_target
-
-    src = boot.pgbackrest
-    try:
-        parse_target(src.target_time, src.target_lsn, src.target_name)
-    except RestoreError as exc:
-        raise ConfigError(f"bootstrap.pgbackrest: {exc}") from None
 
 
 def check_dcs(dcs: DcsConfig, path: str = "dcs") -> None:

@@ -151,3 +151,31 @@ def test_unreachable_repository_is_one_line(tmp_path: Path) -> None:
     problem = reach_repository(cfg.backup, timeout=1.0)
     assert problem is not None and problem.startswith(f"backup.repository: 127.0.0.1:{port}: unreachable")
     assert "\n" not in problem
+
+
+@pytest.mark.parametrize(("bootstrap", "error"), [
+    ({"method": "pgbackrest"}, "bootstrap.method: pgbackrest needs bootstrap.pgbackrest.stanza"),
+    ({"method": "pgbackrest", "pgbackrest": {"stanza": "main"}}, "bootstrap.pgbackrest.stanza: 'main' is this "
+     "cluster's own stanza"),
+    ({"method": "pgbackrest", "pgbackrest": {"stanza": "old", "target_time": "yesterday"}},
+     "bootstrap.pgbackrest: target time 'yesterday' is not ISO 8601"),
+    ({"method": "pgbackrest", "pgbackrest": {"stanza": "old", "target_lsn": "0/1", "target_name": "x"}},
+     "bootstrap.pgbackrest: give one target"),
+    ({"pgbackrest": {"stanza": "old"}}, "bootstrap.pgbackrest: set bootstrap.method: pgbackrest too"),
+])
+def test_bootstrap_from_the_repository_is_checked(tmp_path: Path, bootstrap: dict[str, Any], error: str) -> None:
+    data = node(tmp_path)
+    data["bootstrap"] = bootstrap
+    with pytest.raises(ConfigError) as exc:
+        parse(data)
+    assert error in str(exc.value)
+
+
+def test_restore_targets() -> None:
+    from pgha.backup.restore import Target, parse_target
+
+    assert parse_target() == Target()
+    assert parse_target(time_="2030-01-31T02:00:00+01:00") == Target("time", "2030-01-31 01:00:00.000000+00")
+    assert parse_target(lsn="0/3000060").args() == ["--type=lsn", "--target=0/3000060", "--target-action=promote"]
+    assert parse_target(name="before-drop").kind == "name"
+    assert Target().args() == ["--type=default"]

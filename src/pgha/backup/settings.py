@@ -67,6 +67,17 @@ class BackupConfig:
         return self.stanza or cluster
 
 
+@dataclass(frozen=True)
+class RestoreSource:
+    """bootstrap.pgbackrest: the stanza a new cluster is restored from, and the recovery target."""
+
+    stanza: str
+    # At most one target; none: replay the whole archive (the latest point).
+    target_time: str = ""
+    target_lsn: str = ""
+    target_name: str = ""
+
+
 def problem(b: BackupConfig, cluster: str, path: str = "backup") -> str | None:
     """One line naming the first invalid value of ``b`` and the fix, or None."""
     if not HOST_RE.match(b.repository):

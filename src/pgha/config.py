@@ -87,6 +87,10 @@ class PostgresConfig:
     initdb: tuple[str, ...] = ("--data-checksums", "--encoding=UTF8", "--locale=C.UTF-8")
     # Unix socket directory; empty means <data_dir parent>/pg_socket (mode 0700).
     socket_dir: str = ""
+    # How a new or reinitialized replica is built, in order: "pgbackrest" (a restore of the newest
+    # backup from the repository, then streaming; needs backup:) and "basebackup" (pg_basebackup
+    # from a member).  Patroni's name.
+    create_replica_methods: tuple[Literal["pgbackrest", "basebackup"], ...] = ("basebackup",)
 
     @property
     def connect_host(self) -> str:
@@ -369,7 +373,10 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
     check_dcs(cfg.dcs)
-    if cfg.backup is not None or cfg.bootstrap.method != "initdb" or cfg.bootstrap.pgbackrest is not None:
+    if not cfg.postgresql.create_replica_methods:
+        raise ConfigError("postgresql.create_replica_methods: list at least one, e.g. [pgbackrest, basebackup]")
+    if cfg.backup is not None or cfg.bootstrap.method != "initdb" or cfg.bootstrap.pgbackrest is not None \
+            or "pgbackrest" in cfg.postgresql.create_replica_methods:
         from pgha.backup.checks import check_node
 
         check_node(cfg)

@@ -47,8 +47,13 @@ def demo() -> Iterator[DemoCluster]:
     with postgres_readable_dir() as tmp:
         # A cluster (and stanza) name of its own: pgBackRest's remote side locks /tmp/pgbackrest/STANZA-*.lock,
         # shared by every cluster of that name on this machine.
+        # Replicas from the repository first (at start there is no backup yet: pg_basebackup), and every
+        # BASE_BACKUP a walsender serves in the server logs.
         d = DemoCluster(tmp / "cluster", nodes=3, port_base=free_port_base(3), ttl=TTL, sync=True,
-                        say=lambda s: None, cluster=f"bk{uuid.uuid4().hex[:8]}")
+                        say=lambda s: None, cluster=f"bk{uuid.uuid4().hex[:8]}",
+                        extra_cluster_config={"parameters": {"log_replication_commands": "on"}},
+                        extra_node_config={"*": {"postgresql": {
+                            "create_replica_methods": ["pgbackrest", "basebackup"]}}})
         d.backup = True
         try:
             d.up(timeout=150)
@@ -229,6 +234,32 @@ def test_bootstrap_method_pgbackrest_agent_restores_to_a_restore_point(demo: Dem
             agent.wait(10)
         log.close()
         store.remove_cluster()
+
+
+def base_backups_served(demo: DemoCluster) -> dict[str, int]:
+    """How many BASE_BACKUP commands each member's server log shows."""
+    assert demo.state is not None
+    return {n.name: (Path(n.data_dir).parent / "postgresql.log").read_bytes().count(b"BASE_BACKUP")
+            for n in demo.state.nodes}
+
+
+def test_reinit_builds_the_replica_from_the_repository_without_a_base_backup(demo: DemoCluster) -> None:
+    a_backup(demo)
+    switch_and_wait_archived(demo)
+    sync = demo.view().sync
+    target = next(r for r in replicas(demo) if sync is None or r not in sync.standbys)
+    agent_log = Path(demo.node(target).config).parent / "agent.log"
+    before, offset = base_backups_served(demo), agent_log.stat().st_size
+    assert sum(before.values()) > 0, "the first replicas were cloned with pg_basebackup (no backup existed)"
+    result = pgha(demo, "reinit", target, "--force")
+    assert result.exit_code == 0, result.output
+    wait_for(f"{target} rebuilt", lambda: b"restored from the repository" in agent_log.read_bytes()[offset:],
+             timeout=120)
+    demo.wait_healthy(timeout=120)
+    assert base_backups_served(demo) == before, "a base backup was streamed from a member"
+    row = sql(demo, "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",
+              target)
+    assert row == [(1,)]
 
 
 def test_switchover_is_done_once_the_new_timeline_is_in_the_repository(demo: DemoCluster) -> None:

@@ -73,15 +73,19 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     assert source is not None
 
     def work() -> str:
+        how = f"cloned from {source.name}"
         try:
-            pg.clone(source, agent.clone_progress)
+            if from_repository(agent):
+                how = "restored from the repository (no base backup from the primary), following " + source.name
+            else:
+                pg.clone(source, agent.clone_progress)
         except PostgresError:
             agent.report(M.CloneFailed(ex.now))
             raise
         pg.configure(agent.parameters(), source)
         agent.report(M.ParamsApplied(agent.params_key()), M.CloneProgressed(""))
         pg.start(agent.start_timeout())
-        return f"cloned from {source.name}"
+        return how
 
     return ex.task(TaskKind.CLONE, work)
 
@@ -123,6 +127,30 @@ def confirm_archive(agent: Agent) -> None:
         log.error("backup: the new timeline never reached the repository; check archiving")
 
     threading.Thread(target=run, name="archive-check", daemon=True).start()
+
+
+def from_repository(agent: Agent) -> bool:
+    """postgresql.create_replica_methods in order: True once pgbackrest built the data directory;
+    False to use pg_basebackup (next in the list, or pgbackrest failed and basebackup follows)."""
+    methods = agent.config.postgresql.create_replica_methods
+    if agent.ports.archive is None or "pgbackrest" not in methods or methods.index("pgbackrest") != 0:
+        return False
+
+    def say(text: str) -> None:
+        pct = text.rsplit(" ", 1)[-1]
+        if pct.endswith("%") and pct[:-1].isdigit():
+            agent.clone_progress(int(pct[:-1]), 100, text)
+
+    try:
+        agent.ports.archive.restore_replica(say)
+        return True
+    except BackupError as exc:
+        if "basebackup" not in methods:
+            raise PostgresError(f"create replica from the repository: {exc}") from None
+        log.warning("backup: %s; falling back to pg_basebackup", exc)
+        where = agent.ports.pg.wipe()
+        log.info("moved the partial restore aside to %s", where)
+        return False
 
 
 @handles(A.WipeDataDir)

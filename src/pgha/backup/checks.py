@@ -13,6 +13,9 @@ from pgha.config import ConfigError, NodeConfig
 def check_node(cfg: NodeConfig) -> None:
     if cfg.backup is not None:
         _check_backup(cfg)
+    elif "pgbackrest" in cfg.postgresql.create_replica_methods:
+        raise ConfigError("postgresql.create_replica_methods: pgbackrest needs the backup: section (where the "
+                          "repository is); add it or remove pgbackrest")
     _check_bootstrap(cfg)
 
 

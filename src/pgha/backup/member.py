@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pgha.backup import archive
@@ -46,6 +47,22 @@ class MemberArchive:
                 time.sleep(2.0)
         self.client().run("check", timeout=120)
         return f"stanza {self.client().stanza} created and checked"
+
+    def restore_replica(self, say: Callable[[str], None]) -> None:
+        """Build this replica's empty data directory from the newest backup in the repository
+        (``restore --type=standby``); PostgreSQL then replays the archive and streams.  Nothing
+        is read from the primary."""
+        from pgha.backup.restore import RestoreError, run_restore, strip_recovery_settings
+
+        data = Path(self.config.postgresql.data_dir)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run_as.chown(data)
+        archive.write_config(self.config, self.run_as)
+        try:
+            run_restore(self.config, self.run_as, self.client().stanza, ["--type=standby"], say)
+        except RestoreError as exc:
+            raise BackupError(str(exc)) from None
+        strip_recovery_settings(self.config, self.run_as)
 
     def push_ready(self) -> int:
         return archive.push_ready(self.config, self.run_as)

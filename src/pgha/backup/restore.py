@@ -90,15 +90,15 @@ def _progress(line: str) -> str | None:
     return f"{float(m.group(1)):.0f}%" if m else None
 
 
-def _run_restore(config: NodeConfig, run_as: RunAs, source: str, target: Target, say: Say) -> None:
+def run_restore(config: NodeConfig, run_as: RunAs, stanza: str, args: list[str], say: Say) -> None:
+    """``pgbackrest restore`` of ``stanza`` into this node's data directory, with progress every 10%."""
     pgbr = archive.client(config, run_as)
-    pgbr.stanza = source
-    args = [f"--pg1-path={config.postgresql.data_dir}", *target.args(), "--log-level-console=detail"]
+    pgbr.stanza = stanza
+    argv = pgbr.argv("restore", [f"--pg1-path={config.postgresql.data_dir}", *args, "--log-level-console=detail"])
     tail: list[str] = []
     shown = -10
-    with subprocess.Popen(pgbr.argv("restore", args), env=pgbr.env(), cwd="/", stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          **run_as.popen_kwargs()) as proc:
+    with subprocess.Popen(argv, env=pgbr.env(), cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace", **run_as.popen_kwargs()) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             tail = [*tail, line][-20:]
@@ -110,7 +110,9 @@ def _run_restore(config: NodeConfig, run_as: RunAs, source: str, target: Target,
         raise RestoreError(f"pgbackrest restore failed: {first_error(''.join(tail))}")
 
 
-def _strip_recovery_settings(config: NodeConfig, run_as: RunAs) -> None:
+def strip_recovery_settings(config: NodeConfig, run_as: RunAs) -> None:
+    """Remove the recovery settings pgBackRest's restore wrote into postgresql.auto.conf (pgha's
+    postgresql.conf has its own restore_command; a recovery target must not outlive the restore)."""
     auto = Path(config.postgresql.data_dir) / "postgresql.auto.conf"
     try:
         text = auto.read_text()
@@ -140,14 +142,14 @@ def restore_into(config: NodeConfig, source: str, target: Target, parameters: di
     archive.write_config(config, run_as)
     started = time.monotonic()
     say(f"restoring stanza {source} from {config.backup.repository} to {target.describe()}")
-    _run_restore(config, run_as, source, target, say)
+    run_restore(config, run_as, source, target.args(), say)
     pg = PostgresNode(config)
     try:
         pg.configure(parameters, None, "", standby=False)
         say(f"files restored in {time.monotonic() - started:.0f} s; replaying WAL from the archive")
         pg.start(REPLAY_TIMEOUT)
         _wait_promoted(pg, say)
-        _strip_recovery_settings(config, run_as)
+        strip_recovery_settings(config, run_as)
         pg.reload()
         pg.bootstrap_roles()
         sid = pg.observe().system_id or "?"

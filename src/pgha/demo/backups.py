@@ -73,7 +73,8 @@ class BackupMixin(DemoBase):
         return cert, key
 
     def _backup_node_config(self, i: int, address: str | None) -> dict[str, Any]:
-        """Node i's ``backup:`` section (and its certificate)."""
+        """Node i's ``backup:`` section (and its certificate).  The demo's replicas are built from the
+        repository once it holds a backup (postgresql.create_replica_methods, set by the caller)."""
         cert, key = self._backup_cert(self.node_name(i), address or "127.0.0.1")
         section: dict[str, Any] = {
             "repository": self.repository_address, "port": self.repository_port,

@@ -85,6 +85,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
             self._lab_node_config(cfg, i)
         if self.backup:
             cfg["backup"] = self._backup_node_config(i, self.lab.address(NODE_HOST_BASE + i) if self.lab else None)
+            cfg["postgresql"]["create_replica_methods"] = ["pgbackrest", "basebackup"]
         for key in ("*", self.node_name(i)):
             _merge(cfg, self.extra_node_config.get(key, {}))
         return cfg

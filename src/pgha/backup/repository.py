@@ -23,13 +23,13 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pgha.backup import keys
 from pgha.backup.command import BackupError, PgBackRest
 from pgha.backup.conffile import render_repository, state_dir
-from pgha.backup.info import summarize
+from pgha.backup.info import BackupSummary, summarize
 from pgha.backup.settings import HOST_RE, BackupConfig
 from pgha.backup.settings import problem as backup_problem
 from pgha.config import ConfigError, DcsConfig, LogConfig, build, check_dcs
@@ -236,10 +236,6 @@ class Repository:
             summary = summarize(self.stanza, self.pgbr.info(), self.last_archived_at(), now)
         except BackupError as exc:
             old = keys.read_info(self.store)
-            from dataclasses import replace
-
-            from pgha.backup.info import BackupSummary
-
             summary = replace(old or BackupSummary(self.stanza, "unknown"), error=str(exc), read_at=now)
         keys.put_info(self.store, summary)
         self._stanza_seen = summary.status not in ("no stanza", "unknown") and not summary.error

@@ -30,6 +30,9 @@ from pgha.backup import keys
 from pgha.backup.command import BackupError, PgBackRest
 from pgha.backup.conffile import render_repository, state_dir
 from pgha.backup.info import summarize
+from pgha.backup.restoretest import VerifyConfig
+from pgha.backup.restoretest import problem as verify_problem
+from pgha.backup.restoretest import take_request as take_verify_request
 from pgha.backup.settings import HOST_RE, BackupConfig
 from pgha.backup.settings import problem as backup_problem
 from pgha.config import ConfigError, DcsConfig, LogConfig, build, check_dcs
@@ -59,6 +62,8 @@ class RepositoryConfig:
     listen: str = "0.0.0.0"
     # The OS user that owns the repository and runs pgBackRest (as PostgreSQL's does on members).
     user: str = "postgres"
+    # Restore tests (`pgha backup verify`, the verify schedule): PostgreSQL's programs, scratch space.
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -81,7 +86,7 @@ def load(path: str) -> RepositoryConfig:
     try:
         cfg = build(RepositoryConfig, data)
         check_dcs(cfg.dcs)
-        found = backup_problem(cfg.backup, cfg.cluster)
+        found = backup_problem(cfg.backup, cfg.cluster) or verify_problem(cfg.verify)
         if found:
             raise ConfigError(found)
         if not HOST_RE.match(cfg.listen):
@@ -247,7 +252,7 @@ class Repository:
                 try:
                     view = self.store.read()
                     self.reconcile(view)
-                    took = self.take_requested_backup(view)
+                    took = self.take_requested_backup(view) or take_verify_request(self, view)
                     if took or self._info_stale():
                         self.publish_info()
                 except DCSError as exc:

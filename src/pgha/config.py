@@ -88,6 +88,10 @@ class PostgresConfig:
     initdb: tuple[str, ...] = ("--data-checksums", "--encoding=UTF8", "--locale=C.UTF-8")
     # Unix socket directory; empty means <data_dir parent>/pg_socket (mode 0700).
     socket_dir: str = ""
+    # How a new or reinitialized replica gets its data, tried in order (Patroni's name):
+    # "pgbackrest" restores from the repository (backup: section) with --type=standby --delta and
+    # streams from there; "basebackup" is pg_basebackup from the leader.
+    create_replica_methods: tuple[Literal["pgbackrest", "basebackup"], ...] = ("basebackup",)
 
     @property
     def connect_host(self) -> str:
@@ -368,6 +372,12 @@ def _check_semantics(cfg: NodeConfig) -> None:
     check_dcs(cfg.dcs)
     if cfg.backup is not None:
         check_backup(cfg)
+    methods = cfg.postgresql.create_replica_methods
+    if not methods or len(set(methods)) != len(methods):
+        raise ConfigError("postgresql.create_replica_methods: give each method once, e.g. [pgbackrest, basebackup]")
+    if "pgbackrest" in methods and cfg.backup is None:
+        raise ConfigError("postgresql.create_replica_methods: pgbackrest needs a backup: section; add one or "
+                          "use [basebackup]")
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")

@@ -63,7 +63,13 @@ def metric(demo: DemoCluster, name: str, sample: str) -> float:
 
 
 def test_schedule_runs_each_slot_once_and_survives_killing_its_submitter(demo: DemoCluster) -> None:
-    assert pgha(demo, "backup", "--type", "full").returncode == 0
+    # The repository host lists every member (it reads their endpoints from the DCS) before a backup.
+    conf = demo.dir / "repository" / "pgbackrest.conf"
+    wait_for("the repository to know every member", lambda: "pg3-host=" in conf.read_text(), timeout=60)
+    # Right after start the repository host's backup can still miss the primary ("unable to find
+    # primary cluster", h16-backup's foundation): retry for a while.
+    wait_for("a full backup", lambda: pgha(demo, "backup", "--type", "full").returncode == 0, timeout=120,
+             interval=3)
     set_schedule(demo, {"incr": f"every {SLOT}s"})
     store = demo.store()
 

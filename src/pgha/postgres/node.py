@@ -98,8 +98,14 @@ class PostgresNode:
         control.bootstrap_roles(self.config, self.layout)
 
     def clone(self, source: Upstream, progress: Progress) -> None:
-        """pg_basebackup from ``source`` into the empty data dir, then configure as its replica."""
-        _clone.clone(self.config, self.layout, self.binaries, source, progress)
+        """pg_basebackup from ``source`` (or a restore from the pgBackRest repository, as
+        ``create_replica_methods`` says) into the empty data dir, then configure as its replica."""
+        if self.config.postgresql.create_replica_methods == ("basebackup",):
+            _clone.clone(self.config, self.layout, self.binaries, source, progress)
+        else:
+            from pgha.backup.replica import create_replica
+
+            create_replica(self.config, self.layout, self.binaries, source, progress)
         self.configure(self._parameters, source)
 
     def rewind(self, source: Upstream) -> None:

@@ -2,6 +2,8 @@
 
 - ``backup.schedule`` runs each slot once (not once per agent), from a standby, and survives
   killing the agent that submitted a slot;
+- ``create_replica_methods: [pgbackrest, basebackup]``: a reinit and a member with an empty data
+  directory are built from the repository, and no member served a base backup (BASE_BACKUP);
 - ``pgha backup verify`` passes on a good backup and fails, with the gap and verify metrics the
   alert rules read, once a WAL segment is deleted from the repository by hand.
 """
@@ -9,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from pgha.backup import keys
 from pgha.backup import verify as vkeys
 from pgha.backup.scheduler import read_claim
 from pgha.core.schedule import BackupPolicy
@@ -34,7 +36,12 @@ SLOT = 20
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
-    with running_cluster(nodes=3, backup=True, ttl=6.0, api_tls=False) as cluster:
+    # Every member builds replicas from the repository first.  At start there is no backup yet, so the
+    # first replicas fall back to pg_basebackup (the primary's log shows BASE_BACKUP for them).
+    methods = {"postgresql": {"create_replica_methods": ["pgbackrest", "basebackup"]}}
+    with running_cluster(nodes=3, backup=True, ttl=6.0, api_tls=False,
+                         extra_cluster_config={"parameters": {"log_replication_commands": "on"}},
+                         extra_node_config={f"node{i}": methods for i in (1, 2, 3)}) as cluster:
         yield cluster
 
 
@@ -81,36 +88,100 @@ def test_schedule_runs_each_slot_once_and_survives_killing_its_submitter(demo: D
     claim, _ = read_claim(store, "incr")
     assert claim is not None
     # Kill the agent that submitted it, at once (no clean shutdown).  The repository host carries the
-    # request out anyway; only when that agent led the cluster can the backup fail (its PostgreSQL
-    # leaves the repository's configuration with its member key, as in a failover).
+    # request out anyway.  When that agent led the cluster, the failover can make the backup fail
+    # (its member key goes with its lease): the slot is then submitted again by another agent.
     victim = claim.member
-    was_leader = victim == leader_name(demo)
     demo.stop_agent(victim, signal.SIGKILL)
     rid = f"incr-{int(first)}"
-    result = wait_for(f"{rid} to finish", lambda: (r := keys.read_result(store)) is not None and r.id == rid and r,
-                      timeout=120, interval=0.5)
-    assert result.ok or was_leader, result.message
-    if result.ok:
-        # From a standby by default.
-        assert result.source and result.source != leader_name(demo)
+    done = re.compile(rf"backup ({rid}(-\d)?): backup \S+ done")
+    wait_for(f"{rid} done (retried after a failure if need be)", lambda: done.search(repository_log(demo)),
+             timeout=180, interval=0.5)
     # The next slots are run by the remaining agents, once each.
     later = wait_for("two more slots submitted", lambda: (s := submitted_slot()) is not None
                      and s >= first + 2 * SLOT and s, timeout=4 * SLOT + 60, interval=0.5)
     claim, _ = read_claim(store, "incr")
     assert claim is not None and claim.member != victim
     last_rid = f"incr-{int(later)}"
-    last = wait_for(f"{last_rid} to finish", lambda: (r := keys.read_result(store)) is not None
-                    and r.id == last_rid and r, timeout=120, interval=0.5)
-    assert last.ok, last.message
+    wait_for(f"{last_rid} done", lambda: re.search(rf"backup {last_rid}(-\d)?: backup \S+ done",
+                                                   repository_log(demo)), timeout=180, interval=0.5)
+    shown = pgha(demo, "backup", "schedule")
+    assert shown.returncode == 0 and re.search(r"incr +every 20s .* submitted by ", shown.stdout), shown.stdout
     set_schedule(demo, {})
-    requested = re.findall(r"backup (incr-\d+) \(incr\) requested", repository_log(demo))
-    assert requested, repository_log(demo)[-2000:]
-    # Each slot once, never once per agent.
-    assert len(requested) == len(set(requested)), requested
-    slots = sorted(int(r.split("-")[1]) for r in requested)
+    log = repository_log(demo)
+    requested = re.findall(r"backup (incr-\d+(?:-\d)?) \(incr\) requested; from (\S+)", log)
+    assert requested, log[-2000:]
+    # Each slot (and attempt) once, never once per agent.
+    ids = [r[0] for r in requested]
+    assert len(ids) == len(set(ids)), ids
+    slots = sorted({int(r.split("-")[1]) for r in ids})
     assert slots[0] == int(first) and slots[-1] == int(later) and len(slots) >= 3, slots
+    # From a standby by default: the last slot (the cluster settled) was read from a replica.
+    sources = dict(requested)
+    assert sources[last_rid] != leader_name(demo), requested
     demo.start_agent(victim)
     demo.wait_healthy(timeout=120)
+
+
+def pg_log(demo: DemoCluster, name: str) -> Path:
+    return Path(demo.node(name).data_dir).parent / "postgresql.log"
+
+
+def agent_log(demo: DemoCluster, name: str) -> Path:
+    return Path(demo.node(name).config).parent / "agent.log"
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def since(path: Path, offset: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def streaming(demo: DemoCluster, name: str) -> bool:
+    m = demo.view().members.get(name)
+    return m is not None and m.state == "streaming"
+
+
+def test_replicas_are_built_from_the_repository_not_the_primary(demo: DemoCluster) -> None:
+    names = [n.name for n in demo.state.nodes] if demo.state else []
+    lead = leader_name(demo)
+    # The first replicas were cloned before any backup existed: pg_basebackup, seen in the source's log.
+    assert any("BASE_BACKUP" in pg_log(demo, n).read_text(errors="replace") for n in names)
+    with connect(demo, lead) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS before_reinit (x int)")
+        conn.execute("INSERT INTO before_reinit VALUES (42)")
+    logs = {n: size(pg_log(demo, n)) for n in names}
+    reinit, fresh = [n for n in names if n != lead][:2]
+    offsets = {n: size(agent_log(demo, n)) for n in (reinit, fresh)}
+
+    # 1. pgha reinit.
+    out = pgha(demo, "reinit", reinit, "--force")
+    assert out.returncode == 0, out.stderr
+    wait_for(f"{reinit} restored from the repository", lambda: "restored from the repository" in
+             since(agent_log(demo, reinit), offsets[reinit]), timeout=180, interval=0.5)
+    wait_for(f"{reinit} streaming again", lambda: streaming(demo, reinit), timeout=120)
+
+    # 2. A new member: an empty data directory joining the running cluster.
+    node = demo.node(fresh)
+    demo.stop_agent(fresh)
+    demo._stop_leftovers(node)
+    shutil.rmtree(node.data_dir)
+    demo.start_agent(fresh)
+    wait_for(f"{fresh} restored from the repository", lambda: "restored from the repository" in
+             since(agent_log(demo, fresh), offsets[fresh]), timeout=180, interval=0.5)
+    wait_for(f"{fresh} streaming", lambda: streaming(demo, fresh), timeout=120)
+
+    for n in (reinit, fresh):
+        text = since(agent_log(demo, n), offsets[n])
+        assert "pgbackrest restore --type=standby --delta" in text and "pg_basebackup from" not in text, n
+        with connect(demo, n) as conn:
+            assert conn.execute("SELECT x FROM before_reinit").fetchone() == (42,)
+    # No member (the primary included) served a base backup meanwhile: only WAL was streamed.
+    for n in names:
+        assert "BASE_BACKUP" not in since(pg_log(demo, n), logs[n]), f"{n} served a base backup"
 
 
 def test_verify_passes_then_fails_on_a_deleted_segment_and_raises_the_alert(demo: DemoCluster) -> None:
@@ -161,3 +232,7 @@ def test_verify_passes_then_fails_on_a_deleted_segment_and_raises_the_alert(demo
     assert "pgha_backup_verify_ok" in metric_names(rules["PghaBackupVerifyFailed"])
     assert "pgha_backup_archive_gap" in metric_names(rules["PghaArchiveGap"])
     assert not list((demo.dir / "repository").glob("verify*")), "the scratch directory was not removed"
+    # Where operators look: pgha list.
+    listed = pgha(demo, "list").stdout
+    assert "Backups: last backup " in listed and "RPO " in listed and "restore window " in listed, listed
+    assert "Restore test: FAILED" in listed and "(archive gap)" in listed, listed

@@ -137,3 +137,31 @@ def test_three_agents_submit_each_slot_once_and_a_dead_claimer_is_taken_over() -
     assert "full-1060" in seen and seen.count("full-1060") == 1
     claim, _ = read_claim(store, "full")
     assert claim is not None and claim.submitted and claim.member != "dead"
+    # That backup fails (a failover under it): one agent submits the slot's second attempt, once.
+    keys.put_result(store, keys.BackupResult("full-1060", "full", False, "failed", 1063.0, 1064.0))
+    tick(1065.0)
+    tick(1066.0)
+    assert seen.count("full-1060-2") == 1
+
+
+def test_a_failed_backup_is_retried_within_its_slot_a_failed_verify_is_not() -> None:
+    sent = S.Claim(1000.0, "a", "full-1000", NOW, submitted=True)
+    failed = ("full-1000", False)
+    d = S.decide_slot(S.facts("full", SPEC, sent, "b", True, NOW + 5, failed))
+    assert (d.act, d.rule_id) == ("retry", "schedule-retry-failed")
+    # Not while no primary runs (the failover is not over), nor past MAX_ATTEMPTS, nor for a verify.
+    assert S.decide_slot(S.facts("full", SPEC, sent, "b", False, NOW + 5, failed)).act == "none"
+    last = S.Claim(1000.0, "a", S.request_id("full", 1000.0, S.MAX_ATTEMPTS), NOW, submitted=True,
+                   attempt=S.MAX_ATTEMPTS)
+    assert S.decide_slot(S.facts("full", SPEC, last, "b", True, NOW + 5, (last.request_id, False))).act == "none"
+    v = S.Claim(1000.0, "a", "verify-1000", NOW, submitted=True)
+    assert S.decide_slot(S.facts("verify", SPEC, v, "b", True, NOW + 5, ("verify-1000", False))).act == "none"
+    assert S.request_id("full", 1000.0, 2) == "full-1000-2"
+
+
+def test_docs_name_every_schedule_rule() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    missing = [r.id for r in S.SCHEDULE_RULES if f"`{r.id}`" not in text]
+    assert not missing, f"docs/operations.md, 'Scheduled backups', does not name {missing}"

@@ -127,7 +127,7 @@ class BackupScheduler:
             wait = REFRESH_EVERY
             try:
                 decisions = self.run_once(self.clock())
-                if any(d.act in ("claim", "submit", "take-over") for d in decisions):
+                if any(d.act in ("claim", "submit", "take-over", "retry") for d in decisions):
                     wait = RETRY_SUBMIT
                 self.refresh()
             except DCSError as exc:
@@ -144,9 +144,12 @@ class BackupScheduler:
         primary = view is not None and any(m.role == Role.PRIMARY and m.state == "running"
                                            for m in view.members.values())
         out = []
-        for kind, spec in policy.specs().items():
+        specs = policy.specs()
+        result = keys.read_result(self.store) if any(k in S.BACKUP_KINDS for k in specs) else None
+        last = (result.id, result.ok) if result is not None else None
+        for kind, spec in specs.items():
             claim, rev = read_claim(self.store, kind)
-            d = S.decide_slot(S.facts(kind, spec, claim, self.me, primary, now))
+            d = S.decide_slot(S.facts(kind, spec, claim, self.me, primary, now, last))
             if self.status.rules.get(kind) != d.rule_id:
                 log.info("backup schedule %s: %s (%s)", kind, d.rule_id, d.reason)
                 self.status.rules[kind] = d.rule_id
@@ -159,15 +162,24 @@ class BackupScheduler:
         if d.act == "start":
             write_claim(self.store, d.kind, S.Claim(d.slot, self.me, rid, now, skipped=True), rev)
             return
+        if d.act == "retry" and claim is not None:
+            attempt = claim.attempt + 1
+            rid = S.request_id(d.kind, d.slot, attempt)
+            if not write_claim(self.store, d.kind, S.Claim(d.slot, self.me, rid, now, attempt=attempt), rev):
+                return
+            log.info("backup schedule %s: %s failed; attempt %d (%s)", d.kind, claim.request_id, attempt, rid)
+            claim, rev = read_claim(self.store, d.kind)
         if d.act in ("claim", "take-over"):
-            mine = S.Claim(d.slot, self.me, rid, now)
+            # A take-over keeps the slot's request (and attempt); a new slot starts at attempt 1.
+            mine = replace(claim, member=self.me, claimed_at=now) if d.act == "take-over" and claim is not None \
+                else S.Claim(d.slot, self.me, rid, now)
             if not write_claim(self.store, d.kind, mine, rev):
                 log.info("backup schedule %s: slot %s claimed by another agent", d.kind, rid)
                 return
             log.info("backup schedule %s: slot %s claimed", d.kind, rid)
             claim, rev = read_claim(self.store, d.kind)
-        mine_now = d.act in ("claim", "take-over", "submit") and claim is not None and claim.member == self.me
-        if mine_now and claim is not None and self._submit(d.kind, claim.request_id, now):
+        acting = d.act in ("claim", "take-over", "submit", "retry")
+        if acting and claim is not None and claim.member == self.me and self._submit(d.kind, claim.request_id, now):
             write_claim(self.store, d.kind, replace(claim, submitted=True), rev)
             log.info("backup schedule %s: request %s submitted", d.kind, claim.request_id)
 

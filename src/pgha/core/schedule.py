@@ -12,7 +12,8 @@ Every agent evaluates the schedule; the slot is *claimed* in the DCS with a comp
 ``backup/schedule/<kind>`` (the lock), so exactly one agent submits each slot, and the claim
 records whether the request was submitted.  The request itself is carried out by the repository
 host (``pgha repository run``), so killing the agent that submitted it does not stop it; an
-agent killed between claiming and submitting is taken over after TAKEOVER_AFTER seconds.
+agent killed between claiming and submitting is taken over after TAKEOVER_AFTER seconds, and a
+backup that failed (a failover under it) is claimed again as the slot's next attempt.
 
 ``decide_slot`` is one row of SCHEDULE_RULES per call (id and reason), with ``now`` passed in.
 """
@@ -30,6 +31,8 @@ BACKUP_KINDS = ("full", "diff", "incr")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Seconds after which another agent takes over a slot claimed but never submitted.
 TAKEOVER_AFTER = 15.0
+# Attempts of one backup slot: a backup that failed (e.g. a failover under it) is submitted again.
+MAX_ATTEMPTS = 3
 # The shortest `every` interval accepted (a backup or verify takes longer than this anyway).
 MIN_EVERY = 10.0
 
@@ -125,11 +128,12 @@ class Claim:
     # skipped (the first slot after the schedule was set: the schedule starts at the next one).
     submitted: bool = False
     skipped: bool = False
+    attempt: int = 1
 
 
-def request_id(kind: str, slot: float) -> str:
-    """The id of the request for one slot: the same whichever agent submits it."""
-    return f"{kind}-{int(slot)}"
+def request_id(kind: str, slot: float, attempt: int = 1) -> str:
+    """The id of the request for one slot (and attempt): the same whichever agent submits it."""
+    return f"{kind}-{int(slot)}" + (f"-{attempt}" if attempt > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,11 @@ class SlotFacts:
     # A backup needs a running primary (a verify does not).
     primary_running: bool
     now: float
+    # The last backup result the repository host recorded: (request id, ok).
+    last_result: tuple[str, bool] | None = None
 
 
-Act = Literal["none", "start", "claim", "submit", "take-over"]
+Act = Literal["none", "start", "claim", "submit", "take-over", "retry"]
 
 
 @dataclass(frozen=True)
@@ -158,10 +164,20 @@ def _this_slot(f: SlotFacts) -> bool:
     return f.claim is not None and f.claim.slot >= f.slot
 
 
+def _failed_here(f: SlotFacts) -> bool:
+    c = f.claim
+    return (f.kind in BACKUP_KINDS and c is not None and c.slot >= f.slot and c.submitted and not c.skipped
+            and f.last_result == (c.request_id, False))
+
+
 SCHEDULE_RULES: tuple[ScheduleRule, ...] = (
     ScheduleRule("schedule-start", "No slot was ever claimed: the schedule starts at the next slot, the current "
                  "one is recorded as skipped (setting a schedule does not start a backup at once)",
                  lambda f: f.claim is None, "start"),
+    ScheduleRule("schedule-retry-failed", f"This slot's backup failed (a failover under it, the repository "
+                 f"unreachable) and a primary runs: claim attempt n+1 (up to {MAX_ATTEMPTS}) and submit it",
+                 lambda f: _failed_here(f) and f.primary_running and f.claim is not None
+                 and f.claim.attempt < MAX_ATTEMPTS, "retry"),
     ScheduleRule("schedule-done", "This slot's request was submitted (or the slot skipped); the repository host "
                  "carries it out, whoever submitted it", lambda f: _this_slot(f) and f.claim is not None
                  and (f.claim.submitted or f.claim.skipped), "none"),
@@ -196,8 +212,9 @@ def decide_slot(f: SlotFacts) -> SlotDecision:
     raise AssertionError("the last schedule rule always holds")
 
 
-def facts(kind: str, spec: Spec, claim: Claim | None, me: str, primary_running: bool, now: float) -> SlotFacts:
-    return SlotFacts(kind, spec.slot_start(now), claim, me, primary_running, now)
+def facts(kind: str, spec: Spec, claim: Claim | None, me: str, primary_running: bool, now: float,
+          last_result: tuple[str, bool] | None = None) -> SlotFacts:
+    return SlotFacts(kind, spec.slot_start(now), claim, me, primary_running, now, last_result)
 
 
 def next_wake(specs: Mapping[str, Spec], now: float, default: float) -> float:

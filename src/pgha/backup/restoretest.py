@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pgha.backup.command import BackupError, PgBackRest
-from pgha.backup.conffile import MARKER, state_dir
+from pgha.backup.conffile import MARKER, USER_RE, state_dir
 from pgha.backup.settings import PATH_RE, STANZA_RE
 from pgha.backup.verify import VerifyRequest, VerifyResult
 from pgha.postgres.binaries import Binaries, RunAs
@@ -298,7 +298,8 @@ def take_request(repo: Repository, view: ClusterView) -> bool:
         keys.clear_request(repo.store)
         return False
     log.info("restore test %s requested (by %s)", request.id, request.by or "?")
-    users = [e.user for e in endpoints(view).values()]
+    # The role to connect to the copy as: the members' PostgreSQL user, checked like pgbackrest.conf's.
+    users = [e.user for e in endpoints(view).values() if USER_RE.match(e.user)]
     test = RestoreTest(repo.cfg.verify, repo.cfg.backup.path, repo.stanza, repo.run_as,
                        users[0] if users else repo.cfg.user, repo.cfg.config_file)
     try:

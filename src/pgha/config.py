@@ -373,8 +373,9 @@ def _check_semantics(cfg: NodeConfig) -> None:
         raise ConfigError("api.auth: username and password must both be non-empty; set them, or write "
                           "'auth: none'")
     check_dcs(cfg.dcs)
-    if not cfg.postgresql.create_replica_methods:
-        raise ConfigError("postgresql.create_replica_methods: list at least one, e.g. [pgbackrest, basebackup]")
+    methods = cfg.postgresql.create_replica_methods
+    if not methods or len(set(methods)) != len(methods):
+        raise ConfigError("postgresql.create_replica_methods: give each method once, e.g. [pgbackrest, basebackup]")
     if cfg.backup is not None or cfg.bootstrap.method != "initdb" or cfg.bootstrap.pgbackrest is not None \
             or "pgbackrest" in cfg.postgresql.create_replica_methods:
         from pgha.backup.checks import check_node

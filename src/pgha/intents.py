@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
+from pgha.backup.verify import VerifyRequest
 from pgha.core import election
 from pgha.core.facts import Facts
 from pgha.core.model import (
@@ -303,3 +304,15 @@ def backup(view: ClusterView | None, req: Requester, *, id: str, type: str,
                        "it to finish")
     kinds: dict[str, Literal["full", "diff", "incr"]] = {"full": "full", "diff": "diff", "incr": "incr"}
     return BackupRequest(id=id, type=kinds[type], requested_at=req.wall_now)
+
+
+def verify(view: ClusterView | None, req: Requester, *, id: str, pending_id: str | None) -> VerifyRequest | Refusal:
+    """A restore test for the repository host (``pending_id``: the one already requested)."""
+    if view is None:
+        return _refuse(Kind.NOT_READY, NOT_READ)
+    if not any(m.backup is not None for m in view.members.values()):
+        return _refuse(Kind.PRECONDITION, "no member has a backup: section; configure pgBackRest first "
+                       "(docs/operations.md, 'Backups and point-in-time recovery')")
+    if pending_id is not None:
+        return _refuse(Kind.CONFLICT, f"a restore test is already requested (id {pending_id}); wait for it to finish")
+    return VerifyRequest(id=id, requested_at=req.wall_now, by="cli")

@@ -35,6 +35,7 @@ from pgha.agent.member import member_info
 from pgha.agent.ports import Ports, build_ports
 from pgha.api.handle import NodeSnapshot
 from pgha.api.metrics import AgentMetrics
+from pgha.backup.scheduler import BackupStatus
 from pgha.config import NodeConfig
 from pgha.core import memory as M
 from pgha.core.actions import Decision
@@ -79,6 +80,8 @@ class Agent:
         self._snapshot = NodeSnapshot(None, None, None, None, self.cluster_config, False, clock.monotonic())
         self.metrics = AgentMetrics(self.registry)
         self.api: ApiServer | None = None
+        # Backups (RPO/RTO, the schedule's decisions): kept current by the backup thread.
+        self.backup_status: BackupStatus | None = None
 
         # The memory between loops lives in the core; only advance/apply change it.
         self.memory = M.AgentMemory()
@@ -408,6 +411,12 @@ class Agent:
                 self.ports.archive.prepare()
             except (OSError, ValueError) as exc:
                 log.error("backup: cannot write pgbackrest.conf (%s); WAL archiving will fail until fixed", exc)
+        if self.config.backup is not None:
+            from pgha.backup.scheduler import BackupScheduler
+
+            self.backup_status = self.metrics.backup.status = BackupStatus()
+            BackupScheduler(self.store, self.config.name, self.config.postgresql.data_dir, lambda: self.cluster_config,
+                            lambda: self.view, self.backup_status).start()
         while True:
             try:
                 self.begin(self.wait_for_dcs())

@@ -30,6 +30,9 @@ from pgha.backup import keys
 from pgha.backup.command import BackupError, PgBackRest
 from pgha.backup.conffile import render_repository, state_dir
 from pgha.backup.info import BackupSummary, summarize
+from pgha.backup.restoretest import VerifyConfig
+from pgha.backup.restoretest import problem as verify_problem
+from pgha.backup.restoretest import take_request as take_verify_request
 from pgha.backup.settings import HOST_RE, BackupConfig
 from pgha.backup.settings import problem as backup_problem
 from pgha.config import ConfigError, DcsConfig, LogConfig, build, check_dcs
@@ -62,6 +65,8 @@ class RepositoryConfig:
     # Certificate CNs let in for every stanza besides the cluster's members: the first member of a
     # cluster restored from this repository (`pgha restore`), a standby cluster.
     clients: tuple[str, ...] = ()
+    # Restore tests (`pgha backup verify`, the verify schedule): PostgreSQL's programs, scratch space.
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -84,7 +89,7 @@ def load(path: str) -> RepositoryConfig:
     try:
         cfg = build(RepositoryConfig, data)
         check_dcs(cfg.dcs)
-        found = backup_problem(cfg.backup, cfg.cluster)
+        found = backup_problem(cfg.backup, cfg.cluster) or verify_problem(cfg.verify)
         if found:
             raise ConfigError(found)
         if not HOST_RE.match(cfg.listen):
@@ -250,7 +255,7 @@ class Repository:
                 try:
                     view = self.store.read()
                     self.reconcile(view)
-                    took = self.take_requested_backup(view)
+                    took = self.take_requested_backup(view) or take_verify_request(self, view)
                     if took or self._info_stale():
                         self.publish_info()
                 except DCSError as exc:

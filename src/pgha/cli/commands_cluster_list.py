@@ -69,6 +69,16 @@ def print_list(store: ClusterStore, as_json: bool = False) -> None:
     click.echo(render_list_json(view) if as_json else render_list(view))
 
 
+def backup_lines(store: ClusterStore, view: ClusterView) -> list[str]:
+    """RPO, the restore window and the last restore test, when the cluster has backups configured."""
+    if not any(m.backup is not None for m in view.members.values()):
+        return []
+    from pgha.backup import keys, verify
+    from pgha.backup.status import list_lines
+
+    return list_lines(keys.read_info(store), keys.read_result(store), verify.read_result(store), time.time())
+
+
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of members.")
 @click.option("-w", "--watch", type=click.FloatRange(min=0.1), metavar="SECONDS",
@@ -79,6 +89,9 @@ def list_cmd(session: Session, as_json: bool, watch: float | None) -> None:
     if watch is None:
         view = session.read()
         click.echo(render_list_json(view) if as_json else render_list(view))
+        if not as_json:
+            for line in backup_lines(session.store, view):
+                click.echo(line)
         if not view.members and view.system_id is None and not as_json:
             known = ClusterStore.list_clusters(session.kv, session.prefix)
             names = ", ".join(known) if known else "none"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from pgha.core.schedule import BackupPolicy
+
 SyncMode = Literal["off", "on", "strict", "quorum"]
 
 
@@ -66,9 +68,13 @@ class ClusterConfig:
     pause: bool = False
     # Cluster-wide PostgreSQL parameters.
     parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    # Scheduled backups and restore tests (core/schedule.py): backup.schedule.
+    backup: BackupPolicy = field(default_factory=BackupPolicy)
 
     def problem(self) -> str | None:
         """One line naming the first invalid setting and the fix, or None."""
+        if (found := self.backup.problem()) is not None:
+            return found
         if self.ttl < 2:
             return f"ttl: {self.ttl} is too short; use at least 2 seconds"
         if self.loop_wait <= 0 or self.loop_wait * 2 > self.ttl:

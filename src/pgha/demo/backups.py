@@ -6,7 +6,8 @@ repository connects to it to take backups).  With --netns the repository host ha
 namespace (.REPOSITORY_HOST of the lab).  Certificates come from a CA made for the demo
 (DIR/backup-pki): CN "repository" for the repository host, the node name for each node.
 
-Ports from P (--port-base): the repository's TLS server P+3, node i's P+10i+3.
+Ports from P (--port-base): the repository's TLS server P+3 (its restore tests' scratch server P+4), node
+i's P+10i+3.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class BackupMixin(DemoBase):
             "backup": {"repository": address, "port": self.repository_port, "path": str(self.repository_path),
                        "tls": {"certfile": str(cert), "keyfile": str(key),
                                "cafile": str(self.backup_pki / "ca.crt")}},
+            # Restore tests (`pgha backup verify`): the scratch server's port, P+4.
+            "verify": {"port": self.port_base + 4},
         }
         path = repo_dir / "repository.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))

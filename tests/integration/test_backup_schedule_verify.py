@@ -114,7 +114,7 @@ def test_schedule_runs_each_slot_once_and_survives_killing_its_submitter(demo: D
     ids = [r[0] for r in requested]
     assert len(ids) == len(set(ids)), ids
     slots = sorted({int(r.split("-")[1]) for r in ids})
-    assert slots[0] == int(first) and slots[-1] == int(later) and len(slots) >= 3, slots
+    assert slots[0] == int(first) and int(later) in slots and len(slots) >= 3, slots
     # From a standby by default: the last slot (the cluster settled) was read from a replica.
     sources = dict(requested)
     assert sources[last_rid] != leader_name(demo), requested

@@ -232,7 +232,10 @@ def test_verify_passes_then_fails_on_a_deleted_segment_and_raises_the_alert(demo
     assert "pgha_backup_verify_ok" in metric_names(rules["PghaBackupVerifyFailed"])
     assert "pgha_backup_archive_gap" in metric_names(rules["PghaArchiveGap"])
     assert not list((demo.dir / "repository").glob("verify*")), "the scratch directory was not removed"
-    # Where operators look: pgha list.
+    # Where operators look: the dashboard's document and pgha list.
+    status, st = demo.api_call(node, "GET", "/ui/state")
+    assert status == 200 and st["backup"]["verify"]["ok"] is False and st["backup"]["verify"]["gap"] is True
+    assert st["backup"]["window"]["start"] > 1.6e9 and st["backup"]["rpo_seconds"] >= 0
     listed = pgha(demo, "list").stdout
     assert "Backups: last backup " in listed and "RPO " in listed and "restore window " in listed, listed
     assert "Restore test: FAILED" in listed and "(archive gap)" in listed, listed

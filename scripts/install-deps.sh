@@ -2,7 +2,7 @@
 # Install what pgha needs on Debian, only what is missing; safe to run again.
 set -euo pipefail
 
-packages=(postgresql-15 etcd-server etcd-client zookeeperd pgbouncer haproxy iproute2 iputils-arping python3-venv
+packages=(postgresql-15 pgbackrest etcd-server etcd-client zookeeperd pgbouncer haproxy iproute2 iputils-arping python3-venv
           util-linux procps openssl nftables stress-ng
           systemd                    # systemd-analyze verify checks packaging/systemd in the tests
           chromium chromium-driver)  # the dashboard's browser tests (tests/browser)

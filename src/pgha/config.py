@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pgha import redact, yamlsafe
+from pgha.backup.settings import BackupConfig, RestoreSource
 from pgha.core import names
 from pgha.core.model import PROFILES, ClusterConfig, Tags
 
@@ -127,6 +128,10 @@ class PostgresConfig:
     # Where the configuration the server ran with before pgha lives, when not in data_dir (Debian's
     # /etc/postgresql/15/main, Patroni's config_dir): adopting takes it over into data_dir.
     config_dir: str = ""
+    # How a new or reinitialized replica is built, in order: "pgbackrest" (a restore of the newest
+    # backup from the repository, then streaming; needs backup:) and "basebackup" (pg_basebackup
+    # from a member).  Patroni's name.
+    create_replica_methods: tuple[Literal["pgbackrest", "basebackup"], ...] = ("basebackup",)
 
     @property
     def connect_host(self) -> str:
@@ -226,6 +231,10 @@ class BootstrapConfig:
     # Take over a PostgreSQL cluster pgha did not create (its primary and replicas, in place):
     # the primary's agent claims the cluster with the existing system identifier, never initdb.
     adopt: bool = False
+    # How the first member creates the cluster: initdb, or a point-in-time restore from the
+    # pgBackRest repository (bootstrap.pgbackrest names the stanza and the target).
+    method: Literal["initdb", "pgbackrest"] = "initdb"
+    pgbackrest: RestoreSource | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,8 @@ class NodeConfig:
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
+    # pgBackRest: the repository host, TLS files, retention (WAL archiving and backups).
+    backup: BackupConfig | None = None
 
     @property
     def etcd(self) -> LegacyEtcdConfig:
@@ -303,6 +314,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except ConfigError as exc:
                 errors.append(exc)
+        if len(errors) == 1 and isinstance(value, dict):
+            # An optional section (X | None) given as a mapping: its own error names the key.
+            raise errors[0]
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value, path)}")
     if origin is Literal:
         if value in get_args(tp):
@@ -450,9 +464,17 @@ def _check_semantics(cfg: NodeConfig) -> None:
             raise ConfigError("pgbouncer.admin_host, admin_port: give a host name or IP address and a TCP port")
     check_dcs(cfg.dcs)
     check_peer_ssl(cfg.postgresql.ssl, "postgresql.ssl")
-    methods = r"!?(password|md5|gss|sspi|scram-sha-256|none)"
-    if cfg.postgresql.require_auth and not re.fullmatch(f"{methods}(,{methods})*", cfg.postgresql.require_auth):
+    auth = r"!?(password|md5|gss|sspi|scram-sha-256|none)"
+    if cfg.postgresql.require_auth and not re.fullmatch(f"{auth}(,{auth})*", cfg.postgresql.require_auth):
         raise ConfigError("postgresql.require_auth: use libpq's methods (e.g. scram-sha-256), or \"\" to leave it out")
+    methods = cfg.postgresql.create_replica_methods
+    if not methods or len(set(methods)) != len(methods):
+        raise ConfigError("postgresql.create_replica_methods: give each method once, e.g. [pgbackrest, basebackup]")
+    if cfg.backup is not None or cfg.bootstrap.method != "initdb" or cfg.bootstrap.pgbackrest is not None \
+            or "pgbackrest" in cfg.postgresql.create_replica_methods:
+        from pgha.backup.checks import check_node
+
+        check_node(cfg)
     problem = cfg.cluster_config.problem()
     if problem:
         raise ConfigError(f"cluster_config.{problem}")

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Literal
 
+from pgha.backup.verify import VerifyRequest
 from pgha.core import election
 from pgha.core.facts import Facts
 from pgha.core.model import (
+    BackupRequest,
     ClusterView,
     DataDir,
     LocalPostgres,
@@ -278,3 +281,38 @@ def cancel_restart(view: ClusterView | None, member: str) -> MemberIntent | Refu
     if intent is None or intent.action != "restart":
         return _refuse(Kind.NOT_FOUND, f"no restart is pending on {member}")
     return intent
+
+
+# --- backups ------------------------------------------------------------------------------------
+BACKUP_TYPES = ("full", "diff", "incr")
+
+
+def backup(view: ClusterView | None, req: Requester, *, id: str, type: str,
+           pending: BackupRequest | None) -> BackupRequest | Refusal:
+    """A backup request for the repository host (``pending``: the one already at /backup/request)."""
+    if view is None:
+        return _refuse(Kind.NOT_READY, NOT_READ)
+    if type not in BACKUP_TYPES:
+        return _refuse(Kind.PRECONDITION, f"backup type {type!r} is unknown; use full, diff or incr")
+    if not any(m.backup is not None for m in view.members.values()):
+        return _refuse(Kind.PRECONDITION, "no member has a backup: section; configure pgBackRest first "
+                       "(docs/operations.md, 'Backups and point-in-time recovery')")
+    if not any(m.role == Role.PRIMARY and m.state == "running" for m in view.members.values()):
+        return _refuse(Kind.PRECONDITION, "no primary is running; a backup needs one (wait for the cluster to heal)")
+    if pending is not None:
+        return _refuse(Kind.CONFLICT, f"a {pending.type} backup is already requested (id {pending.id}); wait for "
+                       "it to finish")
+    kinds: dict[str, Literal["full", "diff", "incr"]] = {"full": "full", "diff": "diff", "incr": "incr"}
+    return BackupRequest(id=id, type=kinds[type], requested_at=req.wall_now)
+
+
+def verify(view: ClusterView | None, req: Requester, *, id: str, pending_id: str | None) -> VerifyRequest | Refusal:
+    """A restore test for the repository host (``pending_id``: the one already requested)."""
+    if view is None:
+        return _refuse(Kind.NOT_READY, NOT_READ)
+    if not any(m.backup is not None for m in view.members.values()):
+        return _refuse(Kind.PRECONDITION, "no member has a backup: section; configure pgBackRest first "
+                       "(docs/operations.md, 'Backups and point-in-time recovery')")
+    if pending_id is not None:
+        return _refuse(Kind.CONFLICT, f"a restore test is already requested (id {pending_id}); wait for it to finish")
+    return VerifyRequest(id=id, requested_at=req.wall_now, by="cli")

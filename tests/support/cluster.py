@@ -44,13 +44,15 @@ def postgres_readable_dir(prefix: str = "pgha-test-") -> Iterator[Path]:
 
 
 @contextmanager
-def running_cluster(nodes: int = 3, **kw: Any) -> Iterator[DemoCluster]:
-    """Start a cluster, yield it, and stop every process it started (by PID), even on failure."""
+def running_cluster(nodes: int = 3, backup: bool = False, **kw: Any) -> Iterator[DemoCluster]:
+    """Start a cluster (with a pgBackRest repository host: ``backup``), yield it, and stop every process
+    it started (by PID), even on failure."""
     with postgres_readable_dir() as tmp:
         demo = DemoCluster(tmp / "cluster", nodes=nodes, port_base=free_port_base(nodes), say=lambda s: None,
                            **kw)
+        demo.backup = backup
         try:
-            demo.up(timeout=120)
+            demo.up(timeout=180 if backup else 120)
             yield demo
         finally:
             if demo.state is not None:

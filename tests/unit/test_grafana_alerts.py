@@ -32,8 +32,12 @@ PAGE_FIGURES = {
     "last rule": "pgha_last_rule_info", "decisions": "pgha_decisions_total", "events": "pgha_actions_total",
     "failover duration": "pgha_failover_duration_seconds_bucket",
     "switchover duration": "pgha_switchover_duration_seconds_bucket",
+    "rpo": "pgha_backup_wal_archive_age_seconds", "last backup": "pgha_backup_last_backup_age_seconds",
+    "restore window": "pgha_backup_restore_window_start_timestamp_seconds",
+    "last restore test": "pgha_backup_verify_duration_seconds",
 }
-REQUIRED_ALERTS = {"PghaNoLeader", "PghaReplicaLagOverFailoverLimit", "PghaFenced", "PghaDcsUnreachable"}
+REQUIRED_ALERTS = {"PghaNoLeader", "PghaReplicaLagOverFailoverLimit", "PghaFenced", "PghaDcsUnreachable",
+                   "PghaWalArchivingFailing", "PghaNoRecentBackup", "PghaBackupVerifyFailed", "PghaArchiveGap"}
 
 
 def fake_exported() -> set[str]:

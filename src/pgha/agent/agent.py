@@ -35,11 +35,21 @@ from pgha.agent.member import member_info
 from pgha.agent.ports import Ports, build_ports
 from pgha.api.handle import NodeSnapshot
 from pgha.api.metrics import AgentMetrics
+from pgha.backup.scheduler import BackupStatus
 from pgha.config import NodeConfig
 from pgha.core import memory as M
 from pgha.core.actions import Decision
 from pgha.core.decide import LOOP_FAILED, decide
-from pgha.core.model import ClusterConfig, ClusterView, LocalPostgres, LocalState, MemberInfo, PgRunState, TaskKind
+from pgha.core.model import (
+    ClusterConfig,
+    ClusterView,
+    DataDir,
+    LocalPostgres,
+    LocalState,
+    MemberInfo,
+    PgRunState,
+    TaskKind,
+)
 from pgha.core.slots import slot_parameters
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
@@ -72,6 +82,8 @@ class Agent:
         self.metrics = AgentMetrics(self.registry)
         self.metrics.lease_late.set_function(lambda: self.lease.worst_late)
         self.api: ApiServer | None = None
+        # Backups (RPO/RTO, the schedule's decisions): kept current by the backup thread.
+        self.backup_status: BackupStatus | None = None
 
         # The memory between loops lives in the core; only advance/apply change it.
         self.memory = M.AgentMemory()
@@ -97,6 +109,8 @@ class Agent:
         self._last_logged: tuple[str, tuple[str, ...]] = ("", ())
         self.published: MemberInfo | None = None
         self.published_at = 0.0
+        # Set by the archive check after a promotion (handlers_postgres.confirm_archive).
+        self.archived_timeline = 0
 
     # --- what the executor, tasks and the API call ---------------------------------------
     def wake(self) -> None:
@@ -133,6 +147,10 @@ class Agent:
         params: dict[str, str | int | float | bool] = slot_parameters(self.cluster_config, version)
         params.update(self.cluster_config.parameters)
         params.update(self.config.postgresql.parameters)
+        if self.config.backup is not None:
+            from pgha.backup.archive import settings
+
+            params.update(settings(self.config))
         return params
 
     def params_key(self) -> str:
@@ -263,8 +281,13 @@ class Agent:
             lease_deadline=self.lease.deadline, lease_id=self.lease.lease_id, tags=self.config.tags,
             config=self.cluster_config, params_key=self.params_key(),
             pre_promote_hook=bool(self.config.callbacks.pre_promote), wall_now=self.ports.clock.time(),
-            adopt=self.config.bootstrap.adopt,
+            adopt=self.config.bootstrap.adopt or self._restored(pg),
         )
+
+    def _restored(self, pg: LocalPostgres) -> bool:
+        """bootstrap.method pgbackrest and `pgha restore` filled the data directory: take it over as
+        an adopted primary (an empty one is restored by the InitDB action)."""
+        return self.config.bootstrap.method == "pgbackrest" and pg.data_dir != DataDir.EMPTY
 
     def _processes(self, pg: LocalPostgres) -> set[int]:
         """The postmaster, and the WAL receiver of a replica: their exit wakes the loop at once."""
@@ -280,7 +303,8 @@ class Agent:
     def member_info(self, local: LocalState, decision: Decision | None) -> MemberInfo:
         return member_info(self.config, local, self.memory, decision,
                            self.view.config_revision if self.view is not None else 0,
-                           self.ports.bouncer is not None, self.lease.lease_id, self.cluster_config)
+                           self.ports.bouncer is not None, self.lease.lease_id, self.cluster_config,
+                           self.archived_timeline)
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
         """Write members/<name> when something significant changed, and LSNs every ttl/3.
@@ -390,6 +414,17 @@ class Agent:
         # The API answers (503 on every check) even before etcd is reachable.
         self.api = ApiServer(self)
         self.api.start()
+        if self.ports.archive is not None:
+            try:
+                self.ports.archive.prepare()
+            except (OSError, ValueError) as exc:
+                log.error("backup: cannot write pgbackrest.conf (%s); WAL archiving will fail until fixed", exc)
+        if self.config.backup is not None:
+            from pgha.backup.scheduler import BackupScheduler
+
+            self.backup_status = self.metrics.backup.status = BackupStatus()
+            BackupScheduler(self.store, self.config.name, self.config.postgresql.data_dir, lambda: self.cluster_config,
+                            lambda: self.view, self.backup_status).start()
         while True:
             try:
                 self.begin(self.wait_for_dcs())

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from typing import TYPE_CHECKING
 
 from pgha.agent.executor import NONE, ActionFailed, ActionSkipped, Executor, Outcomes, handles
+from pgha.backup.command import BackupError
 from pgha.core import actions as A
 from pgha.core import memory as M
 from pgha.core.model import ClusterView, LocalState, TaskKind
 from pgha.core.syncrep import names_for_primary, render_names
 from pgha.postgres.node import PostgresError
+
+if TYPE_CHECKING:
+    from pgha.agent.agent import Agent
 
 log = logging.getLogger("pgha.agent")
 
@@ -20,6 +27,8 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
     pg = agent.ports.pg
 
     def work() -> str:
+        if agent.config.bootstrap.method == "pgbackrest":
+            return _restore(agent)
         sid = pg.initdb()
         # No standby exists yet, so nothing can be acknowledged elsewhere: start asynchronous
         # (with '*' creating the replication role would wait forever); the sync plan takes over.
@@ -27,9 +36,33 @@ def _initdb(ex: Executor, a: A.InitDB, view: ClusterView, local: LocalState) -> 
         agent.report(M.SyncNamesSet(""), M.ParamsApplied(agent.params_key()))
         pg.start(agent.start_timeout())
         pg.bootstrap_roles()
+        if agent.ports.archive is not None:
+            # The member that initializes the cluster creates the stanza; a failure is logged, not
+            # fatal: the cluster serves, and archive_command keeps retrying until it exists.
+            try:
+                log.info("backup: %s", agent.ports.archive.create_stanza())
+                agent.archived_timeline = 1
+            except BackupError as exc:
+                log.error("backup: %s; create it with 'pgha backup stanza-create'", exc)
         return f"system identifier {sid}"
 
     return ex.task(TaskKind.INITDB, work)
+
+
+def _restore(agent: Agent) -> str:
+    """bootstrap.method pgbackrest: the new cluster's first member restores from the repository."""
+    from pgha.backup.restore import RestoreError, parse_target, restore_into
+
+    src = agent.config.bootstrap.pgbackrest
+    assert src is not None
+    try:
+        target = parse_target(src.target_time, src.target_lsn, src.target_name)
+        sid = restore_into(agent.config, src.stanza, target, agent.parameters(),
+                           lambda text: log.info("restore: %s", text))
+    except RestoreError as exc:
+        raise ActionFailed(str(exc)) from None
+    agent.report(M.SyncNamesSet(""), M.ParamsApplied(agent.params_key()))
+    return f"restored from stanza {src.stanza} (system identifier {sid})"
 
 
 @handles(A.Clone)
@@ -42,22 +75,90 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
 
     def work() -> str:
+        how = f"cloned from {source.name}"
         try:
-            pg.clone(source, agent.clone_progress)
+            if from_repository(agent):
+                how = "restored from the repository (no base backup from the primary), following " + source.name
+            else:
+                pg.clone(source, agent.clone_progress)
         except PostgresError:
             agent.report(M.CloneFailed(ex.now))
             raise
         pg.configure(agent.parameters(), upstream)
         agent.report(M.ParamsApplied(agent.params_key()), M.CloneProgressed(""))
         pg.start(agent.start_timeout())
-        return f"cloned from {source.name}"
+        return how
 
     return ex.task(TaskKind.CLONE, work)
+
+
+def push_ready(agent: Agent, before: str) -> None:
+    """A former primary's WAL that never reached the archive goes there before ``before`` replaces
+    pg_wal; a repository that cannot take it is logged, not waited for (the member must rejoin)."""
+    if agent.ports.archive is None:
+        return
+    try:
+        pushed = agent.ports.archive.push_ready()
+    except BackupError as exc:
+        log.error("backup: could not push the unarchived WAL before %s: %s", before, exc)
+        return
+    if pushed:
+        log.info("backup: pushed %d unarchived WAL file(s) to the repository before %s", pushed, before)
+
+
+def confirm_archive(agent: Agent) -> None:
+    """After a promotion, in its own thread (writes never wait for it): pgbackrest check switches
+    WAL and waits until that segment is archived; the archiver sends the new timeline's .history
+    first, so both are in the repository once it passes.  Published as archived_timeline."""
+    archive = agent.ports.archive
+    if archive is None:
+        return
+
+    def run() -> None:
+        for attempt in range(10):
+            try:
+                timeline = archive.check()
+            except BackupError as exc:
+                log.warning("backup: archive check after the promotion failed (%s); retrying", exc)
+                time.sleep(min(30.0, 2.0 * (attempt + 1)))
+                continue
+            agent.archived_timeline = max(agent.archived_timeline, timeline)
+            log.info("backup: timeline %d's history and switch segment are in the repository", timeline)
+            agent.wake()
+            return
+        log.error("backup: the new timeline never reached the repository; check archiving")
+
+    threading.Thread(target=run, name="archive-check", daemon=True).start()
+
+
+def from_repository(agent: Agent) -> bool:
+    """postgresql.create_replica_methods in order: True once pgbackrest built the data directory;
+    False to use pg_basebackup (next in the list, or pgbackrest failed and basebackup follows)."""
+    methods = agent.config.postgresql.create_replica_methods
+    if agent.ports.archive is None or "pgbackrest" not in methods or methods.index("pgbackrest") != 0:
+        return False
+
+    def say(text: str) -> None:
+        pct = text.rsplit(" ", 1)[-1]
+        if pct.endswith("%") and pct[:-1].isdigit():
+            agent.clone_progress(int(pct[:-1]), 100, text)
+
+    try:
+        agent.ports.archive.restore_replica(say)
+        return True
+    except BackupError as exc:
+        if "basebackup" not in methods:
+            raise PostgresError(f"create replica from the repository: {exc}") from None
+        log.warning("backup: %s; falling back to pg_basebackup", exc)
+        where = agent.ports.pg.wipe()
+        log.info("moved the partial restore aside to %s", where)
+        return False
 
 
 @handles(A.WipeDataDir)
 def _wipe(ex: Executor, a: A.WipeDataDir, view: ClusterView, local: LocalState) -> Outcomes:
     ex.agent.ports.pg.stop("immediate", 10)
+    push_ready(ex.agent, "the clone")
     where = ex.agent.ports.pg.wipe()
     log.warning("moved the data directory aside to %s: %s", where, a.reason)
     ex.agent.ports.tasks.forget()
@@ -72,6 +173,7 @@ def _rewind(ex: Executor, a: A.Rewind, view: ClusterView, local: LocalState) -> 
     assert source is not None
 
     def work() -> str:
+        push_ready(agent, "pg_rewind")
         pg.rewind(source)
         pg.configure(agent.parameters(), source)
         return f"rewound against {source.name}"
@@ -181,6 +283,7 @@ def _promote(ex: Executor, a: A.Promote, view: ClusterView, local: LocalState) -
             pg.configure(agent.parameters(), None, "*", standby=True)
             pg.reload()
         pg.promote(agent.cluster_config.retry_timeout * 10)
+        confirm_archive(agent)
         return "promoted"
 
     ex.task(TaskKind.PROMOTE, work)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pgha import __version__
 from pgha.config import NodeConfig
 from pgha.core.actions import Decision
 from pgha.core.memory import AgentMemory
-from pgha.core.model import ClusterConfig, DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
+from pgha.core.model import BackupEndpoint, ClusterConfig, DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
 from pgha.core.slots import published_positions, published_restarts
 
 TASK_STATES = {
@@ -23,7 +25,7 @@ TASK_STATES = {
 
 def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, decision: Decision | None,
                 config_revision: int, has_bouncer: bool, lease_id: int,
-                cluster_config: ClusterConfig | None = None) -> MemberInfo:
+                cluster_config: ClusterConfig | None = None, archived_timeline: int = 0) -> MemberInfo:
     """``cluster_config``: the cluster's (for the permanent slots a primary publishes)."""
     cluster_config = cluster_config or config.cluster_config
     pg = local.pg
@@ -56,4 +58,15 @@ def member_info(config: NodeConfig, local: LocalState, memory: AgentMemory, deci
         config_revision=config_revision, server_version=pg.server_version,
         slots=published_positions(cluster_config, pg.slots) if role == Role.PRIMARY else {},
         slot_restart=published_restarts(cluster_config, pg.slots) if role == Role.PRIMARY else {},
+        backup=backup_endpoint(config), archived_timeline=archived_timeline,
     )
+
+
+def backup_endpoint(config: NodeConfig) -> BackupEndpoint | None:
+    """Where the repository host reaches this member's pgbackrest server (None without backup:)."""
+    if config.backup is None:
+        return None
+    pgc = config.postgresql
+    sock = pgc.socket_dir or str(Path(pgc.data_dir).parent / "pg_socket")
+    return BackupEndpoint(host=pgc.connect_host, port=config.backup.server_port, data_dir=pgc.data_dir,
+                          pg_port=pgc.port, socket_dir=sock, user=pgc.superuser.username)

@@ -149,6 +149,20 @@ class Callbacks(Protocol):
     def run(self, event: str, role: str) -> object: ...
 
 
+class Archive(Protocol):
+    """pgBackRest on this member (``pgha.backup.member.MemberArchive``), with backup: configured."""
+
+    def prepare(self) -> None: ...
+
+    def create_stanza(self) -> str: ...
+
+    def restore_replica(self, say: Callable[[str], None]) -> None: ...
+
+    def push_ready(self) -> int: ...
+
+    def check(self) -> int: ...
+
+
 @dataclass
 class Ports:
     kv: KV
@@ -161,6 +175,7 @@ class Ports:
     vip: VipPort | None = None
     bouncer: Bouncer | None = None
     exits: Exits | None = None
+    archive: Archive | None = None
     clock: Clock = SystemClock()
 
 
@@ -196,4 +211,8 @@ def build_ports(config: NodeConfig, wake: Callable[[], None]) -> Ports:
         from pgha.routing.pgbouncer import PgBouncer
 
         ports.bouncer = PgBouncer(config.pgbouncer)
+    if config.backup is not None:
+        from pgha.backup.member import MemberArchive
+
+        ports.archive = MemberArchive(config)
     return ports

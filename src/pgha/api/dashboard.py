@@ -128,7 +128,16 @@ def state_json(handle: AgentHandle, s: NodeSnapshot, now: float) -> dict[str, An
         "events": [to_jsonable(e) for e in events[-100:]],
         "ttl": s.cluster_config.ttl,
         "auth_required": handle.config.api.credentials is not None,
+        "backup": _backup(handle, now),
     }
+
+
+def _backup(handle: AgentHandle, now: float) -> dict[str, Any] | None:
+    """RPO, the restore window and the last restore test, as the agent's backup thread last read them."""
+    from pgha.backup.status import summary_json
+
+    b = handle.metrics.backup.status
+    return summary_json(b.info, b.result, b.verify, now) if b is not None else None
 
 
 def ui_state(req: Request) -> Reply:

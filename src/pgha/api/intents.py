@@ -185,3 +185,29 @@ def failsafe(req: Request) -> Reply:
         return Reply(200, {"leader": leader, "confirmed": True})
     return error(409, f"not confirming {leader} as leader")
 
+
+
+# --- backups ---------------------------------------------------------------------------------------
+def backup(req: Request) -> Reply:
+    """Record a backup request; the repository host (`pgha repository run`) takes it."""
+    from pgha.backup import keys
+
+    kind = str(req.body.get("type") or "full")
+    request = validate.backup(req.snapshot.view, requester(req), id=_new_id()[:12], type=kind,
+                              pending=keys.read_request(req.handle.store))
+    if isinstance(request, validate.Refusal):
+        return refused(request)
+    if not keys.put_request(req.handle.store, request):
+        return error(409, "another backup was requested at the same moment; wait for it to finish")
+    return Reply(202, {**to_jsonable(request), "message": f"{request.type} backup requested"})
+
+
+def backups(req: Request) -> Reply:
+    """The backups and the restore window, as the repository host last published them."""
+    from pgha.backup import keys
+
+    summary = keys.read_info(req.handle.store)
+    if summary is None:
+        return error(404, "no backup information in the DCS; is 'pgha repository run' running?")
+    result = keys.read_result(req.handle.store)
+    return Reply(200, {**summary.to_dict(), "last_request": to_jsonable(result) if result else None})

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pgha.api import views
 from pgha.api.handle import NodeSnapshot
 from pgha.api.recorder import ClusterRecorder
+from pgha.backup.metrics import BackupMetrics
 from pgha.core.model import Role
 
 # Seconds from a switchover request, or from the leader key's loss, to the new primary's first loop.
@@ -84,6 +85,8 @@ class AgentMetrics:
         self.member_info = Gauge("pgha_member_info", "This agent's cluster and member name (always 1)",
                                  ["cluster", "member"], registry=registry)
         self._info: tuple[str, str] | None = None
+        # RPO and RTO (pgha_backup_*), from the agent's backup thread (NaN without backup:).
+        self.backup = BackupMetrics(registry)
         self.recorder = ClusterRecorder()
         self.last: NodeSnapshot | None = None
 

@@ -102,6 +102,7 @@ CONFIG_PATCH = Body(description="JSON merge patch (RFC 7396) of the cluster conf
                     "a default", schema=dataclass_patch_schema(ClusterConfig),
                     media_type="application/merge-patch+json")
 EMPTY = Body(description="No body (an empty JSON object is accepted)")
+BACKUP = Body((Field("type", "string", "Backup type (default full)", enum=("full", "diff", "incr")),))
 
 ACCEPTED = {202: "Intent recorded; the agent carries it out",
             409: "Another intent is already pending on this member"}
@@ -168,6 +169,15 @@ def _rows() -> tuple[Route, ...]:
               auth=True, body=EMPTY, responses={**CONFIG_WRITE, **DCS}, tag="config"),
         Route("POST", "/resume", intents.resume, "Leave maintenance mode", auth=True, body=EMPTY,
               responses={**CONFIG_WRITE, **DCS}, tag="config"),
+        Route("GET", "/backups", intents.backups, "The backups in the pgBackRest repository and the restore "
+              "window", responses={200: "Backups, restore window, last requested backup",
+                                   404: "No backup information (no repository host running)", **DCS},
+              tag="backup"),
+        Route("POST", "/backup", intents.backup, "Take a backup (on the repository host, from a standby)",
+              auth=True, body=BACKUP,
+              responses={202: "Backup requested", 409: "A backup is already requested",
+                         412: "Refused: no backup: section, or no primary running (JSON {error})",
+                         503: "The cluster state was not read yet, or the DCS is unreachable"}, tag="backup"),
         Route("POST", "/failsafe", intents.failsafe, "A leader cut off from the DCS asks to be confirmed",
               auth=True, body=FAILSAFE,
               responses={200: "Confirmed", 409: "Not confirmed"}, tag="node"),

@@ -16,6 +16,13 @@ from pgha.cli.main import cli
 def validate(config_path: str) -> None:
     """Check a node configuration and this machine against it; create nothing."""
     cfg = load_checked(config_path)
+    if cfg.backup is not None:
+        from pgha.backup.probe import reach_repository
+
+        problem = reach_repository(cfg.backup)
+        if problem:
+            click.echo(f"pgha: {problem}", err=True)
+            sys.exit(1)
     click.echo(f"{'<stdin>' if config_path == '-' else config_path}: OK (cluster {cfg.cluster}, node {cfg.name})")
 
 

@@ -98,6 +98,16 @@ def print_list(store: ClusterStore, as_json: bool = False) -> None:
     click.echo(render_list_json(view) if as_json else render_list(view))
 
 
+def backup_lines(store: ClusterStore, view: ClusterView) -> list[str]:
+    """RPO, the restore window and the last restore test, when the cluster has backups configured."""
+    if not any(m.backup is not None for m in view.members.values()):
+        return []
+    from pgha.backup import keys, verify
+    from pgha.backup.status import list_lines
+
+    return list_lines(keys.read_info(store), keys.read_result(store), verify.read_result(store), time.time())
+
+
 FORMATS = ("pretty", "tsv", "json", "yaml")
 
 
@@ -106,6 +116,8 @@ def _show(session: Session, fmt: str, tree: bool, extended: bool, stamp: bool, e
     def once() -> tuple[ClusterView, str]:
         view = session.read()
         text = render(view, fmt, tree, extended)
+        if fmt == "pretty":
+            text = "\n".join([text, *backup_lines(session.store, view)])
         if stamp:
             text = datetime.datetime.now().astimezone().isoformat(sep=" ", timespec="seconds") + "\n" + text
         return view, text

@@ -51,12 +51,14 @@ def demo() -> None:
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for health.")
 @click.option("--pgbouncer", is_flag=True, help="A PgBouncer per node (port P+10i+2), pointed at the primary "
               "by its agent.")
+@click.option("--backup", is_flag=True, help="A pgBackRest repository host (TLS, port P+3; its own namespace with "
+              "--netns): WAL archiving on every member, `pgha backup`, `pgha restore`.")
 @click.option("--dcs", "dcs_type", type=click.Choice(["etcd", "zookeeper"]), default="etcd", show_default=True,
               help="Which DCS the demo starts (on port P) and the agents use.")
 @click.option("--api-tls/--no-api-tls", default=True, show_default=True,
               help="Serve the REST API over HTTPS, with certificates from a CA made for the demo.")
 def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float | None, sync: bool,
-            timeout: float, pgbouncer: bool, api_tls: bool, etcd_members: int, dcs_type: str) -> None:
+            timeout: float, pgbouncer: bool, api_tls: bool, etcd_members: int, dcs_type: str, backup: bool) -> None:
     """Start etcd (or ZooKeeper) and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
 
@@ -64,6 +66,7 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync, profile=profile,
                     api_tls=api_tls, dcs=dcs_type)
     d.pgbouncer = pgbouncer
+    d.backup = backup
     d.etcd_members = etcd_members
     try:
         d.netns, d.vip = _lab_options()
@@ -102,6 +105,11 @@ def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float
     click.echo(f"REST API (credentials in {state.api_netrc}):  curl --netrc-file {state.api_netrc}{ca} "
                f"-X POST {first.api_url}/reload")
     click.echo(f"Stop everything:  .venv/bin/pgha demo down --dir {directory}")
+    if state.repository_config:
+        click.echo(f"Backups (repository host: {d.repository_address}:{d.repository_port}, its log "
+                   f"{d.dir / 'repository' / 'repository.log'}):")
+        click.echo(f"  .venv/bin/pgha -c {first.config} backup --type full")
+        click.echo(f"  .venv/bin/pgha -c {first.config} backup list")
     if state.client_netns:
         _echo_lab(state, d.dir)
 

@@ -47,6 +47,20 @@ def _wait_for_leader(session: Session, old: str | None, candidate: str | None, r
     wait_for(check, context.WAIT_TIMEOUT, kind)
 
 
+def _wait_for_archive(session: Session) -> None:
+    """With backups configured, the new timeline's .history and the switch segment must be in the
+    repository before the switchover is reported done (the new primary publishes archived_timeline)."""
+
+    def check() -> str | None:
+        view = session.read()
+        m = view.members.get(view.leader.name) if view.leader else None
+        if m is None or m.backup is None or (m.timeline or 0) <= m.archived_timeline:
+            return None
+        return f"waiting for timeline {m.timeline}'s history and switch segment to reach the repository"
+
+    wait_for(check, context.WAIT_TIMEOUT, "archiving the new timeline")
+
+
 def _request(session: Session, sw: Switchover, prompt: str, force: bool, wait: bool) -> None:
     confirm(prompt, force)
     if not session.store.set_switchover(sw):
@@ -59,6 +73,7 @@ def _request(session: Session, sw: Switchover, prompt: str, force: bool, wait: b
     if not wait:
         return
     _wait_for_leader(session, sw.leader, sw.candidate, sw.id, sw.kind)
+    _wait_for_archive(session)
     view = session.read()
     click.echo(f"{view.leader.name if view.leader else '?'} is the new leader.")
     print_list(session.store)

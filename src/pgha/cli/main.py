@@ -29,10 +29,12 @@ def _register() -> None:
     import pgha.cli.commands_cluster  # noqa: F401  (operator commands; it imports the others)
     from pgha.cli import (  # noqa: F401
         commands_agent,
+        commands_backup,
         commands_demo,
         commands_generate,
         commands_haproxy,
         commands_probe,
+        commands_verify,
     )
 
 

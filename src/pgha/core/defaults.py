@@ -28,6 +28,9 @@ def _value(value: Any) -> str:
         return "{}" if not value else str(value)
     if isinstance(value, tuple) and not value:
         return "[]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(f"{f.name}: {_value(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return "{" + inner + "}"
     return str(value)
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Literal, TypeVar
 
 from pgha.core import names
+from pgha.core.schedule import BackupPolicy
 
 SyncMode = Literal["off", "on", "strict", "quorum"]
 
@@ -184,9 +185,14 @@ class ClusterConfig:
     ignore_slots: tuple[IgnoreSlot, ...] = field(default=(), metadata={
         "doc": "slots pgha never drops, Patroni's format: a list of matchers, each with any of `name`, `type`, "
                "`plugin`, `database` (a slot matching every field an entry gives is left alone)"})
+    backup: BackupPolicy = field(default_factory=BackupPolicy, metadata={
+        "doc": "scheduled backups and restore tests, e.g. `{schedule: {full: \"weekly sun 01:00\", incr: \"daily "
+               "01:00\", verify: \"daily 03:00\"}}` (operations.md, \"Scheduled backups\")"})
 
     def problem(self) -> str | None:
         """One line naming the first invalid setting and the fix, or None."""
+        if (found := self.backup.problem()) is not None:
+            return found
         if self.ttl < 2:
             return f"ttl: {self.ttl} is too short; use at least 2 seconds"
         if self.loop_wait <= 0 or self.loop_wait * 2 > self.ttl:
@@ -238,6 +244,18 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True)
+class BackupEndpoint:
+    """Where the pgBackRest repository host reaches a member (its ``pgbackrest server`` and PostgreSQL)."""
+
+    host: str
+    port: int
+    data_dir: str
+    pg_port: int
+    socket_dir: str
+    user: str = "postgres"
+
+
+@dataclass(frozen=True)
 class MemberInfo:
     """What one agent publishes at members/<name> (bound to that agent's lease)."""
 
@@ -281,6 +299,11 @@ class MemberInfo:
     slots: Mapping[str, int] = field(default_factory=dict)
     # Primary only: the restart_lsn of each permanent logical slot (the oldest WAL a copy needs).
     slot_restart: Mapping[str, int] = field(default_factory=dict)
+    # With backup: configured, where the repository host reaches this member to take backups.
+    backup: BackupEndpoint | None = None
+    # The newest timeline whose .history file and first switched segment this member, as primary,
+    # saw reach the repository (pgbackrest check after its promotion); 0: none yet.
+    archived_timeline: int = 0
 
     @property
     def lsn(self) -> int:
@@ -322,6 +345,16 @@ class Switchover:
     phase: str = "requested"
     # Wall-clock time the phase was entered (bounds each phase).
     phase_at: float | None = None
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """/backup/request: an operator's request for a backup, carried out by the repository host."""
+
+    id: str
+    type: Literal["full", "diff", "incr"] = "full"
+    # Wall-clock epoch seconds of the request.
+    requested_at: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -372,16 +372,21 @@ class ClusterStore:
             pass  # the same nanosecond and random suffix: try another key
 
     # --- change notification ----------------------------------------------------------
-    def watch(self, start_revision: int, on_change: Callable[[], None], stop: threading.Event) -> int:
+    def watch(self, start_revision: int, on_change: Callable[[], None], stop: threading.Event,
+              ignore: tuple[str, ...] = ("backup/",)) -> int:
         """Call ``on_change`` for every change from ``start_revision`` until ``stop``.
 
         Returns the revision to resume from; after a compaction it calls
         ``on_change`` once and returns 0, so the caller re-reads everything.
-        Several events of one transaction cause one call.
+        Several events of one transaction cause one call.  Keys under ``ignore`` (relative to
+        the cluster) wake nobody: by default the backup keys, which no agent decision reads.
         """
         last = [0]
+        skip = tuple(self.root + prefix for prefix in ignore)
 
         def on_event(event: WatchEvent) -> None:
+            if skip and event.key.startswith(skip):
+                return
             if event.revision != last[0]:
                 last[0] = event.revision
                 on_change()

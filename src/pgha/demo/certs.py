@@ -53,14 +53,18 @@ def make_ca(dir: Path) -> CA:
     return ca
 
 
-def make_cert(ca: CA, dir: Path, name: str, ips: Sequence[str], client: bool = False) -> tuple[Path, Path]:
-    """NAME.crt and NAME.key in ``dir``, signed by ``ca``, for ``ips``, localhost and NAME.
+def make_cert(ca: CA, dir: Path, name: str, ips: Sequence[str], client: bool = False,
+              dns: Sequence[str] = ()) -> tuple[Path, Path]:
+    """NAME.crt and NAME.key in ``dir``, signed by ``ca``, for ``ips``, localhost, NAME and ``dns``.
 
-    ``client``: for clients only, with no CommonName (subject O=pgha, OU=NAME).
+    ``client``: for clients only, with no CommonName (subject O=pgha, OU=NAME).  ``dns``: more
+    DNS names; pgBackRest matches a TLS peer only against DNS names, so its certificates also
+    carry their addresses as DNS names.
     """
     dir.mkdir(parents=True, exist_ok=True)
     cert, key, csr, ext = (dir / f"{name}.{suffix}" for suffix in ("crt", "key", "csr", "ext"))
-    sans = ",".join([*(f"IP:{ip}" for ip in dict.fromkeys(ips)), "DNS:localhost", f"DNS:{name}"])
+    sans = ",".join([*(f"IP:{ip}" for ip in dict.fromkeys(ips)), "DNS:localhost", f"DNS:{name}",
+                     *(f"DNS:{d}" for d in dict.fromkeys(dns) if d not in ("localhost", name))])
     ext.write_text(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\n"
                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
                    f"extendedKeyUsage={'clientAuth' if client else 'serverAuth,clientAuth'}\n"

@@ -23,6 +23,7 @@ import yaml
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
 from pgha.demo import netlab, zkserver
+from pgha.demo.backups import BackupMixin
 from pgha.demo.bouncers import BouncerMixin
 from pgha.demo.certs import CertError, make_ca, make_cert
 from pgha.demo.etcd_members import EtcdMembersMixin
@@ -45,7 +46,7 @@ from pgha.demo.state import (
 )
 
 
-class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
+class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
     """A local cluster: etcd, N agents and, as asked, PgBouncers and a network lab."""
 
     def _node_config(self, i: int, password: str, repl_password: str) -> dict[str, Any]:
@@ -87,6 +88,9 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
                                                        ssl_key_file=str(keyfile))
         if self.lab is not None:
             self._lab_node_config(cfg, i)
+        if self.backup:
+            cfg["backup"] = self._backup_node_config(i, self.lab.address(NODE_HOST_BASE + i) if self.lab else None)
+            cfg["postgresql"]["create_replica_methods"] = ["pgbackrest", "basebackup"]
         for key in ("*", self.node_name(i)):
             _merge(cfg, self.extra_node_config.get(key, {}))
         return cfg
@@ -111,6 +115,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
                                           *(m.pid for m in old.etcd_members)]):
                 raise DemoError(f"a demo is already running from {self.dir}; run 'pgha demo down --dir {self.dir}'")
         self._check_pgbouncer_binary()
+        self._check_pgbackrest_binary()
         self._check_etcd_members()
         for binary in ((ETCD_BIN,) if self.dcs == "etcd" else ()) + (f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
             if not os.access(binary, os.X_OK):
@@ -152,6 +157,8 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
             lines += self._setup_pgbouncers(password)
         write_private(passfile, "\n".join(lines) + "\n", give_to_postgres=False)
         self._save()
+        if self.backup:
+            self._setup_backup()
         for node in self.state.nodes:
             node.agent_pid = self.start_agent(node.name)
             self._save()
@@ -159,6 +166,9 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         self.say(f"started {'ZooKeeper' if self.dcs == 'zookeeper' else 'etcd'}{members} and {self.n} agents; "
                  f"waiting for a leader and {self.n - 1} streaming replicas")
         self.wait_healthy(timeout, started)
+        if self.backup:
+            self.say("waiting for the first member to create the pgBackRest stanza")
+            self.wait_stanza(timeout)
         if self.pgbouncer:
             self.wait_bouncers_at_leader(timeout)
         return self.state
@@ -167,9 +177,11 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         from pgha.preflight import port_free
 
         ports = [] if self.external_etcd or self.etcd_members > 1 else [self.port_base, self.port_base + 1]
+        ports += [self.port_base + 3] if self.backup else []
         for i in range(1, self.n + 1):
             ports += [self.port_base + 10 * i, self.port_base + 10 * i + 1]
             ports += [self.port_base + 10 * i + 2] if self.pgbouncer else []
+            ports += [self.port_base + 10 * i + 3] if self.backup else []
         for p in ports:
             if not port_free("127.0.0.1", p):
                 raise DemoError(f"port {p} on 127.0.0.1 is already in use; stop what uses it or pass --port-base")
@@ -334,6 +346,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
                    external_etcd=None if state.etcd_pid or members > 1 else state.etcd,
                    netns=any(n.netns for n in state.nodes), vip=state.vip, dcs=state.dcs, etcd_members=members,
                    api_tls=bool(state.api_ca))
+        demo.backup = bool(state.repository_config)
         demo.state = state
         demo.lab = _recorded_lab(state)
         return demo
@@ -342,6 +355,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin):
         assert self.state is not None
         for node in self.state.nodes:
             self.stop_agent(node.name)
+        self._stop_backup()
         for node in self.state.nodes:
             self.stop_pgbouncer(node.name)
             self._stop_leftovers(node)

@@ -11,7 +11,14 @@ from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
 from pgha.demo import netlab
 from pgha.demo.base import DemoBase
-from pgha.demo.state import CLIENT_HOST, ETCD_HOST_BASE, NODE_HOST_BASE, DemoError, DemoState
+from pgha.demo.state import (
+    CLIENT_HOST,
+    ETCD_HOST_BASE,
+    NODE_HOST_BASE,
+    REPOSITORY_HOST,
+    DemoError,
+    DemoState,
+)
 
 
 class LabMixin(DemoBase):
@@ -78,6 +85,8 @@ class LabMixin(DemoBase):
             for i in range(1, self.n + 1):
                 self.lab.add_host(self.node_name(i), NODE_HOST_BASE + i)
             self.lab.add_host("client", CLIENT_HOST)
+            if getattr(self, "backup", False):
+                self.lab.add_host("repository", REPOSITORY_HOST)
             self._add_member_hosts()
         except netlab.NetLabError as exc:
             self._teardown_lab()
@@ -133,4 +142,5 @@ def _recorded_lab(state: DemoState) -> netlab.Lab | None:
     subnet = netlab.subnet_of(address)
     names = [n.netns for n in state.nodes if n.netns] + ([state.client_netns] if state.client_netns else [])
     names += [m.netns for m in state.etcd_members]
+    names += [state.repository_netns] if state.repository_netns else []
     return netlab.Lab(subnet, bridge=netlab.bridge_name(subnet), namespaces=names)

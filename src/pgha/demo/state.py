@@ -21,6 +21,8 @@ NODE_HOST_BASE = 10
 CLIENT_HOST = 250
 # With --etcd-members N > 1: etcd member i is .(ETCD_HOST_BASE + i).
 ETCD_HOST_BASE = 200
+# With --backup and --netns: the pgBackRest repository host.
+REPOSITORY_HOST = 240
 
 
 class DemoError(Exception):
@@ -42,6 +44,8 @@ class DemoNode:
     pgbouncer_pid: int | None = None
     # The node's REST API (https when the demo's API TLS is on).
     api_url: str = ""
+    # With --backup: the node's `pgbackrest server` (the repository reaches it there).
+    pgbackrest_pid: int = 0
 
 
 @dataclass
@@ -73,6 +77,10 @@ class DemoState:
     # The API credentials (a netrc file, mode 0600) and the CA of the API certificates ("": no TLS).
     api_netrc: str = ""
     api_ca: str = ""
+    # With --backup: the repository host's pgha process, its file and namespace (--netns).
+    repository_pid: int = 0
+    repository_config: str = ""
+    repository_netns: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -95,7 +103,9 @@ class DemoState:
                    vip=data.get("vip"), dcs=data.get("dcs", "etcd"),
                    etcd_members=[DemoEtcdMember(**m) for m in data.get("etcd_members", [])],
                    port_base=data.get("port_base", 0), api_netrc=data.get("api_netrc", ""),
-                   api_ca=data.get("api_ca", ""))
+                   api_ca=data.get("api_ca", ""), repository_pid=data.get("repository_pid", 0),
+                   repository_config=data.get("repository_config", ""),
+                   repository_netns=data.get("repository_netns", ""))
 
 
 def _pg_owner() -> tuple[int, int] | None:

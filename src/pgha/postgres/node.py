@@ -163,6 +163,10 @@ class PostgresNode:
         """Start with the current managed files and wait until it accepts connections."""
         control.start(self.config, self.layout, self.binaries, timeout)
 
+    def close(self) -> None:
+        """Close the observing session (a server left running keeps running)."""
+        self._observer.close()
+
     def stop(self, mode: str, timeout: float) -> None:
         """Stop as pg_ctl stop -m fast|immediate does; returns once the postmaster is gone (no-op when stopped)."""
         self._observer.close()  # our own session must not hold up a smart shutdown

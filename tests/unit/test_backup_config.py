@@ -40,7 +40,7 @@ def test_member_gets_archive_settings_and_a_tls_pgbackrest_conf(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("backup", "error"), [
-    ({"repository": "backup1\nrepo1-path=/x"}, "backup.repository: 'backup1\\nrepo1-path=/x' is not a host name"),
+    ({"repository": "backup1\nrepo1-path=/x"}, "backup.repository: holds a control character"),
     ({"port": 70000}, "backup.port: 70000 is not a TCP port"),
     ({"path": "relative/repo"}, "backup.path: 'relative/repo' must be an absolute path"),
     ({"stanza": "a b"}, "backup.stanza: 'a b' is not a stanza name"),

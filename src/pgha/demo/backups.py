@@ -101,6 +101,8 @@ class BackupMixin(DemoBase):
         from pgha.backup import archive
         from pgha.postgres.binaries import RunAs
 
+        if node.pgbackrest_pid:
+            self.reap(node.pgbackrest_pid, timeout=5)  # a previous one (killed by a test, or still running)
         cfg = config.load(node.config)
         run_as = RunAs.for_data_dir(Path(cfg.postgresql.data_dir))
         conf = archive.write_config(cfg, run_as)

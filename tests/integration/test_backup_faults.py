@@ -164,7 +164,8 @@ def test_gap_after_a_switchover_is_found_reported_and_pushed_back_from_pg_wal(de
     new = next(n for n in demo.view().members if n != old)
     lost = switch_wal(demo)
     wait_for(f"{lost} archived", lambda: archived(demo, lost), timeout=60)
-    switch_wal(demo)
+    after = switch_wal(demo)
+    wait_for(f"{after} archived", lambda: archived(demo, after), timeout=60)
     for f in archived(demo, lost):
         f.unlink()
     assert gapcheck.find_missing(member_pgbackrest(demo, old)) == [lost]

@@ -110,3 +110,14 @@ def test_archive_gap_metric_reads_the_gap_check_and_the_restore_test() -> None:
     assert str(gap_metric(BackupStatus())) == "nan"
     assert gap_metric(BackupStatus(archive_gap=False)) == 0.0
     assert gap_metric(BackupStatus(archive_gap=True)) == 1.0
+
+
+def test_backup_fault_kinds_are_known_to_the_cli() -> None:
+    from click.testing import CliRunner
+
+    from pgha.faults import cli
+    from pgha.faults.backupfaults import BACKUP_KINDS
+
+    assert set(BACKUP_KINDS) == {"part-backup-host", "kill-backup-host", "archive-push-failing"}
+    res = CliRunner().invoke(cli.main, ["soak", "--faults", "1", "--backup", "--kinds", "bogus,part-backup-host"])
+    assert res.exit_code == 2 and "unknown fault kind bogus;" in res.output and "part-backup-host" in res.output

@@ -56,8 +56,10 @@ def _kinds(kinds: str | None) -> list[str] | None:
     known = KINDS | ETCD_MEMBER_KINDS | BACKUP_KINDS
     unknown = sorted(set(chosen or ()) - set(known))
     if unknown:
-        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: {', '.join(sorted(known))} "
-                                 f"({', '.join(sorted(ETCD_MEMBER_KINDS))} need --etcd-members 3)",
+        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(KINDS | ETCD_MEMBER_KINDS))}, {', '.join(BACKUP_KINDS)} "
+                                 f"({', '.join(sorted(ETCD_MEMBER_KINDS))} need --etcd-members 3; "
+                                 f"{', '.join(sorted(BACKUP_KINDS))} need --backup)",
                                  param_hint="--kinds")
     return chosen
 

@@ -62,7 +62,9 @@ def member_pgbackrest(demo: DemoCluster, name: str) -> PgBackRest:
 
 
 def switch_wal(demo: DemoCluster) -> str:
+    """Write something (a switch after none is a no-op), then close the segment; its name."""
     with connect(demo, leader_name(demo)) as conn:
+        conn.execute("SELECT txid_current()")
         return str(conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0])  # type: ignore[index]
 
 

@@ -317,6 +317,8 @@ class FaultRun:
         """The archive holds every acknowledged write: a restore of the newest backup replayed to
         the end of the archive (after one more WAL switch is archived) is read back."""
         leader = epoch.demo.wait_vip(timeout=10)
+        # Every write acknowledged before the switch is in a segment up to the one it closes.
+        read_at = time.monotonic()
         with psycopg.connect(epoch.demo.node(leader).dsn, autocommit=True, connect_timeout=3) as conn:
             last = str(conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0])  # type: ignore[index]
         root = epoch.demo.repository_path / "archive" / epoch.demo.cluster
@@ -326,7 +328,6 @@ class FaultRun:
                 self.problems.append(f"cluster {epoch.number}: {last} not archived within 180 s of the last fault")
                 return
             time.sleep(1.0)
-        read_at = time.monotonic()
         ops = [op for op in self.ops() if epoch.number * EPOCH_VALUES <= op.value < (epoch.number + 1) * EPOCH_VALUES]
         try:
             restored, replayed = backupfaults.PitrCheck(epoch.demo, self.workdir / f"pitr{epoch.number}",

@@ -4,9 +4,9 @@
   writes go on, the metric the archiving-failing alert reads grows, pg_wal grows; after the heal
   the archive catches up and the gap check (pgbackrest repo-ls over TLS) and ``pgbackrest verify``
   find no hole;
-- a hole made by hand (a segment deleted from the repository) is found by the new primary's gap
-  check after a switchover, shown as an event, and repaired by the members pushing the segment
-  they still hold in pg_wal (backup.gap_repair: push).
+- a hole made by hand (a segment deleted from the repository and from the candidate's pg_wal) is
+  found by the new primary's gap check after a switchover, shown as an event, and repaired by the
+  old primary pushing the segment its pg_wal still holds (backup.gap_repair: push).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,8 @@ PARTITION = 60.0
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoCluster]:
     # Segments stay in pg_wal a while after they are archived (the repair pushes from there).
-    with running_cluster(nodes=2, backup=True, ttl=6.0, api_tls=False, sync=True,
+    # A cluster (and stanza) name of its own: pgBackRest locks /tmp/pgbackrest/STANZA-*.lock machine-wide.
+    with running_cluster(nodes=2, backup=True, ttl=6.0, api_tls=False, sync=True, cluster=f"bf{uuid.uuid4().hex[:8]}",
                          extra_cluster_config={"parameters": {"wal_keep_size": "256MB"}}) as cluster:
         yield cluster
 
@@ -171,6 +173,11 @@ def test_gap_after_a_switchover_is_found_reported_and_pushed_back_from_pg_wal(de
     for f in archived(demo, lost):
         f.unlink()
     assert gapcheck.find_missing(member_pgbackrest(demo, old)) == [lost]
+    # The candidate must not hold it either (a new primary pushes the earlier timeline's segments it
+    # holds itself): past its restartpoint, its copy is not needed any more.  The old primary keeps it.
+    with connect(demo, new) as conn:
+        conn.execute("CHECKPOINT")
+    (Path(demo.node(new).data_dir) / "pg_wal" / lost).unlink()
     agent_log = Path(demo.node(new).config).parent / "agent.log"
     offset = agent_log.stat().st_size
     out = subprocess.run([sys.executable, "-m", "pgha", "-c", demo.node(old).config, "switchover", "--candidate", new,

@@ -89,7 +89,8 @@ def find_missing(pgbr: PgBackRest) -> list[str]:
     history = ""
     if end_timeline in histories:
         history = pgbr.run("repo-get", [f"{root}/{histories[end_timeline]}"], timeout=60)
-    return missing(present, parse_history(history), start, end_timeline)
+    # The newest timeline without a segment yet is not a hole (its first one is still being archived).
+    return [name for name in missing(present, parse_history(history), start, end_timeline) if parse_segment(name)]
 
 
 def held(wal_dir: Path, names: Iterable[str]) -> list[Path]:

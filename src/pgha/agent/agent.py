@@ -495,4 +495,3 @@ class Agent:
 def install_signal_handlers(agent: Agent) -> None:
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
-

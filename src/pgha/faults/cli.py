@@ -1,6 +1,7 @@
 """`pgha-faults`: the fault suite CI runs, and a soak as long as asked.
 
     pgha-faults suite [--seed S] [--results DIR]     # 30 faults in sync mode, then 10 in async mode
+    pgha-faults suite --backup ...                   # the sync run with a backup host, its faults, PITR check
     pgha-faults soak --faults N [--seed S] [--sync] [--kinds a,b] [--results DIR]
     pgha-faults summarise DIR [--sync]                 # the summary of an interrupted run
 

@@ -121,3 +121,12 @@ def test_backup_fault_kinds_are_known_to_the_cli() -> None:
     assert set(BACKUP_KINDS) == {"part-backup-host", "kill-backup-host", "archive-push-failing"}
     res = CliRunner().invoke(cli.main, ["soak", "--faults", "1", "--backup", "--kinds", "bogus,part-backup-host"])
     assert res.exit_code == 2 and "unknown fault kind bogus;" in res.output and "part-backup-host" in res.output
+
+
+def test_operations_doc_names_every_gap_rule_and_mode() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = text[text.index("### Archive gaps and repair"):]
+    section = section[:section.index("\n### ", 5)]
+    missing = [r.id for r in gaprepair.RULES if f"`{r.id}`" not in section]
+    missing += [m for m in gaprepair.MODES if f"`{m}`" not in section]
+    assert not missing, f"docs/operations.md, 'Archive gaps and repair', does not name {missing}"

@@ -35,6 +35,7 @@ from pgha.agent.member import member_info
 from pgha.agent.ports import Ports, build_ports
 from pgha.api.handle import NodeSnapshot
 from pgha.api.metrics import AgentMetrics
+from pgha.backup.gapcheck import GapThread, start_gap_thread
 from pgha.backup.scheduler import BackupStatus
 from pgha.config import NodeConfig
 from pgha.core import memory as M
@@ -111,6 +112,8 @@ class Agent:
         self.published_at = 0.0
         # Set by the archive check after a promotion (handlers_postgres.confirm_archive).
         self.archived_timeline = 0
+        # The archive gap check (pgha.backup.gapcheck), with backup: configured.
+        self.gap_thread: GapThread | None = None
 
     # --- what the executor, tasks and the API call ---------------------------------------
     def wake(self) -> None:
@@ -425,6 +428,7 @@ class Agent:
             self.backup_status = self.metrics.backup.status = BackupStatus()
             BackupScheduler(self.store, self.config.name, self.config.postgresql.data_dir, lambda: self.cluster_config,
                             lambda: self.view, self.backup_status).start()
+            self.gap_thread = start_gap_thread(self)
         while True:
             try:
                 self.begin(self.wait_for_dcs())

@@ -124,6 +124,8 @@ def confirm_archive(agent: Agent) -> None:
                 continue
             agent.archived_timeline = max(agent.archived_timeline, timeline)
             log.info("backup: timeline %d's history and switch segment are in the repository", timeline)
+            if agent.gap_thread is not None:
+                agent.gap_thread.request()
             agent.wake()
             return
         log.error("backup: the new timeline never reached the repository; check archiving")

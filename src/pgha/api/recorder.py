@@ -21,7 +21,8 @@ from pgha.api import views
 from pgha.api.handle import NodeSnapshot
 from pgha.core.model import ClusterView, MemberInfo
 
-EventKind = Literal["leader", "role", "state", "fence", "member", "switchover", "dcs", "pause", "timeline"]
+EventKind = Literal["leader", "role", "state", "fence", "member", "switchover", "dcs", "pause", "timeline",
+                    "backup"]
 # Member states that mean "not serving": the dashboard shows them in red.
 DOWN_STATES = ("stopped", "crashed", "fenced", "stopping", "start failed")
 
@@ -74,6 +75,11 @@ class ClusterRecorder:
                     self._diff(prev, s, now)
                 self._sample(s.view, now)
             return self._transitions(s, now)
+
+    def note(self, now: float, kind: EventKind, member: str, text: str) -> None:
+        """An event this agent's threads saw themselves (the archive gap check)."""
+        with self._lock:
+            self._add(now, kind, member, text)
 
     def _add(self, now: float, kind: EventKind, member: str, text: str) -> None:
         self.events.append(Event(now, kind, member, text))

@@ -21,6 +21,11 @@ def _age(at: float) -> float:
     return time.time() - at if at else NAN
 
 
+def _gap(s: BackupStatus) -> float:
+    found = [g for g in (s.verify.gap if s.verify else None, s.archive_gap) if g is not None]
+    return float(any(found)) if found else NAN
+
+
 class BackupMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.status: BackupStatus | None = None
@@ -53,8 +58,9 @@ class BackupMetrics:
               "(NaN: none, or it failed)", lambda s: s.verify.rto_seconds or NAN if s.verify else NAN)
         gauge("pgha_backup_verify_ok", "1 when the last restore test passed, 0 when it failed (NaN: none yet)",
               lambda s: float(s.verify.ok) if s.verify else NAN)
-        gauge("pgha_backup_archive_gap", "1 when the last restore test found a WAL segment missing from the "
-              "archive, else 0 (NaN: no restore test yet)", lambda s: float(s.verify.gap) if s.verify else NAN)
+        gauge("pgha_backup_archive_gap", "1 when the last restore test, or this primary's last gap check after "
+              "a timeline change, found a WAL segment missing from the archive, else 0 (NaN: neither ran)",
+              _gap)
         gauge("pgha_backup_wal_ready_segments",
               "WAL segments on this node that PostgreSQL has not archived yet (.ready files)",
               lambda s: float(s.ready))

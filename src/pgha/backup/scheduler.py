@@ -58,6 +58,8 @@ class BackupStatus:
     oldest_ready_at: float = 0.0
     # The last decision per scheduled kind (rule id), for the log and `pgha backup schedule`.
     rules: dict[str, str] = field(default_factory=dict)
+    # Whether the last archive gap check (pgha.backup.gapcheck) found a hole (None: none ran here).
+    archive_gap: bool | None = None
     read_at: float = 0.0
 
     def last_backup_at(self) -> float:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgha.core.gaprepair import MODES as GAP_REPAIR_MODES
+
 # Host names and addresses written into pgbackrest.conf (pgBackRest checks a TLS peer's name
 # against its certificate's DNS names, so an address must be one of them too).
 HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$")
@@ -62,6 +64,9 @@ class BackupConfig:
     # Where pgha writes this host's pgbackrest.conf; empty: next to the data directory (a member)
     # or in the repository's parent directory (the repository host).
     config_file: str = ""
+    # What the agent does about a hole the gap check finds after a timeline change
+    # (pgha.core.gaprepair): push (members push what they hold, else a full backup), full, none.
+    gap_repair: str = "push"
 
     def stanza_for(self, cluster: str) -> str:
         return self.stanza or cluster
@@ -101,6 +106,8 @@ def problem(b: BackupConfig, cluster: str, path: str = "backup") -> str | None:
         return f"{path}.retention_full: {b.retention_full} must be 1 or more full backups"
     if not 0 <= b.retention_diff <= 9999999:
         return f"{path}.retention_diff: {b.retention_diff} must be 0 (pgBackRest's default) or more"
+    if b.gap_repair not in GAP_REPAIR_MODES:
+        return f"{path}.gap_repair: {b.gap_repair!r} is not one of {', '.join(GAP_REPAIR_MODES)}; e.g. push"
     for key in ("certfile", "keyfile", "cafile"):
         value = getattr(b.tls, key)
         if not Path(value).is_file():

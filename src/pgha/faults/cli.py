@@ -1,6 +1,7 @@
 """`pgha-faults`: the fault suite CI runs, and a soak as long as asked.
 
     pgha-faults suite [--seed S] [--results DIR]     # 30 faults in sync mode, then 10 in async mode
+    pgha-faults suite --backup ...                   # the sync run with a backup host, its faults, PITR check
     pgha-faults soak --faults N [--seed S] [--sync] [--kinds a,b] [--results DIR]
     pgha-faults summarise DIR [--sync]                 # the summary of an interrupted run
 
@@ -20,6 +21,7 @@ import click
 
 from pgha.demo import netlab
 from pgha.faults import netfault
+from pgha.faults.backupfaults import BACKUP_KINDS
 from pgha.faults.nemesis import ETCD_MEMBER_KINDS, KINDS
 from pgha.faults.runner import STOP, FaultRun, RunConfig
 
@@ -52,11 +54,13 @@ def _seed(seed: int | None) -> int:
 
 def _kinds(kinds: str | None) -> list[str] | None:
     chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
-    known = KINDS | ETCD_MEMBER_KINDS
+    known = KINDS | ETCD_MEMBER_KINDS | BACKUP_KINDS
     unknown = sorted(set(chosen or ()) - set(known))
     if unknown:
-        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: {', '.join(sorted(known))} "
-                                 f"({', '.join(sorted(ETCD_MEMBER_KINDS))} need --etcd-members 3)",
+        raise click.BadParameter(f"unknown fault kind {', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(KINDS | ETCD_MEMBER_KINDS))}, {', '.join(BACKUP_KINDS)} "
+                                 f"({', '.join(sorted(ETCD_MEMBER_KINDS))} need --etcd-members 3; "
+                                 f"{', '.join(sorted(BACKUP_KINDS))} need --backup)",
                                  param_hint="--kinds")
     return chosen
 
@@ -77,7 +81,10 @@ def main() -> None:
 @click.option("--async-faults", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--minutes", type=click.FloatRange(1), default=15.0, show_default=True,
               help="time budget: no fault starts that could end past it (shared in proportion to the counts)")
-def suite(seed: int | None, results: str | None, sync_faults: int, async_faults: int, minutes: float) -> None:
+@click.option("--backup", is_flag=True, help="the sync run gets a pgBackRest repository host: it starts with each "
+              "backup fault once, and ends with the PITR checker")
+def suite(seed: int | None, results: str | None, sync_faults: int, async_faults: int, minutes: float,
+          backup: bool) -> None:
     """The CI suite: faults in synchronous mode (must lose nothing), then in asynchronous mode."""
     _prerequisites()
     seed = _seed(seed)
@@ -91,8 +98,10 @@ def suite(seed: int | None, results: str | None, sync_faults: int, async_faults:
         if n:
             share = (sync_faults if sync else total) / total
             deadline = start + minutes * 60 * share - 60
+            with_backup = backup and sync
             run = FaultRun(RunConfig(faults=n, seed=seed, sync=sync, results=root / ("sync" if sync else "async"),
-                                     deadline=deadline))
+                                     deadline=deadline, backup=with_backup,
+                                     first_kinds=list(BACKUP_KINDS) if with_backup else []))
             ok = run.execute().ok and ok
     click.echo(f"pgha-faults suite: {'PASS' if ok else 'FAIL'} (seed {seed}; results in {root})")
     sys.exit(0 if ok else 1)
@@ -107,13 +116,16 @@ def suite(seed: int | None, results: str | None, sync_faults: int, async_faults:
 @click.option("--etcd-members", type=click.IntRange(1, 7), default=1, show_default=True,
               help="an etcd cluster of this many members, each in its own namespace (adds etcd member faults)")
 @click.option("--results", "results", help="results directory (default results/faults-soak-<time>)")
+@click.option("--backup", is_flag=True, help="a pgBackRest repository host (adds the backup faults), and the PITR "
+              "checker at the end of each cluster's life")
 def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, etcd_members: int,
-         results: str | None) -> None:
+         results: str | None, backup: bool) -> None:
     """As many faults as asked, on one cluster (a new one only when one does not recover)."""
     chosen = _kinds(kinds)
     _prerequisites()
     run = FaultRun(RunConfig(faults=n, seed=_seed(seed), sync=sync, results=_results(results, "soak"),
-                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=chosen, etcd_members=etcd_members))
+                             ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=chosen, etcd_members=etcd_members,
+                             backup=backup))
     sys.exit(0 if run.execute().ok else 1)
 
 

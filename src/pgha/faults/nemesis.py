@@ -218,7 +218,12 @@ class Nemesis:
         """Every kind this cluster can have: the etcd member faults need `--etcd-members` > 1."""
         assert self.demo.state is not None
         table = KINDS | (ETCD_MEMBER_KINDS if len(self.demo.state.etcd_members) > 1 else {})
-        return {kind: getattr(self, method) for kind, method in table.items()}
+        found: dict[str, Callable[[], Target]] = {kind: getattr(self, method) for kind, method in table.items()}
+        if self.demo.backup:
+            from pgha.faults import backupfaults
+
+            found |= backupfaults.kinds(self)
+        return found
 
 
 # Fault kind -> the Nemesis method that starts it.

@@ -28,9 +28,10 @@ from typing import IO, Any
 
 import psycopg
 
+from pgha.backup.restoretest import VerifyFailed
 from pgha.demo import DemoCluster, DemoError, netlab
 from pgha.demo.procs import stop_pid
-from pgha.faults import check, monitor, workload
+from pgha.faults import backupfaults, check, monitor, workload
 from pgha.faults.nemesis import Nemesis, heal_network, settled_view
 from pgha.faults.report import agent_log_tails, log_tail, summary_text
 from pgha.preflight import port_free
@@ -55,6 +56,10 @@ class RunConfig:
     settle: float = 1.0  # steady writes before each fault
     etcd_members: int = 1  # > 1: an etcd cluster, one namespace per member (adds the etcd member faults)
     deadline: float | None = None  # monotonic time after which no new fault starts (a time budget)
+    # A pgBackRest repository host (its own namespace), the backup faults, and the PITR checker.
+    backup: bool = False
+    # Kinds run first, in this order (then random ones): `suite --backup` runs each backup fault once.
+    first_kinds: list[str] = field(default_factory=list)
     say: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
     @property
@@ -84,6 +89,7 @@ class Epoch:
                                 ttl=cfg.ttl, loop_wait=cfg.loop_wait, sync=cfg.sync, netns=True, vip=vip,
                                 etcd_members=cfg.etcd_members,
                                 say=lambda s: print(s, file=self.log, flush=True))
+        self.demo.backup = cfg.backup
         self.procs: list[subprocess.Popen[bytes]] = []
         self.reported: set[int] = set()
 
@@ -94,6 +100,8 @@ class Epoch:
             conn.execute(workload.CREATE)
             conn.execute(monitor.CREATE)
         assert self.demo.state is not None
+        if self.run.cfg.backup:
+            self.run.cfg.say(f"  backup: {backupfaults.take_full_backup(self.demo)}")
         res = self.run.cfg.results
         for n in self.demo.state.nodes:
             self._spawn(netlab.in_netns(n.netns), "pgha.faults.monitor", "--node", n.name, "--dsn", n.dsn,
@@ -206,6 +214,8 @@ class FaultRun:
                 epoch.start()
                 done += self._faults(epoch, self.cfg.faults - done)
                 self._final_check(epoch)
+                if self.cfg.backup:
+                    self._pitr_check(epoch)
             except DemoError as exc:
                 self.problems.append(f"cluster {number}: {exc}")
                 self.tails.append(agent_log_tails(epoch.demo))
@@ -219,7 +229,7 @@ class FaultRun:
         nemesis = Nemesis(epoch.demo, self.rng, cfg.hold if cfg.hold is not None else cfg.ttl + 2)
         kinds = nemesis.kinds()
         names = sorted(cfg.kinds or kinds)
-        for k in names:
+        for k in [*names, *cfg.first_kinds]:
             if k not in kinds:
                 raise DemoError(f"unknown fault kind {k!r}; known: {', '.join(sorted(kinds))}")
         for i in range(left):
@@ -228,7 +238,7 @@ class FaultRun:
                 cfg.say(f"  {'stopped' if STOP.is_set() else 'time budget reached'}: {self.skipped} faults not run")
                 return left
             index = len(self.faults) + 1
-            kind = self.rng.choice(names)
+            kind = cfg.first_kinds[index - 1] if index <= len(cfg.first_kinds) else self.rng.choice(names)
             time.sleep(cfg.settle)
             before = nemesis.leader()
             start = time.monotonic()
@@ -302,6 +312,35 @@ class FaultRun:
             self._check_lost(epoch, extra)
             self.faults[-1].lost += extra.lost
             self.faults[-1].fail_present += extra.fail_present
+
+    def _pitr_check(self, epoch: Epoch) -> None:
+        """The archive holds every acknowledged write: a restore of the newest backup replayed to
+        the end of the archive (after one more WAL switch is archived) is read back."""
+        leader = epoch.demo.wait_vip(timeout=10)
+        # Every write acknowledged before the switch is in a segment up to the one it closes.
+        read_at = time.monotonic()
+        with psycopg.connect(epoch.demo.node(leader).dsn, autocommit=True, connect_timeout=3) as conn:
+            last = str(conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0])  # type: ignore[index]
+        root = epoch.demo.repository_path / "archive" / epoch.demo.cluster
+        deadline = time.monotonic() + 180
+        while not any(f.name.startswith(last) for d in root.glob("*/*") if d.is_dir() for f in d.iterdir()):
+            if time.monotonic() > deadline:
+                self.problems.append(f"cluster {epoch.number}: {last} not archived within 180 s of the last fault")
+                return
+            time.sleep(1.0)
+        ops = [op for op in self.ops() if epoch.number * EPOCH_VALUES <= op.value < (epoch.number + 1) * EPOCH_VALUES]
+        try:
+            restored, replayed = backupfaults.PitrCheck(epoch.demo, self.workdir / f"pitr{epoch.number}",
+                                                        epoch.demo.port_base + 7).values(workload.TABLE)
+        except VerifyFailed as exc:
+            self.problems.append(f"cluster {epoch.number}: PITR to the end of the archive failed: {exc}")
+            return
+        lost = check.lost_writes(ops, restored, read_at)
+        self.cfg.say(f"  PITR to the end of the archive ({replayed}): {len(restored)} rows, "
+                     f"{len(lost)} acknowledged writes missing")
+        if lost and self.cfg.sync:
+            self.problems.append(f"cluster {epoch.number}: the PITR to the end of the archive misses {len(lost)} "
+                                 f"acknowledged writes, e.g. {[op.value for op in lost[:5]]}")
 
     def load(self) -> None:
         """The faults of a run from its nemesis log (to summarise a run that was interrupted)."""

@@ -176,7 +176,7 @@ def test_replicas_are_built_from_the_repository_not_the_primary(demo: DemoCluste
 
     for n in (reinit, fresh):
         text = since(agent_log(demo, n), offsets[n])
-        assert "pgbackrest restore --type=standby --delta" in text and "pg_basebackup from" not in text, n
+        assert "restored from the repository" in text and "falling back to pg_basebackup" not in text, n
         with connect(demo, n) as conn:
             assert conn.execute("SELECT x FROM before_reinit").fetchone() == (42,)
     # No member (the primary included) served a base backup meanwhile: only WAL was streamed.

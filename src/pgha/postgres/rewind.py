@@ -10,7 +10,8 @@ primary updates only at its first checkpoint (requested at promotion, and spread
 then pg_rewind sees both servers on one timeline, answers "no rewind required", and the
 target cannot start ("requested timeline 2 is not a child of this server's history").  So
 the source is asked for a checkpoint first when its pg_control lags its WAL timeline
-(pg_rewind 16 reads the timeline history instead).  Found by the fault suite.
+(pg_rewind 16 reads the timeline history instead: the table in postgres/versions.py says which
+majors need it).  Found by the fault suite.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import psycopg
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db, libpq
+from pgha.postgres import conf, db, libpq, versions
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -60,7 +61,9 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         connect_timeout=5,
         **libpq.for_tools(config),
     )
-    checkpoint_source(config, layout, source)
+    major = versions.bin_dir_major(str(binaries.bin_dir))
+    if versions.features(major).rewind_needs_source_checkpoint:
+        checkpoint_source(config, layout, source)
     log.info("rewind: pg_rewind against %s (%s:%s)", source.name, source.host, source.port)
     try:
         r = binaries.run(

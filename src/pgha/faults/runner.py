@@ -30,6 +30,7 @@ import psycopg
 
 from pgha.demo import DemoCluster, DemoError, netlab
 from pgha.demo.procs import stop_pid
+from pgha.demo.state import PG_BIN
 from pgha.faults import check, monitor, workload
 from pgha.faults.nemesis import Nemesis, heal_network, settled_view
 from pgha.faults.report import agent_log_tails, log_tail, summary_text
@@ -55,6 +56,7 @@ class RunConfig:
     settle: float = 1.0  # steady writes before each fault
     etcd_members: int = 1  # > 1: an etcd cluster, one namespace per member (adds the etcd member faults)
     deadline: float | None = None  # monotonic time after which no new fault starts (a time budget)
+    pg_bin: str = ""  # PostgreSQL's bin directory (picks the major); "" is the demo's default, Debian's 15
     say: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
     @property
@@ -83,7 +85,8 @@ class Epoch:
         self.demo = DemoCluster(run.workdir / f"cluster{number}", nodes=3, port_base=free_port_base(3),
                                 ttl=cfg.ttl, loop_wait=cfg.loop_wait, sync=cfg.sync, netns=True, vip=vip,
                                 etcd_members=cfg.etcd_members,
-                                say=lambda s: print(s, file=self.log, flush=True))
+                                say=lambda s: print(s, file=self.log, flush=True),
+                                pg_bin=cfg.pg_bin or PG_BIN)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.reported: set[int] = set()
 

@@ -90,3 +90,17 @@ def test_demo_up_with_a_wrong_pg_bin_is_one_line(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert r.output.strip().splitlines() == [f"pgha: {tmp_path / 'nowhere'}/initdb not found; fix --pg-bin"]
     assert not (tmp_path / "d").exists()
+
+
+def test_this_hosts_pgbackrest_is_asked(pg18_bin: str) -> None:
+    """Debian 12's pgBackRest 2.45 with PostgreSQL 18's bin_dir: refused; with 15's: accepted."""
+    installed = versions.installed_pgbackrest()
+    if installed is None:
+        pytest.skip("pgBackRest is not installed")
+    assert versions.check_pgbackrest(PG_BIN) is None
+    line = versions.check_pgbackrest(pg18_bin)
+    if installed < (2, 55, 0):
+        assert line is not None and " cannot back up PostgreSQL 18 (postgresql.bin_dir); " in line
+    else:
+        assert line is None
+    assert versions.installed_pgbackrest("/nonexistent/pgbackrest") is None

@@ -112,3 +112,18 @@ def pgbackrest_problem(major: int, pgbackrest: tuple[int, int, int] | None) -> s
     have, want = ".".join(map(str, pgbackrest)), ".".join(map(str, need))
     return (f"backup: pgBackRest {have} cannot back up PostgreSQL {major} (postgresql.bin_dir); "
             f"install pgBackRest {want} or newer (apt.postgresql.org's package), or drop the backup: section")
+
+
+def installed_pgbackrest(binary: str = "pgbackrest") -> tuple[int, int, int] | None:
+    """``pgbackrest version`` of ``binary``; None when it is not installed or does not say."""
+    try:
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10, check=False,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_pgbackrest(out)
+
+
+def check_pgbackrest(bin_dir: str, binary: str = "pgbackrest") -> str | None:
+    """For the backup checks of ``pgha validate``: the one line refusing this host's pgBackRest, or None."""
+    return pgbackrest_problem(bin_dir_major(bin_dir), installed_pgbackrest(binary))

@@ -75,6 +75,9 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         _restore(layout, binaries, saved)
     out = (r.stdout + "\n" + r.stderr).strip()
     if r.returncode != 0:
+        # The whole of pg_rewind's report (it names no password), for the post-mortem of a rare failure.
+        log.warning("rewind: pg_rewind exited %s: %s", r.returncode,
+                    " | ".join(ln.strip() for ln in out.splitlines()[-30:] if ln.strip()))
         errors = [ln.strip() for ln in out.splitlines() if "error:" in ln or "fatal:" in ln]
         gist = errors[-1] if errors else last_line(out, f"exit code {r.returncode}")
         raise PostgresError(f"rewind against {source.name} failed: {gist}")

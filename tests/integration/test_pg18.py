@@ -57,6 +57,9 @@ def test_adapter_clone_slots_promote_and_rewind_on_18(pg18_bin: str) -> None:
         # history, so no CHECKPOINT is asked of it first (15 needs one, postgres/rewind.py).
         sql(primary, "INSERT INTO t SELECT generate_series(1, 5000)")
         primary.stop("immediate", 30)
+        # A stale postmaster.pid naming a process that exists (a fenced postmaster's zombie, a reused
+        # PID) would make pg_rewind's single-user crash recovery refuse; rewind clears it.
+        (primary.layout.data / "postmaster.pid").write_text(f"1\n{primary.layout.data}\n")
         assert not versions.features(18).rewind_needs_source_checkpoint
         primary.rewind(upstream(replica))
         primary.configure(primary.config.postgresql.parameters, upstream(replica))

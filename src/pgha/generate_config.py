@@ -74,10 +74,12 @@ class NodeFileRequest:
     secrets_from: str = ""
     # The running server's configuration directory when outside data_dir (Debian's /etc/postgresql/...).
     config_dir: str = ""
+    # The running server's programs (RunningServer.bin_dir); "" means Debian's for pg_version.
+    server_bin_dir: str = ""
 
     @property
     def bin_dir(self) -> str:
-        return f"/usr/lib/postgresql/{self.pg_version}/bin"
+        return self.server_bin_dir or f"/usr/lib/postgresql/{self.pg_version}/bin"
 
 
 def q(value: str | int) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgha.config import ConfigError, NodeConfig
+from pgha.postgres import versions
+from pgha.postgres.common import PostgresError
 
 REQUIRED_BINARIES = ("initdb", "pg_ctl", "pg_basebackup", "pg_rewind", "pg_controldata", "postgres")
 
@@ -37,6 +39,14 @@ def check_binaries(cfg: NodeConfig) -> None:
         if not os.access(path, os.X_OK):
             raise ConfigError(f"postgresql.bin_dir: {_short(path)} not found or not executable; "
                               "install postgresql-15 or fix bin_dir")
+
+
+def check_major(cfg: NodeConfig) -> None:
+    """The data directory's major (PG_VERSION) is bin_dir's (postgres/versions.py)."""
+    try:
+        versions.check_data_dir(cfg.postgresql.bin_dir, Path(cfg.postgresql.data_dir))
+    except PostgresError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_ports(cfg: NodeConfig, postgres_running: bool) -> None:
@@ -137,6 +147,7 @@ def run_all(cfg: NodeConfig) -> None:
     checks: tuple[tuple[str, Callable[[], None]], ...] = (
         ("postgresql.bin_dir", lambda: check_binaries(cfg)),
         ("postgresql.data_dir", lambda: check_data_dir(cfg)),
+        ("postgresql.data_dir", lambda: check_major(cfg)),
         ("postgresql.listen, api.listen", lambda: check_ports(cfg, data_dir_running(cfg))),
     )
     for key, check in checks:

@@ -56,16 +56,18 @@ class PlainCluster:
     def __init__(self, demo: DemoCluster, password: str, repl_password: str) -> None:
         assert demo.state is not None
         self.demo = demo
+        self.bin = demo.pg_bin
         self.nodes = demo.state.nodes
         self.password = password
         self.repl_password = repl_password
 
     def build(self) -> None:
+        bin_dir = self.bin
         primary, *replicas = self.nodes
         pw = Path(primary.data_dir).parent / "initdb.pw"
         pw.write_text(self.password + "\n")
         os.chown(pw, *_owner())
-        as_postgres([f"{PG_BIN}/initdb", "-D", primary.data_dir, "-U", "postgres", "--pwfile", str(pw),
+        as_postgres([f"{bin_dir}/initdb", "-D", primary.data_dir, "-U", "postgres", "--pwfile", str(pw),
                      "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
                      "--no-sync"])
         pw.unlink()
@@ -73,10 +75,10 @@ class PlainCluster:
         self._start(primary.data_dir)
         sql = (f"CREATE ROLE replicator REPLICATION LOGIN PASSWORD '{self.repl_password}';"
                + "".join(f"SELECT pg_create_physical_replication_slot('{r.name}');" for r in replicas))
-        as_postgres([f"{PG_BIN}/psql", "-h", str(Path(primary.data_dir).parent), "-p", str(primary.pg_port),
+        as_postgres([f"{bin_dir}/psql", "-h", str(Path(primary.data_dir).parent), "-p", str(primary.pg_port),
                      "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
         for r in replicas:
-            as_postgres([f"{PG_BIN}/pg_basebackup", "-D", r.data_dir, "-R", "-X", "stream", "-c", "fast",
+            as_postgres([f"{bin_dir}/pg_basebackup", "-D", r.data_dir, "-R", "-X", "stream", "-c", "fast",
                          "-S", r.name, "-d",
                          f"host=127.0.0.1 port={primary.pg_port} user=replicator application_name={r.name}"],
                         env={"PGPASSWORD": self.repl_password})
@@ -92,7 +94,7 @@ class PlainCluster:
                     "wal_log_hints = on\nshared_buffers = 32MB\nmax_connections = 50\nfsync = off\n")
 
     def _start(self, data_dir: str) -> None:
-        as_postgres([f"{PG_BIN}/pg_ctl", "start", "-D", data_dir, "-w", "-t", "60", "-s",
+        as_postgres([f"{self.bin}/pg_ctl", "start", "-D", data_dir, "-w", "-t", "60", "-s",
                      "-l", str(Path(data_dir).parent / "postgresql.log")])
 
     def stop(self) -> None:
@@ -107,12 +109,15 @@ def _owner() -> tuple[int, int]:
     return (kw["user"], kw["group"]) if kw else (os.getuid(), os.getgid())
 
 
-@pytest.fixture(scope="module")
-def adopted() -> Iterator[tuple[DemoCluster, PlainCluster]]:
-    """etcd, the node files (bootstrap.adopt on) and the plain cluster, running; no agent yet."""
+@pytest.fixture(scope="module", params=["15", "18"])
+def adopted(request: pytest.FixtureRequest) -> Iterator[tuple[DemoCluster, PlainCluster]]:
+    """etcd, the node files (bootstrap.adopt on) and the plain cluster, running; no agent yet.
+
+    Once on Debian's PostgreSQL 15 and once on 18 (`make pg18`)."""
+    pg_bin = PG_BIN if request.param == "15" else request.getfixturevalue("pg18_bin")
     with postgres_readable_dir("pgha-adopt-") as tmp:
         demo = DemoCluster(tmp / "cluster", nodes=3, port_base=free_port_base(3), ttl=6.0, say=lambda s: None,
-                           extra_node_config={"*": {"bootstrap": {"adopt": True}}})
+                           extra_node_config={"*": {"bootstrap": {"adopt": True}}}, pg_bin=pg_bin)
         plain: PlainCluster | None = None
         demo.dir.mkdir(parents=True)
         os.chmod(demo.dir, 0o755)
@@ -240,7 +245,7 @@ def test_adopt_refuses_another_clusters_data(adopted: tuple[DemoCluster, PlainCl
     other = Path(demo.node("node3").data_dir).parent.parent / "other"
     other.mkdir()
     os.chown(other, *_owner())
-    as_postgres([f"{PG_BIN}/initdb", "-D", str(other / "data"), "-U", "postgres", "--no-sync"])
+    as_postgres([f"{demo.pg_bin}/initdb", "-D", str(other / "data"), "-U", "postgres", "--no-sync"])
     cfg = yaml.safe_load(Path(demo.node("node3").config).read_text())
     cfg["postgresql"].update(data_dir=str(other / "data"), port=free_port())
     cfg["api"]["listen"] = f"127.0.0.1:{free_port()}"

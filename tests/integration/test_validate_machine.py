@@ -91,3 +91,15 @@ def test_missing_binary(tmp_path: Path) -> None:
     code, lines = validate(write_config(tmp_path, postgresql__bin_dir=str(tmp_path / "nobin")))
     assert code == 1 and len(lines) == 1
     assert "initdb not found" in lines[0] and "install postgresql-15" in lines[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to postgres")
+def test_data_dir_of_another_major_than_bin_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "PG_VERSION").write_text("18\n")
+    chown_postgres(str(data))
+    code, lines = validate(write_config(tmp_path))
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"pgha: postgresql.data_dir: {data} is PostgreSQL 18 but postgresql.bin_dir "
+                               "/usr/lib/postgresql/15/bin is PostgreSQL 15; point bin_dir at"), lines

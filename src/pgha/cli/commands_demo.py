@@ -57,14 +57,19 @@ def demo() -> None:
               help="Which DCS the demo starts (on port P) and the agents use.")
 @click.option("--api-tls/--no-api-tls", default=True, show_default=True,
               help="Serve the REST API over HTTPS, with certificates from a CA made for the demo.")
+@click.option("--pg-bin", "pg_bin", metavar="DIR",
+              help="PostgreSQL's bin directory (postgresql.bin_dir; default: Debian's PostgreSQL 15): it picks "
+                   "the major, e.g. $(make -s pg18-bin) for PostgreSQL 18.")
 def demo_up(nodes: int, directory: str, port_base: int, profile: str, ttl: float | None, sync: bool,
-            timeout: float, pgbouncer: bool, api_tls: bool, etcd_members: int, dcs_type: str, backup: bool) -> None:
+            timeout: float, pgbouncer: bool, api_tls: bool, etcd_members: int, dcs_type: str, backup: bool,
+            pg_bin: str | None) -> None:
     """Start etcd (or ZooKeeper) and NODES agents; return once there is a leader and NODES-1 streaming replicas."""
     from pgha.demo import DemoCluster, DemoError
+    from pgha.demo.state import PG_BIN
 
     started = time.monotonic()
     d = DemoCluster(directory, nodes=nodes, port_base=port_base, ttl=ttl, sync=sync, profile=profile,
-                    api_tls=api_tls, dcs=dcs_type)
+                    api_tls=api_tls, dcs=dcs_type, pg_bin=pg_bin or PG_BIN)
     d.pgbouncer = pgbouncer
     d.backup = backup
     d.etcd_members = etcd_members

@@ -217,6 +217,7 @@ def generate_config(cluster: str | None, name: str | None, etcd: str, vip: str |
         read_from=read_from,
         secrets_from=secrets_from or "",
         config_dir=server.config_dir if server else "",
+        server_bin_dir=server.bin_dir if server else "",
     )
     text = render(req, sec)
     try:

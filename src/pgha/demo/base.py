@@ -22,7 +22,7 @@ from pgha.dcs.store import ClusterStore
 from pgha.demo import netlab
 from pgha.demo.certs import CA
 from pgha.demo.procs import stop_pid
-from pgha.demo.state import DemoNode, DemoState
+from pgha.demo.state import PG_BIN, DemoNode, DemoState
 
 if TYPE_CHECKING:
     from pgha.demo.pgbouncer_process import PgBouncerProcess
@@ -39,8 +39,11 @@ class DemoBase:
                  external_etcd: str | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True),
                  pgbouncer: bool = False, dcs: str = "etcd", etcd_members: int = 1,
-                 profile: str | None = None, api_tls: bool = True, pg_tls: bool = False) -> None:
+                 profile: str | None = None, api_tls: bool = True, pg_tls: bool = False,
+                 pg_bin: str = PG_BIN) -> None:
         self.dir = Path(directory).absolute()
+        # PostgreSQL's bin directory (postgresql.bin_dir): it picks the major the demo runs.
+        self.pg_bin = str(Path(pg_bin).absolute())
         self.n = nodes
         self.port_base = port_base
         # A timing profile (cluster_config.profile); an explicit ttl (and loop_wait) overrides its timings.

@@ -66,7 +66,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
             "dcs": self._dcs_section(),
             "postgresql": {
                 "data_dir": str(node_dir / "data"),
-                "bin_dir": PG_BIN,
+                "bin_dir": self.pg_bin,
                 "listen": "127.0.0.1",
                 "port": pg_port,
                 "superuser": {"username": "postgres", "password": password},
@@ -117,9 +117,11 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
         self._check_pgbouncer_binary()
         self._check_pgbackrest_binary()
         self._check_etcd_members()
-        for binary in ((ETCD_BIN,) if self.dcs == "etcd" else ()) + (f"{PG_BIN}/initdb", f"{PG_BIN}/pg_ctl"):
+        for binary in ((ETCD_BIN,) if self.dcs == "etcd" else ()) + (f"{self.pg_bin}/initdb", f"{self.pg_bin}/pg_ctl"):
             if not os.access(binary, os.X_OK):
-                raise DemoError(f"{binary} not found; run 'make demo' (it installs postgresql-15 and etcd-server)")
+                fix = ("fix --pg-bin" if self.pg_bin != PG_BIN else
+                       "run 'make demo' (it installs postgresql-15 and etcd-server)")
+                raise DemoError(f"{binary} not found; {fix}")
         if self.dcs == "zookeeper" and zkserver.missing_binaries():
             raise DemoError(str(zkserver.missing_binaries()))
         lab_subnet = self._check_lab() if self.netns or self.vip else None

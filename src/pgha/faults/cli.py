@@ -2,7 +2,7 @@
 
     pgha-faults suite [--seed S] [--results DIR]     # 30 faults in sync mode, then 10 in async mode
     pgha-faults suite --backup ...                   # the sync run with a backup host, its faults, PITR check
-    pgha-faults soak --faults N [--seed S] [--sync] [--kinds a,b] [--results DIR]
+    pgha-faults soak --faults N [--seed S] [--sync] [--kinds a,b] [--results DIR] [--pg-bin DIR]
     pgha-faults summarise DIR [--sync]                 # the summary of an interrupted run
 
 Needs root (network namespaces, nftables), PostgreSQL 15 and etcd (scripts/install-deps.sh).
@@ -118,14 +118,16 @@ def suite(seed: int | None, results: str | None, sync_faults: int, async_faults:
 @click.option("--results", "results", help="results directory (default results/faults-soak-<time>)")
 @click.option("--backup", is_flag=True, help="a pgBackRest repository host (adds the backup faults), and the PITR "
               "checker at the end of each cluster's life")
+@click.option("--pg-bin", metavar="DIR", default="",
+              help="PostgreSQL's bin directory, e.g. $(make -s pg18-bin) (default: Debian's 15)")
 def soak(n: int, seed: int | None, sync: bool, kinds: str | None, ttl: float, etcd_members: int,
-         results: str | None, backup: bool) -> None:
+         results: str | None, backup: bool, pg_bin: str) -> None:
     """As many faults as asked, on one cluster (a new one only when one does not recover)."""
     chosen = _kinds(kinds)
     _prerequisites()
     run = FaultRun(RunConfig(faults=n, seed=_seed(seed), sync=sync, results=_results(results, "soak"),
                              ttl=ttl, loop_wait=min(0.5, ttl / 4), kinds=chosen, etcd_members=etcd_members,
-                             backup=backup))
+                             backup=backup, pg_bin=pg_bin))
     sys.exit(0 if run.execute().ok else 1)
 
 

@@ -31,6 +31,7 @@ import psycopg
 from pgha.backup.restoretest import VerifyFailed
 from pgha.demo import DemoCluster, DemoError, netlab
 from pgha.demo.procs import stop_pid
+from pgha.demo.state import PG_BIN
 from pgha.faults import backupfaults, check, monitor, workload
 from pgha.faults.nemesis import Nemesis, heal_network, settled_view
 from pgha.faults.report import agent_log_tails, log_tail, summary_text
@@ -60,6 +61,7 @@ class RunConfig:
     backup: bool = False
     # Kinds run first, in this order (then random ones): `suite --backup` runs each backup fault once.
     first_kinds: list[str] = field(default_factory=list)
+    pg_bin: str = ""  # PostgreSQL's bin directory (picks the major); "" is the demo's default, Debian's 15
     say: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
     @property
@@ -88,7 +90,8 @@ class Epoch:
         self.demo = DemoCluster(run.workdir / f"cluster{number}", nodes=3, port_base=free_port_base(3),
                                 ttl=cfg.ttl, loop_wait=cfg.loop_wait, sync=cfg.sync, netns=True, vip=vip,
                                 etcd_members=cfg.etcd_members,
-                                say=lambda s: print(s, file=self.log, flush=True))
+                                say=lambda s: print(s, file=self.log, flush=True),
+                                pg_bin=cfg.pg_bin or PG_BIN)
         self.demo.backup = cfg.backup
         self.procs: list[subprocess.Popen[bytes]] = []
         self.reported: set[int] = set()

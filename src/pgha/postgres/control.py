@@ -16,7 +16,7 @@ from psycopg import sql
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db, external_conf
+from pgha.postgres import conf, db, external_conf, versions
 from pgha.postgres.binaries import Binaries, RunAs, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -271,6 +271,7 @@ def start(config: NodeConfig, layout: Layout, binaries: Binaries, timeout: float
         if wait_ready(config, layout, timeout):
             return
         raise PostgresError(f"PostgreSQL is running but did not accept connections within {timeout:.0f} s")
+    versions.check_data_dir(str(binaries.bin_dir), layout.data)
     os.chmod(layout.data, 0o700)
     clear_stale_locks(layout, config.postgresql.port)
     make_socket_dir(layout, binaries)

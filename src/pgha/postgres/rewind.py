@@ -10,7 +10,8 @@ primary updates only at its first checkpoint (requested at promotion, and spread
 then pg_rewind sees both servers on one timeline, answers "no rewind required", and the
 target cannot start ("requested timeline 2 is not a child of this server's history").  So
 the source is asked for a checkpoint first when its pg_control lags its WAL timeline
-(pg_rewind 16 reads the timeline history instead).  Found by the fault suite.
+(pg_rewind 16 reads the timeline history instead: the table in postgres/versions.py says which
+majors need it).  Found by the fault suite.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import psycopg
 
 from pgha.config import NodeConfig
 from pgha.core.model import DataDir
-from pgha.postgres import conf, db, libpq
+from pgha.postgres import conf, control, db, libpq, versions
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
@@ -45,6 +46,10 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         raise PostgresError(f"postgresql.data_dir: {layout.data} holds no cluster; nothing to rewind")
     if read_postmaster(layout) is not None:
         raise PostgresError("pg_rewind needs a stopped server; stop PostgreSQL first")
+    # pg_rewind finishes a crashed target's recovery with `postgres --single`, which refuses while
+    # postmaster.pid names a process that exists at all: the fenced postmaster's zombie (seen on the
+    # fault soak, after a frozen host was fenced), or a reused PID.  start() clears them the same way.
+    control.clear_stale_locks(layout, config.postgresql.port)
     binaries.path("pg_rewind")
     saved: dict[str, bytes] = {}
     for name in KEEP:
@@ -60,7 +65,9 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         connect_timeout=5,
         **libpq.for_tools(config),
     )
-    checkpoint_source(config, layout, source)
+    major = versions.bin_dir_major(str(binaries.bin_dir))
+    if versions.features(major).rewind_needs_source_checkpoint:
+        checkpoint_source(config, layout, source)
     log.info("rewind: pg_rewind against %s (%s:%s)", source.name, source.host, source.port)
     try:
         r = binaries.run(
@@ -72,6 +79,9 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         _restore(layout, binaries, saved)
     out = (r.stdout + "\n" + r.stderr).strip()
     if r.returncode != 0:
+        # The whole of pg_rewind's report (it names no password), for the post-mortem of a rare failure.
+        log.warning("rewind: pg_rewind exited %s: %s", r.returncode,
+                    " | ".join(ln.strip() for ln in out.splitlines()[-30:] if ln.strip()))
         errors = [ln.strip() for ln in out.splitlines() if "error:" in ln or "fatal:" in ln]
         gist = errors[-1] if errors else last_line(out, f"exit code {r.returncode}")
         raise PostgresError(f"rewind against {source.name} failed: {gist}")

@@ -45,6 +45,9 @@ class RunningServer:
     # The directory of the configuration file the server was started with, when not the data directory
     # (Debian's /etc/postgresql/15/main): the node file's postgresql.config_dir.
     config_dir: str = ""
+    # The directory of the server's own programs (its backend's /proc/PID/exe), when this host runs it:
+    # the node file's bin_dir, whichever major and wherever installed.
+    bin_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ def query(dsn: str) -> RunningServer:
                                "current_setting('data_directory'), current_setting('config_file')").fetchone()
             assert row is not None
             settings = conn.execute(QUERY_SETTINGS).fetchall()
+            bin_dir = _programs_of(conn.info.backend_pid)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if password:
@@ -119,7 +123,17 @@ def query(dsn: str) -> RunningServer:
               if name not in NOT_CARRIED and not _is_pgha_default(name, value)}
     config_dir = str(Path(str(row[4])).parent)
     outside = Path(config_dir).resolve() != Path(str(row[3])).resolve()
-    return RunningServer(int(row[0]), int(row[1]), str(row[2]), str(row[3]), params, config_dir if outside else "")
+    return RunningServer(int(row[0]), int(row[1]), str(row[2]), str(row[3]), params, config_dir if outside else "",
+                         bin_dir)
+
+
+def _programs_of(backend_pid: int) -> str:
+    """The directory of the ``postgres`` program serving us, when it runs here and we may look; else ""."""
+    try:
+        exe = Path(os.readlink(f"/proc/{backend_pid}/exe"))
+    except OSError:
+        return ""
+    return str(exe.parent) if exe.name == "postgres" else ""
 
 
 def _is_pgha_default(name: str, value: str) -> bool:

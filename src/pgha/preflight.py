@@ -49,6 +49,15 @@ def check_major(cfg: NodeConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def check_backup_version(cfg: NodeConfig) -> None:
+    """With backup:, this host's pgBackRest supports bin_dir's major (2.45 predates PostgreSQL 18)."""
+    if cfg.backup is None:
+        return
+    problem = versions.check_pgbackrest(cfg.postgresql.bin_dir)
+    if problem:
+        raise ConfigError(problem)
+
+
 def check_ports(cfg: NodeConfig, postgres_running: bool) -> None:
     pgc = cfg.postgresql
     if not postgres_running:
@@ -148,6 +157,7 @@ def run_all(cfg: NodeConfig) -> None:
         ("postgresql.bin_dir", lambda: check_binaries(cfg)),
         ("postgresql.data_dir", lambda: check_data_dir(cfg)),
         ("postgresql.data_dir", lambda: check_major(cfg)),
+        ("backup", lambda: check_backup_version(cfg)),
         ("postgresql.listen, api.listen", lambda: check_ports(cfg, data_dir_running(cfg))),
     )
     for key, check in checks:

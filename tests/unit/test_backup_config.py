@@ -179,3 +179,21 @@ def test_restore_targets() -> None:
     assert parse_target(lsn="0/3000060").args() == ["--type=lsn", "--target=0/3000060", "--target-action=promote"]
     assert parse_target(name="before-drop").kind == "name"
     assert Target().args() == ["--type=default"]
+
+
+def test_validate_refuses_backups_of_postgresql_18_with_debians_pgbackrest(tmp_path: Path, pg18_bin: str) -> None:
+    """Debian 12's pgBackRest (2.45) predates PostgreSQL 18: the preflight of `pgha validate` and of the
+    agent names it in one line; the same file on PostgreSQL 15 passes that check."""
+    from pgha import preflight
+    from pgha.postgres import versions
+
+    if versions.installed_pgbackrest() is None or versions.installed_pgbackrest() >= (2, 55, 0):
+        pytest.skip("needs Debian 12's pgBackRest (older than 2.55)")
+    data = node(tmp_path)
+    data["postgresql"]["bin_dir"] = pg18_bin
+    with pytest.raises(ConfigError) as exc:
+        preflight.check_backup_version(parse(data))
+    line = str(exc.value)
+    assert "\n" not in line and "cannot back up PostgreSQL 18" in line and "2.55" in line
+    data["postgresql"]["bin_dir"] = "/usr/lib/postgresql/15/bin"
+    preflight.check_backup_version(parse(data))

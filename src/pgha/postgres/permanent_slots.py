@@ -16,7 +16,7 @@ import psycopg
 
 from pgha.config import NodeConfig
 from pgha.core.actions import SlotOp
-from pgha.core.model import DATABASE_NAME_RE, PLUGIN_NAME_RE, SLOT_NAME_RE
+from pgha.core.slotspec import DATABASE_NAME_RE, PLUGIN_NAME_RE, SLOT_NAME_RE
 from pgha.postgres import db
 from pgha.postgres.binaries import RunAs
 from pgha.postgres.common import PostgresError, Upstream

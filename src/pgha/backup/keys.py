@@ -37,7 +37,8 @@ class BackupResult:
     source: str = ""
 
 
-def _load(store: ClusterStore, name: str) -> dict[str, Any] | None:
+def load_object(store: ClusterStore, name: str) -> dict[str, Any] | None:
+    """The JSON object at ``name`` under the cluster, or None (absent, or not an object: logged)."""
     kv = store.kv.get(store.key(name))
     if kv is None:
         return None
@@ -73,7 +74,7 @@ def clear_request(store: ClusterStore) -> None:
 
 
 def read_result(store: ClusterStore) -> BackupResult | None:
-    data = _load(store, RESULT)
+    data = load_object(store, RESULT)
     if data is None:
         return None
     try:
@@ -87,7 +88,7 @@ def put_result(store: ClusterStore, result: BackupResult) -> None:
 
 
 def read_info(store: ClusterStore) -> BackupSummary | None:
-    data = _load(store, INFO)
+    data = load_object(store, INFO)
     return from_dict(data) if data is not None else None
 
 

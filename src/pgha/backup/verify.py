@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pgha.dcs import codec
+from pgha.backup.keys import load_object
 from pgha.dcs.store import ClusterStore
 
 log = logging.getLogger("pgha.backup")
@@ -51,17 +51,6 @@ class VerifyResult:
     amcheck: str = ""
 
 
-def _get(store: ClusterStore, name: str) -> dict[str, Any] | None:
-    kv = store.kv.get(store.key(name))
-    if kv is None:
-        return None
-    try:
-        return codec.loads_object(kv.value)
-    except ValueError as exc:
-        log.warning("%s: %s; ignored", name, exc)
-        return None
-
-
 def _pick(cls: type[Any], data: dict[str, Any]) -> Any:
     try:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
@@ -70,7 +59,7 @@ def _pick(cls: type[Any], data: dict[str, Any]) -> Any:
 
 
 def read_request(store: ClusterStore) -> VerifyRequest | None:
-    data = _get(store, VERIFY_REQUEST)
+    data = load_object(store, VERIFY_REQUEST)
     req = _pick(VerifyRequest, data) if data is not None else None
     return req if isinstance(req, VerifyRequest) and isinstance(req.id, str) and req.id else None
 
@@ -85,7 +74,7 @@ def clear_request(store: ClusterStore) -> None:
 
 
 def read_result(store: ClusterStore) -> VerifyResult | None:
-    data = _get(store, VERIFY_RESULT)
+    data = load_object(store, VERIFY_RESULT)
     res = _pick(VerifyResult, data) if data is not None else None
     return res if isinstance(res, VerifyResult) else None
 

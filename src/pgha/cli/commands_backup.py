@@ -12,7 +12,9 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from types import FrameType
+from typing import Protocol, TypeVar
 
 import click
 
@@ -69,24 +71,41 @@ def _run_backup(session: Session, kind: str, wait: bool) -> None:
     click.echo(f"{kind} backup requested (id {request.id}).")
     if not wait:
         return
+    result = await_result(request.id, "backup", lambda: keys.read_result(session.store),
+                          lambda: keys.read_request(session.store), BACKUP_WAIT)
+    if not result.ok:
+        raise Refused(f"backup {request.id} failed: {result.message}")
+    source = f" from {result.source}" if result.source else ""
+    click.echo(f"{result.message}{source} in {result.finished_at - result.started_at:.1f} s.")
+
+
+class _Keyed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Keyed)
+
+
+def await_result(request_id: str, what: str, read_result: Callable[[], R | None],
+                 read_request: Callable[[], _Keyed | None], timeout: float) -> R:
+    """Wait until the repository host's result for ``request_id`` is in (a request it dropped is one
+    line); shared by `pgha backup` and `pgha backup verify`."""
     started = time.monotonic()
 
     def check() -> str | None:
-        result = keys.read_result(session.store)
-        if result is not None and result.id == request.id:
-            if not result.ok:
-                raise Refused(f"backup {request.id} failed: {result.message}")
+        result = read_result()
+        if result is not None and result.id == request_id:
             return None
-        pending = keys.read_request(session.store)
-        if pending is None or pending.id != request.id:
-            raise Refused(f"backup {request.id} was dropped; see the repository host's log")
+        pending = read_request()
+        if pending is None or pending.id != request_id:
+            raise Refused(f"{what} {request_id} was dropped; see the repository host's log")
         return f"running ({int(time.monotonic() - started) // 10 * 10} s)"
 
-    wait_for(check, BACKUP_WAIT, "the backup", interval=1.0)
-    result = keys.read_result(session.store)
+    wait_for(check, timeout, f"the {what}", interval=1.0)
+    result = read_result()
     assert result is not None
-    source = f" from {result.source}" if result.source else ""
-    click.echo(f"{result.message}{source} in {result.finished_at - result.started_at:.1f} s.")
+    return result
 
 
 def _size(n: int) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from pgha import intents as validate
-from pgha.cli.commands_backup import backup_group
-from pgha.cli.context import Refused, Session, requester, valid, wait_for, with_cluster
+from pgha.cli.commands_backup import await_result, backup_group
+from pgha.cli.context import Refused, Session, requester, valid, with_cluster
 from pgha.cli.render import iso
 
 # Seconds `pgha backup verify` waits (a restore of a big database takes as long as a restore).
@@ -38,20 +38,8 @@ def backup_verify(session: Session, wait: bool) -> None:
     click.echo(f"restore test requested (id {request.id}).")
     if not wait:
         return
-    started = time.monotonic()
-
-    def check() -> str | None:
-        result = keys.read_result(session.store)
-        if result is not None and result.id == request.id:
-            return None
-        current = keys.read_request(session.store)
-        if current is None or current.id != request.id:
-            raise Refused(f"restore test {request.id} was dropped; see the repository host's log")
-        return f"running ({int(time.monotonic() - started) // 10 * 10} s)"
-
-    wait_for(check, VERIFY_WAIT, "the restore test", interval=1.0)
-    result = keys.read_result(session.store)
-    assert result is not None
+    result = await_result(request.id, "restore test", lambda: keys.read_result(session.store),
+                          lambda: keys.read_request(session.store), VERIFY_WAIT)
     if not result.ok:
         raise Refused(f"restore test {request.id} FAILED: {result.message}")
     click.echo(f"restore test passed: {result.message} (measured RTO {result.rto_seconds:.1f} s).")

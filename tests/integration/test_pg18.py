@@ -53,6 +53,10 @@ def test_adapter_clone_slots_promote_and_rewind_on_18(pg18_bin: str) -> None:
 
         replica.promote(30)
         assert replica.observe().timeline == 2
+        # As the agent does on promotion (and test_postgres_adapter on 15): a slot for the old primary, which
+        # streams with primary_slot_name = node1 once rewound.  Without it the old primary retries "replication
+        # slot "node1" does not exist" for ever (the flake CI caught).
+        replica.sync_slots(("node1", "node2"))
         # The old primary diverges and is rewound at once: pg_rewind 18 reads the new primary's timeline
         # history, so no CHECKPOINT is asked of it first (15 needs one, postgres/rewind.py).
         sql(primary, "INSERT INTO t SELECT generate_series(1, 5000)")
@@ -65,7 +69,12 @@ def test_adapter_clone_slots_promote_and_rewind_on_18(pg18_bin: str) -> None:
         primary.configure(primary.config.postgresql.parameters, upstream(replica))
         primary.start(60)
         box.track(primary)
-        pg = wait_for("the old primary to follow on timeline 2", streaming(primary, timeline=2))
+        try:
+            pg = wait_for("the old primary to follow on timeline 2", streaming(primary, timeline=2))
+        except BaseException:
+            log = primary.layout.data.parent / "postgresql.log"
+            print("".join(log.read_text(errors="replace").splitlines(keepends=True)[-40:]) if log.exists() else "")
+            raise
         assert pg.following == "node2"
         assert sql(primary, "SELECT count(*) FROM t") == [(1000,)]
 

@@ -221,8 +221,11 @@ def _checkpoint(ex: Executor, a: A.Checkpoint, view: ClusterView, local: LocalSt
 def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: LocalState) -> Outcomes:
     agent = ex.agent
     pg = agent.ports.pg
-    upstream = ex.upstream(view, view.leader.name) if (local.pg.in_recovery and view.leader
-                                                        and view.leader.name != local.name) else None
+    # A replica restarts from where it streams now (the leader, or its replicatefrom member).
+    now_from = local.pg.configured_upstream
+    source = now_from if now_from in view.members and now_from != local.name else \
+        (view.leader.name if view.leader else None)
+    upstream = ex.upstream(view, source) if (local.pg.in_recovery and source and source != local.name) else None
     sync = agent.memory.sync_names if not local.pg.in_recovery else ""
 
     def work() -> str:

@@ -180,3 +180,24 @@ def test_bad_replicatefrom_is_refused_with_one_line(value: str, words: str) -> N
         parse(node({"replicatefrom": value}))
     assert "tags.replicatefrom" in str(err.value) and words in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# --- what operators see -------------------------------------------------------------------------------
+
+
+def test_topology_shows_the_cascaded_member_under_its_upstream_with_its_tag() -> None:
+    from pgha.cli.commands_cluster_list import render_list
+    v = cluster(member(replica("b", "a")), member(replica("c", "b"), "b"))
+    lines = render_list(v, tree=True).splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ") and "Member" not in ln]
+    assert [r.split("|")[1].rstrip() for r in rows] == [" a", " + b", "   + c"]
+    assert "replicatefrom=b" in rows[2]
+
+
+def test_replicatefrom_in_patroni_tags_and_health_tag_matching() -> None:
+    from pgha.api.health import tags_match
+    from pgha.api.patroni import patroni_tags
+    t = Tags(replicatefrom="b")
+    assert patroni_tags(t) == {"replicatefrom": "b"}
+    assert patroni_tags(Tags()) == {}
+    assert tags_match(t, {"replicatefrom": "b"}) and not tags_match(t, {"replicatefrom": "x"})

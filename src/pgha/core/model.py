@@ -82,6 +82,7 @@ def _setting(default: T, doc: str) -> T:
 # differ from their default, matched by ?tag_KEY=VALUE.
 BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom", "nostream")
 INT_TAGS = ("failover_priority", "sync_priority")
+STR_TAGS = ("replicatefrom",)
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,12 @@ def write_owned(layout: Layout, run_as: RunAs, names: set[str]) -> None:
 
 
 def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple[str, ...],
-               keep: tuple[str, ...] = ()) -> None:
+               keep: tuple[str, ...] = ()) -> bool:
     """``members``: those that stream (or may stream) from us; ``keep``: permanent and ignored slots,
     which the permanent-slot plan handles.  A standby can hold physical slots too (for its cascading
-    replicas); its restart_lsn starts at the replay position."""
+    replicas); its restart_lsn starts at the replay position.  False when a slot to drop is still
+    active (its walsender lingers, e.g. a member that just moved to another upstream): call again."""
+    done = True
     wanted = {conf.slot_name(m) for m in members if m != config.name}
     owned = read_owned(layout)
     before = set(owned)
@@ -78,6 +80,7 @@ def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple
                     owned.discard(name)
                 elif existing[name]:
                     log.info("replication slot %s is still active; dropping it later", name)
+                    done = False
                 else:
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
                     owned.discard(name)
@@ -87,3 +90,4 @@ def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple
         finally:
             if owned != before:
                 write_owned(layout, run_as, owned)
+    return done

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from pgha.cli.main import _register, cli
 from pgha.core.slots import slot_name
 from pgha.demo import DemoCluster
 from pgha.faults.procs import kill_host, restart_node
@@ -116,3 +118,23 @@ def test_upstream_dies_member_follows_the_leader_then_returns(cascade: Cascade) 
     wait_for(f"the leader to drop {member}'s slot once it cascades again",
              lambda: slot_name(member) not in slots(demo, lead), timeout=30)
     demo.wait_healthy(timeout=60)
+
+
+def test_reinitialized_member_clones_from_its_upstream_and_topology_shows_the_tree(cascade: Cascade) -> None:
+    demo, lead, up, member = cascade.demo, cascade.leader, cascade.upstream, cascade.member
+    wait_for(f"{member} to stream from {up}", lambda: streams_from(demo, member, up), timeout=90)
+    agent_log = Path(demo.node(member).config).parent / "agent.log"
+    offset = agent_log.stat().st_size
+    _register()
+    result = CliRunner().invoke(cli, ["reinit", member, "--force", "--dcs", demo.etcd_url, "--cluster", demo.cluster])
+    assert result.exit_code == 0, result.output
+    wait_for(f"{member} cloned again", lambda: b"clone finished: cloned from" in agent_log.read_bytes()[offset:],
+             timeout=120)
+    assert f"clone finished: cloned from {up}".encode() in agent_log.read_bytes()[offset:]
+    wait_for(f"{member} to stream from {up} after the clone", lambda: streams_from(demo, member, up), timeout=60)
+    demo.wait_healthy(timeout=60)
+    result = CliRunner().invoke(cli, ["topology", "--dcs", demo.etcd_url, "--cluster", demo.cluster])
+    assert result.exit_code == 0, result.output
+    rows = [ln for ln in result.output.splitlines() if ln.startswith("| ") and "Member" not in ln]
+    names = [ln.split("|")[1].rstrip() for ln in rows]
+    assert names == [f" {lead}", f" + {up}", f"   + {member}"], result.output

@@ -71,8 +71,10 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     pg = agent.ports.pg
     source = ex.upstream(view, a.source)
     assert source is not None
-    # A clone from a member tagged clonefrom then streams from the leader.
-    upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
+    # A clone from a member tagged clonefrom then streams from the leader; one from our replicatefrom
+    # member (the core chose it because it streams) streams from it.
+    cascade = agent.config.tags.replicatefrom == source.name
+    upstream = source if cascade else ex.upstream(view, view.leader.name if view.leader else None) or source
 
     def work() -> str:
         how = f"cloned from {source.name}"

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from pgha.cli.main import _register, cli
 from pgha.core.slots import slot_name
 from pgha.demo import DemoCluster
-from pgha.faults.procs import kill_host, restart_node
+from pgha.faults.procs import freeze_host, kill_frozen, kill_host, restart_node
 from tests.support.cluster import connect, leader_name, replicas, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -138,3 +138,19 @@ def test_reinitialized_member_clones_from_its_upstream_and_topology_shows_the_tr
     rows = [ln for ln in result.output.splitlines() if ln.startswith("| ") and "Member" not in ln]
     names = [ln.split("|")[1].rstrip() for ln in rows]
     assert names == [f" {lead}", f" + {up}", f"   + {member}"], result.output
+
+
+def test_frozen_upstream_member_follows_the_leader_then_returns(cascade: Cascade) -> None:
+    """A host that vanishes refuses nothing: the upstream frozen (SIGSTOP), its key expires, the member
+    moves to the leader although its WAL receiver's connection to the frozen host never breaks."""
+    demo, lead, up, member = cascade.demo, cascade.leader, cascade.upstream, cascade.member
+    wait_for(f"{member} to stream from {up}", lambda: streams_from(demo, member, up), timeout=90)
+    pids = freeze_host(demo, up)
+    try:
+        wait_for(f"{member} to stream from the leader {lead} while {up} is frozen",
+                 lambda: streams_from(demo, member, lead), timeout=60)
+    finally:
+        kill_frozen(demo, up, pids)
+    restart_node(demo, up)
+    wait_for(f"{member} to go back to {up}", lambda: streams_from(demo, member, up), timeout=90)
+    demo.wait_healthy(timeout=60)

@@ -63,27 +63,32 @@ def upstream_of(view: ClusterView, member: str, own: Tags | None = None) -> Upst
         return UpstreamChoice(None)
     if not wanted or wanted == leader:
         return UpstreamChoice(leader, f"replicatefrom {wanted} is the leader" if wanted else "")
+    why = unusable(view, member, wanted, leader, own)
+    if why is not None:
+        return UpstreamChoice(leader, f"replicatefrom {wanted} {why}: streaming from the leader")
+    return UpstreamChoice(wanted, f"replicatefrom {wanted}: a streaming replica", cascades=True)
+
+
+def unusable(view: ClusterView, member: str, wanted: str, leader: str, own: Tags | None = None) -> str | None:
+    """Why replica ``wanted`` cannot be ``member``'s upstream right now, or None: the checks in order."""
     if wanted == member:
-        return UpstreamChoice(leader, "replicatefrom names this member itself: streaming from the leader")
+        return "names this member itself"
     loop = loop_through(view, member, own)
     if loop:
-        return UpstreamChoice(leader, f"replicatefrom loop {' -> '.join(loop)}: streaming from the leader")
+        return f"is on a loop ({' -> '.join(loop)})"
     m = view.members.get(wanted)
     if m is None:
-        return UpstreamChoice(leader, f"replicatefrom {wanted} is not in the cluster: streaming from the leader")
+        return "is not in the cluster (no member key)"
     if m.role != Role.REPLICA or m.state != "streaming":
-        return UpstreamChoice(leader, f"replicatefrom {wanted} is not a streaming replica ({m.role.value}, {m.state}): "
-                                        "streaming from the leader")
+        return f"is not a streaming replica ({m.role.value}, {m.state})"
     if m.following == member:
-        return UpstreamChoice(leader, f"replicatefrom {wanted} streams from us: streaming from the leader")
+        return "streams from us"
     if not m.host:
-        return UpstreamChoice(leader, f"replicatefrom {wanted} has not published its address: "
-                                      "streaming from the leader")
+        return "has not published its address"
     lm = view.members.get(leader)
     if lm is not None and lm.timeline and (m.timeline or 0) < lm.timeline:
-        return UpstreamChoice(leader, f"replicatefrom {wanted} is on timeline {m.timeline}, the leader on "
-                                f"{lm.timeline}: streaming from the leader")
-    return UpstreamChoice(wanted, f"replicatefrom {wanted}: a streaming replica", cascades=True)
+        return f"is on timeline {m.timeline}, the leader on {lm.timeline}"
+    return None
 
 
 def downstream_of(view: ClusterView, member: str) -> tuple[str, ...]:

@@ -385,7 +385,7 @@ RULES: tuple[Rule, ...] = (
          "Tagged nostream and pointed at the leader: we replay from the archive (restore_command) and never "
          "stream; keep routing and hooks right.",
          lambda f: (f.other_leads and f.is_replica and f.local.tags.nostream
-                    and f.local.pg.configured_upstream == f.leader_name),
+                    and f.local.pg.configured_upstream == f.upstream.name),
          upkeep_replica,
          lambda f: "" if f.local.pg.restore_command else "no restore_command is set: this replica cannot catch up"),
     Rule("replica-switchover-wait", "replica",

@@ -83,10 +83,11 @@ def test_replicatefrom_holds_while_both_are_healthy(cascade: Cascade) -> None:
     # Its slot is on the replica it streams from, not on the primary (it would keep WAL there for ever).
     wait_for(f"{up} to hold {member}'s slot, in use", lambda: slots(demo, up).get(slot_name(member)))
     wait_for(f"the leader to keep no slot for {member}", lambda: slot_name(member) not in slots(demo, lead))
-    view = demo.view()
-    assert view.members[member].following == up
-    assert view.members[member].rule_id == "replica-steady"
-    assert "replicatefrom" in view.members[member].reason
+
+    def published() -> bool:
+        m = demo.view().members[member]
+        return m.following == up and m.rule_id == "replica-steady" and f"replicatefrom {up}" in m.reason
+    wait_for(f"{member}'s member key to say it streams from {up} (replica-steady)", published, timeout=30)
     # A row written on the primary arrives through the chain.
     with connect(demo, lead) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS cascade_t (x int)")
@@ -107,8 +108,8 @@ def test_upstream_dies_member_follows_the_leader_then_returns(cascade: Cascade) 
     # Its member key expires with its lease (ttl); then the member falls back to the leader.
     wait_for(f"{member} to stream from the leader {lead} after {up} died",
              lambda: streams_from(demo, member, lead), timeout=60)
-    view = demo.view()
-    assert up not in view.members and view.members[member].following == lead
+    wait_for(f"{member}'s member key to say it follows {lead}",
+             lambda: demo.view().members[member].following == lead, timeout=30)
     wait_for(f"the leader to keep a slot for {member} while it streams from it",
              lambda: slots(demo, lead).get(slot_name(member)), timeout=30)
     restart_node(demo, up)

@@ -276,6 +276,13 @@ def _check_semantics(cfg: NodeConfig) -> None:
         why = names.problem(kind, getattr(cfg, key))
         if why is not None:
             raise ConfigError(f"{key}: {why}")
+    if cfg.tags.replicatefrom:
+        why = names.problem("member name", cfg.tags.replicatefrom)
+        if why is not None:
+            raise ConfigError(f"tags.replicatefrom: {why}")
+        if cfg.tags.replicatefrom == cfg.name:
+            raise ConfigError("tags.replicatefrom: names this member itself; name another member (a replica), "
+                              "or remove the tag to stream from the leader")
     pgc = cfg.postgresql
     if not 1 <= pgc.port <= 65535:
         raise ConfigError(f"postgresql.port: {pgc.port} is not a TCP port; use 1-65535")

@@ -60,7 +60,6 @@ WHY: Mapping[str, str] = {
     "use_slots": "pgha always gives each replica a replication slot",
     "slots": "pgha keeps permanent slots cluster-wide: put them in bootstrap.dcs.slots (cluster_config.slots)",
     "synchronous_mode_strict": "set cluster_config.synchronous_mode: strict instead (carried when true)",
-    "replicatefrom": "pgha replicas stream from the primary (cascading is planned with the second site)",
     "device": "pgha's watchdog is its own process (no /dev/watchdog device)",
     "safety_margin": "pgha arms its watchdog from cluster_config.fence_margin",
     "dir": "pgha logs to stderr (journald) or log.file",

@@ -27,7 +27,7 @@ def test_slots_are_made_again_after_the_node_was_a_replica() -> None:
     its slots while it was a replica, led again with the same members, and SyncSlots did nothing
     because memory said they were applied: its replicas were refused ("replication slot "node2" does
     not exist") until the agent restarted, and in synchronous mode no commit could complete."""
-    m = AgentMemory(slots_applied=("n1", "n2", "n3"))
+    m = AgentMemory(slots_applied=("n1", "n2", "n3"), slots_primary=True)
     obs = Observation(name="n1", view=view(replica("n1", "n2"), primary("n2"), leader="n2"),
                       pg=pg_replica("n2"), task=None, lease_deadline=None, lease_id=1, tags=Tags(),
                       config=ClusterConfig(), params_key="", pre_promote_hook=False, wall_now=0.0)

@@ -976,6 +976,21 @@ CASES: list[Case] = [
         UPKEEP_REPLICA_B,
     ),
     Case(
+        "tagged replicatefrom a streaming replica, pointed at the leader: stream from that replica",
+        view(primary("b"), replace(replica("a", "b"), host="h-a", port=5432), replica("c", "b"), leader="b"),
+        local("c", pg_replica("b"), tags=Tags(replicatefrom="a")),
+        "replica-cascade",
+        [A.Follow("a"), *UPKEEP_REPLICA_B],
+    ),
+    Case(
+        "tagged replicatefrom a member that stopped, pointed at it: back to the leader",
+        view(primary("b"), replace(replica("a", "b", state="stopped"), host="h-a", port=5432), replica("c", "a"),
+             leader="b"),
+        local("c", pg_replica("a", streaming=False), tags=Tags(replicatefrom="a")),
+        "replica-cascade-fallback",
+        [A.Follow("b"), *UPKEEP_REPLICA_B],
+    ),
+    Case(
         "tagged nostream, pointed at the leader, not streaming (archive only): steady, no polling",
         healthy("b"),
         local("c", pg_replica("b", streaming=False, restore_command=True), tags=Tags(nostream=True)),

@@ -49,14 +49,24 @@ def streaming_replicas(c: Cluster, leader: str) -> list[str]:
     return sorted(n.name for n in c.nodes.values() if n.pg.streaming_from == leader and n.pg.in_recovery)
 
 
+def reaches(c: Cluster, name: str, leader: str, depth: int = 0) -> bool:
+    """``name`` streams from ``leader``, or (tagged replicatefrom) from its upstream that reaches it."""
+    pg, wanted = c.nodes[name].pg, c.nodes[name].tags.replicatefrom
+    if not pg.in_recovery or pg.streaming_from is None:
+        return False
+    return pg.streaming_from == leader or (
+        depth < len(c.nodes) and pg.streaming_from == wanted and reaches(c, wanted, leader, depth + 1))
+
+
 def settle(c: Cluster, seconds: float = 30.0) -> str:
-    """Run until there is one primary with every other live node streaming from it."""
+    """Run until there is one primary with every other live node streaming from it (or from the
+    replica its replicatefrom tag names)."""
     end = c.now + seconds
     while c.now < end:
         c.run(1.0)
         p = primaries(c)
         others = [n.name for n in c.nodes.values() if n.alive and n.name not in p]
-        if len(p) == 1 and c.leader() == p[0] and streaming_replicas(c, p[0]) == sorted(others):
+        if len(p) == 1 and c.leader() == p[0] and all(reaches(c, o, p[0]) for o in others):
             return p[0]
     raise AssertionError("cluster did not settle:\n" + "\n".join(c.trace[-80:]))
 
@@ -267,6 +277,36 @@ def test_nofailover_node_is_never_promoted() -> None:
     assert all(name != "n3" for _, name, _ in c.promotions)
 
 
+def test_cascading_member_falls_back_to_the_leader_and_returns() -> None:
+    """replicatefrom in the simulation: n3 streams from n2 while n2 streams; n2 killed, n3 follows the
+    leader; n2 back, n3 returns to it.  The same when n2 is promoted: n3 simply follows it."""
+    c = cluster(3, tags={"n3": Tags(replicatefrom="n2")})
+
+    def streams(name: str, source: str) -> Callable[[], bool]:
+        return lambda: c.nodes[name].pg.streaming_from == source and c.nodes[name].pg.in_recovery
+
+    def until(what: str, check: Callable[[], bool], seconds: float = 40.0) -> None:
+        end = c.now + seconds
+        while c.now < end:
+            c.run(0.5)
+            if check():
+                return
+        raise AssertionError(f"{what} within {seconds:.0f}s:\n" + "\n".join(c.trace[-80:]))
+
+    until("a leader", lambda: c.leader() is not None and c.nodes[c.leader() or ""].pg.writable)
+    assert c.leader() == "n1", "the scenario expects n1 to initialize (deterministic with seed 0)"
+    until("n3 cascading from n2", streams("n3", "n2"))
+    assert "replica-cascade" in c.rules_seen or "replica-start" in c.rules_seen
+    c.kill("n2")
+    until("n3 streaming from the leader after n2 died", streams("n3", "n1"))
+    c.restart("n2")
+    until("n3 back on n2", streams("n3", "n2"), 60)
+    c.request_switchover("n2")
+    until("n2 leading", lambda: c.leader() == "n2" and c.nodes["n2"].pg.writable, 60)
+    until("n3 streaming from n2, the leader", streams("n3", "n2"))
+    until("n1 streaming from n2", streams("n1", "n2"), 60)
+
+
 # --- property: random fault schedules ------------------------------------------------------------------
 
 FAULTS = ("kill", "freeze", "cut", "dcs", "crash", "stall", "switchover")
@@ -311,6 +351,17 @@ def test_random_faults_keep_the_invariants(
 
 
 @pytest.mark.timeout(1200)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schedules())
+def test_random_faults_keep_the_invariants_with_cascading(
+    plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]],
+) -> None:
+    """The same faults with n3 cascading from n2 (replicatefrom): never two primaries, no acknowledged
+    synchronous write lost, no promotion past the lag limit, and the cluster recovers."""
+    run_plan(plan, tags={"n3": Tags(replicatefrom="n2")})
+
+
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
@@ -324,9 +375,10 @@ def test_random_faults_keep_the_invariants_in_each_profile(
     run_plan(plan, **PROFILES[profile])
 
 
-def run_plan(plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]], **timing: Any) -> None:
+def run_plan(plan: tuple[int, SyncMode, int, list[tuple[float, str, int, float]]], tags: dict[str, Tags] | None = None,
+             **timing: Any) -> None:
     n, mode, lag, events = plan
-    c = cluster(n, mode=mode, maximum_lag_on_failover=lag, **timing)
+    c = cluster(n, mode=mode, maximum_lag_on_failover=lag, tags=tags, **timing)
     settle(c, 40)
     t0 = c.now
     undo: list[tuple[float, Callable[[], None]]] = []

@@ -71,8 +71,10 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     pg = agent.ports.pg
     source = ex.upstream(view, a.source)
     assert source is not None
-    # A clone from a member tagged clonefrom then streams from the leader.
-    upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
+    # A clone from a member tagged clonefrom then streams from the leader; one from our replicatefrom
+    # member (the core chose it because it streams) streams from it.
+    cascade = agent.config.tags.replicatefrom == source.name
+    upstream = source if cascade else ex.upstream(view, view.leader.name if view.leader else None) or source
 
     def work() -> str:
         how = f"cloned from {source.name}"
@@ -221,8 +223,11 @@ def _checkpoint(ex: Executor, a: A.Checkpoint, view: ClusterView, local: LocalSt
 def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: LocalState) -> Outcomes:
     agent = ex.agent
     pg = agent.ports.pg
-    upstream = ex.upstream(view, view.leader.name) if (local.pg.in_recovery and view.leader
-                                                        and view.leader.name != local.name) else None
+    # A replica restarts from where it streams now (the leader, or its replicatefrom member).
+    now_from = local.pg.configured_upstream
+    source = now_from if now_from in view.members and now_from != local.name else \
+        (view.leader.name if view.leader else None)
+    upstream = ex.upstream(view, source) if (local.pg.in_recovery and source and source != local.name) else None
     sync = agent.memory.sync_names if not local.pg.in_recovery else ""
 
     def work() -> str:
@@ -308,7 +313,8 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
 def _slots(ex: Executor, a: A.SyncSlots, view: ClusterView, local: LocalState) -> Outcomes:
     if ex.agent.memory.slots_applied == a.members:
         return NONE
-    ex.agent.ports.pg.sync_slots(a.members, a.keep)
+    if not ex.agent.ports.pg.sync_slots(a.members, a.keep):
+        return NONE  # a slot to drop is still in use: the next loop tries again
     return [M.SlotsApplied(a.members)]
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pgha.api.handle import NodeSnapshot
 from pgha.api.schema import BadRequest, Param
 from pgha.api.views import in_recovery, is_leader_primary, is_replica, is_sync, leader_name, running
-from pgha.core.model import BOOL_TAGS, INT_TAGS, Tags
+from pgha.core.model import BOOL_TAGS, INT_TAGS, STR_TAGS, Tags
 
 # --- query parameters ----------------------------------------------------------------------
 # PostgreSQL's memory units (what Patroni's parse_int(value, 'B') takes); pgha also takes them
@@ -49,7 +49,7 @@ def tags_match(tags: Tags, wanted: Mapping[str, str]) -> bool:
             have = "true" if getattr(tags, key) else "false"
             if value.strip().lower() not in (have, "1" if have == "true" else "0"):
                 return False
-        elif key in INT_TAGS:
+        elif key in INT_TAGS + STR_TAGS:
             if value.strip() != str(getattr(tags, key)):
                 return False
         elif tags.extra.get(key) != value:
@@ -193,7 +193,7 @@ def readiness_failure(s: NodeSnapshot, query: Mapping[str, str]) -> str | None:
 LAG = Param("lag", "503 when the leader's WAL position is more than this ahead of what this replica "
             "replayed: bytes or 16MB, 1GB, 512kB…", "16MB")
 TAGS = Param("tag_*", "503 unless the node's tag KEY equals VALUE (tag_KEY=VALUE): a tag under tags.extra, "
-             f"or {', '.join(BOOL_TAGS)} (true/false), {', '.join(INT_TAGS)}", "zone")
+             f"or {', '.join(BOOL_TAGS)} (true/false), {', '.join(INT_TAGS + STR_TAGS)}", "zone")
 MODE = Param("mode", "Which lag /readiness measures: apply (replayed WAL, the default) or write (received "
              "WAL)", "write")
 # Any other query parameter is ignored, as Patroni ignores it (HAProxy configs add their own).

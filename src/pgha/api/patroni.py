@@ -18,7 +18,7 @@ from pgha import __version__
 from pgha.api import health, views
 from pgha.api.handle import NodeSnapshot
 from pgha.config import NodeConfig
-from pgha.core.model import BOOL_TAGS, INT_TAGS, PgRunState, Tags, TaskKind
+from pgha.core.model import BOOL_TAGS, INT_TAGS, STR_TAGS, PgRunState, Tags, TaskKind
 
 # Patroni's PostgresqlState names and their fixed numbers (patroni_postgres_state).
 PATRONI_STATES: Mapping[str, int] = {
@@ -59,7 +59,7 @@ def _time(epoch: float | None) -> str | None:
 def patroni_tags(tags: Tags) -> dict[str, Any]:
     """Tags as Patroni shows them: the built-in booleans only when set, then the node's own."""
     out: dict[str, Any] = {k: True for k in sorted(BOOL_TAGS) if getattr(tags, k)}
-    out.update({k: getattr(tags, k) for k in INT_TAGS if getattr(tags, k) != getattr(Tags(), k)})
+    out.update({k: getattr(tags, k) for k in INT_TAGS + STR_TAGS if getattr(tags, k) != getattr(Tags(), k)})
     out.update(tags.extra)
     return out
 

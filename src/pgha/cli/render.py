@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pgha.core.model import BOOL_TAGS, INT_TAGS, ClusterConfig, ClusterView, MemberInfo, Tags
+from pgha.core.model import BOOL_TAGS, INT_TAGS, STR_TAGS, ClusterConfig, ClusterView, MemberInfo, Tags
 from pgha.dcs.codec import to_jsonable
 
 MIB = 1024 * 1024
@@ -100,7 +100,7 @@ def lag_mb(lag: int | None) -> str:
 def tags_text(tags: Tags) -> str:
     """The tags that differ from the defaults, e.g. ``nofailover, failover_priority=0, dc=east``."""
     parts = [k for k in BOOL_TAGS if getattr(tags, k)]
-    parts += [f"{k}={getattr(tags, k)}" for k in INT_TAGS if getattr(tags, k) != getattr(Tags(), k)]
+    parts += [f"{k}={getattr(tags, k)}" for k in INT_TAGS + STR_TAGS if getattr(tags, k) != getattr(Tags(), k)]
     parts += [f"{k}={v}" for k, v in sorted(tags.extra.items())]
     return ", ".join(parts)
 

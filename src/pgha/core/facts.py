@@ -14,6 +14,7 @@ from pgha.core.model import (
     PgRunState,
     Role,
 )
+from pgha.core.upstream import UpstreamChoice, upstream_of
 
 # pg_controldata states of a data directory that last ran as a primary.
 PRIMARY_CONTROL_STATES = frozenset({"in production", "shut down", "shutting down"})
@@ -236,6 +237,17 @@ class Facts:
     def streaming_from_leader(self) -> bool:
         pg = self.local.pg
         return self.is_replica and pg.receiver_status == "streaming" and pg.following == self.leader_name
+
+    @cached_property
+    def upstream(self) -> UpstreamChoice:
+        """Whom we should stream from: the leader, or the member our replicatefrom tag names."""
+        return upstream_of(self.view, self.me, self.local.tags)
+
+    @property
+    def streaming_from_upstream(self) -> bool:
+        """Streaming from the member we should stream from (the leader unless we cascade)."""
+        pg = self.local.pg
+        return self.is_replica and pg.receiver_status == "streaming" and pg.following == self.upstream.name
 
     @property
     def not_streaming_for(self) -> float:

@@ -66,6 +66,9 @@ class AgentMemory:
     params_applied: str = ""
     # The members physical slots were last made to match (None: not since the agent started).
     slots_applied: tuple[str, ...] | None = None
+    # Whether PostgreSQL ran as a primary at the last loop (None: not running), so that a change of
+    # role between two loops makes the slots again.
+    slots_primary: bool | None = None
     # synchronous_standby_names as last written.
     sync_names: str = ""
     # When the pre_promote hook last vetoed a promotion (None: no veto in force).
@@ -320,13 +323,15 @@ def advance(memory: AgentMemory, outcomes: Iterable[Outcome], obs: Observation,
     else:
         not_streaming_since = None
     vetoed = veto_holds(m, obs.view, obs.name, obs.config, now)
-    # Slots live in the data directory of a primary; a node that ran as anything else (rewound,
-    # cloned, restarted as a replica) may have lost them, so it makes them again when it leads.
+    # Slots live in the data directory; a node that stopped or changed role (rewound, cloned,
+    # restarted as a replica) may have lost them, so it makes them again.  A replica keeps slots too,
+    # for the members that cascade from it (replicatefrom), so its record stands while it runs as one.
     # Fix (found by the fault suite, docs/faults-findings.md #3): a leader that lost its slots while it
     # was a replica never made them again, and its replicas could not stream.
     primary = running and pg.in_recovery is False
+    same_role = running and m.slots_primary in (None, primary)
     m = replace(m, down_since=down_since, not_streaming_since=not_streaming_since,
-                slots_applied=m.slots_applied if primary else None,
+                slots_applied=m.slots_applied if same_role else None, slots_primary=primary if running else None,
                 promote_vetoed_at=m.promote_vetoed_at if vetoed else None)
     fresh = peers_fresh(m, obs.config, now)
     local = LocalState(

@@ -41,6 +41,9 @@ class Tags:
     # Never stream: replay only what restore_command fetches from the archive (Patroni's tag); the
     # primary keeps no slot for it, it is never a synchronous standby and keeps no logical slots.
     nostream: bool = False
+    # Stream from this member (a replica) instead of from the leader while it streams itself;
+    # from the leader otherwise (Patroni's tag; core/upstream.py decides).  "": from the leader.
+    replicatefrom: str = ""
     # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -79,6 +82,7 @@ def _setting(default: T, doc: str) -> T:
 # differ from their default, matched by ?tag_KEY=VALUE.
 BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom", "nostream")
 INT_TAGS = ("failover_priority", "sync_priority")
+STR_TAGS = ("replicatefrom",)
 
 
 @dataclass(frozen=True)

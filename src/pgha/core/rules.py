@@ -317,8 +317,8 @@ RULES: tuple[Rule, ...] = (
 
     # ===== another member leads =====
     Rule("replica-clone", "replica",
-         "Empty data directory and a running leader: clone from a streaming member tagged clonefrom, "
-         "else from the leader.",
+         "Empty data directory and a running leader: clone from the member our replicatefrom tag names "
+         "while it streams, else from a streaming member tagged clonefrom, else from the leader.",
          lambda f: (f.other_leads and f.data_empty and not f.local.clone_backoff
                     and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
          lambda f: [Clone(clone_source(f))],
@@ -352,49 +352,70 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.other_leads and f.stopped and f.diverged and not f.config.use_pg_rewind,
          lambda f: [WipeDataDir("diverged from the leader and use_pg_rewind is off")]),
     Rule("replica-start", "replica",
-         "Stopped with usable data: start as a replica of the leader.",
+         "Stopped with usable data: start as a replica of the leader (or of our replicatefrom member "
+         "while it streams).",
          lambda f: f.other_leads and f.stopped and f.data_valid,
-         lambda f: [DisarmWatchdog(), SetVip(False), StartPostgres("replica", f.leader_name)]),
+         lambda f: [DisarmWatchdog(), SetVip(False), StartPostgres("replica", f.upstream.name)],
+         lambda f: f.upstream.why),
     Rule("replica-diverged-running", "replica",
          "Running replica that diverged from the new leader (it got WAL the leader never had): stop to rewind.",
-         lambda f: f.other_leads and f.is_replica and f.diverged and not f.streaming_from_leader,
+         lambda f: f.other_leads and f.is_replica and f.diverged and not f.streaming_from_upstream,
          lambda f: [StopPostgres("fast")]),
+    # Cascading (Patroni's replicatefrom tag; core/upstream.py chooses): PostgreSQL 13+ reloads
+    # primary_conninfo, so repointing is a rewrite of the managed files and a reload.
+    Rule("replica-cascade", "replica",
+         "Tagged replicatefrom, and that member is a streaming replica on the leader's timeline (not on a "
+         "loop with us): stream from it instead of the leader.",
+         lambda f: (f.other_leads and f.is_replica and f.upstream.cascades
+                    and f.local.pg.configured_upstream != f.upstream.name),
+         lambda f: [Follow(f.upstream.name or ""), *upkeep_replica(f, files_written=True)],
+         lambda f: f.upstream.why),
+    Rule("replica-cascade-fallback", "replica",
+         "Tagged replicatefrom, but that member is gone, not streaming, behind the leader's timeline or on "
+         "a loop with us: stream from the leader until it streams again.",
+         lambda f: (f.other_leads and f.is_replica and bool(f.local.tags.replicatefrom)
+                    and f.local.pg.configured_upstream != f.upstream.name),
+         lambda f: [Follow(f.upstream.name or ""), *upkeep_replica(f, files_written=True)],
+         lambda f: f.upstream.why),
     Rule("replica-follow", "replica",
          "Running replica pointed at someone other than the leader: follow the leader.",
-         lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.leader_name,
-         lambda f: [Follow(f.leader_name or ""), *upkeep_replica(f, files_written=True)]),
+         lambda f: f.other_leads and f.is_replica and f.local.pg.configured_upstream != f.upstream.name,
+         lambda f: [Follow(f.upstream.name or ""), *upkeep_replica(f, files_written=True)]),
     Rule("replica-nostream", "replica",
          "Tagged nostream and pointed at the leader: we replay from the archive (restore_command) and never "
          "stream; keep routing and hooks right.",
          lambda f: (f.other_leads and f.is_replica and f.local.tags.nostream
-                    and f.local.pg.configured_upstream == f.leader_name),
+                    and f.local.pg.configured_upstream == f.upstream.name),
          upkeep_replica,
          lambda f: "" if f.local.pg.restore_command else "no restore_command is set: this replica cannot catch up"),
     Rule("replica-switchover-wait", "replica",
          "Not streaming because the leader shuts down for a switchover: wait for the handoff, no polling "
          "(a poll would delay our next loop, and the candidate's promotion, by its duration).",
-         lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader and f.leader_stops_for_switchover,
+         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_upstream
+                    and f.leader_stops_for_switchover),
          upkeep_replica),
     Rule("replica-leader-dead", "replica",
          "Not streaming, and the leader's agent and PostgreSQL both refuse connections: it is dead, revoke it.",
-         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader
+         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_upstream
                     and f.leader_proven_dead),
          lambda f: [RevokeDeadLeader(f.leader_name or "", f.view.leader.mod_revision)]),  # type: ignore[union-attr]
     Rule("replica-stuck-restart", "replica",
          "Following the right leader but not streaming for long: restart to rewind if we diverged.",
-         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader
+         lambda f: (f.other_leads and f.is_replica and not f.streaming_from_upstream
                     and f.not_streaming_for > NOT_STREAMING_REWIND_AFTER
                     and f.leader_member is not None and f.leader_member.role == Role.PRIMARY
                     and (f.leader_member.timeline or 0) > (f.local.pg.timeline or 0)),
          lambda f: [StopPostgres("fast")]),
     Rule("replica-check-leader", "replica",
-         "Not streaming from the leader: poll it, so a dead leader is found without waiting for its lease.",
-         lambda f: f.other_leads and f.is_replica and not f.streaming_from_leader,
+         "Not streaming from the leader (or our replicatefrom member): poll the members, so a dead leader "
+         "is found without waiting for its lease.",
+         lambda f: f.other_leads and f.is_replica and not f.streaming_from_upstream,
          lambda f: [PollPeers(), *upkeep_replica(f)]),
     Rule("replica-steady", "replica",
-         "Streaming from the leader: keep routing and hooks right.",
+         "Streaming from the leader (or from our replicatefrom member): keep slots, routing and hooks right.",
          lambda f: f.other_leads and f.is_replica,
-         upkeep_replica),
+         upkeep_replica,
+         lambda f: f.upstream.why),
     Rule("replica-starting", "replica",
          "PostgreSQL is starting: wait for it.",
          lambda f: f.other_leads and f.local.pg.run_state == PgRunState.STARTING,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pgha.core import election, slots, syncrep
+from pgha.core import election, slots, syncrep, upstream
 from pgha.core.actions import (
     Action,
     AppendHistory,
@@ -115,15 +115,19 @@ def slot_upkeep(f: Facts, primary: bool) -> list[Action]:
     if not f.running:
         return []
     ops = slots.plan(slot_inputs(f, primary))
-    if not primary and (not f.streaming_from_leader or f.view.switchover is not None):
+    if not primary and (not f.streaming_from_upstream or f.view.switchover is not None):
         # A copy restarts PostgreSQL: only on a replica streaming from a leader that stays.
         ops = tuple(o for o in ops if o.kind != "copy")
     return [ManageSlots(ops)] if ops else []
 
 
 def upkeep_leader(f: Facts) -> list[Action]:
-    # A member tagged nostream never connects: a slot for it would keep WAL here for ever.
-    others = tuple(sorted(n for n, m in f.view.members.items() if n != f.me and not m.tags.nostream))
+    # A member tagged nostream never connects: a slot for it would keep WAL here for ever.  Nor does
+    # one that cascades from a replica (replicatefrom): its slot is on that replica; a slot here
+    # would never advance and keep WAL on the primary for ever.  It gets one here as soon as it
+    # falls back to streaming from us (the same decision, core/upstream.py).
+    others = tuple(sorted(n for n, m in f.view.members.items()
+                          if n != f.me and not m.tags.nostream and upstream.streams_from_leader(f.view, n)))
     keep = slots.kept_by_plan(slot_inputs(f, True))
     acts: list[Action] = [ArmWatchdog(), SetVip(True), SyncSlots(others, keep), *slot_upkeep(f, True)]
     if f.config_stale:
@@ -135,10 +139,21 @@ def upkeep_leader(f: Facts) -> list[Action]:
     return acts
 
 
+def replica_member_slots(f: Facts) -> list[Action]:
+    """A replica keeps a slot for each member tagged replicatefrom it (kept while that member falls
+    back to the leader, so that it finds its WAL when it returns), and drops the member slots it made
+    that nobody needs any more (e.g. the tag was removed).  Nothing when there is neither."""
+    downstream = upstream.downstream_of(f.view, f.me)
+    keep = slots.kept_by_plan(slot_inputs(f, False))
+    pg = f.local.pg
+    stale = any(s.type == "physical" and s.name in pg.owned_slots and s.name not in keep for s in pg.slots)
+    return [SyncSlots(downstream, keep)] if downstream or stale else []
+
+
 def upkeep_replica(f: Facts, files_written: bool = False) -> list[Action]:
     """``files_written``: the row rewrites the managed files itself (Follow), so no reload here
     (one with this loop's observation would write the old upstream back)."""
-    acts: list[Action] = [DisarmWatchdog(), SetVip(False), *slot_upkeep(f, False)]
+    acts: list[Action] = [DisarmWatchdog(), SetVip(False), *replica_member_slots(f), *slot_upkeep(f, False)]
     if f.config_stale and not files_written:
         acts.append(ReloadPostgres())
     acts += bouncer_upkeep(f)
@@ -172,8 +187,11 @@ def promote(f: Facts, reason: str) -> list[Action]:
 
 
 def clone_source(f: Facts) -> str:
-    """Patroni's clonefrom: a member so tagged that streams from the leader on its timeline (the
-    first by name, so every retry picks the same), else the leader."""
+    """The member our replicatefrom tag names while it streams (so cloning takes no load off the
+    primary either); else Patroni's clonefrom: a member so tagged that streams from the leader on its
+    timeline (the first by name, so every retry picks the same), else the leader."""
+    if f.upstream.cascades and f.upstream.name:
+        return f.upstream.name
     leader = f.leader_member
     tagged = sorted(
         m.name for m in f.view.members.values()

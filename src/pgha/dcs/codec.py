@@ -195,6 +195,8 @@ def decode_member(data: bytes, name: str | None = None, lease: int = 0) -> Membe
         override["lease_id"] = lease
     info = decode(MemberInfo, data, **override)
     why = names.member_problem(info.name, info.host, info.port, info.api_url)
+    if why is None and info.tags.replicatefrom:
+        why = names.problem("member name", info.tags.replicatefrom)
     if why is not None:
         raise ValueError(why)
     return info

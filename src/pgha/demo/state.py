@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pgha.core.model import ClusterView, Role
+from pgha.core.upstream import upstream_of
 
 # An explicit entry for the demo's database (SHOW DATABASES lists it, so one can see where it
 # points) and the fallback for every other database.
@@ -163,10 +164,11 @@ def healthy(view: ClusterView, n: int) -> bool:
     leader = view.members.get(view.leader.name)
     if leader is None or leader.role != Role.PRIMARY or leader.state != "running":
         return False
-    # Streaming from the leader, on its timeline (a replica that rejoins streams the rest of the
-    # old timeline from the new leader first).
+    # Streaming from the leader (or, tagged replicatefrom, from that replica), on its timeline (a
+    # replica that rejoins streams the rest of the old timeline from the new leader first).
     streaming = [m for m in view.members.values() if m.role == Role.REPLICA and m.state == "streaming"
-                 and m.following == view.leader.name and m.timeline == leader.timeline]
+                 and m.following in (view.leader.name, upstream_of(view, m.name).name)
+                 and m.timeline == leader.timeline]
     if len(streaming) < n - 1:
         return False
     # In synchronous mode the cluster is only as safe as its /sync key: a failover needs it.

@@ -184,9 +184,10 @@ class PostgresNode:
         control.checkpoint(self.config, self.layout)
 
     # --- on the primary ----------------------------------------------------------------
-    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
-        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots)."""
-        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep)
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> bool:
+        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots);
+        False when a slot to drop is still in use (a later call drops it)."""
+        return slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep)
 
     def manage_slots(self, ops: tuple[SlotOp, ...]) -> None:
         """Create, advance and drop permanent slots here (see pgha.postgres.permanent_slots)."""

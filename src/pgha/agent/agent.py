@@ -116,8 +116,7 @@ class Agent:
         self.archived_timeline = 0
         # The archive gap check (pgha.backup.gapcheck), with backup: configured.
         self.gap_thread: GapThread | None = None
-        # The major-version upgrade's thread (pgha.upgrade.worker), started by run().
-        self.upgrade: UpgradeWorker | None = None
+        self.upgrade: UpgradeWorker | None = None  # pgha.upgrade.worker, started by run()
 
     # --- what the executor, tasks and the API call ---------------------------------------
     def wake(self) -> None:
@@ -125,8 +124,7 @@ class Agent:
 
     def current_rule(self) -> str:
         """The rule of the loop last run ("" before the first)."""
-        current = self._current
-        return current[1].rule_id if current is not None else ""
+        return self._current[1].rule_id if self._current is not None else ""
 
     def take_wake(self) -> bool:
         """Whether something asked for the next loop early (and reset that)."""

@@ -23,8 +23,8 @@ from pgha.upgrade.record import Upgrade
 UPGRADE_WAIT = 24 * 3600.0
 
 
-def progress_line(up: Upgrade, reports: dict[str, object]) -> str:
-    """One line for the CLI (and the same words the dashboard shows)."""
+def progress_line(up: Upgrade) -> str:
+    """One line for the CLI: the phase and the leader's line."""
     return f"{up.phase}: {up.message}" if up.message else up.phase
 
 
@@ -47,14 +47,14 @@ def upgrade_cmd(session: Session, to_bin_dir: str, no_wait: bool, inject: str) -
     started = time.monotonic()
 
     def check() -> str | None:
-        current, reports = keys.read(session.store)
+        current, _ = keys.read(session.store)
         if current is None or current.id != up.id:
             raise Refused("the upgrade request was removed")
         if current.phase == "done":
             return None
         if current.phase in ("failed", "rolled-back"):
             raise Refused(current.message)
-        return f"[{time.monotonic() - started:5.0f} s] {progress_line(current, dict(reports))}"
+        return f"[{time.monotonic() - started:5.0f} s] {progress_line(current)}"
 
     wait_for(check, UPGRADE_WAIT, "the upgrade", interval=1.0)
     done, _ = keys.read(session.store)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from pgha.config import NodeConfig
 from pgha.core.model import ClusterView
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import HistoryEntry
@@ -72,7 +73,7 @@ class UpgradeWorker:
 
     # --- plumbing -------------------------------------------------------------------------------
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def config(self) -> NodeConfig:
         return self.agent.config
 
     @property
@@ -308,10 +309,10 @@ class UpgradeWorker:
         self._report(up, "released", f"old data in {kept}; cloning from the new primary")
         self._hold_bouncer(False)
 
-    def _swap(self, config: object, node: PostgresNode) -> None:
+    def _swap(self, config: NodeConfig, node: PostgresNode) -> None:
         """The agent uses the new major's programs from now on."""
         old = self.agent.ports.pg
-        self.agent.config = config  # type: ignore[assignment]
+        self.agent.config = config
         self.agent.ports.pg = node
         if isinstance(old, PostgresNode):
             old.close()

@@ -107,17 +107,25 @@ def kept_dir(data: Path, major: int) -> Path:
     return target
 
 
-def upgrade_primary(config: NodeConfig, old: PostgresNode, to_bin_dir: str, params: Params,
-                    fault: str = "") -> tuple[PostgresNode, Path]:
-    """pg_upgrade --link of the stopped primary; the new cluster in place of the old one, the old one
-    kept as <data>.<old major>.  Returns the node of the new cluster (not started) and the kept dir.
+def staging_dir(config: NodeConfig) -> Path:
+    data = Path(config.postgresql.data_dir)
+    return data.with_name(data.name + ".new")
+
+
+def prepare_primary(config: NodeConfig, old: PostgresNode, to_bin_dir: str, params: Params) -> None:
+    """The new major's empty cluster in <data>.new, made while the old primary still serves (initdb
+    takes seconds: not part of the write gap)."""
+    _prepare_new(config, old, staging_dir(config), to_bin_dir, params)
+
+
+def upgrade_primary(config: NodeConfig, old: PostgresNode, to_bin_dir: str, fault: str = "") -> Path:
+    """pg_upgrade --link of the stopped primary into the prepared <data>.new, which then takes the old
+    one's place; the old one is kept as <data>.<old major> (returned).
     On failure the old data directory is back in place and startable (``roll_back``)."""
     data = Path(config.postgresql.data_dir)
-    staging = data.with_name(data.name + ".new")
-    old_major = versions.data_dir_major(data)
-    kept = kept_dir(data, old_major)
+    staging = staging_dir(config)
+    kept = kept_dir(data, versions.data_dir_major(data))
     try:
-        _prepare_new(config, old, staging, to_bin_dir, params)
         new = _new_node(config, staging, to_bin_dir, config.postgresql.initdb)
         started = time.monotonic()
         problem = _pg_upgrade(old, new, config.postgresql.superuser.username,
@@ -130,7 +138,7 @@ def upgrade_primary(config: NodeConfig, old: PostgresNode, to_bin_dir: str, para
         os.replace(staging, data)
         if fault == "after-pg-upgrade":
             raise PostgresError("injected failure after pg_upgrade (PGHA_UPGRADE_FAULTS)")
-        return _new_node(config, data, to_bin_dir, config.postgresql.initdb), kept
+        return kept
     except Exception:
         roll_back(data, kept, staging)
         raise

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -190,6 +191,7 @@ class UpgradeWorker:
         self._done.add((up.id, "stopping"))
         try:
             self._wait("the HA loop to hold", self._held, HOLD_TIMEOUT)
+            steps.prepare_primary(self.config, self.pg, up.to_bin_dir, self._params())
             self._hold_bouncer(True)
             self.pg.stop("fast", 300)
             stopped_at = time.time()
@@ -217,7 +219,7 @@ class UpgradeWorker:
     def _upgrade_primary(self, up: Upgrade) -> None:
         fault = up.inject if os.environ.get("PGHA_UPGRADE_FAULTS") == "1" else ""
         old = self.pg
-        _, kept = steps.upgrade_primary(self.config, old, up.to_bin_dir, self._params(), fault)
+        kept = steps.upgrade_primary(self.config, old, up.to_bin_dir, fault)
         config = bindir.with_bin_dir(self.config, up.to_bin_dir)
         new = PostgresNode(config)
         new.set_peers(frozenset((m.host, m.port) for m in (self.agent.view.members.values()
@@ -228,7 +230,7 @@ class UpgradeWorker:
         except Exception:
             # Never accepted a write: the old cluster is still whole (pg_control.old not yet used).
             new.stop("immediate", 30)
-            steps.roll_back(old.layout.data, kept, old.layout.data.with_name(old.layout.data.name + ".new"))
+            steps.roll_back(old.layout.data, kept, steps.staging_dir(self.config))
             raise
         self._new_started = True
         pg = new.observe()
@@ -250,6 +252,7 @@ class UpgradeWorker:
 
     def _roll_back(self, up: Upgrade, why: str) -> None:
         log.error("upgrade failed, rolling back: %s", why)
+        shutil.rmtree(steps.staging_dir(self.config), ignore_errors=True)
         try:
             self.pg.configure(self._params(), None)
             self.pg.start(300)

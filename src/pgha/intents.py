@@ -36,7 +36,7 @@ from pgha.core.model import (
 from pgha.upgrade.record import Upgrade as UpgradeRecord
 
 # Failures a test may inject into an upgrade (pgha.upgrade.steps.FAULTS).
-UPGRADE_FAULTS = ("after-pg-upgrade",)
+UPGRADE_FAULTS = ("after-pg-upgrade", "after-sync")
 
 # A schedule up to this many seconds in the past is taken as "now" (clocks and typing differ).
 SCHEDULE_SLACK = 60.0

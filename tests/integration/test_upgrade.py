@@ -5,7 +5,8 @@ One cluster, in order: a pre-flight that fails (an extension 18's build lacks) s
 one line before anything stops; an injected failure after pg_upgrade (agents run with
 PGHA_UPGRADE_FAULTS=1) rolls the cluster back to 15 with no acknowledged write lost; then the upgrade
 itself under a write probe through the multi-host DSN: 0 lost acknowledged writes, every member on 18
-and streaming, a new system identifier, and the history says so.
+and streaming (the replicas by pg_upgrade's rsync method), a new system identifier, and the history
+says so.  A second injected failure comes after the replicas' rsync: they put their old data back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from pgha.demo import DemoCluster
 from pgha.probe import Probe
+from pgha.upgrade import keys
 from tests.integration.test_switchover import pgha, refusal
 from tests.support.cluster import connect, leader_name, running_cluster
 from tests.support.cluster import wait_for as wait_cluster
@@ -64,20 +66,23 @@ def test_preflight_refuses_a_missing_extension(demo15: DemoCluster, pg18_bin: st
     assert _majors(demo15) == {15}
 
 
-def test_injected_failure_rolls_back_to_15(demo15: DemoCluster, pg18_bin: str) -> None:
+@pytest.mark.parametrize("fault", ["after-pg-upgrade", "after-sync"])
+def test_injected_failure_rolls_back_to_15(demo15: DemoCluster, pg18_bin: str, fault: str) -> None:
+    """After pg_upgrade on the primary; after the replicas took the new cluster by rsync (they put their
+    old data directory back)."""
     demo15.wait_healthy(timeout=90)
     old_id = demo15.view().system_id
     probe = Probe(multi_host_dsn(demo15), interval=0.01)
     probe.start()
     try:
         wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
-        line = refusal(pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin, "--inject-failure", "after-pg-upgrade"))
+        line = refusal(pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin, "--inject-failure", fault))
         wait_cluster("every member back on 15 and streaming", lambda: _streaming(demo15, 15), timeout=120)
         before = probe.acknowledged
         wait_cluster("writes after the rollback", lambda: probe.acknowledged > before + 30, timeout=60)
     finally:
         report = probe.stop()
-    assert "injected failure after pg_upgrade" in line and "rolled back to PostgreSQL 15" in line, line
+    assert "injected failure after" in line and "rolled back to PostgreSQL 15" in line, line
     assert report.missing == 0, report.to_text()
     assert demo15.view().system_id == old_id
 
@@ -108,3 +113,8 @@ def test_upgrade_to_18_under_writes(demo15: DemoCluster, pg18_bin: str) -> None:
     assert "from PostgreSQL 15 to 18" in entry.reason
     with connect(demo15, lead) as conn:
         assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("18")  # type: ignore[index]
+    # The replicas took the new cluster by pg_upgrade's rsync method (rsync is installed), not a clone.
+    up, reports = keys.read(demo15.store())
+    assert up is not None and up.phase == "done"
+    assert {n: r.message.split(";")[0] for n, r in reports.items() if n != lead} == {
+        n: "took the new cluster by rsync" for n in view.members if n != lead}

@@ -8,7 +8,12 @@ Phases of ``/upgrade``, in order::
     stopping    members hold (rule upgrade-hold), PgBouncers pause, the primary shuts down cleanly,
                 the replicas stop and report their last checkpoint
     upgrading   pg_upgrade --link on the primary
-    replicas    the new primary runs; each replica moves its old data aside and is cloned again
+    syncing     the new primary is not started yet: each replica takes the new cluster with pg_upgrade's
+                rsync method (hard links to its own old files, only the catalog copied), or skips
+    replicas    the new primary runs; a replica that could not rsync moves its old data aside and is
+                cloned again
+    rolling-back  a step failed before the new primary started: replicas that took the new cluster
+                put their old one back; the old primary starts again
     done        every member is on the new major and streaming
     failed      the pre-flight failed: nothing was stopped
     rolled-back a step failed before the new primary accepted writes: the old version runs again
@@ -24,7 +29,7 @@ from typing import Any
 
 UPGRADE_KEY, REPORTS_PREFIX = "upgrade", "upgrade-members/"
 # While the record is in one of these phases its members are held (until each reports "released").
-HOLD_PHASES = ("stopping", "upgrading", "replicas")
+HOLD_PHASES = ("stopping", "upgrading", "syncing", "replicas", "rolling-back")
 FINAL_PHASES = ("done", "failed", "rolled-back")
 PHASES = ("preflight", *HOLD_PHASES, *FINAL_PHASES)
 
@@ -51,6 +56,10 @@ class Upgrade:
     # Wall-clock seconds: the primary stopped, the new one started (the write gap is between them).
     stopped_at: float = 0.0
     new_primary_at: float = 0.0
+    # For the replicas' rsync: the primary's host, its data directory, and the old one's new name.
+    primary_host: str = ""
+    primary_data_dir: str = ""
+    kept_name: str = ""
     # A failure to inject (tests only: honoured when the agents run with PGHA_UPGRADE_FAULTS=1).
     inject: str = ""
 

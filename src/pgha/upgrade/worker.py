@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -29,7 +30,7 @@ from pgha.postgres import db, versions
 from pgha.postgres.controldata import parse
 from pgha.postgres.lsn import format_lsn, parse_lsn
 from pgha.postgres.node import PostgresNode
-from pgha.upgrade import bindir, checks, keys, steps
+from pgha.upgrade import bindir, checks, keys, resync, steps
 from pgha.upgrade.record import FINAL_PHASES, Report, Upgrade, with_phase
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ log = logging.getLogger("pgha.upgrade")
 # Seconds to wait for every member's pre-flight / for the replicas to stop / for a hold to begin.
 REPORT_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0
+RSYNC_TIMEOUT = resync.RSYNC_TIMEOUT
 POLL = 0.5
 
 
@@ -129,13 +131,23 @@ class UpgradeWorker:
                 self._stop_all(up)
             elif up.primary_lsn and reports.get(self.me, Report("", "")).phase != "stopped":
                 self._stop_replica(up)
-        elif up.phase == "upgrading":
-            pass  # the leader's own thread is running pg_upgrade
-        elif up.phase == "replicas":
-            if lead:
+        elif lead:
+            if up.phase == "replicas":
                 self._finish(up)
-            elif reports.get(self.me, Report("", "")).phase != "released":
-                self._reclone_replica(up)
+            # upgrading, syncing, rolling-back: the leader's own thread is in _stop_all
+        else:
+            self._replica_step(up, reports.get(self.me, Report("", "")).phase)
+
+    def _replica_step(self, up: Upgrade, mine: str) -> None:
+        if up.phase == "syncing" and mine == "stopped":
+            self._resync_replica(up)
+        elif up.phase == "replicas" and mine != "released":
+            self._release_replica(up, synced=mine == "synced")
+        elif up.phase == "rolling-back" and mine != "restored":
+            if mine == "synced" and up.kept_name:
+                resync.put_back(Path(self.config.postgresql.data_dir),
+                                Path(self.config.postgresql.data_dir).with_name(up.kept_name))
+            self._report(up, "restored", "the old data directory is in place")
 
     def _preflight(self, up: Upgrade, lead: bool) -> None:
         problem = checks.bin_dir_problem(self.config, up.to_bin_dir) or checks.disk_problem(self.config, lead)
@@ -224,8 +236,11 @@ class UpgradeWorker:
         new = PostgresNode(config)
         new.set_peers(frozenset((m.host, m.port) for m in (self.agent.view.members.values()
                                                            if self.agent.view else ()) if m.host))
-        new.configure(self._params(), None)
         try:
+            up = self._sync_replicas(up, kept)
+            if fault == "after-sync":
+                raise Failed(f"{self.me}: injected failure after the replicas' rsync (PGHA_UPGRADE_FAULTS)")
+            new.configure(self._params(), None)
             new.start(300)
         except Exception:
             # Never accepted a write: the old cluster is still whole (pg_control.old not yet used).
@@ -244,15 +259,39 @@ class UpgradeWorker:
             reason=(f"upgrade from PostgreSQL {up.from_major} to {up.to_major}: system identifier "
                     f"{up.old_system_id} -> {new_id}; old data kept in {kept}")))
         self._done.add((up.id, "upgrading"))
-        keys.put(store, with_phase(up, "replicas", f"the new primary runs on {up.to_major}; cloning the replicas",
+        keys.put(store, with_phase(up, "replicas", f"the new primary runs on {up.to_major}; waiting for the "
+                                   "replicas to stream",
                                    new_system_id=new_id, new_primary_at=time.time()))
         self._report(up, "released", f"upgraded; old data in {kept}")
         steps.analyze_in_background(new, up.to_major)
         self._hold_bouncer(False)
 
+    def _sync_replicas(self, up: Upgrade, kept: Path) -> Upgrade:
+        """Phase syncing: each replica takes the new cluster by rsync (or skips: cloned later)."""
+        view = self.agent.view
+        me = view.members.get(self.me) if view is not None else None
+        up = with_phase(up, "syncing", "the replicas take the new cluster by rsync (new primary not started)",
+                        primary_host=me.host if me is not None else "", kept_name=kept.name,
+                        primary_data_dir=self.config.postgresql.data_dir)
+        keys.put(self.agent.store, up)
+        others = [m for m in up.members if m != self.me]
+        self._wait("the replicas' rsync", lambda: all(
+            r.get(n, Report("", "")).phase in ("synced", "sync-skipped") for n in others)
+            if (r := self._read()[1]) is not None else False, RSYNC_TIMEOUT)
+        return up
+
     def _roll_back(self, up: Upgrade, why: str) -> None:
         log.error("upgrade failed, rolling back: %s", why)
         shutil.rmtree(steps.staging_dir(self.config), ignore_errors=True)
+        current, _ = self._read()
+        up = with_phase(current if current is not None and current.id == up.id else up, "rolling-back",
+                        f"{why}; rolling back")
+        keys.put(self.agent.store, up)
+        others = [m for m in up.members if m != self.me]
+        with contextlib.suppress(Failed):
+            self._wait("the replicas' old data directories", lambda: all(
+                r.get(n, Report("", "")).phase == "restored" for n in others)
+                if (r := self._read()[1]) is not None else False, REPORT_TIMEOUT)
         try:
             self.pg.configure(self._params(), None)
             self.pg.start(300)
@@ -303,13 +342,25 @@ class UpgradeWorker:
             time.sleep(POLL)
         return False
 
-    def _reclone_replica(self, up: Upgrade) -> None:
+    def _resync_replica(self, up: Upgrade) -> None:
+        self._done.add((up.id, "syncing"))
+        why = resync.take_new_cluster(Path(self.config.postgresql.data_dir), self.pg.binaries.run_as,
+                                      up.primary_host, up.primary_data_dir, up.kept_name)
+        if why:
+            log.warning("the new cluster by rsync: %s; this replica is cloned from the new primary instead", why)
+        self._report(up, "sync-skipped" if why else "synced", why)
+
+    def _release_replica(self, up: Upgrade, synced: bool) -> None:
+        """The new primary runs: with the new cluster by rsync start as its replica, else move the old
+        data aside and be cloned (by the HA loop, once released)."""
         self._done.add((up.id, "replicas"))
-        kept = steps.move_replica_aside(self.config)
+        data = Path(self.config.postgresql.data_dir)
+        kept = data.with_name(up.kept_name) if synced else steps.move_replica_aside(self.config)
         config = bindir.with_bin_dir(self.config, up.to_bin_dir)
         bindir.record(config, up.to_bin_dir)
         self._swap(config, PostgresNode(config))
-        self._report(up, "released", f"old data in {kept}; cloning from the new primary")
+        how = "took the new cluster by rsync" if synced else "cloning from the new primary"
+        self._report(up, "released", f"{how}; old data in {kept}")
         self._hold_bouncer(False)
 
     def _swap(self, config: NodeConfig, node: PostgresNode) -> None:

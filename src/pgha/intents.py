@@ -34,6 +34,7 @@ from pgha.core.model import (
     Tags,
 )
 from pgha.upgrade.record import Upgrade as UpgradeRecord
+from pgha.upgrade.record import path_problem as upgrade_path_problem
 
 # Failures a test may inject into an upgrade (pgha.upgrade.steps.FAULTS).
 UPGRADE_FAULTS = ("after-pg-upgrade", "after-sync")
@@ -348,7 +349,5 @@ def upgrade(view: ClusterView | None, req: Requester, *, id: str, to_bin_dir: st
 
 
 def _bin_dir_problem(path: str) -> str | None:
-    if not path.startswith("/") or len(path) > 1024 or any(c in path for c in "\n\r\t\0'\"\\") \
-            or any(part in (".", "..") for part in path.split("/")):
-        return "--to-bin-dir must be an absolute, plain directory path (the new major's bin directory)"
-    return None
+    problem = upgrade_path_problem(path)
+    return f"--to-bin-dir {problem} (the new major's bin directory)" if problem else None

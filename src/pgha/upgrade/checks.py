@@ -58,10 +58,11 @@ def data_size(path: Path) -> int:
 
 
 def disk_problem(config: NodeConfig, primary: bool) -> str | None:
-    """Room beside the data directory: the primary's new catalog, or a replica's new full copy
-    (its old data directory is kept aside as the way back)."""
+    """Room beside the data directory: the primary's new catalog, or a replica's new full copy when it
+    cannot take the new cluster by rsync (its old data directory is kept aside)."""
     data = Path(config.postgresql.data_dir)
-    need = PRIMARY_SPACE if primary else data_size(data) + PRIMARY_SPACE
+    # A replica with rsync takes the new cluster as hard links (only the catalog is new).
+    need = PRIMARY_SPACE if primary or shutil.which("rsync") else data_size(data) + PRIMARY_SPACE
     free = shutil.disk_usage(data.parent).free
     if free < need:
         return (f"only {free // 2**20} MiB free beside {data}, {need // 2**20} MiB needed "

@@ -24,6 +24,7 @@ Decoding is defensive: a bad value reads as absent.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -98,6 +99,26 @@ def _pick(cls: type[Any], data: dict[str, Any]) -> Any:
         return None
 
 
+HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+
+
+def path_problem(path: str) -> str | None:
+    """A directory path that may reach a command line or a file: absolute and plain."""
+    if not path.startswith("/") or len(path) > 1024 or any(c in path for c in "\n\r\t\0'\"\\") \
+            or any(part in (".", "..") for part in path.split("/")):
+        return "must be an absolute, plain directory path"
+    return None
+
+
+def _valid(up: Upgrade) -> bool:
+    """Every value that reaches a command line (pg_upgrade, rsync) or a file is well-formed."""
+    return (path_problem(up.to_bin_dir) is None
+            and (not up.primary_data_dir or path_problem(up.primary_data_dir) is None)
+            and (not up.kept_name or (NAME.match(up.kept_name) is not None and up.kept_name not in (".", "..")))
+            and (not up.primary_host or HOST.match(up.primary_host) is not None))
+
+
 def decode_upgrade(raw: bytes | None) -> Upgrade | None:
     data = _obj(raw)
     if data is None:
@@ -106,8 +127,9 @@ def decode_upgrade(raw: bytes | None) -> Upgrade | None:
         data["members"] = tuple(str(m) for m in data["members"])
     up = _pick(Upgrade, data)
     ok = (isinstance(up, Upgrade) and isinstance(up.id, str) and up.id and isinstance(up.to_bin_dir, str)
-          and isinstance(up.leader, str) and up.phase in PHASES)
-    return up if ok else None
+          and isinstance(up.leader, str) and up.phase in PHASES
+          and all(isinstance(getattr(up, f), str) for f in ("primary_host", "primary_data_dir", "kept_name")))
+    return up if ok and _valid(up) else None
 
 
 def decode_report(raw: bytes | None) -> Report | None:

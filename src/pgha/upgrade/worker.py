@@ -41,6 +41,8 @@ log = logging.getLogger("pgha.upgrade")
 # Seconds to wait for every member's pre-flight / for the replicas to stop / for a hold to begin.
 REPORT_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0
+# Seconds the primary waits for the other members' PgBouncers to pause before it stops.
+BOUNCER_WAIT = 5.0
 RSYNC_TIMEOUT = resync.RSYNC_TIMEOUT
 POLL = 0.5
 
@@ -129,7 +131,9 @@ class UpgradeWorker:
         elif up.phase == "stopping":
             if lead:
                 self._stop_all(up)
-            elif up.primary_lsn and reports.get(self.me, Report("", "")).phase != "stopped":
+            elif (mine := reports.get(self.me, Report("", "")).phase) not in ("paused", "stopped", "failed"):
+                self._pause_replica(up)
+            elif up.primary_lsn and mine == "paused":
                 self._stop_replica(up)
         elif lead:
             if up.phase == "replicas":
@@ -148,6 +152,11 @@ class UpgradeWorker:
                 resync.put_back(Path(self.config.postgresql.data_dir),
                                 Path(self.config.postgresql.data_dir).with_name(up.kept_name))
             self._report(up, "restored", "the old data directory is in place")
+            # PgBouncer resumes once the old primary runs again.
+            with contextlib.suppress(Failed):
+                self._wait("the rollback", lambda: (c := self._read()[0]) is None or c.id != up.id
+                           or c.phase != "rolling-back", REPORT_TIMEOUT)
+            self._hold_bouncer(False)
 
     def _preflight(self, up: Upgrade, lead: bool) -> None:
         problem = checks.bin_dir_problem(self.config, up.to_bin_dir) or checks.disk_problem(self.config, lead)
@@ -175,6 +184,11 @@ class UpgradeWorker:
         if problem:
             return self._fail(up, problem)
         self._done.add((up.id, "preflight"))
+        try:
+            # The new cluster's initdb, while the old primary still serves: out of the write gap.
+            steps.prepare_primary(self.config, self.pg, up.to_bin_dir, self._params())
+        except Exception as exc:
+            return self._fail(up, f"{self.me}: {exc}")
         from_major = versions.bin_dir_major(self.config.postgresql.bin_dir)
         keys.put(self.agent.store, with_phase(
             up, "stopping", "holding the cluster; stopping the primary", members=members, started_at=time.time(),
@@ -182,6 +196,7 @@ class UpgradeWorker:
 
     def _fail(self, up: Upgrade, message: str) -> None:
         log.error("upgrade refused: %s", message)
+        shutil.rmtree(steps.staging_dir(self.config), ignore_errors=True)
         self._done.add((up.id, up.phase))
         keys.put(self.agent.store, with_phase(up, "failed", message, finished_at=time.time()))
 
@@ -203,15 +218,19 @@ class UpgradeWorker:
         self._done.add((up.id, "stopping"))
         try:
             self._wait("the HA loop to hold", self._held, HOLD_TIMEOUT)
-            steps.prepare_primary(self.config, self.pg, up.to_bin_dir, self._params())
             self._hold_bouncer(True)
+            others = [m for m in up.members if m != self.me]
+            # Every PgBouncer paused before the primary stops (or BOUNCER_WAIT passed), as for a switchover.
+            with contextlib.suppress(Failed):
+                self._wait("the PgBouncers to pause", lambda: all(
+                    r.get(n, Report("", "")).phase in ("paused", "failed") for n in others)
+                    if (r := self._read()[1]) is not None else False, BOUNCER_WAIT)
             self.pg.stop("fast", 300)
             stopped_at = time.time()
             lsn = self._checkpoint_lsn(self.pg)
             up = dataclasses.replace(up, primary_lsn=lsn, stopped_at=stopped_at,
                                      message=f"primary stopped at {lsn}; waiting for the replicas")
             keys.put(self.agent.store, up)
-            others = [m for m in up.members if m != self.me]
             reports = self._wait("the replicas to stop", lambda: (
                 r if all(r.get(n, Report("", "")).phase in ("stopped", "failed") for n in others)
                 else None) if (r := self._read()[1]) is not None else None, REPORT_TIMEOUT)
@@ -320,11 +339,18 @@ class UpgradeWorker:
         log.info("upgrade %s done", up.id)
 
     # --- a replica ------------------------------------------------------------------------------
-    def _stop_replica(self, up: Upgrade) -> None:
-        self._done.add((up.id, "stopping"))
+    def _pause_replica(self, up: Upgrade) -> None:
+        """Held, with its PgBouncer paused, before the primary stops."""
         try:
             self._wait("the HA loop to hold", self._held, HOLD_TIMEOUT)
             self._hold_bouncer(True)
+            self._report(up, "paused")
+        except Exception as exc:
+            self._report(up, "failed", f"{self.me}: {exc}")
+
+    def _stop_replica(self, up: Upgrade) -> None:
+        self._done.add((up.id, "stopping"))
+        try:
             with_lag = self._wait_replayed(parse_lsn(up.primary_lsn) or 0)
             self.pg.stop("fast", 300)
             lsn = self._checkpoint_lsn(self.pg)

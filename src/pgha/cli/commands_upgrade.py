@@ -14,7 +14,7 @@ import uuid
 import click
 
 from pgha import intents as validate
-from pgha.cli.context import Refused, Session, requester, valid, wait_for, with_cluster
+from pgha.cli.context import Refused, Session, confirm, requester, valid, wait_for, with_cluster
 from pgha.cli.main import cli
 from pgha.upgrade import keys
 from pgha.upgrade.record import Upgrade
@@ -31,14 +31,17 @@ def progress_line(up: Upgrade) -> str:
 @cli.command("upgrade")
 @click.option("--to-bin-dir", "to_bin_dir", required=True, metavar="DIR",
               help="The new major's bin directory, installed on every member (e.g. /usr/lib/postgresql/18/bin).")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Record the request and return.")
 @click.option("--inject-failure", "inject", default="", hidden=True)
 @with_cluster
-def upgrade_cmd(session: Session, to_bin_dir: str, no_wait: bool, inject: str) -> None:
+def upgrade_cmd(session: Session, to_bin_dir: str, force: bool, no_wait: bool, inject: str) -> None:
     """Major-version upgrade of the running cluster (pg_upgrade --link on the primary, replicas cloned)."""
     pending, _ = keys.read(session.store)
     up = valid(validate.upgrade(session.read(), requester(), id=uuid.uuid4().hex, to_bin_dir=to_bin_dir,
                                 pending=pending, inject=inject))
+    confirm(f"Upgrade cluster {session.cluster} to the PostgreSQL in {to_bin_dir} (pg_upgrade --link on "
+            f"{up.leader}, a write pause)?", force)
     if not keys.request(session.store, up, pending):
         raise Refused("another upgrade was recorded meanwhile; nothing was written")
     click.echo(f"Upgrade to {to_bin_dir} recorded (id {up.id}); {up.leader}'s agent runs the pre-flight.")

@@ -87,3 +87,11 @@ def test_initdb_options_follow_the_old_clusters_checksums() -> None:
     assert "--data-checksums" not in off and off[-1] == "--no-data-checksums"
     assert "--no-data-checksums" not in checks.initdb_options(node, False, 16)
     assert checks.checksums_on({"Data page checksum version": "1"}) and not checks.checksums_on({})
+
+
+def test_operations_doc_names_the_upgrades_limits() -> None:
+    from pgha.upgrade import worker
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert f"within {checks.MAX_LAG_BYTES // 2**20} MiB" in doc
+    assert f"(up to {worker.BOUNCER_WAIT:g} s)" in doc

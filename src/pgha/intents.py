@@ -36,8 +36,8 @@ from pgha.core.model import (
 from pgha.upgrade.record import Upgrade as UpgradeRecord
 from pgha.upgrade.record import path_problem as upgrade_path_problem
 
-# Failures a test may inject into an upgrade (pgha.upgrade.steps.FAULTS).
-UPGRADE_FAULTS = ("after-pg-upgrade", "after-sync")
+# Failures a test may inject into an upgrade (honoured by agents run with PGHA_UPGRADE_FAULTS=1).
+UPGRADE_FAULTS = ("after-pg-upgrade", "after-sync", "clone-one-replica")
 
 # A schedule up to this many seconds in the past is taken as "now" (clocks and typing differ).
 SCHEDULE_SLACK = 60.0

@@ -5,8 +5,9 @@ One cluster with a PgBouncer per node, in order: a pre-flight that fails (an ext
 stops the upgrade with one line before anything stops; an injected failure after pg_upgrade, and one
 after the replicas' rsync (agents run with PGHA_UPGRADE_FAULTS=1), roll the cluster back to 15 with no
 acknowledged write lost; then the upgrade itself under a write probe through the multi-host DSN and a
-client through PgBouncer: 0 lost acknowledged writes, every member on 18 and streaming (the replicas by
-pg_upgrade's rsync method), a new system identifier, and the history says so.
+client through PgBouncer: 0 lost acknowledged writes, every member on 18 and streaming (one replica by
+pg_upgrade's rsync method, the other made to fall back to a clone), a new system identifier, and the
+history says so.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def test_upgrade_to_18_under_writes(demo15: DemoCluster, pg18_bin: str) -> None:
     try:
         wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=30)
         wait_commits([client], 20)
-        result = pgha(demo15, "upgrade", "--force", "--to-bin-dir", pg18_bin)
+        # One replica is made to skip the rsync method: it is cloned from the new primary instead.
+        result = pgha(demo15, "upgrade", "--force", "--to-bin-dir", pg18_bin, "--inject-failure",
+                      "clone-one-replica")
         assert result.exit_code == 0, result.output
         wait_cluster("every member on 18 and streaming", lambda: _streaming(demo15, 18), timeout=180)
         before = probe.acknowledged
@@ -126,8 +129,10 @@ def test_upgrade_to_18_under_writes(demo15: DemoCluster, pg18_bin: str) -> None:
     assert "from PostgreSQL 15 to 18" in entry.reason
     with connect(demo15, lead) as conn:
         assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("18")  # type: ignore[index]
-    # The replicas took the new cluster by pg_upgrade's rsync method (rsync is installed), not a clone.
+    # One replica took the new cluster by pg_upgrade's rsync method (rsync is installed), the other was
+    # cloned from the new primary.
     up, reports = keys.read(demo15.store())
     assert up is not None and up.phase == "done"
-    assert {n: r.message.split(";")[0] for n, r in reports.items() if n != lead} == {
-        n: "took the new cluster by rsync" for n in view.members if n != lead}
+    first, last = sorted(n for n in view.members if n != lead)
+    assert reports[first].message.startswith("took the new cluster by rsync;"), reports[first]
+    assert reports[last].message.startswith("cloning from the new primary;"), reports[last]

@@ -247,7 +247,7 @@ class UpgradeWorker:
                 self._roll_back(up, f"{self.me}: {exc}" if not isinstance(exc, Failed) else str(exc))
 
     def _upgrade_primary(self, up: Upgrade) -> None:
-        fault = up.inject if os.environ.get("PGHA_UPGRADE_FAULTS") == "1" else ""
+        fault = _fault(up)
         old = self.pg
         kept = steps.upgrade_primary(self.config, old, up.to_bin_dir, fault)
         config = bindir.with_bin_dir(self.config, up.to_bin_dir)
@@ -369,8 +369,12 @@ class UpgradeWorker:
 
     def _resync_replica(self, up: Upgrade) -> None:
         self._done.add((up.id, "syncing"))
-        why = resync.take_new_cluster(Path(self.config.postgresql.data_dir), self.pg.binaries.run_as,
-                                      up.primary_host, up.primary_data_dir, up.kept_name)
+        last_replica = max(m for m in up.members if m != up.leader)
+        if _fault(up) == "clone-one-replica" and self.me == last_replica:
+            why = "injected: cloned instead (PGHA_UPGRADE_FAULTS)"
+        else:
+            why = resync.take_new_cluster(Path(self.config.postgresql.data_dir), self.pg.binaries.run_as,
+                                          up.primary_host, up.primary_data_dir, up.kept_name)
         if why:
             log.warning("the new cluster by rsync: %s; this replica is cloned from the new primary instead", why)
         self._report(up, "sync-skipped" if why else "synced", why)
@@ -396,6 +400,11 @@ class UpgradeWorker:
         if isinstance(old, PostgresNode):
             old.close()
         self.agent.wake()
+
+
+def _fault(up: Upgrade) -> str:
+    """The failure to inject: only in tests, whose agents run with PGHA_UPGRADE_FAULTS=1."""
+    return up.inject if os.environ.get("PGHA_UPGRADE_FAULTS") == "1" else ""
 
 
 def start(agent: Agent) -> UpgradeWorker | None:

@@ -216,6 +216,7 @@ class UpgradeWorker:
     # --- the leader -----------------------------------------------------------------------------
     def _stop_all(self, up: Upgrade) -> None:
         self._done.add((up.id, "stopping"))
+        self._new_started = False
         try:
             self._wait("the HA loop to hold", self._held, HOLD_TIMEOUT)
             self._hold_bouncer(True)

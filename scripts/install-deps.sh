@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(postgresql-15 pgbackrest etcd-server etcd-client zookeeperd pgbouncer haproxy iproute2 iputils-arping python3-venv
           util-linux procps openssl nftables stress-ng
+          rsync                      # pgha upgrade brings the replicas to the new major by pg_upgrade's rsync method
           systemd                    # systemd-analyze verify checks packaging/systemd in the tests
           prometheus                 # promtool checks packaging/prometheus alerts.yml in the tests
           chromium chromium-driver)  # the dashboard's browser tests (tests/browser)

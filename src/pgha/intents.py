@@ -33,6 +33,11 @@ from pgha.core.model import (
     Switchover,
     Tags,
 )
+from pgha.upgrade.record import Upgrade as UpgradeRecord
+from pgha.upgrade.record import path_problem as upgrade_path_problem
+
+# Failures a test may inject into an upgrade (honoured by agents run with PGHA_UPGRADE_FAULTS=1).
+UPGRADE_FAULTS = ("after-pg-upgrade", "after-sync", "clone-one-replica")
 
 # A schedule up to this many seconds in the past is taken as "now" (clocks and typing differ).
 SCHEDULE_SLACK = 60.0
@@ -316,3 +321,33 @@ def verify(view: ClusterView | None, req: Requester, *, id: str, pending_id: str
     if pending_id is not None:
         return _refuse(Kind.CONFLICT, f"a restore test is already requested (id {pending_id}); wait for it to finish")
     return VerifyRequest(id=id, requested_at=req.wall_now, by="cli")
+
+
+# --- major-version upgrade ----------------------------------------------------------------------
+def upgrade(view: ClusterView | None, req: Requester, *, id: str, to_bin_dir: str,
+            pending: UpgradeRecord | None, inject: str = "") -> UpgradeRecord | Refusal:
+    """A major-version upgrade for the leader's agent to carry out (``pending``: the one at /upgrade).
+
+    Only the request is checked here; the pre-flight on every member runs before anything stops."""
+    if view is None:
+        return _refuse(Kind.NOT_READY, NOT_READ)
+    bad = _bin_dir_problem(to_bin_dir)
+    if bad is not None:
+        return _refuse(Kind.PRECONDITION, bad)
+    if pending is not None and pending.active:
+        return _refuse(Kind.CONFLICT, f"an upgrade to {pending.to_bin_dir} is already under way (phase "
+                                      f"{pending.phase}, id {pending.id}); wait for it to finish")
+    busy = _pending_switchover(view) or _paused(view)
+    if busy is not None:
+        return busy
+    if view.leader is None or not _leader_serves(view, req):
+        return _refuse(Kind.PRECONDITION, "the cluster has no leader running as primary; an upgrade needs one")
+    if inject and inject not in UPGRADE_FAULTS:
+        return _refuse(Kind.PRECONDITION, f"unknown failure to inject {inject!r}")
+    return UpgradeRecord(id=id, to_bin_dir=to_bin_dir, leader=view.leader.name, requested_at=req.wall_now,
+                         message="pre-flight on every member", inject=inject)
+
+
+def _bin_dir_problem(path: str) -> str | None:
+    problem = upgrade_path_problem(path)
+    return f"--to-bin-dir {problem} (the new major's bin directory)" if problem else None

@@ -192,3 +192,22 @@ def test_demo_up_prints_each_members_dashboard_url(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "  node1: https://127.0.0.1:15421/ui\n" in out and "  node2: https://127.0.0.1:15431/ui\n" in out
     assert "/d/api.netrc" in out and "/d/api-ca.crt" in out
+
+
+def test_state_shows_an_upgrade_under_way() -> None:
+    from pgha.upgrade import keys
+    from pgha.upgrade.record import Upgrade
+
+    h = make_handle("replica")
+    assert h.snap.view is not None
+    up = Upgrade(id="u1", to_bin_dir="/usr/lib/postgresql/18/bin", leader="n1", phase="syncing",
+                 message="the replicas take the new cluster by rsync (new primary not started)")
+    keys.put(h.store, up)
+    h.snap = replace(h.snap, view=replace(h.snap.view, upgrade_phase="syncing"))
+    with serving(h) as c:
+        st = json.loads(c.get("/ui/state").data)
+    assert st["upgrade"] == {"phase": "syncing", "message": up.message, "to_bin_dir": up.to_bin_dir}
+    # Finished: nothing shown (the history has the upgrade), and /upgrade is not read every second.
+    h.snap = replace(h.snap, view=replace(h.snap.view, upgrade_phase="done"))
+    with serving(h) as c:
+        assert json.loads(c.get("/ui/state").data)["upgrade"] is None

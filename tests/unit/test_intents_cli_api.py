@@ -21,6 +21,7 @@ from pgha.cli import context
 from pgha.cli.main import _register
 from pgha.core.model import ClusterConfig, MemberIntent, Role, Switchover
 from pgha.dcs.memory import MemoryKV
+from pgha.upgrade import keys as upgrade_keys
 from tests.unit.test_api_helpers import FakeHandle, node_config
 from tests.unit.test_cli_world import MIB, World, refusal
 
@@ -70,6 +71,10 @@ REQUESTS: dict[str, Call] = {
     "reload-node2": (["reload", "node2"], "node2", "POST", "/reload", {}),
     "reinit-node2": (["reinit", "node2"], "node2", "POST", "/reinitialize", {}),
     "reinit-leader": (["reinit", "node1"], "node1", "POST", "/reinitialize", {}),
+    "upgrade": (["upgrade", "--to-bin-dir", "/usr/lib/postgresql/18/bin", "--no-wait"], "node3", "POST", "/upgrade",
+                {"to_bin_dir": "/usr/lib/postgresql/18/bin"}),
+    "upgrade-relative": (["upgrade", "--to-bin-dir", "lib/18/bin", "--no-wait"], "node2", "POST", "/upgrade",
+                         {"to_bin_dir": "lib/18/bin"}),
 }
 
 
@@ -92,9 +97,11 @@ def _written(w: World) -> tuple[Any, ...]:
     """What a request left in the DCS, without its random ids."""
     view = w.store.read()
     sw = view.switchover
+    up, _ = upgrade_keys.read(w.store)
     return ((sw.kind, sw.leader, sw.candidate, sw.scheduled_at, sw.phase) if sw else None,
             sorted((n, i.action, i.from_leader, i.role, i.only_if_pending, i.scheduled_at)
-                   for n, i in view.intents.items()))
+                   for n, i in view.intents.items()),
+            (up.to_bin_dir, up.leader, up.phase) if up else None)
 
 
 def _api(w: World, node: str, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:

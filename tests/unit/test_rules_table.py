@@ -216,6 +216,21 @@ CASES: list[Case] = [
         "paused-leader-missing",
         [A.AcquireLeader()],
     ),
+    # ===== a major-version upgrade =====
+    Case(
+        "upgrade holds the stopped leader: no restart, keeps the VIP off (PostgreSQL stopped)",
+        healthy(upgrade_phase="upgrading", upgrade_holding=frozenset("abc")),
+        local("a", pg_stopped()),
+        "upgrade-hold",
+        [A.SetVip(False)],
+    ),
+    Case(
+        "upgrade holds a stopped replica even with the leader's lease gone: no election",
+        nobody_leads(upgrade_phase="stopping", upgrade_holding=frozenset("bc")),
+        local("b", pg_stopped()),
+        "upgrade-hold",
+        [A.SetVip(False)],
+    ),
     Case(
         "paused leader keeps the VIP",
         healthy(cfg=config(pause=True)),

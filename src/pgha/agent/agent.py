@@ -53,7 +53,9 @@ from pgha.core.model import (
 )
 from pgha.core.slots import slot_parameters
 from pgha.dcs.base import DCSError
-from pgha.dcs.store import ClusterStore
+from pgha.dcs.store import NO_FORK, ClusterStore
+from pgha.upgrade import worker as upgrade_worker
+from pgha.upgrade.worker import UpgradeWorker
 
 if TYPE_CHECKING:
     from pgha.api.server import ApiServer
@@ -114,10 +116,15 @@ class Agent:
         self.archived_timeline = 0
         # The archive gap check (pgha.backup.gapcheck), with backup: configured.
         self.gap_thread: GapThread | None = None
+        self.upgrade: UpgradeWorker | None = None  # pgha.upgrade.worker, started by run()
 
     # --- what the executor, tasks and the API call ---------------------------------------
     def wake(self) -> None:
         self._wake.set()
+
+    def current_rule(self) -> str:
+        """The rule of the loop last run ("" before the first)."""
+        return self._current[1].rule_id if self._current is not None else ""
 
     def take_wake(self) -> bool:
         """Whether something asked for the next loop early (and reset that)."""
@@ -264,7 +271,7 @@ class Agent:
         if key != self._history_key:
             with contextlib.suppress(DCSError):
                 entries = self.store.history()
-                self._forks = {e.timeline: e.lsn for e in entries if e.kind != "bootstrap"}
+                self._forks = {e.timeline: e.lsn for e in entries if e.kind not in NO_FORK}
                 self._last_leader = entries[-1].new_leader if entries else None
                 self._history_key = key
         view = replace(view, forks=self._forks, last_leader=self._last_leader)
@@ -340,6 +347,8 @@ class Agent:
     def run_once(self) -> Decision:
         now = self.ports.clock.monotonic()
         view = self.read_view()
+        if self.upgrade is not None:
+            self.upgrade.notice(view)
         # Before the cluster is initialized its configuration is the one this node will seed.
         self.cluster_config = view.config if view.system_id else self.config.cluster_config
         self.lease.ttl = self.cluster_config.ttl
@@ -443,6 +452,7 @@ class Agent:
         if self.ports.watchdog is not None:
             self.ports.watchdog.start()
         threading.Thread(target=self._watch, name="dcs-watch", daemon=True).start()
+        self.upgrade = upgrade_worker.start(self)
         while not self._stop.is_set():
             try:
                 decision = self.run_once()

@@ -13,6 +13,7 @@ import sys
 
 from pgha.config import ConfigError, NodeConfig, load
 from pgha.preflight import exposed_secrets, run_all
+from pgha.upgrade import bindir
 
 
 def config_path_of(args: list[str]) -> str | None:
@@ -27,7 +28,7 @@ def config_path_of(args: list[str]) -> str | None:
 def load_checked(path: str) -> NodeConfig:
     """The node configuration, checked against this machine; one line and exit 1 if it is bad."""
     try:
-        cfg = load(path)
+        cfg = bindir.apply(load(path))
         run_all(cfg)
         warning = exposed_secrets(path, cfg)
         if warning is not None:

@@ -2,8 +2,8 @@
 
 The page polls /ui/state every second.  That document is built from the agent's latest
 loop snapshot and its ClusterRecorder (lag samples, events), with no DCS read except the
-history, which is read again only when the leader key changed.  Actions on the page call
-the ordinary authenticated endpoints (POST /switchover, /restart, /reinitialize, /pause,
+history, which is read again only when the leader key changed, and /upgrade while an upgrade
+runs.  Actions on the page call the ordinary authenticated endpoints (POST /switchover, /restart, /reinitialize, /pause,
 /resume) with the credentials typed into its sign-in form, so they get the same validation.
 """
 
@@ -129,7 +129,24 @@ def state_json(handle: AgentHandle, s: NodeSnapshot, now: float) -> dict[str, An
         "ttl": s.cluster_config.ttl,
         "auth_required": handle.config.api.credentials is not None,
         "backup": _backup(handle, now),
+        "upgrade": _upgrade(handle, s),
     }
+
+
+def _upgrade(handle: AgentHandle, s: NodeSnapshot) -> dict[str, Any] | None:
+    """A major-version upgrade under way: its phase and the leader's line (read only while one runs)."""
+    from pgha.upgrade import keys
+    from pgha.upgrade.record import FINAL_PHASES
+
+    phase = s.view.upgrade_phase if s.view is not None else ""
+    if not phase or phase in FINAL_PHASES:
+        return None
+    try:
+        up, _ = keys.read(handle.store)
+    except DCSError:
+        return {"phase": phase, "message": ""}
+    return {"phase": phase, "message": up.message if up is not None else "",
+            "to_bin_dir": up.to_bin_dir if up is not None else ""}
 
 
 def _backup(handle: AgentHandle, now: float) -> dict[str, Any] | None:

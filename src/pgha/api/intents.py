@@ -6,6 +6,7 @@ nothing here touches PostgreSQL.
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 from pgha import intents as validate
@@ -16,6 +17,7 @@ from pgha.api.schema import BadRequest, merge_patch, parse_time
 from pgha.config import ConfigError, build
 from pgha.core.model import ClusterConfig, MemberIntent, Switchover
 from pgha.dcs.codec import to_jsonable
+from pgha.upgrade import keys as upgrade_keys
 
 
 def _new_id() -> str:
@@ -211,3 +213,25 @@ def backups(req: Request) -> Reply:
         return error(404, "no backup information in the DCS; is 'pgha repository run' running?")
     result = keys.read_result(req.handle.store)
     return Reply(200, {**summary.to_dict(), "last_request": to_jsonable(result) if result else None})
+
+
+# --- major-version upgrade --------------------------------------------------------------------
+def upgrade(req: Request) -> Reply:
+    store = req.handle.store
+    pending, _ = upgrade_keys.read(store)
+    up = validate.upgrade(req.snapshot.view, requester(req), id=_new_id(), to_bin_dir=str(req.body["to_bin_dir"]),
+                          pending=pending)
+    if isinstance(up, validate.Refusal):
+        return refused(up)
+    if not upgrade_keys.request(store, up, pending):
+        return error(409, "another upgrade was recorded meanwhile; nothing was written")
+    req.handle.wake()
+    return Reply(202, {**asdict(up), "message": f"upgrade to {up.to_bin_dir} recorded; {up.leader}'s agent runs "
+                                                "the pre-flight (GET /upgrade shows the progress)"})
+
+
+def upgrade_status(req: Request) -> Reply:
+    up, reports = upgrade_keys.read(req.handle.store)
+    if up is None:
+        return error(404, "no upgrade was requested")
+    return Reply(200, {**asdict(up), "reports": {n: asdict(r) for n, r in sorted(reports.items())}})

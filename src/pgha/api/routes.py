@@ -101,6 +101,8 @@ FAILSAFE = Body((Field("leader", "string", "The leader asking to be confirmed", 
 CONFIG_PATCH = Body(description="JSON merge patch (RFC 7396) of the cluster configuration; null restores "
                     "a default", schema=dataclass_patch_schema(ClusterConfig),
                     media_type="application/merge-patch+json")
+UPGRADE = Body((Field("to_bin_dir", "string", "The new major's bin directory, installed on every member",
+                      required=True),))
 EMPTY = Body(description="No body (an empty JSON object is accepted)")
 BACKUP = Body((Field("type", "string", "Backup type (default full)", enum=("full", "diff", "incr")),))
 
@@ -151,6 +153,13 @@ def _rows() -> tuple[Route, ...]:
               responses={200: "Failover accepted", 409: "A switchover is already pending",
                          412: "Refused: the candidate cannot be promoted (JSON {error})",
                          503: "The cluster state was not read yet, or the DCS is unreachable"}),
+        Route("POST", "/upgrade", intents.upgrade, "Major-version upgrade of the cluster (pgha upgrade); "
+              "its progress is GET /upgrade", auth=True, body=UPGRADE,
+              responses={202: "Upgrade recorded; the leader's agent runs the pre-flight",
+                         409: "An upgrade or a switchover is already under way",
+                         412: "Refused: no leader, paused, or a bad path (JSON {error})", **DCS}),
+        Route("GET", "/upgrade", intents.upgrade_status, "The last upgrade: phase, one line, each member's report",
+              responses={200: "The upgrade (JSON)", 404: "No upgrade was requested"}, tag="status"),
         Route("POST", "/restart", intents.restart, "Restart PostgreSQL on this node", auth=True, body=RESTART,
               responses={**ACCEPTED, 412: "The scheduled time is in the past (JSON {error})", **DCS}, tag="node"),
         Route("DELETE", "/restart", intents.cancel_restart, "Cancel a pending restart of this node",

@@ -34,6 +34,7 @@ def _register() -> None:
         commands_generate,
         commands_haproxy,
         commands_probe,
+        commands_upgrade,
         commands_verify,
     )
 

@@ -350,6 +350,9 @@ class ClusterView:
     last_leader: str | None = None
     # Set when the last read of the DCS failed; the other fields are then the last good read.
     dcs_error: str | None = None
+    # A major-version upgrade (/upgrade): its phase, and the members it holds (rule upgrade-hold).
+    upgrade_phase: str = ""
+    upgrade_holding: frozenset[str] = frozenset()
 
 
 class PgRunState(StrEnum):

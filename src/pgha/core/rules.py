@@ -144,6 +144,13 @@ RULES: tuple[Rule, ...] = (
          lambda f: f.task_running,
          bouncer_upkeep),
 
+    # ===== a major-version upgrade holds this member (pgha.upgrade) =====
+    Rule("upgrade-hold", "upgrade",
+         "A major-version upgrade holds this member: its agent's upgrade steps stop, upgrade and start "
+         "PostgreSQL; take no automatic action, no failover.",
+         lambda f: f.me in f.view.upgrade_holding,
+         lambda f: ([SetVip(True)] if f.i_lead and f.is_primary else [SetVip(False)])),
+
     # ===== maintenance mode =====
     Rule("paused-leader-missing", "pause",
          "Maintenance mode, our primary runs but nobody holds the leader key: take it, change nothing else.",

@@ -13,6 +13,8 @@ Layout (values are JSON unless noted):
     history/<time-ns>-<r> HistoryEntry (one key per entry: appends never conflict);
                           ordered by the key's create_revision, not by clocks
     failsafe              {"leader", "members"} (informational)
+    upgrade               a major-version upgrade's plan and phase (pgha.upgrade.record)
+    upgrade-members/<n>   each member's report on it
 
 Reading is defensive: a value another member wrote that cannot be decoded is
 skipped (a member, intent, history entry, switchover, sync) or, for /config,
@@ -32,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pgha.core import names
 from pgha.core.model import (
@@ -45,6 +48,7 @@ from pgha.core.model import (
 )
 from pgha.dcs import codec
 from pgha.dcs.base import KV, Compacted, DCSError, KeyValue, LeaseNotFound, WatchEvent
+from pgha.upgrade import record
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,19 @@ class HistoryEntry:
     new_leader: str
     old_leader: str | None = None
     kind: str = "failover"  # failover, switchover, bootstrap
+
+
+# History kinds that end no timeline.
+NO_FORK = ("bootstrap", "upgrade")
+
+
+def _upgrade_fields(raw: bytes | None, raw_reports: dict[str, bytes]) -> dict[str, Any]:
+    """The upgrade's phase and the members it holds, for the core (rule upgrade-hold)."""
+    up = record.decode_upgrade(raw)
+    if up is None:
+        return {}
+    reports = {n: r for n, v in raw_reports.items() if (r := record.decode_report(v)) is not None}
+    return {"upgrade_phase": up.phase, "upgrade_holding": record.holding(up, reports)}
 
 
 class InitializeConflict(DCSError):
@@ -111,6 +128,7 @@ class ClusterStore:
         intents: dict[str, MemberIntent] = {}
         history: list[tuple[int, str, HistoryEntry]] = []
         initialized_by: str | None = None
+        upgrade: tuple[bytes | None, dict[str, bytes]] = (None, {})
         for kv in kvs:
             rel = kv.key[len(self.root):]
             try:
@@ -142,13 +160,18 @@ class ClusterStore:
                     intents[member] = codec.decode_intent(kv.value)
                 elif rel.startswith("history/"):
                     history.append((kv.create_revision, rel, codec.decode(HistoryEntry, kv.value)))
+                elif rel == record.UPGRADE_KEY:
+                    upgrade = (kv.value, upgrade[1])
+                elif rel.startswith(record.REPORTS_PREFIX):
+                    upgrade[1][rel.removeprefix(record.REPORTS_PREFIX)] = kv.value
             except ValueError as exc:
                 problems.append(f"{_safe_key(rel)}: {exc}; ignored")
         entries = [entry for _, _, entry in sorted(history, key=lambda h: (h[0], h[1]))]
         last_leader = entries[-1].new_leader if entries else initialized_by
         view = replace(
             view, members=members, intents=intents, last_leader=last_leader,
-            forks={e.timeline: e.lsn for e in entries if e.kind != "bootstrap"},
+            forks={e.timeline: e.lsn for e in entries if e.kind not in NO_FORK},
+            **_upgrade_fields(*upgrade),
         )
         self._report(problems)
         return view
@@ -361,7 +384,7 @@ class ClusterStore:
             entry = codec.decode(HistoryEntry, latest.value)
         except ValueError:
             return False
-        if entry.timeline != timeline or entry.new_leader != new_leader or entry.kind == "bootstrap":
+        if entry.timeline != timeline or entry.new_leader != new_leader or entry.kind in NO_FORK:
             return False
         return self.kv.delete_if(latest.key, latest.mod_revision)
 

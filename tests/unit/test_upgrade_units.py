@@ -1,0 +1,97 @@
+"""Issue 21, `pgha upgrade` without PostgreSQL: the DCS record's validation, the hold, the request's
+refusals, and the pre-flight's extension and initdb decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pgha import intents
+from pgha.config import parse
+from pgha.upgrade import checks
+from pgha.upgrade.record import Report, Upgrade, decode_upgrade, dump, holding
+from tests.unit.core_builders import config, primary, replica, view
+
+REQ = intents.Requester(wall_now=1000.0, mono_now=50.0)
+BIN = "/usr/lib/postgresql/18/bin"
+
+
+def _raw(**kw: object) -> bytes:
+    return dump(Upgrade(id="u1", to_bin_dir=BIN, leader="a", phase="syncing", **kw))  # type: ignore[arg-type]
+
+
+def test_record_values_that_reach_a_command_line_are_checked() -> None:
+    assert decode_upgrade(_raw(kept_name="data.15", primary_host="10.0.0.1", primary_data_dir="/var/lib/d"))
+    for bad in ({"kept_name": "../etc"}, {"kept_name": "a/b"}, {"primary_host": "-oProxyCommand=x"},
+                {"primary_host": "a b"}, {"primary_data_dir": "relative/data"}, {"primary_data_dir": "/a/../b"}):
+        assert decode_upgrade(_raw(**bad)) is None, bad
+    relative = json.loads(_raw())
+    relative["to_bin_dir"] = "bin"
+    assert decode_upgrade(json.dumps(relative).encode()) is None
+    assert decode_upgrade(b"not json") is None and decode_upgrade(b'{"id": "u1"}') is None
+
+
+def test_the_hold_lasts_until_each_member_is_released() -> None:
+    up = Upgrade(id="u1", to_bin_dir=BIN, leader="a", phase="replicas", members=("a", "b", "c"))
+    released = {"a": Report("u1", "released"), "b": Report("u0", "released"), "c": Report("u1", "synced")}
+    assert holding(up, released) == {"b", "c"}
+    assert holding(Upgrade(id="u1", to_bin_dir=BIN, leader="a", phase="preflight", members=("a",)), {}) == set()
+    assert holding(Upgrade(id="u1", to_bin_dir=BIN, leader="a", phase="rolled-back", members=("a",)), {}) == set()
+
+
+def _cluster(**kw: object) -> object:
+    return view(primary("a"), replica("b", "a"), leader="a", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kw", "want"), [
+    ({"to_bin_dir": "usr/lib/postgresql/18/bin"}, "--to-bin-dir must be an absolute, plain directory path"),
+    ({"to_bin_dir": "/usr/lib/../bin"}, "--to-bin-dir must be an absolute, plain directory path"),
+    ({"view": "paused"}, "the cluster is paused"),
+    ({"view": "no leader"}, "the cluster has no leader running as primary"),
+    ({"pending": "active"}, "an upgrade to /usr/lib/postgresql/18/bin is already under way (phase stopping"),
+    ({"inject": "bogus"}, "unknown failure to inject 'bogus'"),
+])
+def test_request_refusals(kw: dict[str, str], want: str) -> None:
+    v = {"paused": _cluster(cfg=config(pause=True)), "no leader": view(primary("a"), replica("b", "a"))}.get(
+        kw.get("view", ""), _cluster())
+    pending = Upgrade(id="u0", to_bin_dir=BIN, leader="a", phase="stopping") if kw.get("pending") else None
+    r = intents.upgrade(v, REQ, id="u1", to_bin_dir=kw.get("to_bin_dir", BIN), pending=pending,  # type: ignore[arg-type]
+                        inject=kw.get("inject", ""))
+    assert isinstance(r, intents.Refusal) and r.message.startswith(want), r
+
+
+def test_request_over_a_finished_upgrade() -> None:
+    done = Upgrade(id="u0", to_bin_dir=BIN, leader="a", phase="done")
+    r = intents.upgrade(_cluster(), REQ, id="u1", to_bin_dir=BIN, pending=done)  # type: ignore[arg-type]
+    assert isinstance(r, Upgrade) and (r.leader, r.phase, r.inject) == ("a", "preflight", "")
+
+
+def test_extension_versions(tmp_path: Path) -> None:
+    (tmp_path / "hstore.control").write_text("default_version = '1.8'\n")
+    (tmp_path / "hstore--1.4.sql").write_text("")
+    (tmp_path / "hstore--1.7--1.8.sql").write_text("")
+    assert checks.extension_problem(tmp_path, "hstore", "1.4") is None  # an install script
+    assert checks.extension_problem(tmp_path, "hstore", "1.7") is None  # an update path from it
+    assert checks.extension_problem(tmp_path, "hstore", "1.8") is None  # the default version
+    assert "has no install or update script" in (checks.extension_problem(tmp_path, "hstore", "1.2") or "")
+    assert "has no pgcrypto.control" in (checks.extension_problem(tmp_path, "pgcrypto", "1.3") or "")
+
+
+def test_initdb_options_follow_the_old_clusters_checksums() -> None:
+    node = parse({"cluster": "c", "name": "n", "postgresql": {"data_dir": "/d"}, "api": {"auth": "none"}})
+    assert "--data-checksums" in node.postgresql.initdb
+    assert checks.initdb_options(node, True, 18)[-1] == "--data-checksums"
+    off = checks.initdb_options(node, False, 18)
+    assert "--data-checksums" not in off and off[-1] == "--no-data-checksums"
+    assert "--no-data-checksums" not in checks.initdb_options(node, False, 16)
+    assert checks.checksums_on({"Data page checksum version": "1"}) and not checks.checksums_on({})
+
+
+def test_operations_doc_names_the_upgrades_limits() -> None:
+    from pgha.upgrade import worker
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert f"within {checks.MAX_LAG_BYTES // 2**20} MiB" in doc
+    assert f"(up to {worker.BOUNCER_WAIT:g} s)" in doc

@@ -14,15 +14,17 @@ is refused here exactly when the leader would drop it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
 from pgha.backup.verify import VerifyRequest
-from pgha.core import election
+from pgha.core import election, standby
 from pgha.core.facts import Facts
 from pgha.core.model import (
     BackupRequest,
+    ClusterConfig,
     ClusterView,
     DataDir,
     LocalPostgres,
@@ -30,6 +32,7 @@ from pgha.core.model import (
     MemberIntent,
     PgRunState,
     Role,
+    StandbyCluster,
     Switchover,
     Tags,
 )
@@ -316,3 +319,42 @@ def verify(view: ClusterView | None, req: Requester, *, id: str, pending_id: str
     if pending_id is not None:
         return _refuse(Kind.CONFLICT, f"a restore test is already requested (id {pending_id}); wait for it to finish")
     return VerifyRequest(id=id, requested_at=req.wall_now, by="cli")
+
+
+# --- a second site: promote-cluster and demote-cluster ------------------------------------------
+def _cluster_role_checks(view: ClusterView | None) -> Refusal | None:
+    if view is None:
+        return _refuse(Kind.NOT_READY, NOT_READ)
+    return _pending_switchover(view) or _paused(view)
+
+
+def promote_cluster(view: ClusterView | None) -> ClusterConfig | Refusal:
+    """The cluster config without ``standby_cluster``: the standby leader then promotes."""
+    no = _cluster_role_checks(view)
+    if no is not None:
+        return no
+    assert view is not None
+    if not standby.active(view.config.standby_cluster):
+        return _refuse(Kind.PRECONDITION, f"cluster {view.name} is not a standby cluster; it is already a primary "
+                                          "cluster")
+    return dataclasses.replace(view.config, standby_cluster=None)
+
+
+def demote_cluster(view: ClusterView | None, source: StandbyCluster) -> ClusterConfig | Refusal:
+    """The cluster config with ``standby_cluster: source``: the leader shuts down, rewinds against the
+    source where the timelines diverged, and runs on as the standby leader."""
+    no = _cluster_role_checks(view)
+    if no is not None:
+        return no
+    assert view is not None
+    if not source.active:
+        return _refuse(Kind.PRECONDITION, "give the cluster to follow: --host HOST (and --port, --slot) or "
+                                          "--restore-command CMD")
+    if (why := source.problem()) is not None:
+        return _refuse(Kind.PRECONDITION, why)
+    current = view.config.standby_cluster
+    if current is not None and current.active:
+        return _refuse(Kind.CONFLICT, f"cluster {view.name} is already a standby cluster (of "
+                                      f"{current.host or 'its restore_command'}); change standby_cluster with "
+                                      "pgha edit-config, or promote-cluster first")
+    return dataclasses.replace(view.config, standby_cluster=source)

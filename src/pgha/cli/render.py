@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from pgha.core.model import BOOL_TAGS, INT_TAGS, ClusterConfig, ClusterView, MemberInfo, Tags
+from pgha.core import standby
+from pgha.core.model import BOOL_TAGS, INT_TAGS, ClusterConfig, ClusterView, MemberInfo, Role, Tags
 from pgha.dcs.codec import to_jsonable
 
 MIB = 1024 * 1024
@@ -64,7 +65,10 @@ class MemberRow:
 
 def role_of(view: ClusterView, name: str) -> str:
     if view.leader is not None and view.leader.name == name:
-        return "leader"
+        m = view.members.get(name)
+        # Patroni's name for the leader of a standby cluster, which runs as a replica of another site.
+        sb = standby.active(view.config.standby_cluster) and m is not None and m.role == Role.REPLICA
+        return "standby leader" if sb else "leader"
     if view.sync is not None and name in view.sync.standbys:
         return "sync_standby"
     return "replica"
@@ -82,7 +86,7 @@ def lag_of(view: ClusterView, m: MemberInfo) -> int | None:
 
 def member_rows(view: ClusterView) -> list[MemberRow]:
     """Every published member, the leader first, then by name."""
-    names = sorted(view.members, key=lambda n: (role_of(view, n) != "leader", n))
+    names = sorted(view.members, key=lambda n: (not role_of(view, n).endswith("leader"), n))
     return [
         MemberRow(
             member=m.name, host=m.host, port=m.port, role=role_of(view, m.name), state=m.state,

@@ -1,0 +1,90 @@
+"""standby_cluster in the cluster config: every value checked before it reaches a file, one line per
+bad value; and the promote-cluster / demote-cluster validators (pgha.intents)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pgha import intents
+from pgha.core.model import ClusterConfig, ClusterView, Switchover
+from pgha.core.standby import StandbyCluster, active
+from pgha.dcs.codec import decode_config, encode_config
+from tests.unit.core_builders import primary, replica, view
+
+GOOD = [
+    StandbyCluster(host="10.0.0.5"),
+    StandbyCluster(host="db1.site-b:5433,db2.site-b:5433", primary_slot_name="site_b"),
+    StandbyCluster(host="[::1]:5433,127.0.0.1"),
+    StandbyCluster(restore_command="pgbackrest --stanza=main archive-get %f \"%p\""),
+    StandbyCluster(host="h", recovery_min_apply_delay="5min"),
+]
+
+BAD = [
+    (StandbyCluster(host="h; rm -rf /"), "standby_cluster.host: host"),
+    (StandbyCluster(host="h1,,h2"), "empty entry"),
+    (StandbyCluster(host="h:70000"), "port 70000"),
+    (StandbyCluster(host="h", port=0), "standby_cluster.port"),
+    (StandbyCluster(host="h", primary_slot_name="Bad-Slot"), "primary_slot_name"),
+    (StandbyCluster(restore_command="cp %p x\nhost all all 0/0 trust"), "restore_command"),
+    (StandbyCluster(host="h", recovery_min_apply_delay="5 years"), "recovery_min_apply_delay"),
+    (StandbyCluster(primary_slot_name="s"), "give host"),
+    (StandbyCluster(host=",".join(f"h{i}" for i in range(9))), "at most 8 hosts"),
+]
+
+
+@pytest.mark.parametrize("sc", GOOD, ids=[s.host or s.restore_command for s in GOOD])
+def test_good_values_pass_and_round_trip(sc: StandbyCluster) -> None:
+    assert sc.problem() is None
+    cfg = ClusterConfig(standby_cluster=sc)
+    assert decode_config(encode_config(cfg)) == cfg
+    assert active(cfg.standby_cluster)
+
+
+@pytest.mark.parametrize(("sc", "names"), BAD, ids=[b[1] for b in BAD])
+def test_bad_values_give_one_line(sc: StandbyCluster, names: str) -> None:
+    why = ClusterConfig(standby_cluster=sc).problem()
+    assert why is not None and names in why and "\n" not in why
+
+
+def test_hosts_with_their_ports() -> None:
+    sc = StandbyCluster(host="a:5433, b,[::1]:7", port=6000)
+    assert sc.hosts() == (("a", 5433), ("b", 6000), ("::1", 7))
+
+
+def test_empty_or_absent_is_a_primary_cluster() -> None:
+    assert not active(None) and not active(StandbyCluster())
+    assert decode_config(b'{"standby_cluster": null}').standby_cluster is None
+    assert decode_config(b'{"standby_cluster": {}}').problem() is None
+
+
+def _cluster(sc: StandbyCluster | None = None, **kw: Any) -> ClusterView:
+    v = view(primary("a"), replica("b", "a"), leader="a", **kw)
+    return replace(v, config=replace(v.config, standby_cluster=sc))
+
+
+def test_promote_cluster() -> None:
+    new = intents.promote_cluster(_cluster(StandbyCluster(host="h")))
+    assert isinstance(new, ClusterConfig) and new.standby_cluster is None
+    refused = intents.promote_cluster(_cluster())
+    assert isinstance(refused, intents.Refusal) and "not a standby cluster" in refused.message
+    assert isinstance(intents.promote_cluster(None), intents.Refusal)
+    busy = intents.promote_cluster(_cluster(StandbyCluster(host="h"), switchover=Switchover(id="x")))
+    assert isinstance(busy, intents.Refusal) and busy.kind == intents.Kind.CONFLICT
+
+
+def test_demote_cluster() -> None:
+    src = StandbyCluster(host="b1:5432,b2:5432", primary_slot_name="site_a")
+    new = intents.demote_cluster(_cluster(), src)
+    assert isinstance(new, ClusterConfig) and new.standby_cluster == src
+    for bad, words in [(StandbyCluster(), "give the cluster to follow"),
+                       (StandbyCluster(host="x y"), "standby_cluster.host")]:
+        r = intents.demote_cluster(_cluster(), bad)
+        assert isinstance(r, intents.Refusal) and words in r.message
+    again = intents.demote_cluster(_cluster(StandbyCluster(host="h")), src)
+    assert isinstance(again, intents.Refusal) and "already a standby cluster" in again.message
+    paused = _cluster()
+    paused = replace(paused, config=replace(paused.config, pause=True))
+    assert isinstance(intents.demote_cluster(paused, src), intents.Refusal)

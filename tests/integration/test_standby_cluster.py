@@ -197,7 +197,13 @@ def test_demote_cluster_makes_the_old_primary_site_follow_the_new_one(sites: Sit
     write(s, s.a, "lost-on-a")
     r = pgha(s.a, "demote-cluster", "--host", hosts_of(s.b), "--force")
     assert r.exit_code == 0, r.output
-    s.a.wait_healthy(timeout=180)
+    try:
+        s.a.wait_healthy(timeout=180)
+    except Exception:
+        view = s.a.view()
+        print(view.forks, {n: (m.timeline, m.received_lsn, m.replayed_lsn, m.state, m.rule_id)
+                           for n, m in view.members.items()})
+        raise
     lead = standby_leader(s.a)
     assert status(s.a, lead, "/standby-leader") == 200 and status(s.a, lead, "/primary") == 503
     write(s, s.b, "after-demote")

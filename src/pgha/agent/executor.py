@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pgha.core import actions as A
 from pgha.core import memory as M
 from pgha.core import standby
-from pgha.core.model import ClusterView, LocalState, StandbyCluster, TaskKind
+from pgha.core.model import ClusterView, LocalState, TaskKind
+from pgha.core.standby import StandbyCluster
 from pgha.dcs.base import DCSError
 from pgha.postgres.node import PostgresError, Upstream
 

@@ -332,7 +332,7 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
 def _slots(ex: Executor, a: A.SyncSlots, view: ClusterView, local: LocalState) -> Outcomes:
     if ex.agent.memory.slots_applied == a.members:
         return NONE
-    ex.agent.ports.pg.sync_slots(a.members, a.keep, a.standby)
+    ex.agent.ports.pg.sync_slots(a.members, a.keep)
     return [M.SlotsApplied(a.members)]
 
 

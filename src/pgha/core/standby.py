@@ -102,6 +102,11 @@ def _hosts_problem(text: str) -> str | None:
     return None
 
 
+def source_hosts(sc: StandbyCluster | None) -> set[tuple[str, int]]:
+    """The other site's (host, port) pairs, for the password file (none when not a valid standby cluster)."""
+    return set(sc.hosts()) if sc is not None and sc.host and sc.problem() is None else set()
+
+
 def active(sc: StandbyCluster | None) -> bool:
     """Whether ``standby_cluster`` (as the config holds it) makes the cluster a standby cluster."""
     return sc is not None and sc.active

@@ -14,15 +14,17 @@ is refused here exactly when the leader would drop it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
 from pgha.backup.verify import VerifyRequest
-from pgha.core import election
+from pgha.core import election, standby
 from pgha.core.facts import Facts
 from pgha.core.model import (
     BackupRequest,
+    ClusterConfig,
     ClusterView,
     DataDir,
     LocalPostgres,
@@ -33,6 +35,7 @@ from pgha.core.model import (
     Switchover,
     Tags,
 )
+from pgha.core.standby import StandbyCluster
 from pgha.upgrade.record import Upgrade as UpgradeRecord
 from pgha.upgrade.record import path_problem as upgrade_path_problem
 
@@ -351,3 +354,42 @@ def upgrade(view: ClusterView | None, req: Requester, *, id: str, to_bin_dir: st
 def _bin_dir_problem(path: str) -> str | None:
     problem = upgrade_path_problem(path)
     return f"--to-bin-dir {problem} (the new major's bin directory)" if problem else None
+
+
+# --- a second site: promote-cluster and demote-cluster ------------------------------------------
+def _cluster_role_checks(view: ClusterView | None) -> Refusal | None:
+    if view is None:
+        return _refuse(Kind.NOT_READY, NOT_READ)
+    return _pending_switchover(view) or _paused(view)
+
+
+def promote_cluster(view: ClusterView | None) -> ClusterConfig | Refusal:
+    """The cluster config without ``standby_cluster``: the standby leader then promotes."""
+    no = _cluster_role_checks(view)
+    if no is not None:
+        return no
+    assert view is not None
+    if not standby.active(view.config.standby_cluster):
+        return _refuse(Kind.PRECONDITION, f"cluster {view.name} is not a standby cluster; it is already a primary "
+                                          "cluster")
+    return dataclasses.replace(view.config, standby_cluster=None)
+
+
+def demote_cluster(view: ClusterView | None, source: StandbyCluster) -> ClusterConfig | Refusal:
+    """The cluster config with ``standby_cluster: source``: the leader shuts down, rewinds against the
+    source where the timelines diverged, and runs on as the standby leader."""
+    no = _cluster_role_checks(view)
+    if no is not None:
+        return no
+    assert view is not None
+    if not source.active:
+        return _refuse(Kind.PRECONDITION, "give the cluster to follow: --host HOST (and --port, --slot) or "
+                                          "--restore-command CMD")
+    if (why := source.problem()) is not None:
+        return _refuse(Kind.PRECONDITION, why)
+    current = view.config.standby_cluster
+    if current is not None and current.active:
+        return _refuse(Kind.CONFLICT, f"cluster {view.name} is already a standby cluster (of "
+                                      f"{current.host or 'its restore_command'}); change standby_cluster with "
+                                      "pgha edit-config, or promote-cluster first")
+    return dataclasses.replace(view.config, standby_cluster=source)

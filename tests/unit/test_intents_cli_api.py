@@ -20,6 +20,7 @@ from pgha.api.routes import BY_PATH
 from pgha.cli import context
 from pgha.cli.main import _register
 from pgha.core.model import ClusterConfig, MemberIntent, Role, Switchover
+from pgha.core.standby import StandbyCluster
 from pgha.dcs.memory import MemoryKV
 from pgha.upgrade import keys as upgrade_keys
 from tests.unit.test_api_helpers import FakeHandle, node_config
@@ -41,6 +42,7 @@ SITUATIONS: dict[str, Callable[[World], Any]] = {
     "switchover-pending": lambda w: w.store.set_switchover(Switchover(id="x", leader="node1", candidate="node3")),
     "paused": lambda w: w.store.set_config(ClusterConfig(pause=True)),
     "restart-pending": _pending_restart,
+    "standby-cluster": lambda w: w.store.set_config(ClusterConfig(standby_cluster=StandbyCluster(host="site-a"))),
 }
 
 # (CLI arguments, the node whose API is asked, method, path, JSON body)
@@ -75,6 +77,12 @@ REQUESTS: dict[str, Call] = {
                 {"to_bin_dir": "/usr/lib/postgresql/18/bin"}),
     "upgrade-relative": (["upgrade", "--to-bin-dir", "lib/18/bin", "--no-wait"], "node2", "POST", "/upgrade",
                          {"to_bin_dir": "lib/18/bin"}),
+    "promote-cluster": (["promote-cluster", "--no-wait"], "node2", "POST", "/promote-cluster", {}),
+    "demote-cluster": (["demote-cluster", "--host", "b1:5433,b2", "--slot", "site_a", "--no-wait"], "node1", "POST",
+                       "/demote-cluster", {"host": "b1:5433,b2", "slot": "site_a"}),
+    "demote-cluster-bad-host": (["demote-cluster", "--host", "b1 dbname=x", "--no-wait"], "node1", "POST",
+                                "/demote-cluster", {"host": "b1 dbname=x"}),
+    "demote-cluster-no-source": (["demote-cluster", "--no-wait"], "node1", "POST", "/demote-cluster", {}),
 }
 
 
@@ -101,7 +109,7 @@ def _written(w: World) -> tuple[Any, ...]:
     return ((sw.kind, sw.leader, sw.candidate, sw.scheduled_at, sw.phase) if sw else None,
             sorted((n, i.action, i.from_leader, i.role, i.only_if_pending, i.scheduled_at)
                    for n, i in view.intents.items()),
-            (up.to_bin_dir, up.leader, up.phase) if up else None)
+            (up.to_bin_dir, up.leader, up.phase) if up else None, view.config.standby_cluster)
 
 
 def _api(w: World, node: str, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:

@@ -52,6 +52,7 @@ from pgha.core.model import (
     TaskKind,
 )
 from pgha.core.slots import slot_parameters
+from pgha.core.standby import source_hosts
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import NO_FORK, ClusterStore
 from pgha.upgrade import worker as upgrade_worker
@@ -106,7 +107,7 @@ class Agent:
         self._view_stale = threading.Event()
         self._view_stale.set()
         self._read_at = 0.0
-        self._history_key: tuple[int, int] | None = None
+        self._history_key: tuple[int, int, int] | None = None
         self._forks: dict[int, int] = {}
         self._last_leader: str | None = None
         self._last_logged: tuple[str, tuple[str, ...]] = ("", ())
@@ -163,8 +164,8 @@ class Agent:
             params.update(settings(self.config))
         return params
 
-    def params_key(self) -> str:
-        return json.dumps(self.parameters(), sort_keys=True, default=str)
+    def params_key(self) -> str:  # a new standby_cluster source rewrites the files too
+        return json.dumps(self.parameters(), sort_keys=True, default=str) + repr(self.cluster_config.standby_cluster)
 
     def start_timeout(self) -> float:
         return max(60.0, self.cluster_config.primary_start_timeout)
@@ -267,7 +268,9 @@ class Agent:
             self._view_stale.set()
             last = self.view or ClusterView(name=self.config.cluster)
             return replace(last, dcs_error=str(exc))
-        key = (view.leader.mod_revision if view.leader else 0, len(view.members))
+        # /history changes with the leader key, or as a member reaches a newer timeline (demote-cluster).
+        key = (view.leader.mod_revision if view.leader else 0, len(view.members),
+               max((m.timeline or 0 for m in view.members.values()), default=0))
         if key != self._history_key:
             with contextlib.suppress(DCSError):
                 entries = self.store.history()
@@ -281,8 +284,9 @@ class Agent:
     def observe(self, view: ClusterView) -> M.Observation:
         # The task first: a task that ends between the two reads leaves PostgreSQL as it left it.
         task = self.ports.tasks.state
-        # The password file names the members' addresses only, kept current as they come and go.
-        self.ports.pg.set_peers(frozenset((m.host, m.port) for m in view.members.values() if m.host and m.port))
+        # The password file names the members' addresses (and a standby cluster's source), kept current.
+        peers = {(m.host, m.port) for m in view.members.values() if m.host and m.port}
+        self.ports.pg.set_peers(frozenset(peers | source_hosts(self.cluster_config.standby_cluster)))
         pg = self.ports.pg.observe()
         if self.ports.exits is not None:
             self.ports.exits.watch(self._processes(pg))

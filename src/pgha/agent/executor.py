@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from pgha.core import actions as A
 from pgha.core import memory as M
+from pgha.core import standby
 from pgha.core.model import ClusterView, LocalState, TaskKind
+from pgha.core.standby import StandbyCluster
 from pgha.dcs.base import DCSError
 from pgha.postgres.node import PostgresError, Upstream
 
@@ -83,10 +85,23 @@ class Executor:
     def upstream(self, view: ClusterView, name: str | None) -> Upstream | None:
         if name is None:
             return None
+        if name == standby.REMOTE:
+            return remote_upstream(self.agent.cluster_config.standby_cluster)
+        if name == self.agent.config.name:
+            # We hold the leader key ourselves: the first member of a standby cluster clones the other
+            # site with the key held, and then follows that site (the clone's source), not itself.
+            return None
         m = view.members.get(name)
         if m is None or not m.host:
             raise ActionFailed(f"member {name} has not published its address")
         return Upstream(name=name, host=m.host, port=m.port)
+
+    def standby_leader_source(self, view: ClusterView, local: LocalState) -> Upstream | None:
+        """The other site, when we are the standby leader of a standby cluster (restarted in place)."""
+        leads = view.leader is not None and view.leader.name == local.name
+        if not (leads and local.pg.in_recovery and standby.active(self.agent.cluster_config.standby_cluster)):
+            return None
+        return self.upstream(view, standby.REMOTE)
 
     def task(self, kind: TaskKind, fn: Callable[[], str | None]) -> Outcomes:
         if not self.agent.ports.tasks.start(kind, fn):
@@ -97,6 +112,17 @@ class Executor:
     def stopping(self) -> M.Outcome:
         """Reported before the agent stops PostgreSQL itself, so the stop is not taken for a crash."""
         return M.StoppedOnPurpose(self.now)
+
+
+def remote_upstream(sc: StandbyCluster | None) -> Upstream:
+    """The standby cluster's source as an upstream (its first host for pg_basebackup and pg_rewind)."""
+    if sc is None or not sc.active:
+        raise ActionFailed("standby_cluster is not set: there is no other site to follow")
+    why = sc.problem()
+    if why is not None:
+        raise ActionFailed(why)
+    host, port = sc.hosts()[0] if sc.host else ("", 0)
+    return Upstream(name=standby.REMOTE, host=host, port=port, remote=sc)
 
 
 # The handlers register themselves with @handles when their modules are imported.

@@ -11,9 +11,14 @@ from pgha.agent.executor import NONE, ActionFailed, ActionSkipped, Executor, Out
 from pgha.backup.command import BackupError
 from pgha.core import actions as A
 from pgha.core import memory as M
+from pgha.core import standby
 from pgha.core.model import ClusterView, LocalState, TaskKind
 from pgha.core.syncrep import names_for_primary, render_names
+from pgha.dcs.base import DCSError
+from pgha.dcs.store import HistoryEntry
+from pgha.postgres.layout import Layout
 from pgha.postgres.node import PostgresError
+from pgha.postgres.rewind import fork_point
 
 if TYPE_CHECKING:
     from pgha.agent.agent import Agent
@@ -180,9 +185,26 @@ def _rewind(ex: Executor, a: A.Rewind, view: ClusterView, local: LocalState) -> 
         push_ready(agent, "pg_rewind")
         pg.rewind(source)
         pg.configure(agent.parameters(), source)
+        if source.remote is not None:
+            record_remote_fork(ex, local)
         return f"rewound against {source.name}"
 
     return ex.task(TaskKind.REWIND, work)
+
+
+def record_remote_fork(ex: Executor, local: LocalState) -> None:
+    """demote-cluster: the other site's timeline forked off ours where its history file says; record it
+    in /history, so that our replicas that went past that point know they diverged and rewind."""
+    old = local.pg.timeline
+    fork = fork_point(Layout.of(ex.agent.config), old) if old else None
+    if old is None or fork is None:
+        return
+    try:
+        ex.agent.store.append_history(HistoryEntry(
+            timeline=old, lsn=fork, at=ex.agent.ports.clock.time(), new_leader=local.name, kind="demote-cluster",
+            reason=f"demote-cluster: the other site's timeline forked off timeline {old} here"))
+    except DCSError as exc:
+        log.warning("could not record where the other site's timeline forked off ours: %s", exc)
 
 
 @handles(A.StartPostgres)
@@ -229,6 +251,7 @@ def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: Local
         (view.leader.name if view.leader else None)
     upstream = ex.upstream(view, source) if (local.pg.in_recovery and source and source != local.name) else None
     sync = agent.memory.sync_names if not local.pg.in_recovery else ""
+    upstream = upstream or ex.standby_leader_source(view, local)
 
     def work() -> str:
         agent.report(ex.stopping())
@@ -244,8 +267,9 @@ def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: Local
 @handles(A.ReloadPostgres)
 def _reload(ex: Executor, a: A.ReloadPostgres, view: ClusterView, local: LocalState) -> Outcomes:
     agent = ex.agent
-    upstream = ex.upstream(view, local.pg.configured_upstream) if local.pg.in_recovery and \
-        local.pg.configured_upstream in view.members else None
+    configured = local.pg.configured_upstream
+    upstream = ex.upstream(view, configured) if local.pg.in_recovery and \
+        (configured in view.members or configured == standby.REMOTE) else None
     agent.ports.pg.configure(agent.parameters(), upstream, agent.memory.sync_names,
                              standby=bool(local.pg.in_recovery))
     agent.ports.pg.reload()

@@ -5,6 +5,7 @@ nothing here touches PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import asdict
 from typing import Any
@@ -16,6 +17,7 @@ from pgha.api.request import Reply, Request, error
 from pgha.api.schema import BadRequest, merge_patch, parse_time
 from pgha.config import ConfigError, build
 from pgha.core.model import ClusterConfig, MemberIntent, Switchover
+from pgha.core.standby import StandbyCluster
 from pgha.dcs.codec import to_jsonable
 from pgha.upgrade import keys as upgrade_keys
 
@@ -174,6 +176,35 @@ def pause(req: Request) -> Reply:
 
 def resume(req: Request) -> Reply:
     return _write_config(req, {"pause": False})
+
+
+# --- a second site -----------------------------------------------------------------------------------
+def _write_cluster_role(req: Request, validator: Any) -> Reply:
+    """Validate promote-cluster / demote-cluster against the stored config and write it in one step."""
+    view = req.snapshot.view
+    current, revision = current_config(req)
+    new = validator(dataclasses.replace(view, config=current) if view is not None else None)
+    if isinstance(new, validate.Refusal):
+        return refused(new)
+    if not req.handle.store.set_config(new, revision):
+        return error(409, "the configuration changed concurrently; read it again and retry")
+    req.handle.wake()
+    return Reply(202, {"message": "recorded; the leader carries it out", "config": config_json(new)})
+
+
+def promote_cluster(req: Request) -> Reply:
+    return _write_cluster_role(req, validate.promote_cluster)
+
+
+def demote_cluster(req: Request) -> Reply:
+    b = req.body
+    port = b.get("port", 5432)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise BadRequest("port: expected an integer, e.g. 5432")
+    source = StandbyCluster(host=str(b.get("host") or ""), port=port, primary_slot_name=str(b.get("slot") or ""),
+                            restore_command=str(b.get("restore_command") or ""),
+                            recovery_min_apply_delay=str(b.get("recovery_min_apply_delay") or ""))
+    return _write_cluster_role(req, lambda view: validate.demote_cluster(view, source))
 
 
 # --- reads from the DCS, and failsafe --------------------------------------------------------------

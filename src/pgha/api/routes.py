@@ -104,6 +104,13 @@ CONFIG_PATCH = Body(description="JSON merge patch (RFC 7396) of the cluster conf
 UPGRADE = Body((Field("to_bin_dir", "string", "The new major's bin directory, installed on every member",
                       required=True),))
 EMPTY = Body(description="No body (an empty JSON object is accepted)")
+DEMOTE_CLUSTER = Body((
+    Field("host", "string", "The primary to follow: a host, or 'h1:p1,h2:p2'"),
+    Field("port", "integer", "Its port (default 5432)"),
+    Field("slot", "string", "The replication slot to stream through there"),
+    Field("restore_command", "string", "Fetch WAL from the other site's archive"),
+    Field("recovery_min_apply_delay", "string", "Replay this long behind, e.g. 5min"),
+))
 BACKUP = Body((Field("type", "string", "Backup type (default full)", enum=("full", "diff", "incr")),))
 
 ACCEPTED = {202: "Intent recorded; the agent carries it out",
@@ -178,6 +185,17 @@ def _rows() -> tuple[Route, ...]:
               auth=True, body=EMPTY, responses={**CONFIG_WRITE, **DCS}, tag="config"),
         Route("POST", "/resume", intents.resume, "Leave maintenance mode", auth=True, body=EMPTY,
               responses={**CONFIG_WRITE, **DCS}, tag="config"),
+        Route("POST", "/promote-cluster", intents.promote_cluster, "Turn this standby cluster into a primary "
+              "cluster (its standby leader promotes)", auth=True, body=EMPTY,
+              responses={202: "Recorded; the standby leader promotes", 409: "The configuration changed concurrently",
+                         412: "Refused: not a standby cluster, paused, or a switchover pending (JSON {error})",
+                         **DCS}, tag="config"),
+        Route("POST", "/demote-cluster", intents.demote_cluster, "Turn this primary cluster into a standby "
+              "cluster of another one", auth=True, body=DEMOTE_CLUSTER,
+              responses={202: "Recorded; the leader shuts down and follows the other site",
+                         409: "Already a standby cluster, or the configuration changed concurrently",
+                         412: "Refused: no host or restore_command, a bad value, paused (JSON {error})",
+                         **DCS}, tag="config"),
         Route("GET", "/backups", intents.backups, "The backups in the pgBackRest repository and the restore "
               "window", responses={200: "Backups, restore window, last requested backup",
                                    404: "No backup information (no repository host running)", **DCS},

@@ -15,7 +15,14 @@ import yaml
 from pgha import __version__, yamlsafe
 
 # The other operator command modules register their commands when imported.
-from pgha.cli import commands_cluster_list, commands_connect, commands_member, commands_switchover, context  # noqa: F401
+from pgha.cli import (  # noqa: F401
+    commands_cluster_list,
+    commands_connect,
+    commands_member,
+    commands_site,
+    commands_switchover,
+    context,
+)
 from pgha.cli.context import Refused, Session, confirm, wait_for, with_cluster, with_optional_cluster
 from pgha.cli.main import cli
 from pgha.cli.render import config_yaml, format_lsn, iso, table

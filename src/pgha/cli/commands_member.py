@@ -41,7 +41,7 @@ def select(view: ClusterView, members: Sequence[str], role: str) -> list[str]:
     names = list(dict.fromkeys(members)) or sorted(view.members)
     want = ROLES[role]
     if want != "any":
-        names = [n for n in names if (role_of(view, n) == "leader") == (want == "leader")]
+        names = [n for n in names if role_of(view, n).endswith("leader") == (want == "leader")]
         if not names:
             raise Refused(f"no {'such ' if members else ''}member runs as {role}")
     return names

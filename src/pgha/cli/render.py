@@ -39,7 +39,8 @@ class MemberRow:
 
     @property
     def role_title(self) -> str:
-        return {"leader": "Leader", "sync_standby": "Sync Standby"}.get(self.role, "Replica")
+        return {"leader": "Leader", "standby leader": "Standby Leader", "sync_standby": "Sync Standby"}.get(
+            self.role, "Replica")
 
     @property
     def address(self) -> str:
@@ -64,7 +65,11 @@ class MemberRow:
 
 def role_of(view: ClusterView, name: str) -> str:
     if view.leader is not None and view.leader.name == name:
-        return "leader"
+        m = view.members.get(name)
+        # Patroni's name for the leader of a standby cluster, which runs as a replica of another site.
+        sc = view.config.standby_cluster
+        sb = sc is not None and sc.active and m is not None and m.role.value == "replica"
+        return "standby leader" if sb else "leader"
     if view.sync is not None and name in view.sync.standbys:
         return "sync_standby"
     return "replica"
@@ -82,7 +87,7 @@ def lag_of(view: ClusterView, m: MemberInfo) -> int | None:
 
 def member_rows(view: ClusterView) -> list[MemberRow]:
     """Every published member, the leader first, then by name."""
-    names = sorted(view.members, key=lambda n: (role_of(view, n) != "leader", n))
+    names = sorted(view.members, key=lambda n: (not role_of(view, n).endswith("leader"), n))
     return [
         MemberRow(
             member=m.name, host=m.host, port=m.port, role=role_of(view, m.name), state=m.state,

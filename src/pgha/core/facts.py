@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from pgha.core import standby
 from pgha.core.model import (
     ClusterConfig,
     ClusterView,
@@ -231,6 +232,32 @@ class Facts:
             # Unknown fork point: a former primary must assume it diverged.
             return self.primary_data
         return self.my_lsn > fork
+
+    # --- a standby cluster -----------------------------------------------------------------
+    @property
+    def standby(self) -> bool:
+        """This is a standby cluster (``standby_cluster`` set): its leader follows the other site."""
+        return standby.active(self.config.standby_cluster)
+
+    @property
+    def leader_serves(self) -> bool:
+        """The leader runs so that replicas can clone, rewind and stream from it: as primary, or as
+        the standby leader of a standby cluster."""
+        lm = self.leader_member
+        if lm is None:
+            return False
+        return lm.role == Role.PRIMARY or (self.standby and lm.role == Role.REPLICA
+                                           and lm.state in ("running", "streaming"))
+
+    @property
+    def past_remote_fork(self) -> bool:
+        """Standby cluster: we replayed past a recorded fork (demote-cluster records where the other
+        site's timeline forked off ours) that our upstream cannot send us beyond: we diverged.  A
+        replica never replays what it did not receive, except what it had before the fork."""
+        if not self.standby:
+            return False
+        rep, rec = self.local.pg.replayed_lsn or 0, self.local.pg.received_lsn or 0
+        return any(rec <= lsn < rep for lsn in self.view.forks.values())
 
     # --- replicas ---------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ from pgha.core.schedule import BackupPolicy
 from pgha.core.slotspec import IgnoreSlot as IgnoreSlot
 from pgha.core.slotspec import SlotSpec as SlotSpec
 from pgha.core.slotspec import slots_problem
+from pgha.core.standby import STANDBY_DOC, StandbyCluster
 
 SyncMode = Literal["off", "on", "strict", "quorum"]
 
@@ -143,10 +144,13 @@ class ClusterConfig:
     backup: BackupPolicy = field(default_factory=BackupPolicy, metadata={
         "doc": "scheduled backups and restore tests, e.g. `{schedule: {full: \"weekly sun 01:00\", incr: \"daily "
                "01:00\", verify: \"daily 03:00\"}}` (operations.md, \"Scheduled backups\")"})
+    standby_cluster: StandbyCluster | None = field(default=None, metadata={"doc": STANDBY_DOC})
 
     def problem(self) -> str | None:
         """One line naming the first invalid setting and the fix, or None."""
         if (found := self.backup.problem()) is not None:
+            return found
+        if self.standby_cluster is not None and (found := self.standby_cluster.problem()) is not None:
             return found
         if self.ttl < 2:
             return f"ttl: {self.ttl} is too short; use at least 2 seconds"

@@ -97,6 +97,8 @@ class PostgresNode:
     def _write_passfile(self, source: Upstream | None = None) -> None:
         """The password file for the members we know, and ``source`` (clone, rewind, upstream)."""
         peers = self._peers | ({(source.host, source.port)} if source is not None else set())
+        if source is not None and source.remote is not None and source.remote.host:
+            peers |= set(source.remote.hosts())
         conf.write_atomic(self.layout.passfile, libpq.render_passfile(self.config, peers), self.binaries.run_as)
 
     def live_lsn(self) -> int | None:

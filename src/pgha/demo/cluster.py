@@ -146,8 +146,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
             self._teardown_lab()
             raise
         self._write_api_credentials()
-        password = secrets.token_urlsafe(12)
-        repl_password = secrets.token_urlsafe(12)
+        password, repl_password = self.pg_passwords or (secrets.token_urlsafe(12), secrets.token_urlsafe(12))
         passfile = self.dir / "pgpass"
         lines = []
         self.bouncer_admin_password = secrets.token_urlsafe(12)
@@ -308,6 +307,10 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
         self._save()
         return proc.pid
 
+    def is_healthy(self, view: ClusterView) -> bool:
+        """What wait_healthy waits for (a second site's standby cluster has its own idea)."""
+        return healthy(view, self.n)
+
     def wait_healthy(self, timeout: float = 120.0, started: float | None = None) -> ClusterView:
         started = started or time.monotonic()
         deadline = time.monotonic() + timeout
@@ -322,7 +325,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
             if status != last:
                 self.say(f"  [{time.monotonic() - started:5.1f}s] {status}")
                 last = status
-            if view is not None and healthy(view, self.n) and self._vip_on_leader(view):
+            if view is not None and self.is_healthy(view) and self._vip_on_leader(view):
                 return view
             if time.monotonic() > deadline:
                 logs = ", ".join(str(self.dir / n.name / "agent.log") for n in (self.state.nodes if self.state

@@ -20,6 +20,7 @@ The cases run in this order, each leaving both sites healthy for the next:
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -282,16 +283,19 @@ def test_a_failover_on_site_a_site_b_follows_the_new_timeline_without_a_reclone(
     b.wait_healthy(timeout=120)
     for name in members(b):
         marker(b, name).write_text("written before site A's failover\n")
+        shutil.chown(marker(b, name), "postgres", "postgres")
     tli = timeline(a, old)
     pids = freeze_host(a, old)
     try:
         new = wait_for("a new leader at site A", lambda: (lambda v: v.leader is not None and v.leader.name != old
                        and writable(a, v.leader.name) and v.leader.name)(a.view()), timeout=TTL * 3 + 30)
         ids = write(a, new, 10)
-        wait_rows(b, ids, timeout=120)
+        # Site B's standby leader may first wait out its connection to the frozen host.
+        wait_rows(b, ids, timeout=180)
         for name in members(b):
             wait_for(f"{name} on site A's new timeline", partial(newer_timeline, b, name, tli), timeout=60)
             assert marker(b, name).exists(), f"{name} was cloned again"
+            marker(b, name).unlink()
     finally:
         kill_frozen(a, old, pids)
         restart_node(a, old)
@@ -312,8 +316,9 @@ def test_promote_cluster_after_site_a_is_cut_off_then_demote_site_a(sites: TwoSi
     with connect(a, primary) as conn:
         for _ in range(50):
             i = next(_next_id)
-            row = conn.execute(f"INSERT INTO {TABLE} (id) VALUES (%s) RETURNING pg_current_wal_insert_lsn()::text",
-                               (i,)).fetchone()
+            conn.execute(f"INSERT INTO {TABLE} (id) VALUES (%s)", (i,))
+            # Autocommit: the insert's commit record ends before this position.
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
             assert row is not None
             acked.append((i, row[0]))
     sites.cut_off(a)

@@ -10,7 +10,7 @@ import pytest
 
 from pgha import intents
 from pgha.core.model import ClusterConfig, ClusterView, Switchover
-from pgha.core.standby import StandbyCluster, active
+from pgha.core.standby import REMOTE, StandbyCluster, active
 from pgha.dcs.codec import decode_config, encode_config
 from tests.unit.core_builders import primary, replica, view
 
@@ -88,3 +88,35 @@ def test_demote_cluster() -> None:
     paused = _cluster()
     paused = replace(paused, config=replace(paused.config, pause=True))
     assert isinstance(intents.demote_cluster(paused, src), intents.Refusal)
+
+
+def test_the_standby_leaders_postgresql_conf() -> None:
+    """Every host of the other site in primary_conninfo, its slot, restore_command and the delay; no
+    member's slot; the files say whom they follow (``REMOTE``) so the agent sees it."""
+    from pgha.config import Credentials, NodeConfig, PostgresConfig
+    from pgha.postgres import conf
+    from pgha.postgres.common import Upstream
+    from pgha.postgres.layout import Layout
+
+    cfg = NodeConfig(cluster="c", name="b1", postgresql=PostgresConfig(
+        data_dir="/srv/pg/data", port=5433, replication=Credentials("repl", "pw"), superuser=Credentials("pg", "x")))
+    sc = StandbyCluster(host="a1:5432,[::1]:5433", primary_slot_name="site_b",
+                        restore_command="pgbackrest --stanza=main archive-get %f '%p'", recovery_min_apply_delay="5min")
+    text = conf.render_postgresql_conf(cfg, Layout.of(cfg), {}, Upstream(REMOTE, "a1", 5432, remote=sc), "")
+    lines = text.splitlines()
+    conninfo = next(ln for ln in lines if ln.startswith("primary_conninfo"))
+    assert "host=''a1,::1''" in conninfo and "port=''5432,5433''" in conninfo and "target_session_attrs=any" in conninfo
+    assert "primary_slot_name = 'site_b'" in lines
+    assert "restore_command = 'pgbackrest --stanza=main archive-get %f ''%p'''" in lines
+    assert "recovery_min_apply_delay = '5min'" in lines and "recovery_target_timeline = 'latest'" in lines
+    assert conf.read_upstream(text) == (REMOTE, None)
+    promoted = conf.without_upstream(text)
+    assert "primary_conninfo" not in promoted and "recovery_min_apply_delay" not in promoted
+    # Only restore_command: no primary_conninfo at all.
+    only = StandbyCluster(restore_command="cp /arch/%f %p")
+    text = conf.render_postgresql_conf(cfg, Layout.of(cfg), {}, Upstream(REMOTE, "", 0, remote=only), "")
+    assert "primary_conninfo" not in text and "restore_command = 'cp /arch/%f %p'" in text
+    # A bad value that got past every reader still never reaches the file.
+    bad = StandbyCluster(host="a1 host=evil")
+    with pytest.raises(ValueError, match=r"standby_cluster\.host"):
+        conf.render_postgresql_conf(cfg, Layout.of(cfg), {}, Upstream(REMOTE, "a1", 5432, remote=bad), "")

@@ -157,7 +157,11 @@ class Agent:
         return params
 
     def params_key(self) -> str:
-        return json.dumps(self.parameters(), sort_keys=True, default=str)
+        """What the managed files were written from: a change (the parameters, or the standby cluster's
+        source) makes the next loop write them again."""
+        sc = self.cluster_config.standby_cluster
+        key = json.dumps(self.parameters(), sort_keys=True, default=str)
+        return key if sc is None else f"{key} {sc!r}"
 
     def start_timeout(self) -> float:
         return max(60.0, self.cluster_config.primary_start_timeout)

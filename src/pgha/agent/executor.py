@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from pgha.core import actions as A
 from pgha.core import memory as M
-from pgha.core.model import ClusterView, LocalState, TaskKind
+from pgha.core import standby
+from pgha.core.model import ClusterView, LocalState, StandbyCluster, TaskKind
 from pgha.dcs.base import DCSError
 from pgha.postgres.node import PostgresError, Upstream
 
@@ -83,10 +84,21 @@ class Executor:
     def upstream(self, view: ClusterView, name: str | None) -> Upstream | None:
         if name is None:
             return None
+        if name == standby.REMOTE:
+            return remote_upstream(self.agent.cluster_config.standby_cluster)
         m = view.members.get(name)
         if m is None or not m.host:
             raise ActionFailed(f"member {name} has not published its address")
         return Upstream(name=name, host=m.host, port=m.port)
+
+    def replica_upstream(self, view: ClusterView, local: LocalState) -> Upstream | None:
+        """Whom a replica restarted in place follows: the leader, or the other site for the standby leader."""
+        if not local.pg.in_recovery or view.leader is None:
+            return None
+        if view.leader.name != local.name:
+            return self.upstream(view, view.leader.name)
+        return self.upstream(view, standby.REMOTE) if standby.active(self.agent.cluster_config.standby_cluster) \
+            else None
 
     def task(self, kind: TaskKind, fn: Callable[[], str | None]) -> Outcomes:
         if not self.agent.ports.tasks.start(kind, fn):
@@ -97,6 +109,17 @@ class Executor:
     def stopping(self) -> M.Outcome:
         """Reported before the agent stops PostgreSQL itself, so the stop is not taken for a crash."""
         return M.StoppedOnPurpose(self.now)
+
+
+def remote_upstream(sc: StandbyCluster | None) -> Upstream:
+    """The standby cluster's source as an upstream (its first host for pg_basebackup and pg_rewind)."""
+    if sc is None or not sc.active:
+        raise ActionFailed("standby_cluster is not set: there is no other site to follow")
+    why = sc.problem()
+    if why is not None:
+        raise ActionFailed(why)
+    host, port = sc.hosts()[0] if sc.host else ("", 0)
+    return Upstream(name=standby.REMOTE, host=host, port=port, remote=sc)
 
 
 # The handlers register themselves with @handles when their modules are imported.

@@ -11,6 +11,7 @@ from pgha.agent.executor import NONE, ActionFailed, ActionSkipped, Executor, Out
 from pgha.backup.command import BackupError
 from pgha.core import actions as A
 from pgha.core import memory as M
+from pgha.core import standby
 from pgha.core.model import ClusterView, LocalState, TaskKind
 from pgha.core.syncrep import names_for_primary, render_names
 from pgha.postgres.node import PostgresError
@@ -71,8 +72,10 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     pg = agent.ports.pg
     source = ex.upstream(view, a.source)
     assert source is not None
-    # A clone from a member tagged clonefrom then streams from the leader.
-    upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
+    # A clone from a member tagged clonefrom then streams from the leader (the first member of a
+    # standby cluster holds the leader key as it clones from the other site, and follows that).
+    leader = view.leader.name if view.leader and view.leader.name != local.name else None
+    upstream = ex.upstream(view, leader) or source
 
     def work() -> str:
         how = f"cloned from {source.name}"
@@ -221,8 +224,7 @@ def _checkpoint(ex: Executor, a: A.Checkpoint, view: ClusterView, local: LocalSt
 def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: LocalState) -> Outcomes:
     agent = ex.agent
     pg = agent.ports.pg
-    upstream = ex.upstream(view, view.leader.name) if (local.pg.in_recovery and view.leader
-                                                        and view.leader.name != local.name) else None
+    upstream = ex.replica_upstream(view, local)
     sync = agent.memory.sync_names if not local.pg.in_recovery else ""
 
     def work() -> str:
@@ -239,8 +241,9 @@ def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: Local
 @handles(A.ReloadPostgres)
 def _reload(ex: Executor, a: A.ReloadPostgres, view: ClusterView, local: LocalState) -> Outcomes:
     agent = ex.agent
-    upstream = ex.upstream(view, local.pg.configured_upstream) if local.pg.in_recovery and \
-        local.pg.configured_upstream in view.members else None
+    configured = local.pg.configured_upstream
+    upstream = ex.upstream(view, configured) if local.pg.in_recovery and \
+        (configured in view.members or configured == standby.REMOTE) else None
     agent.ports.pg.configure(agent.parameters(), upstream, agent.memory.sync_names,
                              standby=bool(local.pg.in_recovery))
     agent.ports.pg.reload()

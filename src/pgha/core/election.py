@@ -46,6 +46,9 @@ def why_not_candidate(f: Facts) -> str | None:
         return "the pre_promote hook vetoed our last promotion"
     if not f.is_replica:
         return "PostgreSQL is not running as a replica"
+    if f.standby:
+        # The other site has every transaction: the winner catches up from there, nothing is lost.
+        return None
     tl = f.local.pg.timeline or 0
     if tl < f.latest_timeline and f.config.check_timeline:
         return f"on timeline {tl}, behind the latest timeline {f.latest_timeline}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from pgha.core import standby
 from pgha.core.model import (
     ClusterConfig,
     ClusterView,
@@ -230,6 +231,22 @@ class Facts:
             # Unknown fork point: a former primary must assume it diverged.
             return self.primary_data
         return self.my_lsn > fork
+
+    # --- a standby cluster -----------------------------------------------------------------
+    @property
+    def standby(self) -> bool:
+        """This is a standby cluster (``standby_cluster`` set): its leader follows the other site."""
+        return standby.active(self.config.standby_cluster)
+
+    @property
+    def leader_serves(self) -> bool:
+        """The leader runs so that replicas can clone, rewind and stream from it: as primary, or as
+        the standby leader of a standby cluster."""
+        lm = self.leader_member
+        if lm is None:
+            return False
+        return lm.role == Role.PRIMARY or (self.standby and lm.role == Role.REPLICA
+                                           and lm.state in ("running", "streaming"))
 
     # --- replicas ---------------------------------------------------------------------
     @property

@@ -12,13 +12,9 @@ every steady row carries the same upkeep.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from pgha.core import election
+from pgha.core import election, standby_rules
 from pgha.core.actions import (
     AcquireLeader,
-    Action,
     ArmWatchdog,
     Checkpoint,
     ClaimInitialize,
@@ -50,7 +46,8 @@ from pgha.core.facts import (
     SWITCHOVER_PHASE_TIMEOUT,
     Facts,
 )
-from pgha.core.model import PgRunState, Role
+from pgha.core.model import PgRunState
+from pgha.core.rule import Rule as Rule
 from pgha.core.switchover import (
     sw_candidate,
     sw_caught_up,
@@ -70,23 +67,6 @@ from pgha.core.upkeep import (
     upkeep_leader,
     upkeep_replica,
 )
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    section: str
-    comment: str
-    when: Callable[[Facts], bool]
-    then: Callable[[Facts], list[Action]]
-    # Optional facts appended to the reason (e.g. the election ranking), for operators.
-    detail: Callable[[Facts], str] | None = None
-    # The rule acts on the result of the last background task, which must stay visible to the
-    # next loops (e.g. a failed pg_rewind keeps the member stopped); otherwise the agent drops a
-    # finished task's result once a decision has seen it.
-    keeps_task_result: bool = False
-    # Seconds until the next loop at the latest when this row decides (None: the section's pace).
-    recheck_in: float | None = None
 
 
 def adopt_wait_detail(f: Facts) -> str:
@@ -163,6 +143,7 @@ RULES: tuple[Rule, ...] = (
          lambda f: (f.view.system_id is None and f.view.initializing is None
                     and ((f.data_empty and not f.local.adopt) or f.adoptable_primary)),
          lambda f: [ClaimInitialize()]),
+    *standby_rules.BOOTSTRAP,
     Rule("init-run-initdb", "bootstrap",
          "We won /initialize with an empty data directory: initdb and start as primary.",
          lambda f: f.view.system_id is None and f.view.initializing == f.me and f.data_empty and not f.local.adopt,
@@ -216,6 +197,9 @@ RULES: tuple[Rule, ...] = (
                     and f.view.intents[f.me].id not in f.local.done_intents and f.leader_name is not None),
          lambda f: [StopPostgres("fast"), WipeDataDir("reinitialize requested"),
                     CompleteIntent(f.view.intents[f.me].id, "reinitialized")]),
+
+    # ===== we lead a standby cluster: follow the other site, never promote =====
+    *standby_rules.LEADER,
 
     # ===== we hold the leader key =====
     Rule("sw-poll-candidate", "switchover",
@@ -320,7 +304,7 @@ RULES: tuple[Rule, ...] = (
          "Empty data directory and a running leader: clone from a streaming member tagged clonefrom, "
          "else from the leader.",
          lambda f: (f.other_leads and f.data_empty and not f.local.clone_backoff
-                    and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
+                    and f.leader_serves),
          lambda f: [Clone(clone_source(f))],
          lambda f: f"source {clone_source(f)}"),
     Rule("replica-wait-leader", "replica",
@@ -345,7 +329,7 @@ RULES: tuple[Rule, ...] = (
     Rule("replica-rewind", "replica",
          "Stopped on an older timeline than the leader: pg_rewind (a no-op unless our WAL diverged).",
          lambda f: (f.other_leads and f.stopped and f.behind_leader_timeline and f.config.use_pg_rewind
-                    and f.leader_member is not None and f.leader_member.role == Role.PRIMARY),
+                    and f.leader_serves),
          lambda f: [Rewind(f.leader_name or "")]),
     Rule("replica-diverged-clone", "replica",
          "Stopped and diverged, with pg_rewind disabled: move the data aside to clone afresh.",
@@ -384,8 +368,7 @@ RULES: tuple[Rule, ...] = (
          "Following the right leader but not streaming for long: restart to rewind if we diverged.",
          lambda f: (f.other_leads and f.is_replica and not f.streaming_from_leader
                     and f.not_streaming_for > NOT_STREAMING_REWIND_AFTER
-                    and f.leader_member is not None and f.leader_member.role == Role.PRIMARY
-                    and (f.leader_member.timeline or 0) > (f.local.pg.timeline or 0)),
+                    and f.leader_serves and f.behind_leader_timeline),
          lambda f: [StopPostgres("fast")]),
     Rule("replica-check-leader", "replica",
          "Not streaming from the leader: poll it, so a dead leader is found without waiting for its lease.",
@@ -426,7 +409,7 @@ RULES: tuple[Rule, ...] = (
          "No leader, our data is the last leader's on the latest timeline, stopped: take the key and start.",
          lambda f: (f.leader_name is None and f.stopped and f.data_valid and f.primary_data
                     and f.view.last_leader == f.me and (f.local.pg.timeline or 0) >= f.latest_timeline
-                    and not f.local.tags.nofailover),
+                    and not f.local.tags.nofailover and not f.standby),
          lambda f: [AcquireLeader(), StartPostgres("primary")]),
     Rule("elect-start-as-replica", "election",
          "No leader and we are stopped: start as a replica (no upstream) so we can take part.",
@@ -446,6 +429,7 @@ RULES: tuple[Rule, ...] = (
          "No leader and we are a candidate: ask every member how far it got.",
          lambda f: f.leader_name is None and not f.local.peers and len(f.view.members) > 1,
          lambda f: [PollPeers()]),
+    *standby_rules.ELECTION,
     Rule("elect-win", "election",
          "No leader and we are the most advanced candidate: take the key and promote.",
          lambda f: f.leader_name is None and election.i_am_best(f),

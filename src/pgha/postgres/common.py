@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pgha.core.standby import StandbyCluster
+
 
 class PostgresError(Exception):
     """A PostgreSQL operation failed; ``str()`` is one line naming what and why."""
@@ -17,6 +19,9 @@ class Upstream:
     name: str
     host: str
     port: int
+    # The remote source of a standby cluster (name ``pgha.core.standby.REMOTE``): host and port are
+    # then its first host, for pg_basebackup and pg_rewind; primary_conninfo names every host.
+    remote: StandbyCluster | None = None
 
 
 # progress(done_bytes, total_bytes or None, message)

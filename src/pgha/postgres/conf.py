@@ -90,14 +90,24 @@ def conninfo(**kw: str | int) -> str:
 def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream, slot_sync: bool = False) -> str:
     """Raises ValueError (one line) for an upstream whose name, host or port is not valid.
     ``slot_sync``: PostgreSQL 17+'s slot sync worker connects with it and needs a dbname."""
-    why = (names.problem("member name", upstream.name) or names.problem("host", upstream.host)
-           or names.port_problem(upstream.port))
+    host, port = upstream.host, str(upstream.port)
+    if upstream.remote is not None:
+        # The other site's hosts, tried in turn (libpq's multi-host list); any one that answers
+        # serves, a primary or a standby.
+        why = upstream.remote.problem()
+        pairs = upstream.remote.hosts() if why is None else ()
+        host, port = ",".join(h for h, _ in pairs), ",".join(str(p) for _, p in pairs)
+    else:
+        why = (names.problem("member name", upstream.name) or names.problem("host", upstream.host)
+               or names.port_problem(upstream.port))
     if why is not None:
         raise ValueError(f"upstream {names.shown(upstream.name)}: {why}")
     extra: dict[str, str | int] = {"dbname": "postgres"} if slot_sync else {}
+    if upstream.remote is not None:
+        extra["target_session_attrs"] = "any"
     return conninfo(
-        host=upstream.host,
-        port=upstream.port,
+        host=host,
+        port=port,
         user=config.postgresql.replication.username,
         passfile=str(layout.passfile),
         application_name=config.name,
@@ -155,11 +165,12 @@ def render_postgresql_conf(
     lines.append("")
     if upstream is not None:
         slot_sync = bool(parameters.get("sync_replication_slots"))
-        lines += [
-            f"{UPSTREAM_PREFIX}{upstream.name}",
-            f"{UPSTREAM_ADDR_PREFIX}{upstream.host}:{upstream.port}",
-        ]
-        if config.tags.nostream:
+        lines.append(f"{UPSTREAM_PREFIX}{upstream.name}")
+        if upstream.remote is None:  # the other site's hosts: any of them may be the one streaming
+            lines.append(f"{UPSTREAM_ADDR_PREFIX}{upstream.host}:{upstream.port}")
+        if upstream.remote is not None:
+            lines += standby_leader_lines(config, layout, upstream, slot_sync)
+        elif config.tags.nostream:
             lines.append("# tagged nostream: no primary_conninfo, WAL comes from restore_command only")
         else:
             lines += [
@@ -169,6 +180,25 @@ def render_postgresql_conf(
     else:
         lines.append("# no upstream: primary, or a standby waiting for one")
     return "\n".join(lines) + "\n"
+
+
+def standby_leader_lines(config: NodeConfig, layout: Layout, upstream: Upstream, slot_sync: bool) -> list[str]:
+    """The standby leader's source: the other site (``standby_cluster``), checked again here."""
+    sc = upstream.remote
+    assert sc is not None
+    why = sc.problem()
+    if why is not None:
+        raise ValueError(why)
+    lines = ["# the standby leader of a standby cluster: it follows the other site (standby_cluster)"]
+    if sc.host:
+        lines.append(f"primary_conninfo = {quote(primary_conninfo(config, layout, upstream, slot_sync))}")
+        if sc.primary_slot_name:
+            lines.append(f"primary_slot_name = {quote(sc.primary_slot_name)}")
+    if sc.restore_command:
+        lines.append(f"restore_command = {quote(sc.restore_command)}")
+    if sc.recovery_min_apply_delay:
+        lines.append(f"recovery_min_apply_delay = {quote(sc.recovery_min_apply_delay)}")
+    return lines
 
 
 def read_upstream(text: str) -> tuple[str | None, str | None]:
@@ -184,7 +214,8 @@ def read_upstream(text: str) -> tuple[str | None, str | None]:
 
 def without_upstream(text: str) -> str:
     """postgresql.conf as a primary's: the upstream lines removed (after a promotion)."""
-    drop = (UPSTREAM_PREFIX, UPSTREAM_ADDR_PREFIX, "primary_conninfo", "primary_slot_name")
+    drop = (UPSTREAM_PREFIX, UPSTREAM_ADDR_PREFIX, "primary_conninfo", "primary_slot_name",
+            "# the standby leader", "recovery_min_apply_delay")
     kept = [ln for ln in text.splitlines() if not ln.startswith(drop)]
     return "\n".join(kept) + "\n"
 

@@ -124,8 +124,15 @@ class SiteCluster(DemoCluster):
         return [str(n.address) for n in self.state.nodes]
 
     def hosts(self) -> str:
-        """Every member as ``address:port``, comma-separated (what standby_cluster.host takes)."""
-        return ",".join(f"{a}:{self.lab_pg_port}" for a in self.addresses())
+        """Every member as ``address:port``, comma-separated (what standby_cluster.host takes), the
+        leader's first: the other site's standby leader connects to the first that answers, and a
+        pg_basebackup from a replica waits for that replica's next restartpoint (up to
+        checkpoint_timeout after the primary's next checkpoint)."""
+        assert self.state is not None
+        view = self.view()
+        first = [n for n in self.state.nodes if view.leader is not None and n.name == view.leader.name]
+        nodes = first + [n for n in self.state.nodes if n not in first]
+        return ",".join(f"{n.address}:{self.lab_pg_port}" for n in nodes)
 
     def etcd_pid(self) -> int:
         assert self.state is not None

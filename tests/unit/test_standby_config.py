@@ -120,3 +120,28 @@ def test_the_standby_leaders_postgresql_conf() -> None:
     bad = StandbyCluster(host="a1 host=evil")
     with pytest.raises(ValueError, match=r"standby_cluster\.host"):
         conf.render_postgresql_conf(cfg, Layout.of(cfg), {}, Upstream(REMOTE, "a1", 5432, remote=bad), "")
+
+
+def test_health_checks_of_a_standby_cluster() -> None:
+    """Patroni 4's answers (its api.py do_GET): the standby leader answers /standby-leader, /leader and
+    /read-only, not /primary nor /replica; its replicas answer as replicas."""
+    import time
+
+    from pgha.api import health, patroni
+    from pgha.config import NodeConfig, PostgresConfig
+    from tests.unit.test_api_patroni import CONFIG, REPLICA, snap
+
+    sb = replace(CONFIG, standby_cluster=StandbyCluster(host="site-a"))
+    checks = {p: c.check for c in health.HEALTH_CHECKS for p in c.paths}
+
+    def ok(s: object) -> set[str]:
+        paths = ("/primary", "/leader", "/standby-leader", "/replica", "/read-only", "/read-only-sync")
+        return {p for p in paths if checks[p](s, {}, time.monotonic())}  # type: ignore[arg-type]
+
+    leader = snap(replace(REPLICA, name="n1"), config=sb)
+    assert ok(leader) == {"/leader", "/standby-leader", "/read-only", "/read-only-sync"}
+    node = NodeConfig(cluster="c", name="n1", postgresql=PostgresConfig(data_dir="/srv/pg/data"))
+    assert patroni.document(leader, node, 0.0)["role"] == "standby_leader"
+    assert ok(snap(REPLICA, config=sb)) == {"/replica", "/read-only"}
+    # Outside a standby cluster, a leader still in recovery (promoting) is no standby leader.
+    assert ok(snap(replace(REPLICA, name="n1"))) == set()

@@ -278,8 +278,13 @@ class Agent:
     def observe(self, view: ClusterView) -> M.Observation:
         # The task first: a task that ends between the two reads leaves PostgreSQL as it left it.
         task = self.ports.tasks.state
-        # The password file names the members' addresses only, kept current as they come and go.
-        self.ports.pg.set_peers(frozenset((m.host, m.port) for m in view.members.values() if m.host and m.port))
+        # The password file names the members' addresses only, kept current as they come and go (and
+        # in a standby cluster, the other site's hosts, which its standby leader streams from).
+        peers = {(m.host, m.port) for m in view.members.values() if m.host and m.port}
+        sc = self.cluster_config.standby_cluster
+        if sc is not None and sc.host and sc.problem() is None:
+            peers.update(sc.hosts())
+        self.ports.pg.set_peers(frozenset(peers))
         pg = self.ports.pg.observe()
         if self.ports.exits is not None:
             self.ports.exits.watch(self._processes(pg))

@@ -311,7 +311,7 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
 def _slots(ex: Executor, a: A.SyncSlots, view: ClusterView, local: LocalState) -> Outcomes:
     if ex.agent.memory.slots_applied == a.members:
         return NONE
-    ex.agent.ports.pg.sync_slots(a.members, a.keep)
+    ex.agent.ports.pg.sync_slots(a.members, a.keep, a.standby)
     return [M.SlotsApplied(a.members)]
 
 

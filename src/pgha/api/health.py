@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 from pgha.api.handle import NodeSnapshot
 from pgha.api.schema import BadRequest, Param
-from pgha.api.views import in_recovery, is_leader_primary, is_replica, is_sync, leader_name, running
+from pgha.api.views import (
+    in_recovery,
+    is_leader_primary,
+    is_replica,
+    is_standby_leader,
+    is_sync,
+    leader_name,
+    running,
+)
 from pgha.core.model import BOOL_TAGS, INT_TAGS, Tags
 
 # --- query parameters ----------------------------------------------------------------------
@@ -94,11 +102,22 @@ def dcs_ok(s: NodeSnapshot) -> bool:
 
 
 def primary_ok(s: NodeSnapshot) -> bool:
-    """Patroni's primary_status_code (also /leader: pgha has no standby clusters).  Paused and cut
-    off from the DCS, Patroni answers by role alone; so does pgha."""
+    """Patroni's primary_status_code.  Paused and cut off from the DCS, Patroni answers by role
+    alone; so does pgha."""
     if not dcs_ok(s) and s.cluster_config.pause:
         return running(s) and in_recovery(s) is False
     return is_leader_primary(s)
+
+
+def standby_leader_ok(s: NodeSnapshot) -> bool:
+    """Patroni's standby_leader_status_code: the leader of a standby cluster, running as a replica of
+    the other site."""
+    return is_standby_leader(s)
+
+
+def leader_ok(s: NodeSnapshot) -> bool:
+    """Patroni's leader_status_code (/leader): the primary, or the standby leader."""
+    return primary_ok(s) or standby_leader_ok(s)
 
 
 def replica_ok(s: NodeSnapshot, query: Mapping[str, str]) -> bool:
@@ -126,15 +145,15 @@ def _with_tags(ok: bool, s: NodeSnapshot, query: Mapping[str, str]) -> bool:
 
 
 def read_only(s: NodeSnapshot, q: Mapping[str, str]) -> bool:
-    return _with_tags(primary_ok(s) or replica_ok(s, q), s, q)
+    return _with_tags(leader_ok(s) or replica_ok(s, q), s, q)
 
 
 def read_only_sync(s: NodeSnapshot, q: Mapping[str, str]) -> bool:
-    return _with_tags(primary_ok(s) or (dcs_known(s) and sync_standby(s) and replica_ok(s, q)), s, q)
+    return _with_tags(leader_ok(s) or (dcs_known(s) and sync_standby(s) and replica_ok(s, q)), s, q)
 
 
 def read_only_quorum(s: NodeSnapshot, q: Mapping[str, str]) -> bool:
-    return _with_tags(primary_ok(s) or (dcs_known(s) and quorum_standby(s) and replica_ok(s, q)), s, q)
+    return _with_tags(leader_ok(s) or (dcs_known(s) and quorum_standby(s) and replica_ok(s, q)), s, q)
 
 
 def dcs_known(s: NodeSnapshot) -> bool:
@@ -215,13 +234,15 @@ HEALTH_CHECKS: tuple[HealthCheck, ...] = (
     HealthCheck(("/primary", "/", "/master", "/read-write"),
                 "200 iff this node holds the leader lease and PostgreSQL runs as primary (tags ignored)",
                 lambda s, q, now: primary_ok(s)),
-    HealthCheck(("/leader",), "200 iff this node holds the leader lease and runs as primary (pgha has no "
-                "standby clusters)", lambda s, q, now: primary_ok(s)),
-    HealthCheck(("/standby-leader", "/standby_leader"), "Always 503: pgha has no standby clusters",
-                lambda s, q, now: False),
+    HealthCheck(("/leader",), "200 iff this node holds the leader lease and runs as primary, or as the "
+                "standby leader of a standby cluster (tags ignored)", lambda s, q, now: leader_ok(s)),
+    HealthCheck(("/standby-leader", "/standby_leader"), "200 iff this node is the standby leader of a standby "
+                "cluster: it holds the leader lease and runs as a replica of the other site (tags ignored)",
+                lambda s, q, now: standby_leader_ok(s)),
     HealthCheck(("/replica",), "200 iff PostgreSQL runs as a replica and is not tagged noloadbalance",
                 lambda s, q, now: _with_tags(replica_ok(s, q), s, q), REPLICA_PARAMS),
-    HealthCheck(("/read-only",), "200 iff this node is the primary, or a replica as /replica answers it",
+    HealthCheck(("/read-only",), "200 iff this node is the primary or the standby leader, or a replica as /replica "
+                "answers it",
                 lambda s, q, now: read_only(s, q), REPLICA_PARAMS),
     HealthCheck(("/sync", "/synchronous"), "200 iff this node is a synchronous standby (not in quorum mode) "
                 "and a replica as /replica answers it", lambda s, q, now: synchronous(s, q), REPLICA_PARAMS),
@@ -229,11 +250,11 @@ HEALTH_CHECKS: tuple[HealthCheck, ...] = (
                 "and a replica as /replica answers it", lambda s, q, now: quorum(s, q), REPLICA_PARAMS),
     HealthCheck(("/async", "/asynchronous"), "200 iff this node is a replica as /replica answers it and not "
                 "a synchronous standby", lambda s, q, now: asynchronous(s, q), REPLICA_PARAMS),
-    HealthCheck(("/read-only-sync", "/read-only-synchronous"), "200 iff this node is the primary or a "
-                "synchronous standby as /sync answers it", lambda s, q, now: read_only_sync(s, q),
+    HealthCheck(("/read-only-sync", "/read-only-synchronous"), "200 iff this node is the primary, the standby "
+                "leader or a synchronous standby as /sync answers it", lambda s, q, now: read_only_sync(s, q),
                 REPLICA_PARAMS),
-    HealthCheck(("/read-only-quorum",), "200 iff this node is the primary or a quorum standby as /quorum "
-                "answers it", lambda s, q, now: read_only_quorum(s, q), REPLICA_PARAMS),
+    HealthCheck(("/read-only-quorum",), "200 iff this node is the primary, the standby leader or a quorum "
+                "standby as /quorum answers it", lambda s, q, now: read_only_quorum(s, q), REPLICA_PARAMS),
     HealthCheck(("/health",), "200 iff PostgreSQL is running",
                 lambda s, q, now: _with_tags(running(s), s, q), (TAGS, OTHERS)),
     HealthCheck(("/liveness",), "200 iff the HA loop ran within loop_wait + ttl (2 x ttl on a replica); "

@@ -71,7 +71,7 @@ def document(s: NodeSnapshot, config: NodeConfig, dcs_last_seen: float) -> dict[
     if pg is not None and views.running(s):
         primary = pg.in_recovery is False
         out["postmaster_start_time"] = _time(pg.postmaster_start)
-        out["role"] = "primary" if primary else "replica"
+        out["role"] = "primary" if primary else "standby_leader" if views.is_standby_leader(s) else "replica"
         out["server_version"] = pg.server_version
         out["xlog"] = {"location": pg.wal_lsn or 0} if primary else {
             "received_location": pg.received_lsn or pg.replayed_lsn or 0,

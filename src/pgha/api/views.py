@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgha.api.handle import NodeSnapshot
+from pgha.core import standby
 from pgha.core.model import MemberInfo, PgRunState, Role, Tags
 from pgha.dcs.codec import to_jsonable
 
@@ -33,6 +34,12 @@ def leader_name(s: NodeSnapshot) -> str | None:
 
 def is_leader_primary(s: NodeSnapshot) -> bool:
     return s.holds_lease and running(s) and in_recovery(s) is False
+
+
+def is_standby_leader(s: NodeSnapshot) -> bool:
+    """The leader of a standby cluster: it holds the lease and runs as a replica of the other site."""
+    return (s.holds_lease and running(s) and in_recovery(s) is True
+            and standby.active(s.cluster_config.standby_cluster))
 
 
 def is_replica(s: NodeSnapshot) -> bool:

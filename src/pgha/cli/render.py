@@ -40,7 +40,8 @@ class MemberRow:
 
     @property
     def role_title(self) -> str:
-        return {"leader": "Leader", "sync_standby": "Sync Standby"}.get(self.role, "Replica")
+        return {"leader": "Leader", "standby leader": "Standby Leader", "sync_standby": "Sync Standby"}.get(
+            self.role, "Replica")
 
     @property
     def address(self) -> str:

@@ -44,7 +44,7 @@ def upkeep_standby_leader(f: Facts) -> list[Action]:
     """A healthy standby leader: physical slots for the members streaming from it, the VIP and
     PgBouncer (read-only, the site's entry point), hooks and intents.  No watchdog: it takes no writes."""
     others = tuple(sorted(n for n, m in f.view.members.items() if n != f.me and not m.tags.nostream))
-    acts: list[Action] = [DisarmWatchdog(), SetVip(True), SyncSlots(others)]
+    acts: list[Action] = [DisarmWatchdog(), SetVip(True), SyncSlots(others, standby=True)]
     if f.config_stale:
         acts.append(ReloadPostgres())
     acts += bouncer_upkeep(f)
@@ -79,6 +79,11 @@ BOOTSTRAP: tuple[Rule, ...] = (
          "Our standby leader runs: publish its system identifier (the other site's) and seed the configuration.",
          lambda f: _initializing(f) and f.is_replica,
          lambda f: [AcquireLeader(), PublishInitialized(f.local.pg.system_id or ""), SeedConfig()]),
+    Rule("standby-init-wait", "bootstrap",
+         "We won /initialize of a standby cluster but cannot clone yet (a clone just failed, or no host is given "
+         "to clone from): wait and retry; a standby cluster never runs initdb.",
+         _initializing,
+         lambda f: []),
 )
 
 LEADER: tuple[Rule, ...] = (

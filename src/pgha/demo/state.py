@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgha.core import standby
 from pgha.core.model import ClusterView, Role
 
 # An explicit entry for the demo's database (SHOW DATABASES lists it, so one can see where it
@@ -161,7 +162,13 @@ def healthy(view: ClusterView, n: int) -> bool:
     if view.leader is None:
         return False
     leader = view.members.get(view.leader.name)
-    if leader is None or leader.role != Role.PRIMARY or leader.state != "running":
+    if leader is None:
+        return False
+    # The leader runs as primary, or as the standby leader of a standby cluster (a replica of the other site).
+    if standby.active(view.config.standby_cluster):
+        if leader.role != Role.REPLICA or leader.state not in ("running", "streaming"):
+            return False
+    elif leader.role != Role.PRIMARY or leader.state != "running":
         return False
     # Streaming from the leader, on its timeline (a replica that rejoins streams the rest of the
     # old timeline from the new leader first).

@@ -56,7 +56,8 @@ def clone(
         )
     binaries.path("pg_basebackup")
     slot = conf.slot_name(config.name)
-    use_slot = source_has_slot(config, layout, source, slot)
+    # The other site's slots are its own members' (a member there may well have our name).
+    use_slot = source.remote is None and source_has_slot(config, layout, source, slot)
     make_data_dir(layout, binaries)
     dsn = conf.conninfo(
         host=source.host,

@@ -97,6 +97,8 @@ class PostgresNode:
     def _write_passfile(self, source: Upstream | None = None) -> None:
         """The password file for the members we know, and ``source`` (clone, rewind, upstream)."""
         peers = self._peers | ({(source.host, source.port)} if source is not None else set())
+        if source is not None and source.remote is not None and source.remote.host:
+            peers |= set(source.remote.hosts())
         conf.write_atomic(self.layout.passfile, libpq.render_passfile(self.config, peers), self.binaries.run_as)
 
     def live_lsn(self) -> int | None:
@@ -184,9 +186,10 @@ class PostgresNode:
         control.checkpoint(self.config, self.layout)
 
     # --- on the primary ----------------------------------------------------------------
-    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
-        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots)."""
-        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep)
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = (), standby: bool = False) -> None:
+        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots);
+        ``standby``: also while in recovery (the standby leader of a standby cluster)."""
+        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep, standby)
 
     def manage_slots(self, ops: tuple[SlotOp, ...]) -> None:
         """Create, advance and drop permanent slots here (see pgha.postgres.permanent_slots)."""

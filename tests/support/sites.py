@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from pgha.config import load
-from pgha.core.model import ClusterConfig, ClusterView, Role
+from pgha.core import standby
+from pgha.core.model import ClusterConfig, ClusterView
 from pgha.core.rules import RULES
 from pgha.demo import DemoCluster, multihost, netlab
-from pgha.demo.state import healthy
 from tests.support.cluster import free_port_base, postgres_readable_dir
 
 # The router's address on each site's /24 (.254: no member, client, etcd member or repository uses it).
@@ -57,20 +57,8 @@ def standby_supported() -> bool:
 
 
 def standby_active(view: ClusterView) -> bool:
-    sc = getattr(view.config, "standby_cluster", None)
-    return sc is not None and bool(getattr(sc, "active", False))
-
-
-def standby_healthy(view: ClusterView, n: int) -> bool:
-    """A standby cluster is healthy when its leader (the standby leader) is up and every other member
-    streams from it on its timeline."""
-    if view.leader is None or (leader := view.members.get(view.leader.name)) is None:
-        return False
-    if leader.role == Role.PRIMARY or leader.state not in ("running", "streaming"):
-        return False
-    streaming = [m for name, m in view.members.items() if name != view.leader.name and m.role == Role.REPLICA
-                 and m.state == "streaming" and m.following == view.leader.name and m.timeline == leader.timeline]
-    return len(streaming) == n - 1
+    """Whether the site runs as a standby cluster now (``standby_cluster`` in its cluster config)."""
+    return standby.active(view.config.standby_cluster)
 
 
 def standby_section(hosts: str, port: int) -> dict[str, Any]:
@@ -99,9 +87,6 @@ class SiteCluster(DemoCluster):
             except BaseException:
                 self._teardown_lab()
                 raise
-
-    def is_healthy(self, view: ClusterView) -> bool:
-        return standby_healthy(view, self.n) if standby_active(view) else healthy(view, self.n)
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:

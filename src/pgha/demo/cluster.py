@@ -307,10 +307,6 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
         self._save()
         return proc.pid
 
-    def is_healthy(self, view: ClusterView) -> bool:
-        """What wait_healthy waits for (a second site's standby cluster has its own idea)."""
-        return healthy(view, self.n)
-
     def wait_healthy(self, timeout: float = 120.0, started: float | None = None) -> ClusterView:
         started = started or time.monotonic()
         deadline = time.monotonic() + timeout
@@ -325,7 +321,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
             if status != last:
                 self.say(f"  [{time.monotonic() - started:5.1f}s] {status}")
                 last = status
-            if view is not None and self.is_healthy(view) and self._vip_on_leader(view):
+            if view is not None and healthy(view, self.n) and self._vip_on_leader(view):
                 return view
             if time.monotonic() > deadline:
                 logs = ", ".join(str(self.dir / n.name / "agent.log") for n in (self.state.nodes if self.state

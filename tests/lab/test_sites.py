@@ -168,6 +168,9 @@ def test_rows_written_on_site_a_are_read_on_both_site_b_members(sites: TwoSites)
     wait_rows(b, ids)
     for name in members(b):
         assert not writable(b, name)
+    # docs/multi-host.md's check on a site B host, as written.
+    out = b.run_step("pgha-check", members(b)[0])
+    assert "Standby Leader" in out and all(name in out for name in members(b)), out
 
 
 # --- 3. a DCS outage at one site ------------------------------------------------------------------

@@ -237,7 +237,8 @@ def test_a_dcs_outage_at_site_a_leaves_site_b_serving_reads(sites: TwoSites) -> 
     b.wait_healthy(timeout=120)
     after = write(a, leader(a), 5)
     if STANDBY:
-        wait_rows(b, after)
+        # Site A may have a new leader (and timeline) now: site B's standby leader reconnects first.
+        wait_rows(b, after, timeout=180)
 
 
 # --- 4. the standby leader's host ----------------------------------------------------------------------

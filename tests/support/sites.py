@@ -40,7 +40,9 @@ from pgha.core import standby
 from pgha.core.model import ClusterConfig, ClusterView
 from pgha.core.rules import RULES
 from pgha.demo import DemoCluster, multihost, netlab
+from pgha.faults.procs import restart_node
 from tests.support.cluster import free_port_base, postgres_readable_dir
+from tests.support.vip import kill_lab_host
 
 # The router's address on each site's /24 (.254: no member, client, etcd member or repository uses it).
 ROUTER_HOST = 254
@@ -187,6 +189,23 @@ class TwoSites:
     def route(self, site: SiteCluster, netns: str, other: SiteCluster) -> None:
         """``netns`` (of ``site``) reaches ``other``'s /24 through the router."""
         netlab.ip("-n", netns, "route", "replace", str(other.subnet), "via", site.router_address)
+
+    def other(self, site: SiteCluster) -> SiteCluster:
+        return self.b if site is self.a else self.a
+
+    def kill_host(self, site: SiteCluster, name: str) -> None:
+        """Member ``name``'s host dies: off its bridge, every process killed, its namespace gone (its
+        address answers nothing, so the other site's connections to it fail instead of hanging)."""
+        kill_lab_host(site, name)
+
+    def revive_host(self, site: SiteCluster, name: str) -> None:
+        """The host boots again: its namespace and route to the other site, then its agent."""
+        assert site.lab is not None
+        node = site.node(name)
+        netns, address = site.lab.add_host(name, int(str(node.address).rsplit(".", 1)[1]))
+        assert (netns, address) == (node.netns, node.address)
+        self.route(site, netns, self.other(site))
+        restart_node(site, name)
 
     def cut_off(self, site: SiteCluster) -> None:
         """The site loses the other one (its members and etcd still reach each other)."""

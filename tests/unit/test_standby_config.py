@@ -145,3 +145,13 @@ def test_health_checks_of_a_standby_cluster() -> None:
     assert ok(snap(REPLICA, config=sb)) == {"/replica", "/read-only"}
     # Outside a standby cluster, a leader still in recovery (promoting) is no standby leader.
     assert ok(snap(replace(REPLICA, name="n1"))) == set()
+
+
+def test_the_dashboard_names_what_a_standby_cluster_follows_never_its_restore_command() -> None:
+    from pgha.api.dashboard import _standby_of
+    from tests.unit.test_api_patroni import CONFIG, REPLICA, snap
+
+    assert _standby_of(snap(REPLICA)) is None
+    assert _standby_of(snap(REPLICA, config=replace(CONFIG, standby_cluster=StandbyCluster(host="a1,a2")))) == "a1,a2"
+    secret = StandbyCluster(restore_command="PGPASSWORD=s3cret fetch %f %p")
+    assert "s3cret" not in str(_standby_of(snap(REPLICA, config=replace(CONFIG, standby_cluster=secret))))

@@ -104,7 +104,7 @@ class Agent:
         self._view_stale = threading.Event()
         self._view_stale.set()
         self._read_at = 0.0
-        self._history_key: tuple[int, int] | None = None
+        self._history_key: tuple[int, int, int] | None = None
         self._forks: dict[int, int] = {}
         self._last_leader: str | None = None
         self._last_logged: tuple[str, tuple[str, ...]] = ("", ())
@@ -264,7 +264,10 @@ class Agent:
             self._view_stale.set()
             last = self.view or ClusterView(name=self.config.cluster)
             return replace(last, dcs_error=str(exc))
-        key = (view.leader.mod_revision if view.leader else 0, len(view.members))
+        # /history changes with the leader key, and (demote-cluster: the fork the other site's timeline
+        # took off ours) when a member reaches a newer timeline.
+        newest = max((m.timeline or 0 for m in view.members.values()), default=0)
+        key = (view.leader.mod_revision if view.leader else 0, len(view.members), newest)
         if key != self._history_key:
             with contextlib.suppress(DCSError):
                 entries = self.store.history()

@@ -14,7 +14,11 @@ from pgha.core import memory as M
 from pgha.core import standby
 from pgha.core.model import ClusterView, LocalState, TaskKind
 from pgha.core.syncrep import names_for_primary, render_names
+from pgha.dcs.base import DCSError
+from pgha.dcs.store import HistoryEntry
+from pgha.postgres.layout import Layout
 from pgha.postgres.node import PostgresError
+from pgha.postgres.rewind import fork_point
 
 if TYPE_CHECKING:
     from pgha.agent.agent import Agent
@@ -181,9 +185,26 @@ def _rewind(ex: Executor, a: A.Rewind, view: ClusterView, local: LocalState) -> 
         push_ready(agent, "pg_rewind")
         pg.rewind(source)
         pg.configure(agent.parameters(), source)
+        if source.remote is not None:
+            record_remote_fork(ex, local)
         return f"rewound against {source.name}"
 
     return ex.task(TaskKind.REWIND, work)
+
+
+def record_remote_fork(ex: Executor, local: LocalState) -> None:
+    """demote-cluster: the other site's timeline forked off ours where its history file says; record it
+    in /history, so that our replicas that went past that point know they diverged and rewind."""
+    old = local.pg.timeline
+    fork = fork_point(Layout.of(ex.agent.config), old) if old else None
+    if old is None or fork is None:
+        return
+    try:
+        ex.agent.store.append_history(HistoryEntry(
+            timeline=old, lsn=fork, at=ex.agent.ports.clock.time(), new_leader=local.name, kind="demote-cluster",
+            reason=f"demote-cluster: the other site's timeline forked off timeline {old} here"))
+    except DCSError as exc:
+        log.warning("could not record where the other site's timeline forked off ours: %s", exc)
 
 
 @handles(A.StartPostgres)

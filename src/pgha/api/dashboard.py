@@ -4,7 +4,8 @@ The page polls /ui/state every second.  That document is built from the agent's 
 loop snapshot and its ClusterRecorder (lag samples, events), with no DCS read except the
 history, which is read again only when the leader key changed.  Actions on the page call
 the ordinary authenticated endpoints (POST /switchover, /restart, /reinitialize, /pause,
-/resume) with the credentials typed into its sign-in form, so they get the same validation.
+/resume, /promote-cluster, /demote-cluster) with the credentials typed into its sign-in form,
+so they get the same validation.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def state_json(handle: AgentHandle, s: NodeSnapshot, now: float) -> dict[str, An
         "now": now,
         "node": views.status_json(s),
         "cluster": {k: v for k, v in cluster.items() if k != "members"},
+        "standby_of": _standby_of(s),
         "members": members,
         "vip": {"address": vip.address, "holder": leader} if vip is not None else None,
         "pgbouncers": [{"member": m["name"], "target": None if m["pgbouncer_paused_for"] else leader,
@@ -130,6 +132,14 @@ def state_json(handle: AgentHandle, s: NodeSnapshot, now: float) -> dict[str, An
         "auth_required": handle.config.api.credentials is not None,
         "backup": _backup(handle, now),
     }
+
+
+def _standby_of(s: NodeSnapshot) -> str | None:
+    """What a standby cluster follows, for its banner (never the restore_command itself)."""
+    sc = s.cluster_config.standby_cluster
+    if sc is None or not sc.active:
+        return None
+    return sc.host or "the other site's archive (restore_command)"
 
 
 def _backup(handle: AgentHandle, now: float) -> dict[str, Any] | None:

@@ -248,6 +248,16 @@ class Facts:
         return lm.role == Role.PRIMARY or (self.standby and lm.role == Role.REPLICA
                                            and lm.state in ("running", "streaming"))
 
+    @property
+    def past_remote_fork(self) -> bool:
+        """Standby cluster: we replayed past a recorded fork (demote-cluster records where the other
+        site's timeline forked off ours) that our upstream cannot send us beyond: we diverged.  A
+        replica never replays what it did not receive, except what it had before the fork."""
+        if not self.standby:
+            return False
+        rep, rec = self.local.pg.replayed_lsn or 0, self.local.pg.received_lsn or 0
+        return any(rec <= lsn < rep for lsn in self.view.forks.values())
+
     # --- replicas ---------------------------------------------------------------------
     @property
     def streaming_from_leader(self) -> bool:

@@ -339,6 +339,7 @@ RULES: tuple[Rule, ...] = (
          "Stopped with usable data: start as a replica of the leader.",
          lambda f: f.other_leads and f.stopped and f.data_valid,
          lambda f: [DisarmWatchdog(), SetVip(False), StartPostgres("replica", f.leader_name)]),
+    *standby_rules.REPLICA,
     Rule("replica-diverged-running", "replica",
          "Running replica that diverged from the new leader (it got WAL the leader never had): stop to rewind.",
          lambda f: f.other_leads and f.is_replica and f.diverged and not f.streaming_from_leader,

@@ -9,7 +9,7 @@ only the winner's last step differs: it takes the key and follows the other site
 
 from __future__ import annotations
 
-from pgha.core import election
+from pgha.core import election, slots
 from pgha.core.actions import (
     AcquireLeader,
     Action,
@@ -30,7 +30,7 @@ from pgha.core.facts import Facts
 from pgha.core.model import PgRunState
 from pgha.core.rule import Rule
 from pgha.core.standby import REMOTE
-from pgha.core.upkeep import announce, bouncer_upkeep, intents
+from pgha.core.upkeep import announce, bouncer_upkeep, intents, slot_inputs
 
 
 def has_host(f: Facts) -> bool:
@@ -44,7 +44,9 @@ def upkeep_standby_leader(f: Facts) -> list[Action]:
     """A healthy standby leader: physical slots for the members streaming from it, the VIP and
     PgBouncer (read-only, the site's entry point), hooks and intents.  No watchdog: it takes no writes."""
     others = tuple(sorted(n for n, m in f.view.members.items() if n != f.me and not m.tags.nostream))
-    acts: list[Action] = [DisarmWatchdog(), SetVip(True), SyncSlots(others, standby=True)]
+    # The permanent slots (``slots:``) stay: the other site may stream through them once this one leads.
+    keep = slots.kept_by_plan(slot_inputs(f, True))
+    acts: list[Action] = [DisarmWatchdog(), SetVip(True), SyncSlots(others, keep, standby=True)]
     if f.config_stale:
         acts.append(ReloadPostgres())
     acts += bouncer_upkeep(f)
@@ -130,6 +132,14 @@ LEADER: tuple[Rule, ...] = (
          "We lead a standby cluster and PostgreSQL is starting: wait.",
          lambda f: _leading(f) and f.local.pg.run_state == PgRunState.STARTING,
          lambda f: []),
+)
+
+REPLICA: tuple[Rule, ...] = (
+    Rule("standby-replica-diverged", "replica",
+         "Standby cluster: we replayed past where the other site's timeline forked off ours (demote-cluster) "
+         "and cannot follow it: stop, to rewind against the standby leader.",
+         lambda f: f.standby and f.other_leads and f.is_replica and f.past_remote_fork,
+         lambda f: [StopPostgres("fast")]),
 )
 
 ELECTION: tuple[Rule, ...] = (

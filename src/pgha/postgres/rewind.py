@@ -27,6 +27,7 @@ from pgha.postgres import conf, control, db, libpq, versions
 from pgha.postgres.binaries import Binaries, last_line
 from pgha.postgres.common import PostgresError, Upstream
 from pgha.postgres.layout import Layout
+from pgha.postgres.lsn import parse_lsn
 from pgha.postgres.observe import data_dir_state, read_postmaster
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,24 @@ TIMELINES = (
     "SELECT c.timeline_id, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
     " FROM pg_control_checkpoint() c"
 )
+
+
+def fork_point(layout: Layout, timeline: int) -> int | None:
+    """Where ``timeline`` ended in the newest timeline history file of the data directory (after a
+    rewind, the source's: e.g. the other site's promotion), or None when no history file names it."""
+    histories = sorted(layout.data.glob("pg_wal/*.history"))
+    if not histories:
+        return None
+    try:
+        text = histories[-1].read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == str(timeline):
+            with contextlib.suppress(ValueError):
+                return parse_lsn(fields[1])
+    return None
 
 
 def checkpoint_source(config: NodeConfig, layout: Layout, source: Upstream) -> None:

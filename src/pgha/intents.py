@@ -32,10 +32,10 @@ from pgha.core.model import (
     MemberIntent,
     PgRunState,
     Role,
-    StandbyCluster,
     Switchover,
     Tags,
 )
+from pgha.core.standby import StandbyCluster
 
 # A schedule up to this many seconds in the past is taken as "now" (clocks and typing differ).
 SCHEDULE_SLACK = 60.0

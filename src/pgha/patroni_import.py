@@ -33,7 +33,8 @@ WHY: Mapping[str, str] = {
     "namespace": "pgha keeps its keys under dcs.prefix (/pgha), apart from Patroni's, so the way back stays open",
     "ctl": "patronictl's client settings; pgha's CLI takes -c NODE_FILE or --dcs/--cluster",
     "citus": "pgha does not manage Citus groups",
-    "standby_cluster": "pgha has no standby cluster yet (a second site is planned)",
+    "standby_cluster": "copy it into cluster_config by hand (pgha takes host, port, primary_slot_name, "
+                       "restore_command, recovery_min_apply_delay) once the adopted cluster runs",
     "consul": "pgha supports etcd (v3) and ZooKeeper only",
     "kubernetes": "pgha supports etcd (v3) and ZooKeeper only",
     "raft": "pgha supports etcd (v3) and ZooKeeper only",

@@ -394,7 +394,7 @@ def test_promote_cluster_after_the_primary_site_is_cut_off(sites: TwoSites) -> N
 
 
 @needs_standby
-@pytest.mark.xfail(strict=False, reason="h17-standby (up to 09bec2f): after demote-cluster with diverged timelines "
+@pytest.mark.xfail(strict=False, reason="h17-standby (up to 6e51aff): after demote-cluster with diverged timelines "
                    "the leader rewinds, but its replicas' pg_rewind against it (a standby whose checkpoint is still "
                    "on the old timeline) says 'no rewind required' and their start fails with 'requested timeline "
                    "N is not a child of this server's history', in a loop")

@@ -20,6 +20,7 @@ from pgha.api.routes import BY_PATH
 from pgha.cli import context
 from pgha.cli.main import _register
 from pgha.core.model import ClusterConfig, MemberIntent, Role, Switchover
+from pgha.core.standby import StandbyCluster
 from pgha.dcs.memory import MemoryKV
 from tests.unit.test_api_helpers import FakeHandle, node_config
 from tests.unit.test_cli_world import MIB, World, refusal
@@ -40,6 +41,7 @@ SITUATIONS: dict[str, Callable[[World], Any]] = {
     "switchover-pending": lambda w: w.store.set_switchover(Switchover(id="x", leader="node1", candidate="node3")),
     "paused": lambda w: w.store.set_config(ClusterConfig(pause=True)),
     "restart-pending": _pending_restart,
+    "standby-cluster": lambda w: w.store.set_config(ClusterConfig(standby_cluster=StandbyCluster(host="site-a"))),
 }
 
 # (CLI arguments, the node whose API is asked, method, path, JSON body)
@@ -70,6 +72,12 @@ REQUESTS: dict[str, Call] = {
     "reload-node2": (["reload", "node2"], "node2", "POST", "/reload", {}),
     "reinit-node2": (["reinit", "node2"], "node2", "POST", "/reinitialize", {}),
     "reinit-leader": (["reinit", "node1"], "node1", "POST", "/reinitialize", {}),
+    "promote-cluster": (["promote-cluster", "--no-wait"], "node2", "POST", "/promote-cluster", {}),
+    "demote-cluster": (["demote-cluster", "--host", "b1:5433,b2", "--slot", "site_a", "--no-wait"], "node1", "POST",
+                       "/demote-cluster", {"host": "b1:5433,b2", "slot": "site_a"}),
+    "demote-cluster-bad-host": (["demote-cluster", "--host", "b1 dbname=x", "--no-wait"], "node1", "POST",
+                                "/demote-cluster", {"host": "b1 dbname=x"}),
+    "demote-cluster-no-source": (["demote-cluster", "--no-wait"], "node1", "POST", "/demote-cluster", {}),
 }
 
 
@@ -94,7 +102,7 @@ def _written(w: World) -> tuple[Any, ...]:
     sw = view.switchover
     return ((sw.kind, sw.leader, sw.candidate, sw.scheduled_at, sw.phase) if sw else None,
             sorted((n, i.action, i.from_leader, i.role, i.only_if_pending, i.scheduled_at)
-                   for n, i in view.intents.items()))
+                   for n, i in view.intents.items()), view.config.standby_cluster)
 
 
 def _api(w: World, node: str, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:

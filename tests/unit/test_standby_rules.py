@@ -64,7 +64,7 @@ STANDBY_CASES: list[Case] = [
          sb_view(), cb.local("a", cb.pg_replica("b")), "standby-leader-follow", [A.Follow(REMOTE), A.SetVip(True)]),
     Case("steady standby leader: slots for b and c, the VIP, PgBouncer, hooks with role standby_leader",
          sb_view(), cb.local("a", cb.pg_replica(REMOTE)), "standby-leader-steady",
-         [A.DisarmWatchdog(), A.SetVip(True), A.SyncSlots(("b", "c"), standby=True), "RepointPgBouncer",
+         [A.DisarmWatchdog(), A.SetVip(True), A.SyncSlots(("b", "c")), "RepointPgBouncer",
           A.RunCallback("on_start", "standby_leader")]),
     Case("the standby leader's PostgreSQL is starting: wait", sb_view(),
          cb.local("a", replace(cb.pg_stopped(), run_state=PgRunState.STARTING)), "standby-leader-wait", []),

@@ -52,6 +52,7 @@ from pgha.core.model import (
     TaskKind,
 )
 from pgha.core.slots import slot_parameters
+from pgha.core.standby import source_hosts
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 
@@ -156,12 +157,8 @@ class Agent:
             params.update(settings(self.config))
         return params
 
-    def params_key(self) -> str:
-        """What the managed files were written from: a change (the parameters, or the standby cluster's
-        source) makes the next loop write them again."""
-        sc = self.cluster_config.standby_cluster
-        key = json.dumps(self.parameters(), sort_keys=True, default=str)
-        return key if sc is None else f"{key} {sc!r}"
+    def params_key(self) -> str:  # a new standby_cluster source rewrites the files too
+        return json.dumps(self.parameters(), sort_keys=True, default=str) + repr(self.cluster_config.standby_cluster)
 
     def start_timeout(self) -> float:
         return max(60.0, self.cluster_config.primary_start_timeout)
@@ -264,10 +261,9 @@ class Agent:
             self._view_stale.set()
             last = self.view or ClusterView(name=self.config.cluster)
             return replace(last, dcs_error=str(exc))
-        # /history changes with the leader key, and (demote-cluster: the fork the other site's timeline
-        # took off ours) when a member reaches a newer timeline.
-        newest = max((m.timeline or 0 for m in view.members.values()), default=0)
-        key = (view.leader.mod_revision if view.leader else 0, len(view.members), newest)
+        # /history changes with the leader key, or as a member reaches a newer timeline (demote-cluster).
+        key = (view.leader.mod_revision if view.leader else 0, len(view.members),
+               max((m.timeline or 0 for m in view.members.values()), default=0))
         if key != self._history_key:
             with contextlib.suppress(DCSError):
                 entries = self.store.history()
@@ -281,13 +277,9 @@ class Agent:
     def observe(self, view: ClusterView) -> M.Observation:
         # The task first: a task that ends between the two reads leaves PostgreSQL as it left it.
         task = self.ports.tasks.state
-        # The password file names the members' addresses only, kept current as they come and go (and
-        # in a standby cluster, the other site's hosts, which its standby leader streams from).
+        # The password file names the members' addresses (and a standby cluster's source), kept current.
         peers = {(m.host, m.port) for m in view.members.values() if m.host and m.port}
-        sc = self.cluster_config.standby_cluster
-        if sc is not None and sc.host and sc.problem() is None:
-            peers.update(sc.hosts())
-        self.ports.pg.set_peers(frozenset(peers))
+        self.ports.pg.set_peers(frozenset(peers | source_hosts(self.cluster_config.standby_cluster)))
         pg = self.ports.pg.observe()
         if self.ports.exits is not None:
             self.ports.exits.watch(self._processes(pg))

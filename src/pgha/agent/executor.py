@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pgha.core import actions as A
 from pgha.core import memory as M
 from pgha.core import standby
-from pgha.core.model import ClusterView, LocalState, StandbyCluster, TaskKind
+from pgha.core.model import ClusterView, LocalState, TaskKind
+from pgha.core.standby import StandbyCluster
 from pgha.dcs.base import DCSError
 from pgha.postgres.node import PostgresError, Upstream
 
@@ -86,19 +87,21 @@ class Executor:
             return None
         if name == standby.REMOTE:
             return remote_upstream(self.agent.cluster_config.standby_cluster)
+        if name == self.agent.config.name:
+            # We hold the leader key ourselves: the first member of a standby cluster clones the other
+            # site with the key held, and then follows that site (the clone's source), not itself.
+            return None
         m = view.members.get(name)
         if m is None or not m.host:
             raise ActionFailed(f"member {name} has not published its address")
         return Upstream(name=name, host=m.host, port=m.port)
 
-    def replica_upstream(self, view: ClusterView, local: LocalState) -> Upstream | None:
-        """Whom a replica restarted in place follows: the leader, or the other site for the standby leader."""
-        if not local.pg.in_recovery or view.leader is None:
+    def standby_leader_source(self, view: ClusterView, local: LocalState) -> Upstream | None:
+        """The other site, when we are the standby leader of a standby cluster (restarted in place)."""
+        leads = view.leader is not None and view.leader.name == local.name
+        if not (leads and local.pg.in_recovery and standby.active(self.agent.cluster_config.standby_cluster)):
             return None
-        if view.leader.name != local.name:
-            return self.upstream(view, view.leader.name)
-        return self.upstream(view, standby.REMOTE) if standby.active(self.agent.cluster_config.standby_cluster) \
-            else None
+        return self.upstream(view, standby.REMOTE)
 
     def task(self, kind: TaskKind, fn: Callable[[], str | None]) -> Outcomes:
         if not self.agent.ports.tasks.start(kind, fn):

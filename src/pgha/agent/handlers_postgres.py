@@ -76,10 +76,8 @@ def _clone(ex: Executor, a: A.Clone, view: ClusterView, local: LocalState) -> Ou
     pg = agent.ports.pg
     source = ex.upstream(view, a.source)
     assert source is not None
-    # A clone from a member tagged clonefrom then streams from the leader (the first member of a
-    # standby cluster holds the leader key as it clones from the other site, and follows that).
-    leader = view.leader.name if view.leader and view.leader.name != local.name else None
-    upstream = ex.upstream(view, leader) or source
+    # A clone from a member tagged clonefrom then streams from the leader.
+    upstream = ex.upstream(view, view.leader.name if view.leader else None) or source
 
     def work() -> str:
         how = f"cloned from {source.name}"
@@ -245,8 +243,10 @@ def _checkpoint(ex: Executor, a: A.Checkpoint, view: ClusterView, local: LocalSt
 def _restart(ex: Executor, a: A.RestartPostgres, view: ClusterView, local: LocalState) -> Outcomes:
     agent = ex.agent
     pg = agent.ports.pg
-    upstream = ex.replica_upstream(view, local)
+    upstream = ex.upstream(view, view.leader.name) if (local.pg.in_recovery and view.leader
+                                                        and view.leader.name != local.name) else None
     sync = agent.memory.sync_names if not local.pg.in_recovery else ""
+    upstream = upstream or ex.standby_leader_source(view, local)
 
     def work() -> str:
         agent.report(ex.stopping())
@@ -332,7 +332,7 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
 def _slots(ex: Executor, a: A.SyncSlots, view: ClusterView, local: LocalState) -> Outcomes:
     if ex.agent.memory.slots_applied == a.members:
         return NONE
-    ex.agent.ports.pg.sync_slots(a.members, a.keep, a.standby)
+    ex.agent.ports.pg.sync_slots(a.members, a.keep)
     return [M.SlotsApplied(a.members)]
 
 

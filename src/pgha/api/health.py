@@ -18,17 +18,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from pgha.api import views
 from pgha.api.handle import NodeSnapshot
 from pgha.api.schema import BadRequest, Param
-from pgha.api.views import (
-    in_recovery,
-    is_leader_primary,
-    is_replica,
-    is_standby_leader,
-    is_sync,
-    leader_name,
-    running,
-)
+from pgha.api.views import in_recovery, is_leader_primary, is_replica, is_sync, leader_name, running
 from pgha.core.model import BOOL_TAGS, INT_TAGS, Tags
 
 # --- query parameters ----------------------------------------------------------------------
@@ -112,7 +105,7 @@ def primary_ok(s: NodeSnapshot) -> bool:
 def standby_leader_ok(s: NodeSnapshot) -> bool:
     """Patroni's standby_leader_status_code: the leader of a standby cluster, running as a replica of
     the other site."""
-    return is_standby_leader(s)
+    return views.is_standby_leader(s)
 
 
 def leader_ok(s: NodeSnapshot) -> bool:

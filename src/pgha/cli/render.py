@@ -12,8 +12,7 @@ from typing import Any
 
 import yaml
 
-from pgha.core import standby
-from pgha.core.model import BOOL_TAGS, INT_TAGS, ClusterConfig, ClusterView, MemberInfo, Role, Tags
+from pgha.core.model import BOOL_TAGS, INT_TAGS, ClusterConfig, ClusterView, MemberInfo, Tags
 from pgha.dcs.codec import to_jsonable
 
 MIB = 1024 * 1024
@@ -68,7 +67,8 @@ def role_of(view: ClusterView, name: str) -> str:
     if view.leader is not None and view.leader.name == name:
         m = view.members.get(name)
         # Patroni's name for the leader of a standby cluster, which runs as a replica of another site.
-        sb = standby.active(view.config.standby_cluster) and m is not None and m.role == Role.REPLICA
+        sc = view.config.standby_cluster
+        sb = sc is not None and sc.active and m is not None and m.role.value == "replica"
         return "standby leader" if sb else "leader"
     if view.sync is not None and name in view.sync.standbys:
         return "sync_standby"

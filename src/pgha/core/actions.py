@@ -214,8 +214,6 @@ class SyncSlots(Action):
 
     members: tuple[str, ...]
     keep: tuple[str, ...] = ()
-    # On the standby leader of a standby cluster, which runs in recovery.
-    standby: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pgha.core.schedule import BackupPolicy
 from pgha.core.slotspec import IgnoreSlot as IgnoreSlot
 from pgha.core.slotspec import SlotSpec as SlotSpec
 from pgha.core.slotspec import slots_problem
-from pgha.core.standby import StandbyCluster as StandbyCluster
+from pgha.core.standby import STANDBY_DOC, StandbyCluster
 
 SyncMode = Literal["off", "on", "strict", "quorum"]
 
@@ -140,10 +140,7 @@ class ClusterConfig:
     backup: BackupPolicy = field(default_factory=BackupPolicy, metadata={
         "doc": "scheduled backups and restore tests, e.g. `{schedule: {full: \"weekly sun 01:00\", incr: \"daily "
                "01:00\", verify: \"daily 03:00\"}}` (operations.md, \"Scheduled backups\")"})
-    standby_cluster: StandbyCluster | None = field(default=None, metadata={
-        "doc": "makes this a standby cluster following another one (Patroni's keys): `{host: H or \"h1:p1,h2:p2\", "
-               "port: 5432, primary_slot_name: S, restore_command: CMD, recovery_min_apply_delay: \"5min\"}`, host "
-               "and/or restore_command; its leader replicates from there and never promotes (`pgha promote-cluster`)"})
+    standby_cluster: StandbyCluster | None = field(default=None, metadata={"doc": STANDBY_DOC})
 
     def problem(self) -> str | None:
         """One line naming the first invalid setting and the fix, or None."""

@@ -300,6 +300,7 @@ RULES: tuple[Rule, ...] = (
          lambda f: [ReleaseLeader()]),
 
     # ===== another member leads =====
+    *standby_rules.REPLICA,
     Rule("replica-clone", "replica",
          "Empty data directory and a running leader: clone from a streaming member tagged clonefrom, "
          "else from the leader.",
@@ -339,7 +340,6 @@ RULES: tuple[Rule, ...] = (
          "Stopped with usable data: start as a replica of the leader.",
          lambda f: f.other_leads and f.stopped and f.data_valid,
          lambda f: [DisarmWatchdog(), SetVip(False), StartPostgres("replica", f.leader_name)]),
-    *standby_rules.REPLICA,
     Rule("replica-diverged-running", "replica",
          "Running replica that diverged from the new leader (it got WAL the leader never had): stop to rewind.",
          lambda f: f.other_leads and f.is_replica and f.diverged and not f.streaming_from_leader,

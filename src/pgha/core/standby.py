@@ -22,6 +22,10 @@ DELAY_RE = re.compile(r"\d{1,9}\s*(us|ms|s|min|h|d)?")
 # One entry of ``host``: "h", "h:5433", "[::1]" or "[::1]:5433".
 _BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\](?::(\d{1,5}))?")
 _PLAIN = re.compile(r"([^:\[\]]+)(?::(\d{1,5}))?")
+# Its line in docs/configuration.md's table of cluster settings (ClusterConfig.standby_cluster).
+STANDBY_DOC = ("makes this a standby cluster following another one (Patroni's keys): `{host: H or \"h1:p1,h2:p2\", "
+               "port: 5432, primary_slot_name: S, restore_command: CMD, recovery_min_apply_delay: \"5min\"}`, host "
+               "and/or restore_command; its leader replicates from there and never promotes (`pgha promote-cluster`)")
 MAX_HOSTS = 8
 MAX_RESTORE_COMMAND = 1024
 
@@ -96,6 +100,11 @@ def _hosts_problem(text: str) -> str | None:
         if port is not None and (why := names.port_problem(int(port))) is not None:
             return f"{names.shown(item)}: {why}"
     return None
+
+
+def source_hosts(sc: StandbyCluster | None) -> set[tuple[str, int]]:
+    """The other site's (host, port) pairs, for the password file (none when not a valid standby cluster)."""
+    return set(sc.hosts()) if sc is not None and sc.host and sc.problem() is None else set()
 
 
 def active(sc: StandbyCluster | None) -> bool:

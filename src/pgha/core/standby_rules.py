@@ -46,7 +46,7 @@ def upkeep_standby_leader(f: Facts) -> list[Action]:
     others = tuple(sorted(n for n, m in f.view.members.items() if n != f.me and not m.tags.nostream))
     # The permanent slots (``slots:``) stay: the other site may stream through them once this one leads.
     keep = slots.kept_by_plan(slot_inputs(f, True))
-    acts: list[Action] = [DisarmWatchdog(), SetVip(True), SyncSlots(others, keep, standby=True)]
+    acts: list[Action] = [DisarmWatchdog(), SetVip(True), SyncSlots(others, keep)]
     if f.config_stale:
         acts.append(ReloadPostgres())
     acts += bouncer_upkeep(f)

@@ -186,10 +186,9 @@ class PostgresNode:
         control.checkpoint(self.config, self.layout)
 
     # --- on the primary ----------------------------------------------------------------
-    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = (), standby: bool = False) -> None:
-        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots);
-        ``standby``: also while in recovery (the standby leader of a standby cluster)."""
-        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep, standby)
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
+        """Physical slots exist for exactly these members (names sanitized; see pgha.postgres.slots)."""
+        slots.sync_slots(self.config, self.layout, self.binaries.run_as, members, keep)
 
     def manage_slots(self, ops: tuple[SlotOp, ...]) -> None:
         """Create, advance and drop permanent slots here (see pgha.postgres.permanent_slots)."""

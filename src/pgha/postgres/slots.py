@@ -43,18 +43,13 @@ def write_owned(layout: Layout, run_as: RunAs, names: set[str]) -> None:
 
 
 def sync_slots(config: NodeConfig, layout: Layout, run_as: RunAs, members: tuple[str, ...],
-               keep: tuple[str, ...] = (), standby: bool = False) -> None:
-    """``keep``: permanent and ignored slots, which the permanent-slot plan handles.  ``standby``: the
-    standby leader of a standby cluster keeps its members' slots while in recovery; otherwise a server
-    in recovery is left alone (a decision made while it was primary)."""
+               keep: tuple[str, ...] = ()) -> None:
+    """``keep``: permanent and ignored slots, which the permanent-slot plan handles."""
     wanted = {conf.slot_name(m) for m in members if m != config.name}
     owned = read_owned(layout)
     before = set(owned)
     with db.local_or_error(config, layout, "replication slots") as conn:
         try:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            if row is None or (row[0] and not standby):
-                return
             existing = {
                 str(n): bool(a)
                 for n, a in conn.execute(

@@ -240,7 +240,7 @@ class SimPostgres:
         if not self.st.running:
             raise PostgresError("checkpoint: the server is not running")
 
-    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = (), standby: bool = False) -> None:
+    def sync_slots(self, members: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
         pass  # slots only retain WAL; the simulation never recycles WAL
 
     def set_peers(self, peers: frozenset[tuple[str, int]]) -> None:

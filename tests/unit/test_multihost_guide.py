@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -58,14 +59,21 @@ def test_every_other_shell_block_says_why_it_is_not_tested() -> None:
             assert tag.startswith(("step: ", "inputs: ", "not tested: ")), f"untagged block: {body[:60]!r}"
 
 
-def test_the_example_node_yaml_parses_with_the_demos_dcs_keys(tmp_path: Path) -> None:
-    [body] = [body for tag, _, body in blocks() if tag == "checked: node-yaml"]
-    data = yaml.safe_load(body)
+def node_yaml(name: str, tmp_path: Path) -> dict[str, Any]:
+    """The guide's YAML block ``checked: NAME``, its TLS files replaced by placeholders under ``tmp_path``."""
+    [body] = [body for tag, _, body in blocks() if tag == f"checked: {name}"]
+    data: dict[str, Any] = yaml.safe_load(body)
     etcd = data["dcs"]["etcd"]
     for key in ("cacert", "cert", "key"):
         path = tmp_path / Path(etcd[key]).name
         path.write_text("PEM")
         etcd[key] = str(path)
+    return data
+
+
+def test_the_example_node_yaml_parses_with_the_demos_dcs_keys(tmp_path: Path) -> None:
+    data = node_yaml("node-yaml", tmp_path)
+    etcd = data["dcs"]["etcd"]
     cfg = parse(data)
     assert cfg.dcs.etcd.username == "pgha" and len(cfg.dcs.etcd.endpoints) == 3
     from pgha.demo import DemoCluster
@@ -74,3 +82,18 @@ def test_the_example_node_yaml_parses_with_the_demos_dcs_keys(tmp_path: Path) ->
     demo.lab = netlab.Lab(netlab.subnet_of("198.19.7.1"))
     demo.pgha_etcd_password = "x"
     assert set(demo._dcs_section()["etcd"]) == set(etcd)
+
+
+def test_the_second_sites_node_yaml_parses_as_a_standby_cluster_like_the_labs(tmp_path: Path) -> None:
+    """Section 10's site B YAML: a valid node config whose standby_cluster names a host list and the slot
+    of step site-slot, the keys tests/support/sites.py gives its site B."""
+    data = node_yaml("site-b-yaml", tmp_path)
+    cfg = parse(data)
+    sc = cfg.cluster_config.standby_cluster
+    assert sc is not None and sc.active and len(sc.hosts()) == 3
+    [slot_inputs] = [body for tag, _, body in blocks() if tag == "inputs: site-slot"]
+    assert f"SLOT={sc.primary_slot_name}" in slot_inputs.split()
+    from tests.support.sites import SITE_SLOT, standby_section
+
+    assert sc.primary_slot_name == SITE_SLOT
+    assert set(data["cluster_config"]["standby_cluster"]) <= set(standby_section("198.19.7.11:5432", 5432))

@@ -83,6 +83,9 @@ class DemoBase:
         # each other with sslmode=verify-full against the demo's CA (postgresql.ssl).
         self.pg_tls = pg_tls and api_tls
         self.api_user = "pgha"
+        # PostgreSQL's superuser and replication passwords (None: new random ones); a second site
+        # (tests/support/sites.py) takes the first site's, since its leader replicates from there.
+        self.pg_passwords: tuple[str, str] | None = None
         self.api_password = secrets.token_urlsafe(16)
         self.ca: CA | None = None
         self.state: DemoState | None = None

@@ -146,8 +146,7 @@ class DemoCluster(EtcdMembersMixin, LabMixin, BouncerMixin, BackupMixin):
             self._teardown_lab()
             raise
         self._write_api_credentials()
-        password = secrets.token_urlsafe(12)
-        repl_password = secrets.token_urlsafe(12)
+        password, repl_password = self.pg_passwords or (secrets.token_urlsafe(12), secrets.token_urlsafe(12))
         passfile = self.dir / "pgpass"
         lines = []
         self.bouncer_admin_password = secrets.token_urlsafe(12)

@@ -98,6 +98,32 @@ PGHA_CHECK = """\
 pgha -c "$PGHA_CONFIG" list
 """
 
+# On one host of the primary site, once: the permanent physical slot the second site's standby leader
+# streams through (pgha keeps it on every member that could be promoted, so a failover keeps it).
+SITE_SLOT = """\
+pgha -c "$PGHA_CONFIG" edit-config --force -s "slots.$SLOT.type=physical"
+"""
+
+# On a host of the standby site: it becomes a primary cluster (its standby leader promotes).
+PROMOTE_CLUSTER = """\
+pgha -c "$PGHA_CONFIG" promote-cluster --force
+"""
+
+# On a host of the primary site: it becomes a standby cluster of the other site, streaming from
+# whichever of SOURCE_HOSTS ("h1:p1,h2:p2") runs as primary, through the slot SLOT there.
+DEMOTE_CLUSTER = """\
+pgha -c "$PGHA_CONFIG" demote-cluster --force --host "$SOURCE_HOSTS" --slot "$SLOT"
+"""
+
+# Between the two: wait until the site being promoted (TO_DSN, its standby leader) has replayed
+# all the demoted site wrote (FROM_DSN, its leader, a replica since demote-cluster returned).
+SITE_CAUGHT_UP = """\
+FROM_LSN=$(psql "$FROM_DSN" -Atc "SELECT pg_last_wal_replay_lsn()")
+until [ "$(psql "$TO_DSN" -Atc "SELECT pg_last_wal_replay_lsn() >= '$FROM_LSN'")" = t ]; do
+  sleep 0.1
+done
+"""
+
 STEPS: dict[str, str] = {
     "ca": CA,
     "cert": CERT,
@@ -105,6 +131,10 @@ STEPS: dict[str, str] = {
     "etcd-auth": ETCD_AUTH,
     "etcd-check": ETCD_CHECK,
     "pgha-check": PGHA_CHECK,
+    "site-slot": SITE_SLOT,
+    "promote-cluster": PROMOTE_CLUSTER,
+    "demote-cluster": DEMOTE_CLUSTER,
+    "site-caught-up": SITE_CAUGHT_UP,
 }
 
 # The environment variables each step reads (the guide sets them before each block).
@@ -115,6 +145,10 @@ STEP_INPUTS: dict[str, tuple[str, ...]] = {
     "etcd-auth": ("ENDPOINTS", "PKI", "ROOT_PASSWORD", "PGHA_PASSWORD"),
     "etcd-check": ("ENDPOINTS", "PKI", "ROOT_PASSWORD"),
     "pgha-check": ("PGHA_CONFIG", "PATH"),
+    "site-slot": ("PGHA_CONFIG", "PATH", "SLOT"),
+    "promote-cluster": ("PGHA_CONFIG", "PATH"),
+    "demote-cluster": ("PGHA_CONFIG", "PATH", "SOURCE_HOSTS", "SLOT"),
+    "site-caught-up": ("FROM_DSN", "TO_DSN"),
 }
 
 
@@ -122,15 +156,19 @@ class StepError(Exception):
     """A step failed: one line naming it and where its output is."""
 
 
-def run_step(name: str, inputs: Mapping[str, str], log: str, prefix: Sequence[str] = ()) -> str:
+def run_step(name: str, inputs: Mapping[str, str], log: str, prefix: Sequence[str] = (),
+             timeout: float = 60.0) -> str:
     """Run step ``name`` with bash -eu (inside ``prefix``, e.g. `ip netns exec NS`), its inputs
     in the environment; append its output to ``log`` and return its stdout."""
     missing = [k for k in STEP_INPUTS[name] if k not in inputs]
     if missing:
         raise StepError(f"step {name}: missing input {', '.join(missing)}")
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **inputs}
-    res = subprocess.run([*prefix, "bash", "-euo", "pipefail", "-c", STEPS[name]], env=env,
-                         capture_output=True, text=True, timeout=60, check=False)
+    try:
+        res = subprocess.run([*prefix, "bash", "-euo", "pipefail", "-c", STEPS[name]], env=env,
+                             capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise StepError(f"step {name} of docs/multi-host.md did not finish in {timeout:.0f}s; see {log}") from None
     with open(log, "a") as fh:
         fh.write(f"--- step {name}\n{res.stdout}{res.stderr}")
     if res.returncode != 0:

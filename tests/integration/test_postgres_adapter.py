@@ -160,7 +160,7 @@ def test_clone_stream_slots_promote_and_rewind(pg_sandbox: PgSandbox) -> None:
     primary.stop("immediate", 30)
     # pg_rewind 15 reads the source's timeline from its pg_control: the new primary checkpoints
     # on timeline 2 first (else "no rewind required", and the old primary cannot follow).
-    rewind.checkpoint_source(primary.config, primary.layout, upstream(replica))
+    rewind.checkpoint_source(primary.config, primary.layout, upstream(replica), True)
     assert sql(replica, "SELECT timeline_id FROM pg_control_checkpoint()") == [(2,)]
     assert primary.observe().control_state == "in production"
     primary.rewind(upstream(replica))

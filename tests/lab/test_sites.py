@@ -17,8 +17,8 @@ The cases run in this order, each leaving both sites healthy for the next:
 7. the primary site (now B) cut off entirely, `pgha promote-cluster` on A: writable, no acknowledged
    write that had reached it lost;
 8. reconnected, the cut-off site is demoted (`pgha demote-cluster`, pg_rewind where the timelines
-   diverged) and follows the other one (expected to fail until h17-standby's replicas rewind; see its
-   xfail reason).
+   diverged) and follows the other one: its replicas rewind against their standby leader, which is
+   asked for restartpoints until its pg_control is on the new timeline (postgres/rewind.py).
 """
 
 from __future__ import annotations
@@ -394,10 +394,6 @@ def test_promote_cluster_after_the_primary_site_is_cut_off(sites: TwoSites) -> N
 
 
 @needs_standby
-@pytest.mark.xfail(strict=False, reason="h17-standby (up to 6e51aff): after demote-cluster with diverged timelines "
-                   "the leader rewinds, but its replicas' pg_rewind against it (a standby whose checkpoint is still "
-                   "on the old timeline) says 'no rewind required' and their start fails with 'requested timeline "
-                   "N is not a child of this server's history', in a loop")
 def test_demote_cluster_brings_the_cut_off_site_back_as_a_standby_cluster(sites: TwoSites) -> None:
     a, b = sites.sites
     # After case 7 both sites run as primary clusters: the one cut off still has its own leader.

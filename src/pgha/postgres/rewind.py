@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import psycopg
 
@@ -67,8 +68,7 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
         **libpq.for_tools(config),
     )
     major = versions.bin_dir_major(str(binaries.bin_dir))
-    if versions.features(major).rewind_needs_source_checkpoint:
-        checkpoint_source(config, layout, source)
+    checkpoint_source(config, layout, source, versions.features(major).rewind_needs_source_checkpoint)
     log.info("rewind: pg_rewind against %s (%s:%s)", source.name, source.host, source.port)
     try:
         r = binaries.run(
@@ -89,11 +89,19 @@ def rewind(config: NodeConfig, layout: Layout, binaries: Binaries, source: Upstr
     log.info("rewind: %s", last_line(out, "done"))
 
 
-# The timeline of the source's last checkpoint, and the one it writes WAL on now.
+# Whether the source is in recovery, the timeline of its last checkpoint (a standby's: restartpoint), and
+# the one it is on now: a primary's WAL timeline; a standby's received or replayed one (15 has no function
+# for the replayed timeline; pg_control's minRecoveryPointTLI follows replay, lazily).
 TIMELINES = (
-    "SELECT c.timeline_id, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+    "SELECT pg_is_in_recovery(), c.timeline_id, CASE WHEN pg_is_in_recovery()"
+    " THEN greatest((SELECT received_tli FROM pg_stat_wal_receiver),"
+    " (SELECT min_recovery_end_timeline FROM pg_control_recovery()))"
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
     " FROM pg_control_checkpoint() c"
 )
+# How long a standby source may take to replay a checkpoint record of its new timeline, so that a
+# restartpoint can carry its pg_control onto that timeline.
+STANDBY_CHECKPOINT_WAIT = 30.0
 
 
 def fork_point(layout: Layout, timeline: int) -> int | None:
@@ -114,15 +122,30 @@ def fork_point(layout: Layout, timeline: int) -> int | None:
     return None
 
 
-def checkpoint_source(config: NodeConfig, layout: Layout, source: Upstream) -> None:
-    """A CHECKPOINT on the source if its pg_control still names an older timeline (see above)."""
+def checkpoint_source(config: NodeConfig, layout: Layout, source: Upstream, primary_needs: bool) -> None:
+    """A CHECKPOINT on the source while its pg_control names an older timeline than it is on (see above).
+
+    A primary source needs it only where pg_rewind reads the timeline from pg_control alone
+    (``primary_needs``, postgres/versions.py).  A standby source (the standby leader of a standby
+    cluster, for its own replicas after demote-cluster) needs it on every major: its pg_control moves to
+    the new timeline only at a restartpoint, and minRecoveryPointTLI follows replay lazily; without it
+    pg_rewind answers "no rewind required" and the target cannot start ("requested timeline N is not a
+    child of this server's history", found in the two-site lab).  A restartpoint needs a checkpoint
+    record of the new timeline replayed first, so a standby is asked again until its pg_control catches up.
+    """
+    deadline = time.monotonic() + STANDBY_CHECKPOINT_WAIT
     try:
         with db.remote(config, layout, source, config.postgresql.superuser.username) as conn:
-            row = conn.execute(TIMELINES).fetchone()
-            if row is not None and row[0] != row[1]:
-                log.info("rewind: %s has not checkpointed on timeline %s yet: CHECKPOINT first", source.name, row[1])
-                conn.execute("SET statement_timeout = '120s'")
+            conn.execute("SET statement_timeout = '120s'")
+            while True:
+                row = conn.execute(TIMELINES).fetchone()
+                if row is None or row[2] is None or row[1] >= row[2] or not (row[0] or primary_needs):
+                    return
+                log.info("rewind: %s has not checkpointed on timeline %s yet: CHECKPOINT first", source.name, row[2])
                 conn.execute("CHECKPOINT")
+                if not row[0] or time.monotonic() > deadline:
+                    return
+                time.sleep(0.5)
     except psycopg.Error as exc:
         log.info("rewind: cannot check the checkpoint timeline of %s (%s)", source.name, db.one_line(exc))
 

@@ -31,7 +31,7 @@ from pgha import __version__
 from pgha.agent.executor import Executor
 from pgha.agent.exits import walreceiver_pid
 from pgha.agent.lease import LeaseKeeper
-from pgha.agent.member import member_info
+from pgha.agent.member import lsn_publish_due, member_info
 from pgha.agent.ports import Ports, build_ports
 from pgha.api.handle import NodeSnapshot
 from pgha.api.metrics import AgentMetrics
@@ -310,19 +310,21 @@ class Agent:
                            self.archived_timeline)
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
-        """Write members/<name> when something significant changed, and LSNs every ttl/3.
+        """Write members/<name> when something significant changed, and positions that moved as
+        ``lsn_publish_due`` says (at most every ttl/3).
 
         Every write wakes every other agent through its watch, so publishing each loop
         would make the agents wake each other in a cycle.
         """
         now = self.ports.clock.monotonic()
         last = self.published
-        lsn_only = last is not None and replace(
-            info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn,
-            slots=last.slots, slot_restart=last.slot_restart) == last
-        if not force and last is not None and (info == last or (lsn_only
-                                                and now - self.published_at < self.cluster_config.ttl / 3)):
-            return
+        if not force and last is not None:
+            lsn_only = replace(
+                info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn,
+                slots=last.slots, slot_restart=last.slot_restart) == last
+            if info == last or (lsn_only and not lsn_publish_due(last, info, now - self.published_at,
+                                                                 self.cluster_config)):
+                return
         try:
             self.store.publish_member(info, self.lease.lease_id)
             self.published, self.published_at = info, now

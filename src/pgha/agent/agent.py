@@ -10,7 +10,7 @@ Everything the agent talks to is a port (``pgha.agent.ports``), so the simulatio
 tests/unit/sim/ runs this very loop over fake PostgreSQL, tasks, routing and a virtual clock.
 
 Threads (real ports): the HA loop (``run``), woken early by DCS watches and finished tasks;
-the lease keeper (``lease.py``), which renews the lease every ``renew_interval`` (ttl/3 by
+the lease keeper (``lease.py``), which renews the lease every ``renew_interval`` (0.35 ttl by
 default) whatever the loop does and re-arms the watchdog; the DCS watch; one background task at a time; the REST API.
 """
 

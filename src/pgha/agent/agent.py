@@ -64,6 +64,10 @@ log = logging.getLogger("pgha.agent")
 VIP_RECHECK = 10.0
 # Seconds a cached view may be used when the DCS cannot tell us its revision cheaply.
 VIEW_MAX_AGE = 60.0
+# How often the agent's DCS watch looks at the stop flag while nothing happens.  Nobody waits for
+# that thread (a daemon; shutdown's own deletes wake it anyway), and waking it every second was a
+# tenth of an idle agent's CPU.
+WATCH_STOP_POLL = 30.0
 
 
 class Agent:
@@ -405,7 +409,7 @@ class Agent:
             try:
                 if revision == 0:
                     revision = self.store.read().revision + 1
-                revision = self.store.watch(revision, self.on_dcs_change, self._stop)
+                revision = self.store.watch(revision, self.on_dcs_change, self._stop, poll=WATCH_STOP_POLL)
             except DCSError:
                 revision = 0
                 self.on_dcs_change()

@@ -367,6 +367,7 @@ class EtcdKV:
         start_revision: int,
         on_event: Callable[[WatchEvent], None],
         stop: threading.Event,
+        poll: float | None = None,
     ) -> int:
         create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                   "progress_notify": True}
@@ -382,7 +383,7 @@ class EtcdKV:
         try:
             while not stop.is_set():
                 try:
-                    item = items.get(timeout=WATCH_POLL)
+                    item = items.get(timeout=poll or WATCH_POLL)
                 except queue.Empty:
                     continue
                 if item is None or isinstance(item, BaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from pgha.agent.member import LSN_REFRESH, LSN_STEP, lsn_publish_due
 from pgha.core.model import ClusterConfig, MemberInfo, Role
@@ -41,3 +42,9 @@ def test_a_permanent_slot_that_moved_goes_out_after_a_third_of_ttl() -> None:
     moved = replace(slotted, slots={"cdc": 50_000_100})
     assert lsn_publish_due(slotted, moved, CONFIG.ttl / 3, CONFIG)
     assert not lsn_publish_due(slotted, moved, 1.0, CONFIG)
+
+
+def test_the_docs_name_the_step_and_the_refresh_the_code_has() -> None:
+    text = " ".join((Path(__file__).resolve().parents[2] / "docs/architecture.md").read_text().split())
+    assert f"`LSN_STEP` ({LSN_STEP // 1024} kB" in text
+    assert f"`LSN_REFRESH` ({LSN_REFRESH / 60:g} minutes)" in text

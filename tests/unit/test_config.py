@@ -32,10 +32,10 @@ def test_minimal_config_parses_with_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("cluster_config", "timings"), [
-    # The default profile renews every ttl/3: 18 etcd requests a minute per agent at rest; a primary
-    # has 10 - 2 - 3.33 = 4.67 s for a late answer, so one server gets the whole request timeout (2 s)
-    # and the next one still has 2.67 s.
-    ({}, (10.0, 2.0, 10 / 3, 2.0)),
+    # The default profile renews every 0.35 ttl = 3.5 s: 17.1 etcd requests a minute per agent at rest;
+    # a primary has 10 - 2 - 3.5 = 4.5 s for a late answer, so one server gets the whole request
+    # timeout (2 s) and the next one still has 2.5 s.
+    ({}, (10.0, 2.0, 3.5, 2.0)),
     # The fast profile renews every 0.2 s: a primary has 2 - 0.5 - 0.2 = 1.3 s for a late answer,
     # so one server gets 0.65 s and the next one still has time.
     ({"profile": "fast"}, (2.0, 0.5, 0.2, 0.65)),

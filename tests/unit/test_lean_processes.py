@@ -187,3 +187,24 @@ def test_the_agents_side_never_rearms_what_it_disarmed() -> None:
     finally:
         wd.stop()
         _cleanup(victim)
+
+
+def test_arming_again_for_the_same_deadline_sends_nothing() -> None:
+    """The HA loop arms every loop with the deadline the lease thread already sent: no line, so an
+    idle primary's watchdog wakes once per renewal, not once per loop too."""
+    victim = _postmaster()
+    wd = Watchdog()
+    wd.start()
+    try:
+        deadline = time.monotonic() + 30
+        wd.arm(victim.pid, deadline)
+        wd.arm(victim.pid, deadline)
+        assert wd.lines == 1
+        wd.rearm(deadline + 3)  # a renewal
+        wd.arm(victim.pid, deadline + 3)  # the next loop
+        assert wd.lines == 2
+        wd.arm(victim.pid, deadline + 6)  # a deadline the process was not told: sent
+        assert wd.lines == 3 and wd.armed_pid == victim.pid
+    finally:
+        wd.stop()
+        _cleanup(victim)

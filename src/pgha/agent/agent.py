@@ -10,7 +10,7 @@ Everything the agent talks to is a port (``pgha.agent.ports``), so the simulatio
 tests/unit/sim/ runs this very loop over fake PostgreSQL, tasks, routing and a virtual clock.
 
 Threads (real ports): the HA loop (``run``), woken early by DCS watches and finished tasks;
-the lease keeper (``lease.py``), which renews the lease every ``renew_interval`` (ttl/3 by
+the lease keeper (``lease.py``), which renews the lease every ``renew_interval`` (0.35 ttl by
 default) whatever the loop does and re-arms the watchdog; the DCS watch; one background task at a time; the REST API.
 """
 
@@ -31,7 +31,7 @@ from pgha import __version__
 from pgha.agent.executor import Executor
 from pgha.agent.exits import walreceiver_pid
 from pgha.agent.lease import LeaseKeeper
-from pgha.agent.member import member_info
+from pgha.agent.member import lsn_publish_due, member_info
 from pgha.agent.ports import Ports, build_ports
 from pgha.api.handle import NodeSnapshot
 from pgha.api.metrics import AgentMetrics
@@ -67,6 +67,10 @@ log = logging.getLogger("pgha.agent")
 VIP_RECHECK = 10.0
 # Seconds a cached view may be used when the DCS cannot tell us its revision cheaply.
 VIEW_MAX_AGE = 60.0
+# How often the agent's DCS watch looks at the stop flag while nothing happens.  Nobody waits for
+# that thread (a daemon; shutdown's own deletes wake it anyway), and waking it every second was a
+# tenth of an idle agent's CPU.
+WATCH_STOP_POLL = 30.0
 
 
 class Agent:
@@ -321,19 +325,21 @@ class Agent:
                            self.archived_timeline)
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
-        """Write members/<name> when something significant changed, and LSNs every ttl/3.
+        """Write members/<name> when something significant changed, and positions that moved as
+        ``lsn_publish_due`` says (at most every ttl/3).
 
         Every write wakes every other agent through its watch, so publishing each loop
         would make the agents wake each other in a cycle.
         """
         now = self.ports.clock.monotonic()
         last = self.published
-        lsn_only = last is not None and replace(
-            info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn,
-            slots=last.slots, slot_restart=last.slot_restart) == last
-        if not force and last is not None and (info == last or (lsn_only
-                                                and now - self.published_at < self.cluster_config.ttl / 3)):
-            return
+        if not force and last is not None:
+            lsn_only = replace(
+                info, wal_lsn=last.wal_lsn, received_lsn=last.received_lsn, replayed_lsn=last.replayed_lsn,
+                slots=last.slots, slot_restart=last.slot_restart) == last
+            if info == last or (lsn_only and not lsn_publish_due(last, info, now - self.published_at,
+                                                                 self.cluster_config)):
+                return
         try:
             self.store.publish_member(info, self.lease.lease_id)
             self.published, self.published_at = info, now
@@ -416,7 +422,7 @@ class Agent:
             try:
                 if revision == 0:
                     revision = self.store.read().revision + 1
-                revision = self.store.watch(revision, self.on_dcs_change, self._stop)
+                revision = self.store.watch(revision, self.on_dcs_change, self._stop, poll=WATCH_STOP_POLL)
             except DCSError:
                 revision = 0
                 self.on_dcs_change()

@@ -52,6 +52,10 @@ class Watchdog:
         self._lock = threading.Lock()
         # (pid, start ticks) of the postmaster armed for, or None.
         self._armed: tuple[int, int] | None = None
+        # The deadline the process was last told: the HA loop arms every loop with the deadline the
+        # lease thread already sent, and a line that changes nothing still wakes the process.
+        self._told: float | None = None
+        self.lines = 0  # lines sent (tests count them)
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
@@ -78,6 +82,7 @@ class Watchdog:
             try:
                 self._proc.stdin.write(line.encode() + b"\n")
                 self._proc.stdin.flush()
+                self.lines += 1
                 return
             except (BrokenPipeError, ValueError):
                 if attempt == 2:
@@ -97,28 +102,31 @@ class Watchdog:
         with self._lock:
             if start is None:  # it exited: nothing to fence, and its pid may be reused
                 if self._armed is not None:
-                    self._armed = None
+                    self._armed = self._told = None
                     self._write("disarm")
                 return
-            self._armed = (postmaster_pid, start)
+            if self._armed == (postmaster_pid, start) and self._told == deadline:
+                return  # armed for this postmaster at this deadline already
+            self._armed, self._told = (postmaster_pid, start), deadline
             self._write(self._arm_line(deadline))
 
     def rearm(self, deadline: float) -> None:
         """The lease was renewed: move the deadline of what is armed; nothing when disarmed."""
         with self._lock:
             if self._armed is not None:
+                self._told = deadline
                 self._write(self._arm_line(deadline))
 
     def disarm(self) -> None:
         with self._lock:
             if self._armed is not None:
-                self._armed = None
+                self._armed = self._told = None
                 self._write("disarm")
 
     def stop(self) -> None:
         """Clean shutdown: disarm first so closing the pipe does not fence."""
         with self._lock:
-            self._armed = None
+            self._armed = self._told = None
             self._write("disarm")
         if self._proc is not None:
             if self._proc.stdin:

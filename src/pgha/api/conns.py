@@ -188,13 +188,13 @@ class Connections:
             self._wake_w.close()
 
     def _turn(self) -> None:
+        # Sleep until a socket is ready, a worker or stop() writes to the wake-up pair, or the next
+        # deadline (a client's request, accepting again): an idle API wakes nobody.
         now = time.monotonic()
-        timeout = 1.0
-        if self._waiting:
-            timeout = min(timeout, next(iter(self._waiting)).deadline - now)
+        due = [next(iter(self._waiting)).deadline] if self._waiting else []
         if not self._listening:
-            timeout = min(timeout, self._resume_accept - now)
-        for key, _ in self._sel.select(max(0.0, timeout)):
+            due.append(self._resume_accept)
+        for key, _ in self._sel.select(max(0.0, min(due) - now) if due else None):
             if key.fileobj is self.listener:
                 self._accept()
             elif key.data is None:

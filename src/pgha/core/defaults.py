@@ -35,12 +35,12 @@ def _value(value: Any) -> str:
 
 
 def renewal(profile: str) -> str:
-    """How often a profile renews the lease, e.g. "every 3.33 s" ("%.3g" of the period)."""
+    """How often a profile renews the lease, e.g. "every 3.5 s" ("%.3g" of the period)."""
     return f"every {profile_config(profile).renewal_period():.3g} s"
 
 
 def timings(profile: str) -> str:
-    """A profile's timings in one phrase: ``ttl 10, loop_wait 5, …, a lease renewal every 3.33 s``."""
+    """A profile's timings in one phrase: ``ttl 10, loop_wait 5, …, a lease renewal every 3.5 s``."""
     values = PROFILES[profile]
     parts = [f"{key} {_value(values[key])}" for key in TIMINGS if key != "renew_interval"]
     auto = "" if values["renew_interval"] else " (automatic)"

@@ -27,7 +27,11 @@ class Contender:
 
 
 def reference_lsn(f: Facts) -> int:
-    """The last known primary position: the old leader's published LSN, else the best seen."""
+    """The last known primary position: the old leader's published LSN, else the best seen.
+
+    A published position is at most ttl/3 old, or behind the real one by less than 1/16 of
+    maximum_lag_on_failover (64 kB at most; ``pgha.agent.member.lsn_publish_due``): the polls of
+    the live members give their positions as they are now."""
     old = f.view.members.get(f.view.last_leader or "") if f.view.last_leader else None
     positions = [m.lsn for m in f.view.members.values()]
     positions += [p.lsn for p in f.local.peers.values() if p.lsn is not None]
@@ -96,7 +100,8 @@ def i_am_best(f: Facts) -> bool:
 
 def switchover_lsn(f: Facts, name: str) -> int:
     """How far ``name`` got: what it answered our poll just now, else what it last published
-    (up to ttl/3 old: on a busy primary that alone can exceed maximum_lag_on_failover)."""
+    (up to ttl/3 old, or 64 kB behind: on a busy primary the first alone can exceed
+    maximum_lag_on_failover)."""
     p = f.local.peers.get(name)
     if p is not None and p.api == "ok" and p.lsn is not None:
         return p.lsn

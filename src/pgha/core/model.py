@@ -52,9 +52,15 @@ class Tags:
 # The timing settings each profile gives, unless the configuration sets them itself.  "default" is
 # also what ClusterConfig's fields default to: this table is the one place the timing defaults are
 # written (docs/configuration.md's table and generate-config's comment are generated from it).
+# The automatic renewal period as a share of ttl.  ttl/3 (3.33 s at ttl 10) made 18.0 keepalives a
+# minute, an idle agent's whole etcd budget (issue 19: <= 20 requests a minute with margin); 0.35
+# renews every 3.5 s (17.1 a minute) and still leaves a primary at ttl 10 4.5 s for a late answer,
+# more than the renewal period itself and the 3 s etcd stalls bench/soak rides out.
+RENEW_SHARE = 0.35
 PROFILES: Mapping[str, Mapping[str, float]] = {
-    # ttl 10 with a renewal every ttl/3: a silent host death fails over in about 9 s, a primary has
-    # 10 - 2 - 3.3 = 4.7 s for a late etcd answer, and an idle agent sends 18 keepalives a minute.
+    # ttl 10 with the automatic renewal (every 0.35 ttl = 3.5 s): a silent host death fails over in
+    # about 9 s, a primary has 10 - 2 - 3.5 = 4.5 s for a late etcd answer, and an idle agent sends
+    # 17.1 keepalives a minute.
     "default": {"ttl": 10.0, "loop_wait": 5.0, "retry_timeout": 3.0, "fence_margin": 2.0, "renew_interval": 0.0},
     "fast": {"ttl": 2.0, "loop_wait": 0.25, "retry_timeout": 1.0, "fence_margin": 0.5, "renew_interval": 0.2},
 }
@@ -107,9 +113,10 @@ class ClusterConfig:
     fence_margin: float = _setting(
         _DEFAULT["fence_margin"], "a primary fences itself this long before its lease could expire")
     renew_interval: float = _setting(
-        _DEFAULT["renew_interval"], "seconds between two lease renewals; 0: min(ttl/3, 2 * loop_wait). A "
-        "primary whose etcd answers late has `ttl - fence_margin - renew_interval` before it must fence, so "
-        "a short ttl wants a short interval (0.05 to ttl/3; each renewal is one etcd request)")
+        _DEFAULT["renew_interval"], "seconds between two lease renewals; 0: min(0.35 * ttl, 2 * loop_wait). "
+        "A primary whose etcd answers late has `ttl - fence_margin - renew_interval` before it must fence, so "
+        "a short ttl wants a short interval (0.05 to (ttl - fence_margin)/2, so that room is never shorter "
+        "than the interval; each renewal is one etcd request)")
     maximum_lag_on_failover: int = _setting(
         1024 * 1024, "bytes a replica may lag behind the last known primary position and still be promoted")
     synchronous_mode: SyncMode = _setting(
@@ -160,9 +167,10 @@ class ClusterConfig:
             return f"retry_timeout: {self.retry_timeout} must be positive and below ttl ({self.ttl})"
         if not 0 < self.fence_margin < self.ttl - self.loop_wait:
             return f"fence_margin: {self.fence_margin} must be positive and below ttl - loop_wait"
-        if self.renew_interval != 0 and not 0.05 <= self.renew_interval <= self.ttl / 3:
-            return (f"renew_interval: {self.renew_interval} must be 0 (automatic) or 0.05 to ttl/3 "
-                    f"({self.ttl / 3:.3g}) seconds")
+        longest = (self.ttl - self.fence_margin) / 2
+        if self.renew_interval != 0 and not 0.05 <= self.renew_interval <= longest:
+            return (f"renew_interval: {self.renew_interval} must be 0 (automatic) or 0.05 to "
+                    f"(ttl - fence_margin)/2 ({longest:.3g}) seconds")
         if self.maximum_lag_on_failover < 0:
             return "maximum_lag_on_failover: must be zero or more bytes"
         if self.maximum_lag_on_syncnode < -1:
@@ -183,10 +191,11 @@ class ClusterConfig:
         return None
 
     def renewal_period(self) -> float:
-        """Seconds between two lease renewals (``renew_interval``, or the automatic one)."""
+        """Seconds between two lease renewals (``renew_interval``, or the automatic one: RENEW_SHARE
+        of ttl, at most two loop_waits)."""
         if self.renew_interval:
             return self.renew_interval
-        return max(0.2, min(self.ttl / 3, self.loop_wait * 2))
+        return max(0.2, min(self.ttl * RENEW_SHARE, self.loop_wait * 2))
 
     def keepalive_timeout(self, request_timeout: float) -> float:
         """Seconds one DCS server may take to answer a renewal: at most half of what a primary has

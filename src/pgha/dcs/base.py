@@ -91,10 +91,12 @@ class KV(Protocol):
         start_revision: int,
         on_event: Callable[[WatchEvent], None],
         stop: threading.Event,
+        poll: float | None = None,
     ) -> int:
         """Stream changes from ``start_revision`` until ``stop`` is set or the stream breaks.
 
-        Returns the next revision to resume from.  Raises Compacted when
+        ``stop`` is looked at every ``poll`` seconds while nothing happens (None: the backend's
+        own, about a second).  Returns the next revision to resume from.  Raises Compacted when
         ``start_revision`` is no longer available, DCSError when unreachable.
         """
         ...

@@ -122,6 +122,7 @@ class EtcdKV:
         self._watch_pool = urllib3.PoolManager(
             num_pools=max(4, len(self.endpoints)), maxsize=4, retries=False, socket_options=KEEPALIVE_OPTIONS,
             **tls)
+        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
         self._auth_lock = threading.Lock()
         self._preferred = 0
@@ -195,7 +196,7 @@ class EtcdKV:
         for idx in self._order():
             endpoint = self.endpoints[idx]
             try:
-                resp = self._post(endpoint + path, payload, headers, idempotent, limit)
+                resp = self._post(endpoint, path, payload, headers, idempotent, limit)
             except (ReadTimeoutError, ProtocolError) as exc:
                 self._demote(idx)
                 if not idempotent:
@@ -249,17 +250,22 @@ class EtcdKV:
         return DCSError(f"etcd at {endpoint} requires authentication ({message}); "
                         "set dcs.etcd.username and dcs.etcd.password")
 
-    def _post(self, url: str, payload: bytes, headers: dict[str, str], idempotent: bool,
+    def _post(self, endpoint: str, path: str, payload: bytes, headers: dict[str, str], idempotent: bool,
               timeout: float) -> urllib3.BaseHTTPResponse:
         """One POST within ``timeout`` seconds; an idempotent one is retried once when the connection
         broke under it."""
         limit = urllib3.Timeout(connect=timeout, read=timeout)
+        pool = self._pools.get(endpoint)
+        if pool is None:
+            # The endpoint's pool, looked up once: the pool manager's per-request URL parsing was a
+            # sixth of an idle agent's lease renewal (it holds one pool per endpoint, never evicted).
+            pool = self._pools[endpoint] = self._pool.connection_from_url(endpoint)
         try:
-            return self._pool.request("POST", url, body=payload, headers=headers, timeout=limit)
+            return pool.urlopen("POST", path, body=payload, headers=headers, timeout=limit, retries=False)
         except ProtocolError:
             if not idempotent:
                 raise
-            return self._pool.request("POST", url, body=payload, headers=headers, timeout=limit)
+            return pool.urlopen("POST", path, body=payload, headers=headers, timeout=limit, retries=False)
 
     def _range(self, key: str, range_end: bytes | None = None) -> tuple[int, list[KeyValue]]:
         body: dict[str, Any] = {"key": _b64(key)}
@@ -361,6 +367,7 @@ class EtcdKV:
         start_revision: int,
         on_event: Callable[[WatchEvent], None],
         stop: threading.Event,
+        poll: float | None = None,
     ) -> int:
         create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                   "progress_notify": True}
@@ -376,7 +383,7 @@ class EtcdKV:
         try:
             while not stop.is_set():
                 try:
-                    item = items.get(timeout=WATCH_POLL)
+                    item = items.get(timeout=poll or WATCH_POLL)
                 except queue.Empty:
                     continue
                 if item is None or isinstance(item, BaseException):

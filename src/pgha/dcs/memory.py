@@ -169,6 +169,7 @@ class MemoryKV:
         start_revision: int,
         on_event: Callable[[WatchEvent], None],
         stop: threading.Event,
+        poll: float | None = None,
     ) -> int:
         with self._cond:
             self._check()
@@ -185,7 +186,7 @@ class MemoryKV:
                     next_rev = max(next_rev, self._revision + 1)
                     if stop.is_set():
                         return next_rev
-                    self._cond.wait(WATCH_POLL)
+                    self._cond.wait(poll or WATCH_POLL)
                     continue
                 next_rev = self._events[-1].revision + 1
             for event in pending:

@@ -396,7 +396,7 @@ class ClusterStore:
 
     # --- change notification ----------------------------------------------------------
     def watch(self, start_revision: int, on_change: Callable[[], None], stop: threading.Event,
-              ignore: tuple[str, ...] = ("backup/",)) -> int:
+              ignore: tuple[str, ...] = ("backup/",), poll: float | None = None) -> int:
         """Call ``on_change`` for every change from ``start_revision`` until ``stop``.
 
         Returns the revision to resume from; after a compaction it calls
@@ -415,7 +415,7 @@ class ClusterStore:
                 on_change()
 
         try:
-            return self.kv.watch_prefix(self.root, start_revision, on_event, stop)
+            return self.kv.watch_prefix(self.root, start_revision, on_event, stop, poll)
         except Compacted:
             on_change()
             return 0

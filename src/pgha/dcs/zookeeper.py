@@ -467,7 +467,7 @@ class ZooKeeperKV:
 
     # --- watch -------------------------------------------------------------------------------------
     def watch_prefix(self, prefix: str, start_revision: int, on_event: Callable[[WatchEvent], None],
-                     stop: threading.Event) -> int:
+                     stop: threading.Event, poll: float | None = None) -> int:
         fired = threading.Event()
 
         def watcher(*_: Any) -> None:
@@ -493,7 +493,7 @@ class ZooKeeperKV:
                 while not fired.is_set():
                     if stop.is_set():
                         return next_rev
-                    fired.wait(WATCH_POLL)
+                    fired.wait(poll or WATCH_POLL)
                 if stop.is_set():
                     return next_rev
         finally:

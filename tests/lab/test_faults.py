@@ -45,9 +45,10 @@ def test_rewind_after_a_fresh_promotion_needs_no_retry(tmp_path: Path) -> None:
 
 
 def test_sync_run_on_postgresql_18_loses_nothing(tmp_path: Path, pg18_bin: str) -> None:
-    """Issue 21: the fault suite's synchronous run on PostgreSQL 18 (`make pg18`), short: a host killed,
-    a host frozen, the leader cut off, an agent stopped and the postmaster killed, under the write workload; the
-    checker asserts no acknowledged write lost, no split brain, and every fault healed.  The longer run
+    """Issue 21: the fault suite's synchronous run on PostgreSQL 18 (`make pg18`), short: five faults drawn
+    from host killed, host frozen, leader cut off, agent stopped and postmaster killed (seed 18180618: three
+    host kills, a cut-off leader, a frozen host), under the write workload; the checker asserts no
+    acknowledged write lost, no split brain, and every fault healed.  The longer run
     is `pgha-faults soak --sync --faults 30 --pg-bin "$(make -s pg18-bin)"`."""
     r = run(tmp_path, seed=18180618, faults=5, pg_bin=pg18_bin,
             kinds=["kill-host", "freeze-host", "part-leader-all", "stop-agent", "kill-postmaster"])

@@ -8,8 +8,6 @@ whose ``agent`` command runs the same ``run_agent``.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import sys
 
@@ -53,7 +51,6 @@ def run_loaded(cfg: NodeConfig) -> None:
     from pgha.logging_setup import setup_logging
 
     setup_logging(cfg)
-    lean_malloc()
     a = Agent(cfg)
     install_signal_handlers(a)
     try:
@@ -61,17 +58,3 @@ def run_loaded(cfg: NodeConfig) -> None:
     except (ConfigError, ApiStartError) as exc:
         logging.getLogger("pgha").error("%s", exc)
         sys.exit(1)
-
-
-# glibc's mallopt(M_ARENA_MAX, n).  By default every thread that allocates gets its own arena (up to 8 per
-# core), and an arena keeps what was freed in it: the clone's progress thread and the API workers left the
-# replicas' agents at 51 MB RSS against the leader's 47.5 (issue 19's bench/idle).  Two arenas cost the
-# agent nothing measurable: its threads rarely allocate at once.
-M_ARENA_MAX = -8
-ARENAS = 2
-
-
-def lean_malloc() -> None:
-    """Cap glibc's malloc arenas before the agent starts its threads (nothing happens on another libc)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, ARENAS)

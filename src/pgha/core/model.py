@@ -1,4 +1,4 @@
-"""Frozen inputs of the decision core: the cluster as read from the DCS, and this node.
+"""Frozen inputs of the decision core: the cluster as read from the DCS (this node's side: pgha.core.local).
 
 Nothing here does I/O.  Times are plain floats supplied by the caller:
 ``*_at`` fields are wall-clock epoch seconds (comparable across hosts, used
@@ -14,49 +14,36 @@ from enum import StrEnum
 from typing import Literal, TypeVar
 
 from pgha.core import names
+from pgha.core.local import DataDir as DataDir
+from pgha.core.local import LocalPostgres as LocalPostgres
+from pgha.core.local import LocalSlot as LocalSlot
+from pgha.core.local import LocalState as LocalState
+from pgha.core.local import PeerStatus as PeerStatus
+from pgha.core.local import PgRunState as PgRunState
+from pgha.core.local import Replication as Replication
+from pgha.core.local import TaskKind as TaskKind
+from pgha.core.local import TaskState as TaskState
 from pgha.core.schedule import BackupPolicy
 from pgha.core.slotspec import IgnoreSlot as IgnoreSlot
 from pgha.core.slotspec import SlotSpec as SlotSpec
 from pgha.core.slotspec import slots_problem
 from pgha.core.standby import STANDBY_DOC, StandbyCluster
+from pgha.core.tags import BOOL_TAGS as BOOL_TAGS
+from pgha.core.tags import INT_TAGS as INT_TAGS
+from pgha.core.tags import STR_TAGS as STR_TAGS
+from pgha.core.tags import Tags as Tags
 
 SyncMode = Literal["off", "on", "strict", "quorum"]
 
 
-@dataclass(frozen=True)
-class Tags:
-    """Per-node tags, published in the member key."""
-
-    # Never promote this node automatically or by switchover.
-    nofailover: bool = False
-    # Tie-breaker between equally advanced candidates: higher wins.
-    failover_priority: int = 1
-    # Never choose this node as a synchronous standby.
-    nosync: bool = False
-    # Keep this node out of read load balancing: /replica, /read-only and /async answer 503 (Patroni's tag).
-    noloadbalance: bool = False
-    # New replicas clone from this member (a running replica) instead of the primary (Patroni's tag).
-    clonefrom: bool = False
-    # Preference for being chosen as a synchronous standby: higher first; 0 never (Patroni's tag).
-    sync_priority: int = 1
-    # Never stream: replay only what restore_command fetches from the archive (Patroni's tag); the
-    # primary keeps no slot for it, it is never a synchronous standby and keeps no logical slots.
-    nostream: bool = False
-    # Stream from this member (a replica) instead of from the leader while it streams itself;
-    # from the leader otherwise (Patroni's tag; core/upstream.py decides).  "": from the leader.
-    replicatefrom: str = ""
-    # Not used by pgha; shown in `list` and matched by /replica?tag_KEY=VALUE.
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-
-# The timing settings each profile gives, unless the configuration sets them itself.  "default" is
-# also what ClusterConfig's fields default to: this table is the one place the timing defaults are
-# written (docs/configuration.md's table and generate-config's comment are generated from it).
 # The automatic renewal period as a share of ttl.  ttl/3 (3.33 s at ttl 10) made 18.0 keepalives a
 # minute, an idle agent's whole etcd budget (issue 19: <= 20 requests a minute with margin); 0.35
 # renews every 3.5 s (17.1 a minute) and still leaves a primary at ttl 10 4.5 s for a late answer,
 # more than the renewal period itself and the 3 s etcd stalls bench/soak rides out.
 RENEW_SHARE = 0.35
+# The timing settings each profile gives, unless the configuration sets them itself.  "default" is
+# also what ClusterConfig's fields default to: this table is the one place the timing defaults are
+# written (docs/configuration.md's table and generate-config's comment are generated from it).
 PROFILES: Mapping[str, Mapping[str, float]] = {
     # ttl 10 with the automatic renewal (every 0.35 ttl = 3.5 s): a silent host death fails over in
     # about 9 s, a primary has 10 - 2 - 3.5 = 4.5 s for a late etcd answer, and an idle agent sends
@@ -83,13 +70,6 @@ T = TypeVar("T")
 def _setting(default: T, doc: str) -> T:
     """A field with its default and the one line docs/configuration.md shows for it."""
     return field(default=default, metadata={"doc": doc})
-
-
-# The built-in tags as Patroni names them, each defined once: shown in `list` and /patroni when they
-# differ from their default, matched by ?tag_KEY=VALUE.
-BOOL_TAGS = ("nofailover", "nosync", "noloadbalance", "clonefrom", "nostream")
-INT_TAGS = ("failover_priority", "sync_priority")
-STR_TAGS = ("replicatefrom",)
 
 
 @dataclass(frozen=True)
@@ -366,159 +346,3 @@ class ClusterView:
     # A major-version upgrade (/upgrade): its phase, and the members it holds (rule upgrade-hold).
     upgrade_phase: str = ""
     upgrade_holding: frozenset[str] = frozenset()
-
-
-class PgRunState(StrEnum):
-    RUNNING = "running"
-    STOPPED = "stopped"
-    STARTING = "starting"
-    # The postmaster died without the agent asking it to.
-    CRASHED = "crashed"
-
-
-class DataDir(StrEnum):
-    EMPTY = "empty"  # missing or empty: needs initdb or clone
-    VALID = "valid"  # has a cluster (PG_VERSION and global/pg_control)
-    INVALID = "invalid"  # not empty but not a usable cluster
-
-
-@dataclass(frozen=True)
-class Replication:
-    """One row of pg_stat_replication as seen on the primary."""
-
-    application_name: str
-    state: str
-    sync_state: str
-    flush_lsn: int | None
-    replay_lsn: int | None
-
-
-@dataclass(frozen=True)
-class LocalSlot:
-    """One row of pg_replication_slots on this node."""
-
-    name: str
-    type: str  # physical or logical
-    plugin: str = ""
-    database: str = ""
-    active: bool = False
-    restart_lsn: int | None = None
-    confirmed_flush_lsn: int | None = None
-
-
-@dataclass(frozen=True)
-class LocalPostgres:
-    """This node's PostgreSQL as observed at the start of the loop."""
-
-    data_dir: DataDir = DataDir.EMPTY
-    system_id: str | None = None
-    run_state: PgRunState = PgRunState.STOPPED
-    in_recovery: bool | None = None
-    timeline: int | None = None
-    wal_lsn: int | None = None
-    received_lsn: int | None = None
-    replayed_lsn: int | None = None
-    # Status of the WAL receiver ("streaming", …) and who it streams from (member name).
-    receiver_status: str | None = None
-    following: str | None = None
-    # The member primary_conninfo names, from the configuration files.
-    configured_upstream: str | None = None
-    # pg_controldata "Database cluster state"; when stopped, wal_lsn is the latest checkpoint location.
-    control_state: str | None = None
-    pending_restart: bool = False
-    replication: tuple[Replication, ...] = ()
-    synchronous_standby_names: str = ""
-    # Monotonic time since when the postmaster has been down unexpectedly.
-    down_since_mono: float | None = None
-    # The data directory holds a cluster whose postgresql.conf pgha did not write (not adopted yet).
-    unmanaged_conf: bool = False
-    # Reported as Patroni reports them (/patroni, patroni_* metrics); no rule reads them.
-    server_version: int = 0  # server_version_num, e.g. 150010
-    postmaster_start: float | None = None  # epoch seconds of pg_postmaster_start_time()
-    replay_timestamp: float | None = None  # epoch seconds of pg_last_xact_replay_timestamp()
-    replay_paused: bool = False  # pg_is_wal_replay_paused()
-    restore_command: bool = False  # a restore_command is set (archive recovery when not streaming)
-    # pg_replication_slots while it runs, and the slots pgha created here (its pgha.slots record).
-    slots: tuple[LocalSlot, ...] = ()
-    owned_slots: frozenset[str] = frozenset()
-    # A replica's oldest WAL position still in pg_wal (None: unknown, or a primary).
-    wal_floor: int | None = None
-
-
-class TaskKind(StrEnum):
-    INITDB = "initdb"
-    CLONE = "clone"
-    REWIND = "rewind"
-    START = "start"
-    STOP = "stop"
-    PROMOTE = "promote"
-    RESTART = "restart"
-    PRE_PROMOTE = "pre_promote"
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """A long action running in the background, or the result of the last one."""
-
-    kind: TaskKind
-    running: bool
-    ok: bool | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class PeerStatus:
-    """How another member answered this agent just now (for election and liveness)."""
-
-    name: str
-    # "ok", "refused" (host up, nothing listening) or "timeout"
-    api: str
-    pg: str
-    lsn: int | None = None
-    timeline: int | None = None
-    in_recovery: bool | None = None
-    # What that member currently believes about leadership (for failsafe).
-    sees_leader: str | None = None
-
-
-@dataclass(frozen=True)
-class LocalState:
-    """Everything about this node the core needs, observed once per loop."""
-
-    name: str
-    pg: LocalPostgres = LocalPostgres()
-    tags: Tags = Tags()
-    # Monotonic time until which our own lease is certainly alive in etcd (None: no lease).
-    lease_deadline: float | None = None
-    lease_id: int = 0
-    task: TaskState | None = None
-    # Probes of the other members, filled when the leader looks gone or an election runs.
-    peers: Mapping[str, PeerStatus] = field(default_factory=dict)
-    # ClusterView.revision of the loop that asked for ``peers`` (0: unknown).  A poll proves a
-    # leader dead only if that leader key was already there when the poll was asked for.
-    peers_revision: int = 0
-    # Failsafe: monotonic time until which every member confirmed us as leader.
-    failsafe_deadline: float | None = None
-    # Failsafe: a leader that asked us to confirm it, and until when (monotonic).
-    failsafe_leader: str | None = None
-    failsafe_leader_until: float | None = None
-    # Whether the pre_promote hook vetoed the last promotion attempt.
-    promote_vetoed: bool = False
-    # Whether a pre_promote hook is configured (it then runs before any promotion).
-    pre_promote_hook: bool = False
-    # Intents already carried out (by id), so a restart is done once.
-    done_intents: frozenset[str] = frozenset()
-    # Whether a clone has failed so recently that we should not retry yet.
-    clone_backoff: bool = False
-    # Wall-clock now (epoch seconds), only for operator schedules.
-    wall_now: float = 0.0
-    # The switchover id our PgBouncer is paused for ("" when not paused).
-    pgbouncer_paused_for: str = ""
-    # The role we last ran on_start / on_role_change for (None: not yet started).
-    announced_role: str | None = None
-    # False when the cluster or node parameters changed since the files were last written.
-    config_applied: bool = True
-    # Monotonic time since when a running replica has not been streaming.
-    not_streaming_since: float | None = None
-    # bootstrap.adopt: take over a cluster pgha did not create (never initdb, never stop it).
-    adopt: bool = False

@@ -33,6 +33,7 @@ from pgha.agent.exits import walreceiver_pid
 from pgha.agent.lease import LeaseKeeper
 from pgha.agent.member import lsn_publish_due, member_info
 from pgha.agent.ports import Ports, build_ports
+from pgha.agent.shutdown import leave
 from pgha.api.handle import NodeSnapshot
 from pgha.api.metrics import AgentMetrics
 from pgha.backup.gapcheck import GapThread, start_gap_thread
@@ -478,46 +479,8 @@ class Agent:
         self._wake.set()
 
     def shutdown(self) -> None:
-        """Fence before releasing: stop PostgreSQL (not in maintenance mode), drop the VIP, then the leader
-        key and lease."""
-        log.info("shutting down")
-        leading = self.view is not None and self.view.leader is not None and \
-            self.view.leader.name == self.config.name
-        pg = self.ports.pg
-        self.remember([M.StoppedOnPurpose(self.ports.clock.monotonic())])
-        if self.view is not None and self.view.config.pause:
-            # Maintenance mode: pgha hands PostgreSQL back to the operator (a rollback, a move to
-            # another manager) and leaves it running, as it takes an adopted one over running.
-            log.warning("maintenance mode: leaving PostgreSQL running")
-        else:
-            try:
-                pg.stop("fast", 60)
-            except Exception as exc:
-                log.error("could not stop PostgreSQL cleanly (%s); stopping immediately", exc)
-                with contextlib.suppress(Exception):
-                    pg.stop("immediate", 10)
-        with contextlib.suppress(Exception):
-            self.remember(self.set_vip(False))
-        if self.ports.watchdog is not None:
-            self.ports.watchdog.stop()
-        if self.ports.vip is not None:
-            with contextlib.suppress(Exception):
-                self.ports.vip.close()
-        if leading:
-            with contextlib.suppress(DCSError):
-                self.store.release_leader(self.config.name)
-        self.lease.stop(revoke=True)
-        role = self.memory.announced_role
-        if role is not None and self.config.callbacks.on_stop:
-            # Run now rather than queued behind a slow hook; after the key is released, so the hook
-            # (bounded by callbacks.timeout) does not delay the next leader.
-            self.ports.callbacks.run("on_stop", role)
-        self.ports.poller.close()
-        if self.ports.exits is not None:
-            self.ports.exits.close()
-        if self.api is not None:
-            self.api.stop()
-        log.info("stopped")
+        """Fence before releasing (pgha.agent.shutdown)."""
+        leave(self)
 
 
 def install_signal_handlers(agent: Agent) -> None:

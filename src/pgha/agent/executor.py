@@ -91,6 +91,11 @@ class Executor:
             # We hold the leader key ourselves: the first member of a standby cluster clones the other
             # site with the key held, and then follows that site (the clone's source), not itself.
             return None
+        return self.address(view, name)
+
+    @staticmethod
+    def address(view: ClusterView, name: str) -> Upstream:
+        """Where member ``name`` (ourselves included: PgBouncer points at its own leader) serves PostgreSQL."""
         m = view.members.get(name)
         if m is None or not m.host:
             raise ActionFailed(f"member {name} has not published its address")

@@ -37,8 +37,8 @@ def _bouncer_resume(ex: Executor, a: A.ResumePgBouncer, view: ClusterView, local
     target_name: str | None = None
     try:
         try:
-            target = ex.upstream(view, a.leader)
-            if target is not None:
+            if a.leader is not None:
+                target = ex.address(view, a.leader)
                 bouncer.repoint(target.host, target.port)
                 target_name = a.leader
         finally:
@@ -56,8 +56,9 @@ def _bouncer_repoint(ex: Executor, a: A.RepointPgBouncer, view: ClusterView, loc
     bouncer = agent.ports.bouncer
     if bouncer is None or a.leader is None or agent.memory.pgbouncer_target == a.leader:
         return NONE
-    target = ex.upstream(view, a.leader)
-    assert target is not None
+    # Not ex.upstream: on the leader PgBouncer points at this very member (a regression the standby
+    # cluster's "the leader's own name is no upstream" brought in: the new primary's HA loop failed on it).
+    target = ex.address(view, a.leader)
     try:
         bouncer.repoint(target.host, target.port)
         if agent.memory.pgbouncer_target is None:

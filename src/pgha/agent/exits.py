@@ -95,7 +95,9 @@ class ExitWatcher:
                     poller.unregister(fd)
                     os.close(fds.pop(gone))
                     with self._lock:
+                        # The set may have been replaced while poll() slept: a process that
+                        # is no longer watched exits silently.
+                        woke = woke or gone in self._wanted
                         self._wanted = self._wanted - {gone}
-                    woke = True
             if woke:
                 self.on_exit()

@@ -11,7 +11,7 @@ import pytest
 from pgha import intents
 from pgha.config import parse
 from pgha.upgrade import checks
-from pgha.upgrade.record import Report, Upgrade, decode_upgrade, dump, holding
+from pgha.upgrade.record import Report, Upgrade, decode_report, decode_upgrade, dump, holding, with_phase
 from tests.unit.core_builders import config, primary, replica, view
 
 REQ = intents.Requester(wall_now=1000.0, mono_now=50.0)
@@ -31,6 +31,30 @@ def test_record_values_that_reach_a_command_line_are_checked() -> None:
     relative["to_bin_dir"] = "bin"
     assert decode_upgrade(json.dumps(relative).encode()) is None
     assert decode_upgrade(b"not json") is None and decode_upgrade(b'{"id": "u1"}') is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"primary_host": "h'x"}, {"primary_host": "10.0.0.1\nlisten_addresses='*'"}, {"primary_host": "h x=y"},
+    {"leader": "a\nb"}, {"leader": "-a"}, {"leader": "a'b"}, {"members": ["a", "b c"]}, {"members": ["a", "x\ny"]},
+    {"id": "u1\nFAKE LOG LINE"}, {"id": ""}, {"id": "x" * 65}, {"message": "ok\rFAKE"}, {"inject": "a b"},
+])
+def test_a_hostile_record_in_the_dcs_is_ignored(bad: dict[str, object]) -> None:
+    """Hosts and member names by ``core.names`` like every other DCS value; ids and messages one line."""
+    record = json.loads(_raw(primary_host="10.0.0.1", members=("a", "b")))
+    assert decode_upgrade(json.dumps(record).encode()) is not None
+    record.update(bad)
+    assert decode_upgrade(json.dumps(record).encode()) is None, bad
+
+
+def test_a_hostile_report_is_ignored_and_messages_are_kept_on_one_line() -> None:
+    good = {"id": "u1", "phase": "stopped", "message": "fine", "lsn": "0/3000028", "at": 1.0}
+    assert decode_report(json.dumps(good).encode()) is not None
+    for bad in ({"phase": "whatever"}, {"id": "u1\nX"}, {"message": "a\nb"}, {"lsn": "0/1\nX"},
+                {"extra": {"k": "v\n"}}, {"extra": []}):
+        assert decode_report(json.dumps({**good, **bad}).encode()) is None, bad
+    up = with_phase(Upgrade(id="u1", to_bin_dir=BIN, leader="a"), "failed", "pg_upgrade failed:\nline 1\n\tline 2\x00")
+    assert up.message == "pg_upgrade failed: line 1 line 2"
+    assert decode_upgrade(dump(up)) == up
 
 
 def test_the_hold_lasts_until_each_member_is_released() -> None:

@@ -28,11 +28,16 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from pgha.core import names
+
 UPGRADE_KEY, REPORTS_PREFIX = "upgrade", "upgrade-members/"
 # While the record is in one of these phases its members are held (until each reports "released").
 HOLD_PHASES = ("stopping", "upgrading", "syncing", "replicas", "rolling-back")
 FINAL_PHASES = ("done", "failed", "rolled-back")
 PHASES = ("preflight", *HOLD_PHASES, *FINAL_PHASES)
+# What a member reports of its part.
+REPORT_PHASES = ("preflight-ok", "preflight-failed", "stopped", "synced", "sync-skipped", "released",
+                 "restored", "paused", "failed")
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,10 @@ def _pick(cls: type[Any], data: dict[str, Any]) -> Any:
         return None
 
 
-HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+# The directory name the old data directory is kept under (``data.15``): one path component.
+KEPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+# Request ids are uuid4 hex (pgha upgrade) or a test's name: they reach logs and the CLI.
+ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def path_problem(path: str) -> str | None:
@@ -112,11 +119,18 @@ def path_problem(path: str) -> str | None:
 
 
 def _valid(up: Upgrade) -> bool:
-    """Every value that reaches a command line (pg_upgrade, rsync) or a file is well-formed."""
-    return (path_problem(up.to_bin_dir) is None
+    """Every value that reaches a command line (pg_upgrade, rsync), a file, a log line or the CLI is
+    well-formed: hosts and member names by the same rules as everywhere else (``core.names``)."""
+    return (ID.fullmatch(up.id) is not None
+            and path_problem(up.to_bin_dir) is None
             and (not up.primary_data_dir or path_problem(up.primary_data_dir) is None)
-            and (not up.kept_name or (NAME.match(up.kept_name) is not None and up.kept_name not in (".", "..")))
-            and (not up.primary_host or HOST.match(up.primary_host) is not None))
+            and (not up.kept_name or (KEPT_NAME.fullmatch(up.kept_name) is not None
+                                      and up.kept_name not in (".", "..")))
+            and (not up.primary_host or names.problem("host", up.primary_host) is None)
+            and names.problem("member name", up.leader) is None
+            and all(names.problem("member name", m) is None for m in up.members)
+            and names.text_problem(up.message, "message") is None
+            and ID.fullmatch(up.inject or "x") is not None)
 
 
 def decode_upgrade(raw: bytes | None) -> Upgrade | None:
@@ -135,7 +149,13 @@ def decode_upgrade(raw: bytes | None) -> Upgrade | None:
 def decode_report(raw: bytes | None) -> Report | None:
     data = _obj(raw)
     rep = _pick(Report, data) if data is not None else None
-    return rep if isinstance(rep, Report) and isinstance(rep.id, str) and isinstance(rep.phase, str) else None
+    ok = (isinstance(rep, Report) and isinstance(rep.id, str) and ID.fullmatch(rep.id) is not None
+          and rep.phase in REPORT_PHASES and isinstance(rep.message, str)
+          and isinstance(rep.lsn, str) and names.text_problem(rep.lsn, "lsn") is None
+          and names.text_problem(rep.message, "message") is None and isinstance(rep.extra, dict)
+          and all(isinstance(k, str) and isinstance(v, str) and names.text_problem(k + v, "extra") is None
+                  for k, v in rep.extra.items()))
+    return rep if ok else None
 
 
 def dump(obj: Upgrade | Report) -> bytes:
@@ -150,5 +170,10 @@ def holding(up: Upgrade | None, reports: dict[str, Report]) -> frozenset[str]:
     return frozenset(up.members) - released
 
 
+def one_line(message: str) -> str:
+    """A message (often an exception's text, with a program's stderr) as the one line a record holds."""
+    return " ".join(names.CONTROL.sub(" ", message).split())[:2000]
+
+
 def with_phase(up: Upgrade, phase: str, message: str = "", **kw: Any) -> Upgrade:
-    return replace(up, phase=phase, message=message or up.message, **kw)
+    return replace(up, phase=phase, message=one_line(message) or up.message, **kw)

@@ -32,7 +32,7 @@ from pgha.postgres.controldata import parse
 from pgha.postgres.lsn import format_lsn, parse_lsn
 from pgha.postgres.node import PostgresNode
 from pgha.upgrade import bindir, checks, keys, resync, steps
-from pgha.upgrade.record import FINAL_PHASES, Report, Upgrade, with_phase
+from pgha.upgrade.record import FINAL_PHASES, Report, Upgrade, one_line, with_phase
 
 if TYPE_CHECKING:
     from pgha.agent.agent import Agent
@@ -92,7 +92,7 @@ class UpgradeWorker:
         return keys.read(self.agent.store)
 
     def _report(self, up: Upgrade, phase: str, message: str = "", lsn: str = "") -> None:
-        keys.report(self.agent.store, self.me, Report(id=up.id, phase=phase, message=message, lsn=lsn,
+        keys.report(self.agent.store, self.me, Report(id=up.id, phase=phase, message=one_line(message), lsn=lsn,
                                                       at=time.time()))
 
     def _wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:

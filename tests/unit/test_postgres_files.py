@@ -106,6 +106,14 @@ def test_peer_connections_verify_the_server_and_require_scram_where_libpq_can(tm
     assert "require_auth" not in conf.primary_conninfo(secured, Layout.of(secured), Upstream("n2", "h", 1))
 
 
+def test_a_replica_gives_up_a_frozen_upstream() -> None:
+    """Keepalives never fire while the WAL receiver's feedback waits for an ACK: tcp_user_timeout does,
+    and it bounds the connect of PostgreSQL 15's WAL receiver, which ignores connect_timeout."""
+    cfg = config()
+    text = conf.primary_conninfo(cfg, Layout.of(cfg), Upstream("node2", "10.0.0.2", 5432))
+    assert f"tcp_user_timeout={conf.TCP_USER_TIMEOUT_MS}" in text and "keepalives=1" in text
+
+
 def test_the_libpq_of_the_postgresql_tools_is_asked_its_version() -> None:
     version = libpq.tools_version(PostgresConfig(data_dir="/x").bin_dir)
     if version == 0:

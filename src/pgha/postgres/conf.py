@@ -83,6 +83,11 @@ def conninfo_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# How long a replica's connection to its upstream may leave data unacknowledged (ms): a frozen or
+# cut-off upstream host is given up after this, and the next host of a list is tried.
+TCP_USER_TIMEOUT_MS = 10_000
+
+
 def conninfo(**kw: str | int) -> str:
     return " ".join(f"{k}={conninfo_quote(str(v))}" for k, v in kw.items())
 
@@ -116,6 +121,11 @@ def primary_conninfo(config: NodeConfig, layout: Layout, upstream: Upstream, slo
         keepalives_idle=5,
         keepalives_interval=2,
         keepalives_count=3,
+        # Keepalives only probe an idle connection; a WAL receiver always has feedback in flight, so
+        # on a frozen or cut-off upstream it would wait for TCP's retransmissions (about 15 minutes)
+        # or wal_receiver_timeout.  This also bounds the connect itself (SYN retries), which the WAL
+        # receiver of PostgreSQL 15 does not time out by connect_timeout.
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         **libpq.for_tools(config),
         **extra,
     )

@@ -186,3 +186,17 @@ def test_seed_haproxy_config_routes_to_the_primary(demo: DemoCluster, tmp_path: 
         assert status == 200, body
         wait_for("HAProxy to route to the new primary",
                  lambda: port_behind(port, password) == demo.node(new).pg_port, timeout=60)
+
+
+def test_each_agent_calls_the_systems_libpq_when_that_gives_up_nothing(demo: DemoCluster) -> None:
+    """No second OpenSSL, Kerberos and LDAP (psycopg-binary's) in an agent whose system libpq is as new
+    as its PostgreSQL programs' (pgha.postgres.driver; 4 MB of RSS, docs/architecture.md)."""
+    from pgha.config import load
+    from pgha.postgres import driver, libpq
+
+    assert demo.state is not None
+    for node in demo.state.nodes:
+        bin_dir = load(node.config).postgresql.bin_dir
+        want = driver.choice(driver.system_version(), libpq.tools_version(bin_dir), None, False)
+        maps = Path(f"/proc/{node.agent_pid}/maps").read_text()
+        assert ("psycopg_binary" not in maps) == (want == "python"), (node.name, want)

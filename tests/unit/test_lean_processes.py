@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -208,3 +209,35 @@ def test_arming_again_for_the_same_deadline_sends_nothing() -> None:
     finally:
         wd.stop()
         _cleanup(victim)
+
+
+@pytest.mark.parametrize(("system", "tools", "preset", "imported", "want"), [
+    (150018, 150000, None, False, "python"),   # Debian 12: the same libpq as pg_rewind's
+    (180001, 150000, None, False, "python"),   # a newer system libpq (PGDG's libpq5)
+    (150018, 180000, None, False, None),       # the tools' libpq has require_auth, the system's not
+    (0, 150000, None, False, None),            # no system libpq: psycopg-binary's own
+    (150018, 150000, "binary", False, None),   # the operator chose (PSYCOPG_IMPL)
+    (150018, 150000, None, True, None),        # too late: psycopg is loaded already
+])
+def test_the_agent_takes_the_systems_libpq_only_when_that_gives_up_nothing(
+        system: int, tools: int, preset: str | None, imported: bool, want: str | None) -> None:
+    from pgha.postgres import driver
+
+    assert driver.choice(system, tools, preset, imported) == want
+
+
+def test_with_the_systems_libpq_the_agent_maps_no_second_openssl() -> None:
+    """psycopg-binary's own libpq, OpenSSL, Kerberos and LDAP stay out of an agent that takes the system's
+    libpq (about 4 MB of its RSS; docs/architecture.md)."""
+    from pgha.postgres import driver
+
+    if driver.system_version() == 0:
+        pytest.skip("no system libpq (Debian package libpq5)")
+    code = ("import sys, types; from pgha.postgres import driver\n"
+            "driver.choose(types.SimpleNamespace(postgresql=types.SimpleNamespace(bin_dir='/nonexistent')))\n"
+            "import psycopg; psycopg.pq.version(); maps = open('/proc/self/maps').read()\n"
+            "print(psycopg.pq.__impl__, 'psycopg_binary' in maps, 'libcrypto' in maps)")
+    env = {k: v for k, v in os.environ.items() if k != driver.IMPL_VARIABLE}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "False", "True"]

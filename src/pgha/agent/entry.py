@@ -46,6 +46,9 @@ def run_agent(config_path: str) -> None:
 
 def run_loaded(cfg: NodeConfig) -> None:
     """Run the HA agent of an already checked configuration (``pgha agent``, ``pgha adopt``)."""
+    from pgha.postgres import driver
+
+    driver.choose(cfg)  # before the first import of psycopg (Agent's)
     from pgha.agent.agent import Agent, install_signal_handlers
     from pgha.api.server import ApiStartError
     from pgha.logging_setup import setup_logging

@@ -23,8 +23,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import psycopg
-
 from pgha.config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -86,6 +84,8 @@ def for_tools(config: NodeConfig) -> dict[str, str]:
 
 def for_psycopg(config: NodeConfig) -> dict[str, str]:
     """The options for the agent's own connections (psycopg's libpq)."""
+    import psycopg  # not at the top: pgha.postgres.driver picks psycopg's libpq before the first import
+
     return security_options(config, psycopg.pq.version())
 
 

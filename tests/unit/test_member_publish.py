@@ -1,12 +1,12 @@
-"""When an agent writes its member key again for WAL positions alone (pgha.agent.member.lsn_publish_due)."""
+"""When an agent writes its member key again for WAL positions alone (pgha.core.publish.lsn_publish_due)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from pgha.agent.member import LSN_REFRESH, LSN_STEP, lsn_publish_due
 from pgha.core.model import ClusterConfig, MemberInfo, Role
+from pgha.core.publish import LSN_REFRESH, LSN_STEP, lsn_publish_due
 
 CONFIG = ClusterConfig()  # ttl 10: positions at most every 3.33 s
 PRIMARY = MemberInfo("n1", Role.PRIMARY, "running", 1, wal_lsn=50_000_000)

@@ -31,7 +31,7 @@ from pgha import __version__
 from pgha.agent.executor import Executor
 from pgha.agent.exits import walreceiver_pid
 from pgha.agent.lease import LeaseKeeper
-from pgha.agent.member import lsn_publish_due, member_info
+from pgha.agent.member import member_info
 from pgha.agent.ports import Ports, build_ports
 from pgha.agent.shutdown import leave
 from pgha.api.handle import NodeSnapshot
@@ -52,6 +52,7 @@ from pgha.core.model import (
     PgRunState,
     TaskKind,
 )
+from pgha.core.publish import lsn_publish_due
 from pgha.core.slots import slot_parameters
 from pgha.core.standby import source_hosts
 from pgha.dcs.base import DCSError
@@ -327,7 +328,7 @@ class Agent:
 
     def publish(self, info: MemberInfo, force: bool = False) -> None:
         """Write members/<name> when something significant changed, and positions that moved as
-        ``lsn_publish_due`` says (at most every ttl/3).
+        ``pgha.core.publish.lsn_publish_due`` says (at most every ttl/3).
 
         Every write wakes every other agent through its watch, so publishing each loop
         would make the agents wake each other in a cycle.

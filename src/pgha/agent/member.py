@@ -11,16 +11,6 @@ from pgha.core.memory import AgentMemory
 from pgha.core.model import BackupEndpoint, ClusterConfig, DataDir, LocalState, MemberInfo, PgRunState, Role, TaskKind
 from pgha.core.slots import published_positions, published_restarts
 
-# A member key that changed only in its WAL positions is written again at most every ttl/3, and
-# then only when a position moved by LSN_STEP bytes (at most 1/16 of maximum_lag_on_failover) or the
-# key is LSN_REFRESH seconds old.  An idle PostgreSQL still writes a little WAL now and then
-# (checkpoints, running-transaction records, autovacuum); each such put wakes every agent's watch and
-# costs each one a read, so small moves wait.  What the published positions are used for stays
-# within LSN_STEP of a caught-up position: the lag limit of an election (the old leader's position),
-# a switchover's lag check from the CLI, `pgha list`.
-LSN_STEP = 64 * 1024
-LSN_REFRESH = 300.0
-
 TASK_STATES = {
     TaskKind.INITDB: "initializing",
     TaskKind.CLONE: "creating replica",
@@ -80,16 +70,3 @@ def backup_endpoint(config: NodeConfig) -> BackupEndpoint | None:
     sock = pgc.socket_dir or str(Path(pgc.data_dir).parent / "pg_socket")
     return BackupEndpoint(host=pgc.connect_host, port=config.backup.server_port, data_dir=pgc.data_dir,
                           pg_port=pgc.port, socket_dir=sock, user=pgc.superuser.username)
-
-
-def lsn_publish_due(last: MemberInfo, info: MemberInfo, age: float, config: ClusterConfig) -> bool:
-    """Whether ``info``, which differs from the ``last`` one written ``age`` seconds ago only in its
-    positions (WAL and permanent slots), is worth writing now."""
-    if age < config.ttl / 3:
-        return False
-    if info.slots != last.slots or info.slot_restart != last.slot_restart:
-        return True  # replicas copy a permanent slot's position from it: no threshold
-    moved = max(abs((new or 0) - (old or 0)) for new, old in (
-        (info.wal_lsn, last.wal_lsn), (info.received_lsn, last.received_lsn),
-        (info.replayed_lsn, last.replayed_lsn)))
-    return moved >= min(LSN_STEP, config.maximum_lag_on_failover // 16) or age >= LSN_REFRESH

@@ -30,7 +30,7 @@ def reference_lsn(f: Facts) -> int:
     """The last known primary position: the old leader's published LSN, else the best seen.
 
     A published position is at most ttl/3 old, or behind the real one by less than 1/16 of
-    maximum_lag_on_failover (64 kB at most; ``pgha.agent.member.lsn_publish_due``): the polls of
+    maximum_lag_on_failover (64 kB at most; ``pgha.core.publish.lsn_publish_due``): the polls of
     the live members give their positions as they are now."""
     old = f.view.members.get(f.view.last_leader or "") if f.view.last_leader else None
     positions = [m.lsn for m in f.view.members.values()]

@@ -15,7 +15,6 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -27,9 +26,8 @@ from pgha.cli.main import _register, cli
 from pgha.demo import DemoCluster
 from pgha.demo.procs import stop_pid
 from pgha.demo.state import DemoState
-from pgha.probe import Probe
 from tests.support.cluster import free_port_base, postgres_readable_dir, wait_for
-from tests.support.faults import SplitBrainWatch, multi_host_dsn, wait_new_leader
+from tests.support.faults import client_writing, wait_new_leader
 from tests.support.procs import PG_BIN, free_port, postgres_user_kwargs
 
 pytestmark = pytest.mark.integration
@@ -164,25 +162,6 @@ def start_adopt(demo: DemoCluster, name: str) -> None:
     demo.procs[proc.pid] = proc
     node.agent_pid = proc.pid
     demo._save()
-
-
-@contextmanager
-def client_writing(demo: DemoCluster) -> Iterator[Probe]:
-    """A client writing through the multi-host DSN (psycopg defaults, target_session_attrs=read-write,
-    a deadline per statement) before, during and after the block; then no acknowledged write may be
-    missing, and at no sample were two members writable."""
-    probe = Probe(multi_host_dsn(demo), interval=0.01)
-    probe.start()
-    try:
-        with SplitBrainWatch(demo, interval=0.05) as watch:
-            wait_for("probe writes", lambda: probe.acknowledged > 50, timeout=30)
-            yield probe
-            before = probe.acknowledged
-            wait_for("writes after the change", lambda: probe.acknowledged > before + 50, timeout=30)
-    finally:
-        report = probe.stop()
-    assert report.missing == 0, report.to_text()
-    assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
 
 
 def agent_log(demo: DemoCluster, name: str) -> str:

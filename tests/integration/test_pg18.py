@@ -19,13 +19,12 @@ import yaml
 from pgha.demo import DemoCluster
 from pgha.postgres import versions
 from pgha.postgres.common import PostgresError
-from pgha.probe import Probe
 from tests.integration.test_generate_config_pipe import pipe
 from tests.integration.test_postgres_adapter import sql, streaming, upstream, wait_for
 from tests.integration.test_switchover import pgha
 from tests.support.cluster import connect, leader_name, replicas, running_cluster
 from tests.support.cluster import wait_for as wait_cluster
-from tests.support.faults import SplitBrainWatch, kill_host, multi_host_dsn, restart_node, wait_new_leader
+from tests.support.faults import client_writing, kill_host, restart_node, wait_new_leader
 from tests.support.pg import PgSandbox
 from tests.support.procs import free_port
 
@@ -134,23 +133,13 @@ def test_cluster_forms_on_18(demo18: DemoCluster) -> None:
 def _writes_survive(demo: DemoCluster, act: str) -> tuple[str, str]:
     """Write through the multi-host DSN while ``act`` moves the leader; no acknowledged write is lost."""
     old = leader_name(demo)
-    probe = Probe(multi_host_dsn(demo), interval=0.01)
-    probe.start()
-    try:
-        with SplitBrainWatch(demo, interval=0.05) as watch:
-            wait_cluster("probe writes", lambda: probe.acknowledged > 30, timeout=20)
-            if act == "switchover":
-                result = pgha(demo, "switchover", "--force", "--no-wait")
-                assert result.exit_code == 0, result.output
-            else:
-                kill_host(demo, old)
-            new = wait_new_leader(demo, old)
-            before = probe.acknowledged
-            wait_cluster("writes through the new leader", lambda: probe.acknowledged > before + 30, timeout=30)
-    finally:
-        report = probe.stop()
-    assert report.missing == 0, report.to_text()
-    assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
+    with client_writing(demo, warmup=30):
+        if act == "switchover":
+            result = pgha(demo, "switchover", "--force", "--no-wait")
+            assert result.exit_code == 0, result.output
+        else:
+            kill_host(demo, old)
+        new = wait_new_leader(demo, old)
     return old, new
 
 

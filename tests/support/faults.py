@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Self
 
 from pgha.demo import DemoCluster
@@ -17,8 +19,8 @@ from pgha.faults.procs import (  # noqa: F401  (re-exported for the tests)
     restart_node,
     wait_new_leader,
 )
-from pgha.probe import probe_each
-from tests.support.cluster import connect
+from pgha.probe import Probe, probe_each
+from tests.support.cluster import connect, wait_for
 
 
 def walsender_pid(demo: DemoCluster, primary: str, replica: str) -> int:
@@ -100,3 +102,23 @@ class SplitBrainWatch(NodeSetWatch):
     @property
     def max_writable(self) -> int:
         return self.max_seen
+
+
+@contextmanager
+def client_writing(demo: DemoCluster, warmup: int = 50, timeout: float = 30.0) -> Iterator[Probe]:
+    """A client writing through the multi-host DSN (psycopg's defaults, target_session_attrs=read-write,
+    a deadline per statement) before, during and after the block, which moves the leader; then no
+    acknowledged write may be missing, and at no sample (every 50 ms) were two members writable."""
+    probe = Probe(multi_host_dsn(demo), interval=0.01)
+    probe.start()
+    try:
+        with SplitBrainWatch(demo, interval=0.05) as watch:
+            wait_for("probe writes", lambda: probe.acknowledged > warmup, timeout=timeout)
+            yield probe
+            before = probe.acknowledged
+            wait_for("writes after the change", lambda: probe.acknowledged > before + warmup, timeout=timeout)
+    finally:
+        report = probe.stop()
+    assert report.missing == 0, report.to_text()
+    assert watch.max_writable <= 1, f"two writable primaries: {watch.worst}"
+    assert watch.samples > 10

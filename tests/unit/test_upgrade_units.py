@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pgha import intents
 from pgha.config import parse
+from pgha.core import upgrade_steps
 from pgha.upgrade import checks
 from pgha.upgrade.record import Report, Upgrade, decode_report, decode_upgrade, dump, holding, with_phase
 from tests.unit.core_builders import config, primary, replica, view
@@ -119,3 +121,43 @@ def test_operations_doc_names_the_upgrades_limits() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     assert f"within {checks.MAX_LAG_BYTES // 2**20} MiB" in doc
     assert f"(up to {worker.BOUNCER_WAIT:g} s)" in doc
+
+
+# (phase, lead, mine, primary_lsn, done) -> the rows that hold, in order
+PART_CASES = [
+    (("preflight", True, "", False, False), ["upgrade-preflight", "upgrade-judge-preflight"]),
+    (("preflight", True, "preflight-ok", False, False), ["upgrade-judge-preflight"]),
+    (("preflight", False, "", False, False), ["upgrade-preflight"]),
+    (("preflight", False, "preflight-ok", False, False), []),
+    (("preflight", True, "", False, True), []),  # done already for this phase
+    (("stopping", True, "", False, False), ["upgrade-stop-all"]),
+    (("stopping", False, "", False, False), ["upgrade-pause-replica"]),
+    (("stopping", False, "paused", False, False), []),  # waits for the primary's final checkpoint
+    (("stopping", False, "paused", True, False), ["upgrade-stop-replica"]),
+    (("stopping", False, "stopped", True, False), []),
+    (("stopping", False, "failed", True, False), []),
+    (("upgrading", True, "", True, False), []),  # the leader's own thread is inside stop-all
+    (("upgrading", False, "stopped", True, False), []),
+    (("syncing", False, "stopped", True, False), ["upgrade-resync-replica"]),
+    (("syncing", False, "synced", True, False), []),
+    (("replicas", True, "released", True, False), ["upgrade-finish"]),
+    (("replicas", False, "synced", True, False), ["upgrade-release-replica"]),
+    (("replicas", False, "sync-skipped", True, False), ["upgrade-release-replica"]),
+    (("replicas", False, "released", True, False), []),
+    (("rolling-back", False, "synced", True, False), ["upgrade-restore-replica"]),
+    (("rolling-back", False, "restored", True, False), []),
+    (("rolling-back", True, "", True, False), []),
+]
+
+
+@pytest.mark.parametrize(("facts", "want"), PART_CASES)
+def test_which_part_of_the_upgrade_a_member_does(facts: tuple[str, bool, str, bool, bool], want: list[str]) -> None:
+    assert [r.id for r in upgrade_steps.parts(upgrade_steps.UpgradeFacts(*facts))] == want
+
+
+def test_every_upgrade_row_is_tested_and_carried_out() -> None:
+    from pgha.upgrade.worker import UpgradeWorker
+
+    assert {r.id for r in upgrade_steps.UPGRADE_RULES} == {i for _, ids in PART_CASES for i in ids}
+    worker = UpgradeWorker(SimpleNamespace(config=SimpleNamespace(name="a")))  # type: ignore[arg-type]
+    assert set(worker._parts) == {r.part for r in upgrade_steps.UPGRADE_RULES}

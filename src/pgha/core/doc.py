@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pgha.core.rules import RULES, Rule
 from pgha.core.slots import SLOT_RULES, SlotRule
+from pgha.core.upgrade_steps import UPGRADE_RULES, UpgradeRule
 
 HEADER = """\
 # The rules table
@@ -39,6 +40,22 @@ def render_slots(rules: Sequence[SlotRule] = SLOT_RULES) -> list[str]:
     return out
 
 
+UPGRADE_HEADER = """
+## Major-version upgrade (each member's part, while upgrade-hold holds it)
+
+`pgha upgrade` records an upgrade; while rule upgrade-hold keeps a member's HA loop from acting, its upgrade
+worker does the parts these rows name, every row that holds, in order (pgha.core.upgrade_steps.UPGRADE_RULES;
+the agent logs the row id with what it did).
+"""
+
+
+def render_upgrade(rules: Sequence[UpgradeRule] = UPGRADE_RULES) -> list[str]:
+    out = [UPGRADE_HEADER.rstrip("\n"), "", "| # | id | what it does |", "| --- | --- | --- |"]
+    for n, rule in enumerate(rules, start=1):
+        out.append(f"| {n} | `{rule.id}` | {rule.comment.replace('|', chr(92) + '|')} |")
+    return out
+
+
 def render(rules: Sequence[Rule] = RULES) -> str:
     """The whole document: one table per section, rows in evaluation order, then the slot rows."""
     out = [HEADER.rstrip("\n")]
@@ -51,6 +68,7 @@ def render(rules: Sequence[Rule] = RULES) -> str:
         out.append(f"| {n} | `{rule.id}` | {comment} |")
     if rules is RULES:
         out += render_slots()
+        out += render_upgrade()
     return "\n".join(out) + "\n"
 
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgha.config import NodeConfig
+from pgha.core import upgrade_steps
 from pgha.core.model import ClusterView
+from pgha.core.upgrade_steps import UpgradeFacts
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import HistoryEntry
 from pgha.postgres import db, versions
@@ -61,6 +63,18 @@ class UpgradeWorker:
         self._done: set[tuple[str, str]] = set()
         # The new primary has started: no way back by rollback any more.
         self._new_started = False
+        # What each row of pgha.core.upgrade_steps.UPGRADE_RULES names.
+        self._parts: dict[str, Callable[[Upgrade, str], None]] = {
+            "preflight": lambda up, mine: self._preflight(up, up.leader == self.me),
+            "judge-preflight": lambda up, mine: self._judge_preflight(up),
+            "stop-all": lambda up, mine: self._stop_all(up),
+            "pause-replica": lambda up, mine: self._pause_replica(up),
+            "stop-replica": lambda up, mine: self._stop_replica(up),
+            "resync-replica": lambda up, mine: self._resync_replica(up),
+            "finish": lambda up, mine: self._finish(up),
+            "release-replica": lambda up, mine: self._release_replica(up, synced=mine == "synced"),
+            "restore-replica": self._restore_replica,
+        }
 
     def notice(self, view: ClusterView) -> None:
         """From the HA loop: an upgrade is recorded (its phase may have changed)."""
@@ -120,43 +134,23 @@ class UpgradeWorker:
             return
         self._event.set()  # come back: an upgrade is active
         time.sleep(POLL)
-        if (up.id, up.phase) in self._done:
-            return
         lead = up.leader == self.me
-        if up.phase == "preflight":
-            if self.me not in reports:
-                self._preflight(up, lead)
-            if lead:
-                self._judge_preflight(up)
-        elif up.phase == "stopping":
-            if lead:
-                self._stop_all(up)
-            elif (mine := reports.get(self.me, Report("", "")).phase) not in ("paused", "stopped", "failed"):
-                self._pause_replica(up)
-            elif up.primary_lsn and mine == "paused":
-                self._stop_replica(up)
-        elif lead:
-            if up.phase == "replicas":
-                self._finish(up)
-            # upgrading, syncing, rolling-back: the leader's own thread is in _stop_all
-        else:
-            self._replica_step(up, reports.get(self.me, Report("", "")).phase)
+        mine = reports.get(self.me, Report("", "")).phase
+        facts = UpgradeFacts(up.phase, lead, mine, bool(up.primary_lsn), (up.id, up.phase) in self._done)
+        for rule in upgrade_steps.parts(facts):
+            log.info("[%s] upgrade %s, phase %s: %s", rule.id, up.id, up.phase, rule.part)
+            self._parts[rule.part](up, mine)
 
-    def _replica_step(self, up: Upgrade, mine: str) -> None:
-        if up.phase == "syncing" and mine == "stopped":
-            self._resync_replica(up)
-        elif up.phase == "replicas" and mine != "released":
-            self._release_replica(up, synced=mine == "synced")
-        elif up.phase == "rolling-back" and mine != "restored":
-            if mine == "synced" and up.kept_name:
-                resync.put_back(Path(self.config.postgresql.data_dir),
-                                Path(self.config.postgresql.data_dir).with_name(up.kept_name))
-            self._report(up, "restored", "the old data directory is in place")
-            # PgBouncer resumes once the old primary runs again.
-            with contextlib.suppress(Failed):
-                self._wait("the rollback", lambda: (c := self._read()[0]) is None or c.id != up.id
-                           or c.phase != "rolling-back", REPORT_TIMEOUT)
-            self._hold_bouncer(False)
+    def _restore_replica(self, up: Upgrade, mine: str) -> None:
+        if mine == "synced" and up.kept_name:
+            resync.put_back(Path(self.config.postgresql.data_dir),
+                            Path(self.config.postgresql.data_dir).with_name(up.kept_name))
+        self._report(up, "restored", "the old data directory is in place")
+        # PgBouncer resumes once the old primary runs again.
+        with contextlib.suppress(Failed):
+            self._wait("the rollback", lambda: (c := self._read()[0]) is None or c.id != up.id
+                       or c.phase != "rolling-back", REPORT_TIMEOUT)
+        self._hold_bouncer(False)
 
     def _preflight(self, up: Upgrade, lead: bool) -> None:
         problem = checks.bin_dir_problem(self.config, up.to_bin_dir) or checks.disk_problem(self.config, lead)

@@ -285,10 +285,24 @@ def newer_timeline(site: SiteCluster, name: str, than: int) -> bool:
     return timeline(site, name) > than
 
 
+def streams_from(site: SiteCluster, name: str) -> str | None:
+    """The address member ``name``'s WAL receiver streams from (None: not streaming)."""
+    with connect(site, name) as conn:
+        row = conn.execute("SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming'").fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
+def agent_log(site: SiteCluster, name: str) -> str:
+    return (Path(site.node(name).config).parent / "agent.log").read_text(errors="replace")
+
+
 @needs_standby
 def test_a_failover_on_site_a_site_b_follows_the_new_timeline_without_a_reclone(sites: TwoSites) -> None:
-    """Site A's leader's host dies (cut off, killed, gone: a frozen one would keep accepting site B's
-    reconnection, which PostgreSQL's walreceiver then waits on with no timeout)."""
+    """Site A's leader's host freezes (every process stopped: its kernel still accepts connections, so
+    nothing refuses): site A fails over, and site B follows the new timeline without a re-clone.  Where
+    site B's standby leader streamed from that host, its WAL receiver waits on it (wal_receiver_timeout,
+    then a reconnect that never ends: no connect timeout), and rule standby-leader-next-source tries the
+    other site's next host."""
     a, b = sites.sites
     old = leader(a)
     b.wait_healthy(timeout=120)
@@ -296,18 +310,24 @@ def test_a_failover_on_site_a_site_b_follows_the_new_timeline_without_a_reclone(
         marker(b, name).write_text("written before site A's failover\n")
         shutil.chown(marker(b, name), "postgres", "postgres")
     tli = timeline(a, old)
-    sites.kill_host(a, old)
+    b_leader = leader(b)
+    from_old = streams_from(b, b_leader) == str(a.node(old).address)
+    pids = freeze_host(a, old)
     try:
         new = wait_for("a new leader at site A", lambda: (lambda v: v.leader is not None and v.leader.name != old
                        and writable(a, v.leader.name) and v.leader.name)(a.view()), timeout=TTL * 3 + 30)
         ids = write(a, new, 10)
-        wait_rows(b, ids, timeout=120)
+        # wal_receiver_timeout (60 s) ends the stream from the frozen host, SOURCE_STALL (20 s) the reconnect.
+        wait_rows(b, ids, timeout=240)
         for name in members(b):
             wait_for(f"{name} on site A's new timeline", partial(newer_timeline, b, name, tli), timeout=60)
             assert marker(b, name).exists(), f"{name} was cloned again"
             marker(b, name).unlink()
+        if from_old:
+            assert "[standby-leader-next-source]" in agent_log(b, b_leader)
     finally:
-        sites.revive_host(a, old)
+        kill_frozen(a, old, pids)
+        restart_node(a, old)
     leader(a, timeout=180)
     b.wait_healthy(timeout=120)
 

@@ -66,6 +66,20 @@ STANDBY_CASES: list[Case] = [
          sb_view(), cb.local("a", cb.pg_replica(REMOTE)), "standby-leader-steady",
          [A.DisarmWatchdog(), A.SetVip(True), A.SyncSlots(("b", "c")), "RepointPgBouncer",
           A.RunCallback("on_start", "standby_leader")]),
+    Case("the standby leader has not streamed from the other site for 25 s: try its hosts from the next one",
+         sb_view(), cb.local("a", cb.pg_replica(REMOTE, streaming=False), not_streaming_since=cb.NOW - 25),
+         "standby-leader-next-source",
+         [A.NextSource(), A.DisarmWatchdog(), A.SetVip(True), A.SyncSlots(("b", "c")), "RepointPgBouncer",
+          A.RunCallback("on_start", "standby_leader")]),
+    Case("not streaming for 10 s only: the WAL receiver may still be reconnecting", sb_view(),
+         cb.local("a", cb.pg_replica(REMOTE, streaming=False), not_streaming_since=cb.NOW - 10),
+         "standby-leader-steady", [A.DisarmWatchdog(), A.SetVip(True), A.SyncSlots(("b", "c")), "RepointPgBouncer",
+                                   A.RunCallback("on_start", "standby_leader")]),
+    Case("one host only: nothing to try next", cb.view(cb.replica("a", REMOTE), cb.replica("b", "a"), leader="a",
+         cfg=replace(SB, standby_cluster=StandbyCluster(host="site-a1"))),
+         cb.local("a", cb.pg_replica(REMOTE, streaming=False), not_streaming_since=cb.NOW - 25),
+         "standby-leader-steady", [A.DisarmWatchdog(), A.SetVip(True), A.SyncSlots(("b",)), "RepointPgBouncer",
+                                   A.RunCallback("on_start", "standby_leader")]),
     Case("the standby leader's PostgreSQL is starting: wait", sb_view(),
          cb.local("a", replace(cb.pg_stopped(), run_state=PgRunState.STARTING)), "standby-leader-wait", []),
     Case("demote-cluster: a replica replayed past the other site's fork, its leader cannot send more: stop",
@@ -114,3 +128,22 @@ def test_a_standby_leader_never_promotes() -> None:
         for v in (sb_view(), sb_view(leader=None), booting()):
             d = cb.run(v, cb.local("a", pg))
             assert not any(isinstance(a, A.Promote | A.InitDB) for a in d.actions), (d.rule_id, pg)
+
+
+def test_the_other_sites_hosts_are_tried_from_the_next_one_on() -> None:
+    from pgha.core import standby
+
+    sc = StandbyCluster(host="a1:5432,a2,[::1]:5433", port=6432)
+    assert standby.rotated(sc, 0) == sc
+    assert standby.rotated(sc, 1).hosts() == (("a2", 6432), ("::1", 5433), ("a1", 5432))  # type: ignore[union-attr]
+    assert standby.rotated(sc, 2).hosts()[0] == ("::1", 5433)  # type: ignore[union-attr]
+    assert standby.rotated(sc, 3) == sc
+    assert standby.rotated(sc, 4).problem() is None  # type: ignore[union-attr]
+    assert standby.rotated(StandbyCluster(restore_command="x"), 1) == StandbyCluster(restore_command="x")
+
+
+def test_a_new_order_counts_not_streaming_from_then() -> None:
+    from pgha.core import memory as M
+
+    m = M.apply(M.AgentMemory(not_streaming_since=100.0), M.SourceTurned(1, 130.0))
+    assert (m.source_turn, m.not_streaming_since) == (1, 130.0)

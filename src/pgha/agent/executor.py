@@ -86,7 +86,8 @@ class Executor:
         if name is None:
             return None
         if name == standby.REMOTE:
-            return remote_upstream(self.agent.cluster_config.standby_cluster)
+            return remote_upstream(standby.rotated(self.agent.cluster_config.standby_cluster,
+                                                   self.agent.memory.source_turn))
         if name == self.agent.config.name:
             # We hold the leader key ourselves: the first member of a standby cluster clones the other
             # site with the key held, and then follows that site (the clone's source), not itself.

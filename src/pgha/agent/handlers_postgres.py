@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pgha.agent.executor import NONE, ActionFailed, ActionSkipped, Executor, Outcomes, handles
+from pgha.agent.executor import NONE, ActionFailed, ActionSkipped, Executor, Outcomes, handles, remote_upstream
 from pgha.backup.command import BackupError
 from pgha.core import actions as A
 from pgha.core import memory as M
@@ -331,6 +331,22 @@ def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> 
         return _restart(ex, A.RestartPostgres(), view, local)
     agent.ports.pg.reload()
     return [M.ParamsApplied(agent.params_key())]
+
+
+@handles(A.NextSource)
+def _next_source(ex: Executor, a: A.NextSource, view: ClusterView, local: LocalState) -> Outcomes:
+    agent = ex.agent
+    turn = agent.memory.source_turn + 1
+    sc = standby.rotated(agent.cluster_config.standby_cluster, turn)
+    upstream = remote_upstream(sc)
+    log.warning("not streaming from the other site for %.0f s: trying its hosts from %s:%d on",
+                ex.now - (local.not_streaming_since or ex.now), upstream.host, upstream.port)
+    needs_restart = agent.ports.pg.configure(agent.parameters(), upstream, "", standby=True)
+    outcomes: list[M.Outcome] = [M.SourceTurned(turn, ex.now)]
+    if needs_restart:
+        return outcomes + list(_restart(ex, A.RestartPostgres(), view, local))
+    agent.ports.pg.reload()
+    return [*outcomes, M.ParamsApplied(agent.params_key())]
 
 
 @handles(A.SyncSlots)

@@ -208,6 +208,11 @@ class Follow(Action):
 
 
 @dataclass(frozen=True)
+class NextSource(Action):
+    """Standby leader: try the other site's hosts from the next one on (rewrite primary_conninfo, reload)."""
+
+
+@dataclass(frozen=True)
 class SyncSlots(Action):
     """On the primary: physical slots exist for exactly these members.  ``keep``: slots the
     permanent-slot plan handles (``slots:``, ``ignore_slots``), never dropped as a member's."""

@@ -25,6 +25,9 @@ SWITCHOVER_PHASE_TIMEOUT = 10.0
 BOUNCER_PAUSE_TIMEOUT = 2.0
 # Seconds a replica may fail to stream from the right leader before it rewinds.
 NOT_STREAMING_REWIND_AFTER = 15.0
+# Seconds a standby leader may fail to stream from the other site before it tries the next host of its
+# list: more than a reconnect to a dead host takes (connect_timeout), less than a failover of that site.
+SOURCE_STALL = 20.0
 
 
 @dataclass(frozen=True)

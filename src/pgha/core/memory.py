@@ -54,6 +54,8 @@ class AgentMemory:
     stopped_on_purpose_at: float | None = None
     # Since when a running replica has not been streaming.
     not_streaming_since: float | None = None
+    # How many hosts of standby_cluster.host the standby leader skips (pgha.core.standby.rotated).
+    source_turn: int = 0
     # The role on_start / on_role_change last ran for (None: not yet started).
     announced_role: str | None = None
     # The switchover id our PgBouncer is paused for ("" when not paused).
@@ -203,6 +205,14 @@ class VipSet(Outcome):
 
 
 @dataclass(frozen=True)
+class SourceTurned(Outcome):
+    """The standby leader now tries the other site's hosts from the ``turn``-th on, since ``at``."""
+
+    turn: int
+    at: float
+
+
+@dataclass(frozen=True)
 class PeersPolled(Outcome):
     peers: Mapping[str, PeerStatus]
     at: float
@@ -248,6 +258,9 @@ def apply(memory: AgentMemory, outcome: Outcome) -> AgentMemory:
             return replace(m, last_switchover_id=sid, last_switchover_outcome=text)
         case VipSet(present=present, at=at):
             return replace(m, vip_held=present, vip_checked_at=at)
+        case SourceTurned(turn=turn, at=at):
+            # Not streaming is counted again from the new order.
+            return replace(m, source_turn=turn, not_streaming_since=at)
         case PeersPolled(peers=peers, at=at, revision=revision):
             return replace(m, peers=dict(peers), peers_at=at, peers_revision=revision)
     raise TypeError(f"unknown outcome {outcome!r}")  # pragma: no cover

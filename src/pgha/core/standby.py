@@ -9,7 +9,7 @@ reaches postgresql.conf or a connection string.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pgha.core import names
 from pgha.core.slotspec import SLOT_NAME_RE
@@ -100,6 +100,20 @@ def _hosts_problem(text: str) -> str | None:
         if port is not None and (why := names.port_problem(int(port))) is not None:
             return f"{names.shown(item)}: {why}"
     return None
+
+
+def rotated(sc: StandbyCluster | None, turn: int) -> StandbyCluster | None:
+    """``sc`` with its hosts tried from the ``turn``-th on (libpq tries a list in order, and a host that
+    accepts the connection but never answers, a frozen one, holds the WAL receiver forever)."""
+    if sc is None or not sc.host or turn == 0:
+        return sc
+    items = [i.strip() for i in sc.host.split(",")]
+    k = turn % len(items)
+    return replace(sc, host=",".join(items[k:] + items[:k]))
+
+
+def several_hosts(sc: StandbyCluster | None) -> bool:
+    return sc is not None and "," in sc.host
 
 
 def source_hosts(sc: StandbyCluster | None) -> set[tuple[str, int]]:

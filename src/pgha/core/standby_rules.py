@@ -9,13 +9,14 @@ only the winner's last step differs: it takes the key and follows the other site
 
 from __future__ import annotations
 
-from pgha.core import election, slots
+from pgha.core import election, slots, standby
 from pgha.core.actions import (
     AcquireLeader,
     Action,
     Clone,
     DisarmWatchdog,
     Follow,
+    NextSource,
     PublishInitialized,
     ReloadPostgres,
     Rewind,
@@ -26,7 +27,7 @@ from pgha.core.actions import (
     SyncSlots,
     WipeDataDir,
 )
-from pgha.core.facts import Facts
+from pgha.core.facts import SOURCE_STALL, Facts
 from pgha.core.model import PgRunState
 from pgha.core.rule import Rule
 from pgha.core.standby import REMOTE
@@ -124,6 +125,13 @@ LEADER: tuple[Rule, ...] = (
          "site instead; never promote.",
          lambda f: _leading(f) and f.is_replica and f.local.pg.configured_upstream != REMOTE,
          lambda f: [Follow(REMOTE), SetVip(True)]),
+    Rule("standby-leader-next-source", "standby",
+         f"We lead a standby cluster and have not streamed from the other site for {SOURCE_STALL:g} s, and it "
+         "names several hosts: try them from the next one on.  A host that accepts the connection but never "
+         "answers (frozen) would hold the WAL receiver forever: it has no connect timeout.",
+         lambda f: (_leading(f) and f.is_replica and f.local.pg.configured_upstream == REMOTE
+                    and standby.several_hosts(f.config.standby_cluster) and f.not_streaming_for > SOURCE_STALL),
+         lambda f: [NextSource(), *upkeep_standby_leader(f)]),
     Rule("standby-leader-steady", "standby",
          "We are the standby leader, following the other site: keep slots for our replicas and routing right.",
          lambda f: _leading(f) and f.is_replica,

@@ -147,3 +147,14 @@ def test_a_new_order_counts_not_streaming_from_then() -> None:
 
     m = M.apply(M.AgentMemory(not_streaming_since=100.0), M.SourceTurned(1, 130.0))
     assert (m.source_turn, m.not_streaming_since) == (1, 130.0)
+
+
+def test_operations_doc_names_the_code_s_source_timeouts() -> None:
+    from pathlib import Path
+
+    from pgha.core.facts import SOURCE_STALL
+    from pgha.postgres.conf import TCP_USER_TIMEOUT_MS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert f"after {SOURCE_STALL:g} s without streaming (`SOURCE_STALL`)" in text
+    assert f"`tcp_user_timeout` ({TCP_USER_TIMEOUT_MS // 1000} s)" in text

@@ -311,7 +311,9 @@ def test_a_failover_on_site_a_site_b_follows_the_new_timeline_without_a_reclone(
         shutil.chown(marker(b, name), "postgres", "postgres")
     tli = timeline(a, old)
     b_leader = leader(b)
-    from_old = streams_from(b, b_leader) == str(a.node(old).address)
+    source = streams_from(b, b_leader)
+    from_old = source == str(a.node(old).address)
+    print(f"site B's standby leader {b_leader} streams from {source}; site A's leader {old} is {a.node(old).address}")
     pids = freeze_host(a, old)
     try:
         new = wait_for("a new leader at site A", lambda: (lambda v: v.leader is not None and v.leader.name != old

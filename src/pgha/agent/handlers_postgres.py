@@ -16,6 +16,7 @@ from pgha.core.model import ClusterView, LocalState, TaskKind
 from pgha.core.syncrep import names_for_primary, render_names
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import HistoryEntry
+from pgha.postgres.common import Upstream
 from pgha.postgres.layout import Layout
 from pgha.postgres.node import PostgresError
 from pgha.postgres.rewind import fork_point
@@ -323,11 +324,15 @@ def _promote(ex: Executor, a: A.Promote, view: ClusterView, local: LocalState) -
 
 @handles(A.Follow)
 def _follow(ex: Executor, a: A.Follow, view: ClusterView, local: LocalState) -> Outcomes:
-    agent = ex.agent
     upstream = ex.upstream(view, a.upstream)
-    needs_restart = agent.ports.pg.configure(agent.parameters(), upstream, "", standby=True)
     log.info("now following %s", a.upstream)
-    if needs_restart:
+    return _stream_from(ex, upstream, view, local)
+
+
+def _stream_from(ex: Executor, upstream: Upstream | None, view: ClusterView, local: LocalState) -> Outcomes:
+    """Rewrite primary_conninfo for ``upstream``; reload, or restart where a changed setting needs it."""
+    agent = ex.agent
+    if agent.ports.pg.configure(agent.parameters(), upstream, "", standby=True):
         return _restart(ex, A.RestartPostgres(), view, local)
     agent.ports.pg.reload()
     return [M.ParamsApplied(agent.params_key())]
@@ -341,12 +346,7 @@ def _next_source(ex: Executor, a: A.NextSource, view: ClusterView, local: LocalS
     upstream = remote_upstream(sc)
     log.warning("not streaming from the other site for %.0f s: trying its hosts from %s:%d on",
                 ex.now - (local.not_streaming_since or ex.now), upstream.host, upstream.port)
-    needs_restart = agent.ports.pg.configure(agent.parameters(), upstream, "", standby=True)
-    outcomes: list[M.Outcome] = [M.SourceTurned(turn, ex.now)]
-    if needs_restart:
-        return outcomes + list(_restart(ex, A.RestartPostgres(), view, local))
-    agent.ports.pg.reload()
-    return [*outcomes, M.ParamsApplied(agent.params_key())]
+    return [M.SourceTurned(turn, ex.now), *_stream_from(ex, upstream, view, local)]
 
 
 @handles(A.SyncSlots)

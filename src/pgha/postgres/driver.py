@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes.util
 import logging
 import os
-import subprocess
 import sys
 
 from pgha.config import NodeConfig
@@ -34,14 +33,7 @@ IMPL_VARIABLE = "PSYCOPG_IMPL"
 def system_version() -> int:
     """PQlibVersion() of the libpq the dynamic linker finds (asked in a child: nothing is loaded here); 0 if none."""
     name = ctypes.util.find_library("pq")
-    if name is None:
-        return 0
-    try:
-        out = subprocess.run([sys.executable, "-c", libpq.ASK_VERSION, name], capture_output=True, text=True,
-                             timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return int(out) if out.isdigit() else 0
+    return 0 if name is None else libpq.asked_version(name)
 
 
 def choice(system: int, tools: int, preset: str | None, imported: bool) -> str | None:

@@ -52,11 +52,19 @@ def linked_version(path: str) -> int:
         named = LIBPQ_FILE.search(os.path.realpath(found.group(1)))
         if named is not None:
             return int(named.group(1)) * 10000
-        asked = subprocess.run([sys.executable, "-c", ASK_VERSION, found.group(1)], capture_output=True, text=True,
-                               timeout=10, check=False).stdout.strip()
-        return int(asked) if asked.isdigit() else 0
+        return asked_version(found.group(1))
     except (OSError, subprocess.SubprocessError):
         return 0
+
+
+def asked_version(library: str) -> int:
+    """PQlibVersion() of ``library`` (a path or a soname), asked in a child process; 0 when unknown."""
+    try:
+        asked = subprocess.run([sys.executable, "-c", ASK_VERSION, library], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return int(asked) if asked.isdigit() else 0
 
 
 def tools_version(bin_dir: str) -> int:
